@@ -1,0 +1,40 @@
+/* wg_status — error names and the thread-local reason buffer. */
+#include "wg_status.h"
+
+#include <string.h>
+
+static _Thread_local char s_msg[1024];
+
+const char *wg_strerror(wg_status st) {
+    switch (st) {
+#define WG_XX_STR(name, val, str) \
+    case WG_##name:               \
+        return str;
+        WG_ERRORS(WG_XX_STR)
+#undef WG_XX_STR
+    }
+    return "unknown status";
+}
+
+const char *wg_status_name(wg_status st) {
+    switch (st) {
+#define WG_XX_NAME(name, val, str) \
+    case WG_##name:                \
+        return #name;
+        WG_ERRORS(WG_XX_NAME)
+#undef WG_XX_NAME
+    }
+    return "UNKNOWN";
+}
+
+wg_status wg_error(wg_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s_msg, sizeof s_msg, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+const char *wg_errmsg(void) { return s_msg; }
+
+void wg_error_clear(void) { s_msg[0] = '\0'; }

@@ -1,0 +1,40 @@
+/* wg_cpu — threaded, SIMD CPU kernels (AVX2 / AVX-512 where the CPU has them,
+ * scalar fallback chosen at run time).
+ *
+ * Batch invariance contract: every output element Y[m][n] is computed by the
+ * same sequence of floating-point operations whatever M is and however rows
+ * are tiled or split across threads, so a sequence's numbers never depend on
+ * what else shares the step. */
+#ifndef WG_CPU_H
+#define WG_CPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../common/wg_status.h"
+#include "../quant.h"
+
+typedef struct wg_pool wg_pool_t;
+
+/* A pool of n_threads workers (the caller counts as one: n_threads=1 spawns
+ * none). NULL on failure with the reason in wg_errmsg(). */
+wg_pool_t *wg_pool_new(int n_threads);
+void wg_pool_destroy(wg_pool_t **pool);
+int wg_pool_size(const wg_pool_t *pool);
+
+/* Run fn(ctx, ith, nth) on every thread (ith = 0..nth-1) and wait for all.
+ * Not reentrant: one wg_pool_run at a time per pool. */
+void wg_pool_run(wg_pool_t *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx);
+
+/* Y[M][N] = X[M][K] @ W[N][K]^T.
+ * W: N rows of K values of type wt, rows contiguous (row size wg_row_size(wt,K)).
+ * X: F32, row stride K. Y: F32, row stride N. K must be a multiple of wt's
+ * block size. Activations are quantized to the type's vec_dot_type first.
+ * Returns WG_ERR_UNSUPPORTED for a type without a kernel. */
+wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t N, int64_t K,
+                          const float *X, int64_t M, float *Y);
+
+/* Names of the SIMD level in use ("avx512", "avx2", "scalar"). */
+const char *wg_cpu_simd_name(void);
+
+#endif

@@ -1,0 +1,8 @@
+/* waggle mkmodel — placeholder until its issue lands. */
+#include "waggle.h"
+
+int wg_cmd_mkmodel(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    return wg_cmd_unimplemented("mkmodel");
+}

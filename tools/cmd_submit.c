@@ -1,0 +1,8 @@
+/* waggle submit — placeholder until its issue lands. */
+#include "waggle.h"
+
+int wg_cmd_submit(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    return wg_cmd_unimplemented("submit");
+}

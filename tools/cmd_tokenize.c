@@ -1,0 +1,8 @@
+/* waggle tokenize — placeholder until its issue lands. */
+#include "waggle.h"
+
+int wg_cmd_tokenize(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    return wg_cmd_unimplemented("tokenize");
+}

@@ -1,0 +1,59 @@
+/* waggle — the command-line tool: dispatches to one subcommand per file. */
+#include "waggle.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/wg_status.h"
+
+typedef struct {
+    const char *name;  /* subcommand */
+    wg_cmd_fn fn;      /* entry point */
+    const char *help;  /* one line */
+} s_command_t;
+
+static const s_command_t s_commands[] = {
+#define WG_XX_ROW(name, help) {#name, wg_cmd_##name, help},
+    WG_COMMANDS(WG_XX_ROW)
+#undef WG_XX_ROW
+};
+
+static const char *s_backends(void) {
+#ifdef WG_HAVE_CUDA
+    return "cpu cuda";
+#else
+    return "cpu";
+#endif
+}
+
+static void s_usage(FILE *f) {
+    fprintf(f, "usage: waggle COMMAND [ARGS...]\n       waggle --version\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof s_commands / sizeof s_commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", s_commands[i].name, s_commands[i].help);
+    fprintf(f, "\nRun 'waggle COMMAND --help' for a command's options.\n");
+}
+
+int wg_cmd_unimplemented(const char *name) {
+    fprintf(stderr, "waggle %s: not built yet in this version\n", name);
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        s_usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("waggle %s\nbackends: %s\n", WG_VERSION, s_backends());
+        return 0;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        s_usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof s_commands / sizeof s_commands[0]; i++)
+        if (strcmp(argv[1], s_commands[i].name) == 0) return s_commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "waggle: unknown command '%s'\n\n", argv[1]);
+    s_usage(stderr);
+    return 2;
+}

@@ -1,0 +1,30 @@
+/* waggle CLI — shared declarations of the subcommands (one file each). */
+#ifndef WG_TOOLS_WAGGLE_H
+#define WG_TOOLS_WAGGLE_H
+
+/* Each subcommand gets argv starting at its own name (argv[0] = "inspect")
+ * and returns the process exit code. */
+typedef int (*wg_cmd_fn)(int argc, char **argv);
+
+#define WG_COMMANDS(XX)                                                         \
+    XX(inspect, "show metadata and tensors of a GGUF/safetensors file or HF dir") \
+    XX(dequant, "write one tensor dequantized as little-endian float32")        \
+    XX(tokenize, "print the token ids of a text")                              \
+    XX(logits, "one forward pass over token ids, write all logits")            \
+    XX(generate, "generate text from a prompt")                                \
+    XX(run, "run a JSONL batch of jobs through the engine (the main job)")     \
+    XX(bench, "benchmarks: kernels, engine")                                   \
+    XX(mkmodel, "write a random-weight model of a given size as GGUF")         \
+    XX(submit, "submit a JSONL batch of jobs to a broker")                     \
+    XX(tail, "stream token events of a job from a worker")                     \
+    XX(status, "show broker and fleet status")                                 \
+    XX(models, "manage the Redis model registry")
+
+#define WG_XX_DECL(name, help) int wg_cmd_##name(int argc, char **argv);
+WG_COMMANDS(WG_XX_DECL)
+#undef WG_XX_DECL
+
+/* Print "waggle NAME: not built yet" and return 2; for commands not done yet. */
+int wg_cmd_unimplemented(const char *name);
+
+#endif
