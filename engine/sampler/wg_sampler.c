@@ -1,0 +1,500 @@
+/* wg_sampler — per-sequence token sampling.
+ *
+ * Order of operations for one token (each step is skipped when off):
+ *   1. penalties   over the last `repeat_last_n` accepted tokens (prompt
+ *                  included): llama.cpp repetition penalty (positive logits
+ *                  divided, non-positive multiplied, once per distinct token),
+ *                  then OpenAI presence/frequency: l -= presence*[c>0] + frequency*c
+ *   2. logit bias  l += bias (-INFINITY bans the token)
+ *   -- temperature 0 stops here: argmax, lowest id on exact ties; no RNG draw.
+ *   3. top-k       keep the k largest (ties broken by lowest id)
+ *   4. temperature l /= T
+ *   5. softmax     over the survivors
+ *   6. top-p       keep the smallest most-likely prefix whose mass reaches p
+ *                  (always at least one token)
+ *   7. min-p       keep tokens with p >= min_p * p_max
+ *   8. draw        one uniform double from the sequence's own xoshiro256**
+ *                  stream, inverse CDF over the renormalised survivors
+ *
+ * Cost: O(n_vocab) passes over the logits, plus O(n_vocab log k) for top-k
+ * (a size-k heap, never a full sort) or O(n_vocab + m log n_vocab) for top-p
+ * without top-k (heapify everything, pop only the m tokens of the nucleus).
+ * Min-p alone and plain temperature need no scratch at all: min-p is a
+ * threshold on the logit (l - max)/T >= log(min_p).
+ *
+ * Logprobs are the log-softmax of the step-2 logits divided by T (T = 1 for
+ * greedy) over the whole vocabulary, i.e. before truncation by top-k/top-p/
+ * min-p, so a chosen token's logprob does not depend on the truncation
+ * settings (banned tokens have -inf).
+ *
+ * Determinism: the RNG is a private xoshiro256** seeded through splitmix64,
+ * one draw per sampled token, so the same seed and logits give the same tokens
+ * on any machine and whatever else runs in the batch. */
+#include "wg_sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    float v;     /* logit (then, after softmax, the probability) */
+    int32_t id;  /* token id */
+} s_cand_t;
+
+struct wg_sampler {
+    wg_sampling_params_t p;   /* validated copy; logit_bias borrowed */
+    int32_t n_vocab;          /* logits length */
+    uint64_t rng[4];          /* xoshiro256** state */
+    int32_t *hist;            /* [n_hist] accepted tokens, oldest first */
+    size_t n_hist;            /* tokens in hist */
+    size_t cap_hist;          /* allocated entries of hist */
+    int32_t *win;             /* [repeat window] scratch copy for penalties */
+    size_t cap_win;           /* allocated entries of win */
+    s_cand_t *cand;           /* [cap_cand] scratch candidates (top-k / top-p) */
+    size_t cap_cand;          /* allocated entries of cand */
+};
+
+/* ---- PRNG: splitmix64 for seeding, xoshiro256** for the stream ---- */
+
+static uint64_t s_splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t s_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t s_next(uint64_t st[4]) {
+    uint64_t out = s_rotl(st[1] * 5, 7) * 9;
+    uint64_t t = st[1] << 17;
+    st[2] ^= st[0];
+    st[3] ^= st[1];
+    st[1] ^= st[2];
+    st[0] ^= st[3];
+    st[2] ^= t;
+    st[3] = s_rotl(st[3], 45);
+    return out;
+}
+
+/* Uniform double in [0, 1) with 53 random bits. */
+static double s_uniform(uint64_t st[4]) { return (double)(s_next(st) >> 11) * 0x1.0p-53; }
+
+static void s_seed(uint64_t st[4], uint64_t seed) {
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++) st[i] = s_splitmix64(&x);
+    /* splitmix64 never yields four zero words from one seed, but be explicit */
+    if (!(st[0] | st[1] | st[2] | st[3])) st[0] = 1;
+}
+
+/* ---- parameters ---- */
+
+wg_sampling_params_t wg_sampling_defaults(void) {
+    wg_sampling_params_t p;
+    memset(&p, 0, sizeof p);
+    p.temperature = 1.0f;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.min_p = 0.0f;
+    p.repeat_penalty = 1.0f;
+    p.repeat_last_n = 64;
+    p.presence_penalty = 0.0f;
+    p.frequency_penalty = 0.0f;
+    p.seed = 0;
+    p.has_seed = false;
+    p.n_logprobs = 0;
+    p.logprobs = false;
+    p.logit_bias = NULL;
+    p.n_logit_bias = 0;
+    return p;
+}
+
+static wg_status s_validate(const wg_sampling_params_t *p, int32_t n_vocab) {
+    if (n_vocab <= 0) return wg_error(WG_ERR_INVAL, "n_vocab=%d must be > 0", (int)n_vocab);
+    if (!(p->temperature >= 0.0f) || isinf(p->temperature))
+        return wg_error(WG_ERR_RANGE, "temperature=%g must be finite and >= 0", (double)p->temperature);
+    if (p->top_k < 0) return wg_error(WG_ERR_RANGE, "top_k=%d must be >= 0", (int)p->top_k);
+    if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
+        return wg_error(WG_ERR_RANGE, "top_p=%g must be in (0, 1]", (double)p->top_p);
+    if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
+        return wg_error(WG_ERR_RANGE, "min_p=%g must be in [0, 1]", (double)p->min_p);
+    if (!(p->repeat_penalty > 0.0f) || isinf(p->repeat_penalty))
+        return wg_error(WG_ERR_RANGE, "repeat_penalty=%g must be finite and > 0", (double)p->repeat_penalty);
+    if (p->repeat_last_n < -1)
+        return wg_error(WG_ERR_RANGE, "repeat_last_n=%d must be >= -1", (int)p->repeat_last_n);
+    if (!isfinite(p->presence_penalty))
+        return wg_error(WG_ERR_RANGE, "presence_penalty=%g must be finite", (double)p->presence_penalty);
+    if (!isfinite(p->frequency_penalty))
+        return wg_error(WG_ERR_RANGE, "frequency_penalty=%g must be finite", (double)p->frequency_penalty);
+    if (p->n_logprobs < 0 || p->n_logprobs > WG_MAX_TOP_LOGPROBS)
+        return wg_error(WG_ERR_RANGE, "n_logprobs=%d must be in [0, %d]", (int)p->n_logprobs,
+                        WG_MAX_TOP_LOGPROBS);
+    if (p->n_logit_bias > 0 && !p->logit_bias)
+        return wg_error(WG_ERR_INVAL, "logit_bias is NULL with n_logit_bias=%zu", p->n_logit_bias);
+    for (size_t i = 0; i < p->n_logit_bias; i++) {
+        const wg_logit_bias_t *b = &p->logit_bias[i];
+        if (b->token < 0 || b->token >= n_vocab)
+            return wg_error(WG_ERR_RANGE, "logit_bias[%zu].token=%d outside [0, %d)", i, (int)b->token,
+                            (int)n_vocab);
+        if (isnan(b->bias) || (isinf(b->bias) && b->bias > 0))
+            return wg_error(WG_ERR_RANGE, "logit_bias[%zu].bias=%g for token %d must be finite or -inf",
+                            i, (double)b->bias, (int)b->token);
+    }
+    return WG_OK;
+}
+
+wg_sampler_t *wg_sampler_new(const wg_sampling_params_t *p, int32_t n_vocab) {
+    WG_ASSERT(p);
+    if (s_validate(p, n_vocab) != WG_OK) return NULL;
+    wg_sampler_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        wg_error(WG_ERR_NOMEM, "sampler: out of memory");
+        return NULL;
+    }
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    uint64_t seed = p->seed;
+    if (!p->has_seed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t x = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+        x ^= (uint64_t)(uintptr_t)s;
+        seed = s_splitmix64(&x);
+    }
+    s_seed(s->rng, seed);
+    return s;
+}
+
+void wg_sampler_free(wg_sampler_t **sp) {
+    if (!sp || !*sp) return;
+    wg_sampler_t *s = *sp;
+    free(s->hist);
+    free(s->win);
+    free(s->cand);
+    free(s);
+    *sp = NULL;
+}
+
+/* True when the penalties need the token history at all. */
+static bool s_penalties_on(const wg_sampler_t *s) {
+    return s->p.repeat_last_n != 0 &&
+           (s->p.repeat_penalty != 1.0f || s->p.presence_penalty != 0.0f || s->p.frequency_penalty != 0.0f);
+}
+
+static wg_status s_accept(wg_sampler_t *s, const int32_t *ids, size_t n) {
+    if (!s_penalties_on(s) || n == 0) return WG_OK;
+    /* Keep only what the window can see: all of it for -1, else the last N. */
+    size_t keep_max = s->p.repeat_last_n < 0 ? SIZE_MAX : (size_t)s->p.repeat_last_n;
+    if (s->p.repeat_last_n > 0 && n >= keep_max) {
+        ids += n - keep_max;
+        n = keep_max;
+        s->n_hist = 0;
+    }
+    if (s->n_hist + n > s->cap_hist) {
+        if (s->p.repeat_last_n > 0 && s->n_hist + n > 2 * keep_max) {
+            /* compact: drop what slid out of the window */
+            size_t drop = s->n_hist + n - keep_max;
+            if (drop > s->n_hist) drop = s->n_hist;
+            memmove(s->hist, s->hist + drop, (s->n_hist - drop) * sizeof *s->hist);
+            s->n_hist -= drop;
+        }
+        if (s->n_hist + n > s->cap_hist) {
+            size_t cap = s->cap_hist ? s->cap_hist : 64;
+            while (cap < s->n_hist + n) cap *= 2;
+            if (s->p.repeat_last_n > 0 && cap < 2 * keep_max) cap = 2 * keep_max;
+            int32_t *h = realloc(s->hist, cap * sizeof *h);
+            if (!h) return wg_error(WG_ERR_NOMEM, "sampler: history of %zu tokens", cap);
+            s->hist = h;
+            s->cap_hist = cap;
+        }
+    }
+    memcpy(s->hist + s->n_hist, ids, n * sizeof *ids);
+    s->n_hist += n;
+    return WG_OK;
+}
+
+void wg_sampler_accept_prompt(wg_sampler_t *s, const int32_t *ids, size_t n) {
+    WG_ASSERT(s);
+    WG_ASSERT(ids || n == 0);
+    /* Out of memory here only weakens the penalties; the next sample reports it. */
+    (void)s_accept(s, ids, n);
+}
+
+static int s_cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Step 1: penalties over the window, each distinct token once. */
+static wg_status s_apply_penalties(wg_sampler_t *s, float *logits) {
+    if (!s_penalties_on(s) || s->n_hist == 0) return WG_OK;
+    size_t n = s->n_hist;
+    if (s->p.repeat_last_n > 0 && n > (size_t)s->p.repeat_last_n) n = (size_t)s->p.repeat_last_n;
+    const int32_t *src = s->hist + (s->n_hist - n);
+    if (n > s->cap_win) {
+        int32_t *w = realloc(s->win, n * sizeof *w);
+        if (!w) return wg_error(WG_ERR_NOMEM, "sampler: penalty window of %zu tokens", n);
+        s->win = w;
+        s->cap_win = n;
+    }
+    memcpy(s->win, src, n * sizeof *src);
+    qsort(s->win, n, sizeof *s->win, s_cmp_i32);
+    const float rp = s->p.repeat_penalty, pp = s->p.presence_penalty, fp = s->p.frequency_penalty;
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && s->win[j] == s->win[i]) j++;
+        int32_t t = s->win[i];
+        if (t >= 0 && t < s->n_vocab) {
+            float l = logits[t];
+            if (rp != 1.0f) l = l > 0.0f ? l / rp : l * rp;
+            l -= pp + fp * (float)(j - i);
+            logits[t] = l;
+        }
+        i = j;
+    }
+    return WG_OK;
+}
+
+/* a ranks before b: larger logit, then lower id. */
+static inline bool s_better(s_cand_t a, s_cand_t b) { return a.v > b.v || (a.v == b.v && a.id < b.id); }
+
+/* Min-heap on rank (worst at the root), for keeping the best k. */
+static void s_sift_down_worst(s_cand_t *h, size_t n, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && s_better(h[w], h[l])) w = l;
+        if (r < n && s_better(h[w], h[r])) w = r;
+        if (w == i) return;
+        s_cand_t t = h[i]; h[i] = h[w]; h[w] = t;
+        i = w;
+    }
+}
+
+static void s_sift_up_worst(s_cand_t *h, size_t i) {
+    while (i > 0) {
+        size_t par = (i - 1) / 2;
+        if (!s_better(h[par], h[i])) return;
+        s_cand_t t = h[i]; h[i] = h[par]; h[par] = t;
+        i = par;
+    }
+}
+
+/* Max-heap on rank (best at the root), for popping the nucleus in order. */
+static void s_sift_down_best(s_cand_t *h, size_t n, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, b = i;
+        if (l < n && s_better(h[l], h[b])) b = l;
+        if (r < n && s_better(h[r], h[b])) b = r;
+        if (b == i) return;
+        s_cand_t t = h[i]; h[i] = h[b]; h[b] = t;
+        i = b;
+    }
+}
+
+static int s_cmp_cand(const void *a, const void *b) {
+    s_cand_t x = *(const s_cand_t *)a, y = *(const s_cand_t *)b;
+    return s_better(x, y) ? -1 : s_better(y, x) ? 1 : 0;
+}
+
+/* The best k finite logits into out[0..ret), sorted best first. O(n log k). */
+static size_t s_top_k(const float *logits, int32_t n, s_cand_t *out, size_t k) {
+    size_t m = 0;
+    for (int32_t i = 0; i < n; i++) {
+        float v = logits[i];
+        if (v == -INFINITY) continue;
+        s_cand_t c = {v, i};
+        if (m < k) {
+            out[m] = c;
+            s_sift_up_worst(out, m);
+            m++;
+        } else if (s_better(c, out[0])) {
+            out[0] = c;
+            s_sift_down_worst(out, m, 0);
+        }
+    }
+    qsort(out, m, sizeof *out, s_cmp_cand);
+    return m;
+}
+
+static wg_status s_reserve_cand(wg_sampler_t *s, size_t n) {
+    if (n <= s->cap_cand) return WG_OK;
+    s_cand_t *c = realloc(s->cand, n * sizeof *c);
+    if (!c) return wg_error(WG_ERR_NOMEM, "sampler: %zu candidates", n);
+    s->cand = c;
+    s->cap_cand = n;
+    return WG_OK;
+}
+
+/* Inverse-CDF draw over weights w[0..n) (unnormalised, total `sum`). */
+static size_t s_draw_cand(uint64_t rng[4], const s_cand_t *c, size_t n, double sum) {
+    double target = s_uniform(rng) * sum, acc = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        acc += c[i].v;
+        if (target < acc) return i;
+    }
+    return n - 1; /* rounding: the last survivor */
+}
+
+/* Steps 3-8 when top-k and/or top-p are on: candidates in rank order. */
+static wg_status s_sample_sorted(wg_sampler_t *s, const float *logits, float maxv, int32_t *tok) {
+    const float inv_t = 1.0f / s->p.temperature;
+    size_t n_fin = 0;
+    size_t m; /* survivors in s->cand[0..m), best first, v = unnormalised prob */
+    double sum = 0.0;
+    const double top_p = s->p.top_p, min_p = s->p.min_p;
+    if (s->p.top_k > 0 && s->p.top_k < s->n_vocab) {
+        wg_status st = s_reserve_cand(s, (size_t)s->p.top_k);
+        if (st) return st;
+        m = s_top_k(logits, s->n_vocab, s->cand, (size_t)s->p.top_k);
+        for (size_t i = 0; i < m; i++) {
+            s->cand[i].v = expf((s->cand[i].v - maxv) * inv_t);
+            sum += s->cand[i].v;
+        }
+        if (top_p < 1.0) {
+            double acc = 0.0;
+            size_t keep = m;
+            for (size_t i = 0; i < m; i++) {
+                acc += s->cand[i].v;
+                if (acc >= top_p * sum) { keep = i + 1; break; }
+            }
+            m = keep;
+        }
+    } else {
+        /* top-p without top-k: softmax mass over everything, then pop the
+         * heap only as far as the nucleus reaches. */
+        wg_status st = s_reserve_cand(s, (size_t)s->n_vocab);
+        if (st) return st;
+        double total = 0.0;
+        for (int32_t i = 0; i < s->n_vocab; i++) {
+            if (logits[i] == -INFINITY) continue;
+            float e = expf((logits[i] - maxv) * inv_t);
+            s->cand[n_fin].v = logits[i];
+            s->cand[n_fin].id = i;
+            n_fin++;
+            total += e;
+        }
+        for (size_t i = n_fin / 2; i-- > 0;) s_sift_down_best(s->cand, n_fin, i);
+        /* Pop the best one at a time; each popped element lands in the slot the
+         * heap just gave up, so the nucleus collects at the back, best last. */
+        size_t heap_n = n_fin;
+        m = 0;
+        double acc = 0.0;
+        const float pmin_thr = (float)min_p; /* relative to p_max = 1 (exp(0)) */
+        while (heap_n > 0) {
+            s_cand_t best = s->cand[0];
+            float e = expf((best.v - maxv) * inv_t);
+            if (m > 0 && e < pmin_thr) break; /* min-p: nothing further qualifies */
+            s->cand[0] = s->cand[--heap_n];
+            s_sift_down_best(s->cand, heap_n, 0);
+            /* the slot just freed at the end of the heap holds the popped element */
+            s->cand[heap_n].v = e;
+            s->cand[heap_n].id = best.id;
+            m++;
+            acc += e;
+            if (acc >= top_p * total) break;
+        }
+        /* nucleus at [n_fin - m, n_fin), worst first: reverse, move to the front */
+        s_cand_t *nuc = s->cand + (n_fin - m);
+        for (size_t i = 0; i < m / 2; i++) {
+            s_cand_t t = nuc[i];
+            nuc[i] = nuc[m - 1 - i];
+            nuc[m - 1 - i] = t;
+        }
+        memmove(s->cand, nuc, m * sizeof *nuc);
+        sum = acc;
+        goto draw;
+    }
+    /* min-p on the sorted survivors (prob relative to the best one) */
+    if (min_p > 0.0 && m > 0) {
+        double thr = min_p * s->cand[0].v;
+        size_t keep = 1;
+        while (keep < m && s->cand[keep].v >= thr) keep++;
+        m = keep;
+    }
+    sum = 0.0;
+    for (size_t i = 0; i < m; i++) sum += s->cand[i].v;
+draw:
+    if (m == 0) return wg_error(WG_ERR_RANGE, "no candidate token left after filtering");
+    *tok = s->cand[s_draw_cand(s->rng, s->cand, m, sum)].id;
+    return WG_OK;
+}
+
+/* Steps 4-8 with only temperature and/or min-p: two passes, no scratch. */
+static int32_t s_sample_flat(wg_sampler_t *s, const float *logits, float maxv) {
+    const float inv_t = 1.0f / s->p.temperature;
+    /* min-p: p_i / p_max = exp((l - max)/T) >= min_p */
+    const float thr = s->p.min_p > 0.0f ? s->p.min_p : 0.0f;
+    double sum = 0.0;
+    for (int32_t i = 0; i < s->n_vocab; i++) {
+        if (logits[i] == -INFINITY) continue;
+        float e = expf((logits[i] - maxv) * inv_t);
+        if (e >= thr) sum += e;
+    }
+    double target = s_uniform(s->rng) * sum, acc = 0.0;
+    int32_t last = -1;
+    for (int32_t i = 0; i < s->n_vocab; i++) {
+        if (logits[i] == -INFINITY) continue;
+        float e = expf((logits[i] - maxv) * inv_t);
+        if (e < thr) continue;
+        acc += e;
+        last = i;
+        if (target < acc) return i;
+    }
+    return last;
+}
+
+wg_status wg_sampler_sample(wg_sampler_t *s, float *logits, wg_sample_t *out) {
+    WG_ASSERT(s && logits && out);
+    memset(out, 0, sizeof *out);
+    wg_status st = s_apply_penalties(s, logits);
+    if (st) return st;
+    for (size_t i = 0; i < s->p.n_logit_bias; i++)
+        logits[s->p.logit_bias[i].token] += s->p.logit_bias[i].bias;
+
+    /* one pass: max, argmax (lowest id on ties), NaN check */
+    float maxv = -INFINITY;
+    int32_t arg = -1;
+    for (int32_t i = 0; i < s->n_vocab; i++) {
+        float v = logits[i];
+        if (v > maxv) { maxv = v; arg = i; }
+        else if (isnan(v)) return wg_error(WG_ERR_RANGE, "logits[%d] is NaN", (int)i);
+    }
+    if (arg < 0 || maxv == INFINITY) {
+        if (maxv == INFINITY) return wg_error(WG_ERR_RANGE, "logits[%d] is +inf", (int)arg);
+        return wg_error(WG_ERR_RANGE, "every one of %d tokens is banned (-inf)", (int)s->n_vocab);
+    }
+
+    const bool greedy = s->p.temperature == 0.0f;
+    const float inv_t = greedy ? 1.0f : 1.0f / s->p.temperature;
+    const bool want_lp = s->p.logprobs || s->p.n_logprobs > 0;
+    double lse = 0.0; /* log sum exp((l - max)/T) over the whole vocab */
+    if (want_lp) {
+        double sum = 0.0;
+        for (int32_t i = 0; i < s->n_vocab; i++)
+            if (logits[i] != -INFINITY) sum += expf((logits[i] - maxv) * inv_t);
+        lse = log(sum);
+        if (s->p.n_logprobs > 0) {
+            s_cand_t top[WG_MAX_TOP_LOGPROBS];
+            size_t m = s_top_k(logits, s->n_vocab, top, (size_t)s->p.n_logprobs);
+            for (size_t i = 0; i < m; i++) {
+                out->top_tokens[i] = top[i].id;
+                out->top_logprobs[i] = (float)((double)((top[i].v - maxv) * inv_t) - lse);
+            }
+            out->n_top = (int32_t)m;
+        }
+    }
+
+    int32_t tok;
+    if (greedy) {
+        tok = arg;
+    } else if ((s->p.top_k > 0 && s->p.top_k < s->n_vocab) || s->p.top_p < 1.0f) {
+        st = s_sample_sorted(s, logits, maxv, &tok);
+        if (st) return st;
+    } else {
+        tok = s_sample_flat(s, logits, maxv);
+    }
+    out->token = tok;
+    out->logprob = want_lp ? (float)((double)((logits[tok] - maxv) * inv_t) - lse) : 0.0f;
+    return s_accept(s, &tok, 1);
+}
