@@ -724,3 +724,422 @@ const wg_gguf_tensor_t *wg_gguf_find_tensor(const wg_gguf_t *g, const char *name
     int64_t i = s_index_find(&ix, name, &g->tensors[0].name, sizeof *g->tensors, -1, false);
     return i < 0 ? NULL : &g->tensors[i];
 }
+
+/* ======================================================================
+ * Writer
+ * ====================================================================== */
+
+typedef struct {
+    char *name;                     /* tensor name (arena) */
+    wg_type_t type;                 /* tensor type */
+    uint32_t n_dims;                /* 1..4 */
+    int64_t ne[WG_GGUF_MAX_DIMS];   /* dims, ne[0] fastest; unused = 1 */
+    size_t nbytes;                  /* bytes of data */
+    void *data;                     /* [nbytes] owned copy (malloc) */
+} s_wtensor_t;
+
+struct wg_gguf_writer {
+    size_t alignment;               /* data alignment (power of two) */
+    int64_t n_kv;                   /* keys set */
+    int64_t cap_kv;                 /* capacity of keys/values */
+    char **keys;                    /* [cap_kv] keys (arena), insertion order */
+    wg_gguf_value_t *values;        /* [cap_kv] deep copies (arena) */
+    int64_t n_tensors;              /* tensors added */
+    int64_t cap_tensors;            /* capacity of tensors */
+    s_wtensor_t *tensors;           /* [cap_tensors] */
+    s_arena_t arena;                /* keys, names, strings, array items */
+};
+
+wg_gguf_writer_t *wg_gguf_writer_new(void) {
+    wg_gguf_writer_t *w = calloc(1, sizeof *w);
+    if (!w) {
+        wg_error(WG_ERR_NOMEM, "gguf: out of memory for a writer");
+        return NULL;
+    }
+    w->alignment = WG_GGUF_DEFAULT_ALIGNMENT;
+    return w;
+}
+
+void wg_gguf_writer_destroy(wg_gguf_writer_t **pw) {
+    if (!pw || !*pw) return;
+    wg_gguf_writer_t *w = *pw;
+    for (int64_t i = 0; i < w->n_tensors; i++) free(w->tensors[i].data);
+    free(w->tensors);
+    free(w->keys);
+    free(w->values);
+    s_arena_free(&w->arena);
+    free(w);
+    *pw = NULL;
+}
+
+/* Deep-copy `src` into the writer's arena, checking types and nesting. */
+static wg_status s_value_copy(s_arena_t *a, wg_gguf_value_t *dst, const wg_gguf_value_t *src, int depth,
+                              const char *key) {
+    if ((unsigned)src->type >= WG_GGUF_VTYPE_COUNT)
+        return wg_error(WG_ERR_INVAL, "gguf writer: key '%s': unknown value type %d", key, (int)src->type);
+    *dst = *src;
+    switch (src->type) {
+    case WG_GGUF_BOOL:
+        if (src->v.u64 > 1)
+            return wg_error(WG_ERR_INVAL, "gguf writer: key '%s': bool value %" PRIu64, key, src->v.u64);
+        return WG_OK;
+    case WG_GGUF_STRING: {
+        if (!src->v.str.ptr && src->v.str.len)
+            return wg_error(WG_ERR_INVAL, "gguf writer: key '%s': NULL string of length %" PRIu64, key,
+                            src->v.str.len);
+        if (src->v.str.len >= SIZE_MAX)
+            return wg_error(WG_ERR_INVAL, "gguf writer: key '%s': string too long", key);
+        char *s = s_arena_strndup(a, src->v.str.ptr ? src->v.str.ptr : "", (size_t)src->v.str.len);
+        if (!s) return wg_error(WG_ERR_NOMEM, "gguf writer: key '%s': out of memory", key);
+        dst->v.str.ptr = s;
+        return WG_OK;
+    }
+    case WG_GGUF_ARRAY: {
+        if (depth >= S_MAX_DEPTH)
+            return wg_error(WG_ERR_INVAL, "gguf writer: key '%s': arrays nested deeper than %d", key, S_MAX_DEPTH);
+        wg_gguf_vtype_t et = src->v.arr.type;
+        uint64_t n = src->v.arr.n;
+        if ((unsigned)et >= WG_GGUF_VTYPE_COUNT)
+            return wg_error(WG_ERR_INVAL, "gguf writer: key '%s': unknown array element type %d", key, (int)et);
+        if (n && !src->v.arr.items)
+            return wg_error(WG_ERR_INVAL, "gguf writer: key '%s': array of %" PRIu64 " has no items", key, n);
+        dst->v.arr.items = NULL;
+        if (n == 0) return WG_OK;
+        if (n > SIZE_MAX / sizeof(wg_gguf_value_t))
+            return wg_error(WG_ERR_INVAL, "gguf writer: key '%s': array of %" PRIu64 " is too long", key, n);
+        wg_gguf_value_t *items = s_arena_alloc(a, (size_t)n * sizeof *items);
+        if (!items) return wg_error(WG_ERR_NOMEM, "gguf writer: key '%s': out of memory", key);
+        for (uint64_t i = 0; i < n; i++) {
+            if (src->v.arr.items[i].type != et)
+                return wg_error(WG_ERR_INVAL, "gguf writer: key '%s': item %" PRIu64 " has type %s in an array of %s",
+                                key, i, wg_gguf_vtype_name(src->v.arr.items[i].type), wg_gguf_vtype_name(et));
+            wg_status st = s_value_copy(a, &items[i], &src->v.arr.items[i], depth + 1, key);
+            if (st != WG_OK) return st;
+        }
+        dst->v.arr.items = items;
+        return WG_OK;
+    }
+    default:
+        return WG_OK;
+    }
+}
+
+wg_status wg_gguf_writer_set_value(wg_gguf_writer_t *w, const char *key, const wg_gguf_value_t *v) {
+    WG_ASSERT(w && key && v);
+    size_t klen = strlen(key);
+    if (klen == 0 || klen > S_MAX_KEY_LEN)
+        return wg_error(WG_ERR_INVAL, "gguf writer: key length %zu (must be 1..%u)", klen, S_MAX_KEY_LEN);
+    wg_gguf_value_t copy;
+    wg_status st = s_value_copy(&w->arena, &copy, v, 0, key);
+    if (st != WG_OK) return st;
+    if (strcmp(key, "general.alignment") == 0) {
+        if (copy.type != WG_GGUF_UINT32 || copy.v.u64 == 0 || (copy.v.u64 & (copy.v.u64 - 1)) ||
+            copy.v.u64 > S_MAX_ALIGNMENT)
+            return wg_error(WG_ERR_INVAL, "gguf writer: general.alignment must be a u32 power of two <= %u",
+                            S_MAX_ALIGNMENT);
+        w->alignment = (size_t)copy.v.u64;
+    }
+    for (int64_t i = 0; i < w->n_kv; i++) {
+        if (strcmp(w->keys[i], key) == 0) {
+            w->values[i] = copy; /* replaced in place: order kept; old copy stays in the arena */
+            return WG_OK;
+        }
+    }
+    if (w->n_kv == w->cap_kv) {
+        int64_t cap = w->cap_kv ? w->cap_kv * 2 : 16;
+        char **keys = realloc(w->keys, (size_t)cap * sizeof *keys);
+        if (!keys) return wg_error(WG_ERR_NOMEM, "gguf writer: out of memory");
+        w->keys = keys;
+        wg_gguf_value_t *values = realloc(w->values, (size_t)cap * sizeof *values);
+        if (!values) return wg_error(WG_ERR_NOMEM, "gguf writer: out of memory");
+        w->values = values;
+        w->cap_kv = cap;
+    }
+    char *k = s_arena_strndup(&w->arena, key, klen);
+    if (!k) return wg_error(WG_ERR_NOMEM, "gguf writer: out of memory");
+    w->keys[w->n_kv] = k;
+    w->values[w->n_kv] = copy;
+    w->n_kv++;
+    return WG_OK;
+}
+
+void wg_gguf_writer_set_alignment(wg_gguf_writer_t *w, size_t alignment) {
+    WG_ASSERT(w && alignment && (alignment & (alignment - 1)) == 0 && alignment <= S_MAX_ALIGNMENT);
+    wg_status st = wg_gguf_writer_set_u32(w, "general.alignment", (uint32_t)alignment);
+    WG_ASSERT(st == WG_OK || st == WG_ERR_NOMEM);
+    w->alignment = alignment;
+}
+
+wg_status wg_gguf_writer_set_u32(wg_gguf_writer_t *w, const char *key, uint32_t v) {
+    wg_gguf_value_t x = {.type = WG_GGUF_UINT32, .v.u64 = v};
+    return wg_gguf_writer_set_value(w, key, &x);
+}
+wg_status wg_gguf_writer_set_i32(wg_gguf_writer_t *w, const char *key, int32_t v) {
+    wg_gguf_value_t x = {.type = WG_GGUF_INT32, .v.i64 = v};
+    return wg_gguf_writer_set_value(w, key, &x);
+}
+wg_status wg_gguf_writer_set_u64(wg_gguf_writer_t *w, const char *key, uint64_t v) {
+    wg_gguf_value_t x = {.type = WG_GGUF_UINT64, .v.u64 = v};
+    return wg_gguf_writer_set_value(w, key, &x);
+}
+wg_status wg_gguf_writer_set_f32(wg_gguf_writer_t *w, const char *key, float v) {
+    wg_gguf_value_t x = {.type = WG_GGUF_FLOAT32, .v.f64 = v};
+    return wg_gguf_writer_set_value(w, key, &x);
+}
+wg_status wg_gguf_writer_set_bool(wg_gguf_writer_t *w, const char *key, bool v) {
+    wg_gguf_value_t x = {.type = WG_GGUF_BOOL, .v.u64 = v ? 1 : 0};
+    return wg_gguf_writer_set_value(w, key, &x);
+}
+wg_status wg_gguf_writer_set_str(wg_gguf_writer_t *w, const char *key, const char *v) {
+    WG_ASSERT(v);
+    wg_gguf_value_t x = {.type = WG_GGUF_STRING, .v.str = {v, strlen(v)}};
+    return wg_gguf_writer_set_value(w, key, &x);
+}
+
+/* Decode one packed element of a plain type. */
+static void s_unpack(wg_gguf_vtype_t t, const uint8_t *p, wg_gguf_value_t *v) {
+    v->type = t;
+    switch (t) {
+    case WG_GGUF_UINT8: v->v.u64 = p[0]; break;
+    case WG_GGUF_INT8: { int8_t x; memcpy(&x, p, 1); v->v.i64 = x; break; }
+    case WG_GGUF_UINT16: { uint16_t x; memcpy(&x, p, 2); v->v.u64 = x; break; }
+    case WG_GGUF_INT16: { int16_t x; memcpy(&x, p, 2); v->v.i64 = x; break; }
+    case WG_GGUF_UINT32: { uint32_t x; memcpy(&x, p, 4); v->v.u64 = x; break; }
+    case WG_GGUF_INT32: { int32_t x; memcpy(&x, p, 4); v->v.i64 = x; break; }
+    case WG_GGUF_UINT64: { uint64_t x; memcpy(&x, p, 8); v->v.u64 = x; break; }
+    case WG_GGUF_INT64: { int64_t x; memcpy(&x, p, 8); v->v.i64 = x; break; }
+    case WG_GGUF_FLOAT32: { float x; memcpy(&x, p, 4); v->v.f64 = x; break; }
+    case WG_GGUF_FLOAT64: { double x; memcpy(&x, p, 8); v->v.f64 = x; break; }
+    case WG_GGUF_BOOL: v->v.u64 = p[0] != 0; break;
+    default: break;
+    }
+}
+
+wg_status wg_gguf_writer_set_arr(wg_gguf_writer_t *w, const char *key, wg_gguf_vtype_t elem_type, const void *data,
+                                 uint64_t n) {
+    WG_ASSERT(w && key && (data || n == 0));
+    if ((unsigned)elem_type >= WG_GGUF_VTYPE_COUNT || elem_type == WG_GGUF_STRING || elem_type == WG_GGUF_ARRAY)
+        return wg_error(WG_ERR_INVAL, "gguf writer: key '%s': set_arr takes plain element types, not %s", key,
+                        wg_gguf_vtype_name(elem_type));
+    if (n > SIZE_MAX / sizeof(wg_gguf_value_t))
+        return wg_error(WG_ERR_INVAL, "gguf writer: key '%s': array of %" PRIu64 " is too long", key, n);
+    wg_gguf_value_t *items = n ? malloc((size_t)n * sizeof *items) : NULL;
+    if (n && !items) return wg_error(WG_ERR_NOMEM, "gguf writer: key '%s': out of memory", key);
+    size_t es = s_min_elem_size[elem_type];
+    for (uint64_t i = 0; i < n; i++) s_unpack(elem_type, (const uint8_t *)data + i * es, &items[i]);
+    wg_gguf_value_t x = {.type = WG_GGUF_ARRAY, .v.arr = {elem_type, n, items}};
+    wg_status st = wg_gguf_writer_set_value(w, key, &x);
+    free(items);
+    return st;
+}
+
+wg_status wg_gguf_writer_set_arr_str(wg_gguf_writer_t *w, const char *key, const char *const *strs, uint64_t n) {
+    WG_ASSERT(w && key && (strs || n == 0));
+    if (n > SIZE_MAX / sizeof(wg_gguf_value_t))
+        return wg_error(WG_ERR_INVAL, "gguf writer: key '%s': array of %" PRIu64 " is too long", key, n);
+    wg_gguf_value_t *items = n ? malloc((size_t)n * sizeof *items) : NULL;
+    if (n && !items) return wg_error(WG_ERR_NOMEM, "gguf writer: key '%s': out of memory", key);
+    for (uint64_t i = 0; i < n; i++) {
+        WG_ASSERT(strs[i]);
+        items[i].type = WG_GGUF_STRING;
+        items[i].v.str.ptr = strs[i];
+        items[i].v.str.len = strlen(strs[i]);
+    }
+    wg_gguf_value_t x = {.type = WG_GGUF_ARRAY, .v.arr = {WG_GGUF_STRING, n, items}};
+    wg_status st = wg_gguf_writer_set_value(w, key, &x);
+    free(items);
+    return st;
+}
+
+wg_status wg_gguf_writer_add_tensor(wg_gguf_writer_t *w, const char *name, wg_type_t type, uint32_t n_dims,
+                                    const int64_t *ne, const void *data) {
+    WG_ASSERT(w && name && ne);
+    size_t nlen = strlen(name);
+    if (nlen == 0 || nlen > S_MAX_NAME_LEN)
+        return wg_error(WG_ERR_INVAL, "gguf writer: tensor name length %zu (must be 1..%u)", nlen, S_MAX_NAME_LEN);
+    for (int64_t i = 0; i < w->n_tensors; i++)
+        if (strcmp(w->tensors[i].name, name) == 0)
+            return wg_error(WG_ERR_INVAL, "gguf writer: tensor '%s' added twice", name);
+    const s_type_size_t *ts = s_type_size((uint32_t)type);
+    if (!ts) return wg_error(WG_ERR_INVAL, "gguf writer: tensor '%s': unknown type id %d", name, (int)type);
+    if (n_dims < 1 || n_dims > WG_GGUF_MAX_DIMS)
+        return wg_error(WG_ERR_INVAL, "gguf writer: tensor '%s': n_dims=%" PRIu32 " (must be 1..%d)", name, n_dims,
+                        WG_GGUF_MAX_DIMS);
+    s_wtensor_t t = {.type = type, .n_dims = n_dims, .ne = {1, 1, 1, 1}};
+    for (uint32_t d = 0; d < n_dims; d++) {
+        if (ne[d] < 0)
+            return wg_error(WG_ERR_INVAL, "gguf writer: tensor '%s': ne[%" PRIu32 "]=%" PRId64, name, d, ne[d]);
+        t.ne[d] = ne[d];
+    }
+    if (t.ne[0] % ts->blck != 0)
+        return wg_error(WG_ERR_INVAL, "gguf writer: tensor '%s': ne[0]=%" PRId64 " is not a multiple of %" PRId64,
+                        name, t.ne[0], ts->blck);
+    uint64_t nbytes = (uint64_t)(t.ne[0] / ts->blck);
+    if (nbytes > UINT64_MAX / ts->size) return wg_error(WG_ERR_INVAL, "gguf writer: tensor '%s': too big", name);
+    nbytes *= ts->size;
+    for (int d = 1; d < WG_GGUF_MAX_DIMS; d++) {
+        if (t.ne[d] && nbytes > UINT64_MAX / (uint64_t)t.ne[d])
+            return wg_error(WG_ERR_INVAL, "gguf writer: tensor '%s': too big", name);
+        nbytes *= (uint64_t)t.ne[d];
+    }
+    if (nbytes > SIZE_MAX / 2) return wg_error(WG_ERR_INVAL, "gguf writer: tensor '%s': too big", name);
+    if (nbytes && !data) return wg_error(WG_ERR_INVAL, "gguf writer: tensor '%s': NULL data", name);
+    t.nbytes = (size_t)nbytes;
+    if (w->n_tensors == w->cap_tensors) {
+        int64_t cap = w->cap_tensors ? w->cap_tensors * 2 : 16;
+        s_wtensor_t *ts2 = realloc(w->tensors, (size_t)cap * sizeof *ts2);
+        if (!ts2) return wg_error(WG_ERR_NOMEM, "gguf writer: out of memory");
+        w->tensors = ts2;
+        w->cap_tensors = cap;
+    }
+    t.name = s_arena_strndup(&w->arena, name, nlen);
+    t.data = malloc(t.nbytes ? t.nbytes : 1);
+    if (!t.name || !t.data) {
+        free(t.data);
+        return wg_error(WG_ERR_NOMEM, "gguf writer: tensor '%s': out of memory for %zu bytes", name, t.nbytes);
+    }
+    if (t.nbytes) memcpy(t.data, data, t.nbytes);
+    w->tensors[w->n_tensors++] = t;
+    return WG_OK;
+}
+
+/* ---- serialization: a growable byte buffer for everything before the data ---- */
+typedef struct {
+    uint8_t *p;   /* bytes */
+    size_t len;   /* used */
+    size_t cap;   /* allocated */
+    bool oom;     /* an append failed */
+} s_buf_t;
+
+static void s_put(s_buf_t *b, const void *src, size_t n) {
+    if (b->oom) return;
+    if (n > b->cap - b->len) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap - b->len < n) {
+            if (cap > SIZE_MAX / 2) { b->oom = true; return; }
+            cap *= 2;
+        }
+        uint8_t *p = realloc(b->p, cap);
+        if (!p) { b->oom = true; return; }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, src, n);
+    b->len += n;
+}
+
+static void s_put_le(s_buf_t *b, uint64_t v, int n) {
+    uint8_t tmp[8];
+    for (int i = 0; i < n; i++) tmp[i] = (uint8_t)(v >> (8 * i));
+    s_put(b, tmp, (size_t)n);
+}
+
+static void s_put_str(s_buf_t *b, const char *s, uint64_t len) {
+    s_put_le(b, len, 8);
+    s_put(b, s, (size_t)len);
+}
+
+/* Payload of a value (without its type tag). */
+static void s_put_payload(s_buf_t *b, const wg_gguf_value_t *v) {
+    switch (v->type) {
+    case WG_GGUF_UINT8: case WG_GGUF_INT8: case WG_GGUF_BOOL: s_put_le(b, v->v.u64, 1); break;
+    case WG_GGUF_UINT16: case WG_GGUF_INT16: s_put_le(b, v->v.u64, 2); break;
+    case WG_GGUF_UINT32: case WG_GGUF_INT32: s_put_le(b, v->v.u64, 4); break;
+    case WG_GGUF_UINT64: case WG_GGUF_INT64: s_put_le(b, v->v.u64, 8); break;
+    case WG_GGUF_FLOAT32: {
+        float f = (float)v->v.f64;
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        s_put_le(b, u, 4);
+        break;
+    }
+    case WG_GGUF_FLOAT64: {
+        uint64_t u;
+        memcpy(&u, &v->v.f64, 8);
+        s_put_le(b, u, 8);
+        break;
+    }
+    case WG_GGUF_STRING: s_put_str(b, v->v.str.ptr, v->v.str.len); break;
+    case WG_GGUF_ARRAY:
+        s_put_le(b, (uint64_t)v->v.arr.type, 4);
+        s_put_le(b, v->v.arr.n, 8);
+        for (uint64_t i = 0; i < v->v.arr.n; i++) s_put_payload(b, &v->v.arr.items[i]);
+        break;
+    default: break;
+    }
+}
+
+wg_status wg_gguf_writer_write(wg_gguf_writer_t *w, const char *path) {
+    WG_ASSERT(w && path);
+    const uint64_t al = w->alignment;
+    s_buf_t b = {0};
+    s_put(&b, "GGUF", 4);
+    s_put_le(&b, 3, 4);
+    s_put_le(&b, (uint64_t)w->n_tensors, 8);
+    s_put_le(&b, (uint64_t)w->n_kv, 8);
+    for (int64_t i = 0; i < w->n_kv; i++) {
+        s_put_str(&b, w->keys[i], strlen(w->keys[i]));
+        s_put_le(&b, (uint64_t)w->values[i].type, 4);
+        s_put_payload(&b, &w->values[i]);
+    }
+    uint64_t off = 0;
+    for (int64_t i = 0; i < w->n_tensors; i++) {
+        const s_wtensor_t *t = &w->tensors[i];
+        s_put_str(&b, t->name, strlen(t->name));
+        s_put_le(&b, t->n_dims, 4);
+        for (uint32_t d = 0; d < t->n_dims; d++) s_put_le(&b, (uint64_t)t->ne[d], 8);
+        s_put_le(&b, (uint64_t)t->type, 4);
+        s_put_le(&b, off, 8);
+        off += (t->nbytes + al - 1) / al * al;
+    }
+    static const uint8_t zeros[64] = {0};
+    while (b.len % al) s_put(&b, zeros, (size_t)((al - b.len % al) < sizeof zeros ? al - b.len % al : sizeof zeros));
+    if (b.oom) {
+        free(b.p);
+        return wg_error(WG_ERR_NOMEM, "gguf writer: out of memory for the header of '%s'", path);
+    }
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 5);
+    if (!tmp) {
+        free(b.p);
+        return wg_error(WG_ERR_NOMEM, "gguf writer: out of memory");
+    }
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    wg_status st = WG_OK;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        st = wg_error(WG_ERR_IO, "gguf writer: cannot create '%s': %s", tmp, strerror(errno));
+        goto out;
+    }
+    bool ok = fwrite(b.p, 1, b.len, f) == b.len;
+    for (int64_t i = 0; ok && i < w->n_tensors; i++) {
+        const s_wtensor_t *t = &w->tensors[i];
+        ok = fwrite(t->data, 1, t->nbytes, f) == t->nbytes;
+        size_t pad = (size_t)((al - t->nbytes % al) % al);
+        while (ok && pad) {
+            size_t n = pad < sizeof zeros ? pad : sizeof zeros;
+            ok = fwrite(zeros, 1, n, f) == n;
+            pad -= n;
+        }
+    }
+    int e = errno;
+    if (fclose(f) != 0 && ok) {
+        ok = false;
+        e = errno;
+    }
+    if (!ok) {
+        unlink(tmp);
+        st = wg_error(WG_ERR_IO, "gguf writer: cannot write '%s': %s", tmp, strerror(e));
+        goto out;
+    }
+    if (rename(tmp, path) != 0) {
+        e = errno;
+        unlink(tmp);
+        st = wg_error(WG_ERR_IO, "gguf writer: cannot rename '%s' to '%s': %s", tmp, path, strerror(e));
+    }
+out:
+    free(tmp);
+    free(b.p);
+    return st;
+}
