@@ -1,0 +1,45 @@
+/* wg_cpu_impl — internal interface between the matmul driver and the SIMD
+ * kernel files (one source, wg_vec_x86.c, compiled once per SIMD level).
+ *
+ * A multi-row dot kernel computes, for one weight row w and nr (1..WG_CPU_MR)
+ * activation rows already quantized to the weight type's vec_dot_type,
+ *   s[r] = dot(w, xq + r * xq_stride)
+ * where the floating-point operation sequence of s[r] is the same whatever nr
+ * is (each row has its own accumulators; rows are only batched to reuse the
+ * weight bytes once they are in registers). That is what makes wg_k_matmul_cpu
+ * batch invariant. */
+#ifndef WG_CPU_IMPL_H
+#define WG_CPU_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../quant.h"
+
+/* Activation rows handled per weight row pass. */
+#define WG_CPU_MR 4
+
+typedef void (*wg_cpu_vdot_fn)(int64_t k, const void *w, const void *xq, size_t xq_stride,
+                               int nr, float *s);
+typedef void (*wg_cpu_quant_fn)(const float *x, void *y, int64_t k);
+
+typedef struct {
+    const char *name;                      /* "avx512", "avx2", "scalar" */
+    wg_cpu_vdot_fn vdot[WG_TYPE_COUNT];    /* by weight type; NULL = generic path */
+    wg_type_t vdot_x[WG_TYPE_COUNT];       /* activation type each vdot expects */
+    wg_cpu_quant_fn quant[WG_TYPE_COUNT];  /* by activation (vec_dot) type; NULL = ref */
+} wg_cpu_kernels_t;
+
+/* Fill `k` with the kernels of one SIMD level (defined in wg_vec_x86.c builds). */
+void wg_cpu_kernels_avx2(wg_cpu_kernels_t *k);
+void wg_cpu_kernels_avx512(wg_cpu_kernels_t *k);
+
+/* Force a SIMD level for tests and benchmarks: "scalar" (reference vec_dot,
+ * reference quantizers), "avx2", "avx512"; NULL restores automatic choice.
+ * Returns false when the CPU lacks the level. Not thread-safe: call it while
+ * no matmul runs. The environment variable WAGGLE_SIMD does the same at the
+ * first matmul. */
+#include <stdbool.h>
+bool wg_cpu_force_simd(const char *level);
+
+#endif
