@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/formats/wg_gguf.h"
 #include "engine/formats/wg_safetensors.h"
 #include "kernels/quant.h"
 #include "wg_test.h"
@@ -663,4 +664,78 @@ Test(safetensors, corpus_file_path_opens_directly) {
     cr_expect_eq(bq->dtype, WG_ST_F32);
     cr_expect_eq(bq->n_dims, 1);
     wg_st_close(&st);
+}
+
+/* ------------------------------------------------------- GGUF twins */
+
+/* HF name -> GGUF name for tensors whose layout the converter keeps as is
+ * (llama-family q/k rows are permuted, gemma norms shifted: not listed). */
+static const struct {
+    const char *hf;   /* HF name; "%d" = layer */
+    const char *gguf; /* GGUF name */
+    int same_qk;      /* 1: only where q/k are not permuted (neox-rope archs) */
+} s_twin_map[] = {
+    {"model.embed_tokens.weight", "token_embd.weight", 0},
+    {"lm_head.weight", "output.weight", 0},
+    {"model.norm.weight", "output_norm.weight", 0},
+    {"model.layers.%d.input_layernorm.weight", "blk.%d.attn_norm.weight", 0},
+    {"model.layers.%d.post_attention_layernorm.weight", "blk.%d.ffn_norm.weight", 0},
+    {"model.layers.%d.self_attn.v_proj.weight", "blk.%d.attn_v.weight", 0},
+    {"model.layers.%d.self_attn.o_proj.weight", "blk.%d.attn_output.weight", 0},
+    {"model.layers.%d.mlp.gate_proj.weight", "blk.%d.ffn_gate.weight", 0},
+    {"model.layers.%d.mlp.up_proj.weight", "blk.%d.ffn_up.weight", 0},
+    {"model.layers.%d.mlp.down_proj.weight", "blk.%d.ffn_down.weight", 0},
+    {"model.layers.%d.self_attn.v_proj.bias", "blk.%d.attn_v.bias", 0},
+    {"model.layers.%d.self_attn.q_proj.weight", "blk.%d.attn_q.weight", 1},
+    {"model.layers.%d.self_attn.k_proj.weight", "blk.%d.attn_k.weight", 1},
+    {"model.layers.%d.self_attn.q_proj.bias", "blk.%d.attn_q.bias", 1},
+    {"model.layers.%d.self_attn.k_proj.bias", "blk.%d.attn_k.bias", 1},
+};
+
+/* Every mapped tensor present in the HF dir must equal its GGUF twin: same
+ * dims (reversed order), same type, same bytes. Returns tensors compared. */
+static int s_check_twin(const char *hf_dir, const char *gguf_path, int n_layer, int neox) {
+    wg_st_t *st = NULL;
+    wg_gguf_t *g = NULL;
+    cr_assert_eq(wg_st_open(wg_test_corpus(hf_dir), &st), WG_OK, "%s", wg_errmsg());
+    cr_assert_eq(wg_gguf_open(wg_test_corpus(gguf_path), &g), WG_OK, "%s", wg_errmsg());
+    int compared = 0;
+    for (size_t m = 0; m < sizeof s_twin_map / sizeof s_twin_map[0]; m++) {
+        if (s_twin_map[m].same_qk && !neox) continue;
+        int per_layer = strstr(s_twin_map[m].hf, "%d") != NULL;
+        for (int l = 0; l < (per_layer ? n_layer : 1); l++) {
+            char hn[128], gn[128];
+            snprintf(hn, sizeof hn, s_twin_map[m].hf, l);
+            snprintf(gn, sizeof gn, s_twin_map[m].gguf, l);
+            const wg_st_tensor_t *h = wg_st_find(st, hn);
+            const wg_gguf_tensor_t *t = wg_gguf_find_tensor(g, gn);
+            if (!h) continue; /* e.g. lm_head of tied models; counts are checked by the caller */
+            cr_assert_not_null(t, "%s: %s has no GGUF twin %s", hf_dir, hn, gn);
+            cr_expect_eq(h->n_dims, t->n_dims, "%s", hn);
+            for (uint32_t k = 0; k < h->n_dims && k < t->n_dims; k++)
+                cr_expect_eq(h->shape[h->n_dims - 1 - k], t->ne[k], "%s dim %u", hn, k);
+            wg_type_t want = h->dtype == WG_ST_F32   ? WG_TYPE_F32
+                             : h->dtype == WG_ST_F16 ? WG_TYPE_F16
+                                                     : WG_TYPE_BF16;
+            cr_expect_eq(t->type, want, "%s", hn);
+            cr_assert_eq(h->nbytes, t->nbytes, "%s", hn);
+            cr_expect_eq(memcmp(h->data, t->data, h->nbytes), 0, "%s bytes differ from %s", hn, gn);
+            compared++;
+        }
+    }
+    wg_gguf_close(&g);
+    wg_st_close(&st);
+    return compared;
+}
+
+Test(safetensors, corpus_bytes_equal_gguf_twin) {
+    WG_REQUIRE_CORPUS();
+    /* llama: 3 global + 2 layers x 7 unpermuted = 17. */
+    cr_expect_eq(s_check_twin("hf/llama", "models/llama/llama-f32.gguf", 2, 0), 17);
+    /* qwen2 (neox rope, tied): embed + norm + 2 x (7 + 4 q/k + v bias) = 26, all of them. */
+    cr_expect_eq(s_check_twin("hf/qwen2", "models/qwen2/qwen2-f32.gguf", 2, 1), 26);
+    cr_expect_eq(s_check_twin("hf/qwen2-f16", "models/qwen2/qwen2-F16.gguf", 2, 1), 26);
+    cr_expect_eq(s_check_twin("hf/qwen2-bf16", "models/qwen2/qwen2-BF16.gguf", 2, 1), 26);
+    /* stories260K (llama, tied): embed + norm + 5 x 7 = 37. */
+    cr_expect_eq(s_check_twin("trained/stories260K-hf", "trained/stories260K-f32.gguf", 5, 0), 37);
 }
