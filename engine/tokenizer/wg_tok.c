@@ -1008,18 +1008,17 @@ static bool s_wpm_word(const wg_tok_t *t, const char *word, size_t n, s_ids_t *o
 }
 
 static bool s_wpm_encode(const wg_tok_t *t, const char *s, size_t n, s_ids_t *out) {
-    /* NFD, as BERT's normaliser; invalid input is skipped byte by byte */
-    utf8proc_uint8_t *nfd = NULL;
+    /* BERT-style normalisation as the reference applies it: each character
+     * is replaced by the first code point of its canonical decomposition
+     * (which drops accents and splits Hangul syllables to their lead jamo),
+     * lower-cased, then split on whitespace and punctuation. */
     s_buf_t clean = {0};
     if (!s_sanitize_utf8(s, n, &clean)) return false;
     if (clean.n == 0) return true;
-    utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)clean.p, (utf8proc_ssize_t)clean.n, &nfd,
-                                      UTF8PROC_DECOMPOSE);
-    free(clean.p);
-    if (r < 0) return false;
+    const utf8proc_uint8_t *nfd = (const utf8proc_uint8_t *)clean.p;
     s_buf_t word = {0};
     bool ok = true;
-    size_t i = 0, len = (size_t)r;
+    size_t i = 0, len = clean.n;
     while (ok && i < len) {
         utf8proc_int32_t cp;
         utf8proc_ssize_t k = utf8proc_iterate(nfd + i, (utf8proc_ssize_t)(len - i), &cp);
@@ -1028,6 +1027,9 @@ static bool s_wpm_encode(const wg_tok_t *t, const char *s, size_t n, s_ids_t *ou
             continue;
         }
         i += (size_t)k;
+        utf8proc_int32_t dec[32];
+        int last = 0;
+        if (utf8proc_decompose_char(cp, dec, 32, UTF8PROC_DECOMPOSE, &last) >= 1) cp = dec[0];
         utf8proc_category_t cat = utf8proc_category(cp);
         bool ws = cp == ' ' || cp == '\t' || cp == '\n' || cp == '\r' || cp == 0x0B || cp == 0x0C ||
                   cp == 0x85 || cat == UTF8PROC_CATEGORY_ZS || cat == UTF8PROC_CATEGORY_ZL ||
@@ -1055,7 +1057,7 @@ static bool s_wpm_encode(const wg_tok_t *t, const char *s, size_t n, s_ids_t *ou
     }
     if (ok) ok = s_wpm_word(t, word.p, word.n, out);
     free(word.p);
-    free(nfd);
+    free(clean.p);
     return ok && !out->oom;
 }
 
