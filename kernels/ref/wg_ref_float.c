@@ -3,9 +3,13 @@
  * Dots form each product in float and accumulate in double (ggml's scalar
  * path); for 16-bit inputs the float product is exact, so the only rounding
  * is the double accumulation and the final cast to float. */
-#include "wg_ref_kernels.h"
+/* No fused multiply-add contraction: the quantizers must round exactly as
+ * ggml's do (GCC already keeps ISO C's contract-off under -std=c11). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
 
-#include "../../common/wg_status.h"
+#include "wg_ref_kernels.h"
 
 /* y[i] = x[i] */
 void wg_k_dequant_f32_ref(const void *x, float *y, int64_t k) {

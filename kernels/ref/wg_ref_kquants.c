@@ -12,6 +12,12 @@
  * (integer sub-block scale) * (integer dot of the sub-block), the min terms
  * from Q8_K.bsums, then sumf += d_x*d_w*isum (- d_x*dmin_w*summs) in float, in
  * super-block order. */
+/* No fused multiply-add contraction: the quantizers must round exactly as
+ * ggml's do (GCC already keeps ISO C's contract-off under -std=c11). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #include <math.h>
 #include <stdbool.h>
 

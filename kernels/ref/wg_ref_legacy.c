@@ -8,6 +8,12 @@
  *
  * Within a 32-block the nibble layout is split, not interleaved: byte j holds
  * value j in its low nibble and value j+16 in its high nibble. */
+/* No fused multiply-add contraction: the quantizers must round exactly as
+ * ggml's do (GCC already keeps ISO C's contract-off under -std=c11). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #include <float.h>
 #include <math.h>
 
