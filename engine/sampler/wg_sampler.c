@@ -336,112 +336,141 @@ static size_t s_draw_cand(uint64_t rng[4], const s_cand_t *c, size_t n, double s
     return n - 1; /* rounding: the last survivor */
 }
 
-/* Steps 3-8 when top-k and/or top-p are on: candidates in rank order. */
-static wg_status s_sample_sorted(wg_sampler_t *s, const float *logits, float maxv, int32_t *tok) {
-    const float inv_t = 1.0f / s->p.temperature;
-    size_t n_fin = 0;
-    size_t m; /* survivors in s->cand[0..m), best first, v = unnormalised prob */
+/* Top-p without top-k first looks for the nucleus among the best this many
+ * tokens (O(n log 256)); only a flatter distribution needs the full heap. */
+#define S_NUCLEUS_GUESS 256
+
+/* Softmax normaliser: sum of exp((l - max)/T) over the whole vocabulary. */
+static double s_total(const wg_sampler_t *s, const float *logits, float maxv, float inv_t) {
     double sum = 0.0;
-    const double top_p = s->p.top_p, min_p = s->p.min_p;
-    if (s->p.top_k > 0 && s->p.top_k < s->n_vocab) {
-        wg_status st = s_reserve_cand(s, (size_t)s->p.top_k);
-        if (st) return st;
-        m = s_top_k(logits, s->n_vocab, s->cand, (size_t)s->p.top_k);
-        for (size_t i = 0; i < m; i++) {
-            s->cand[i].v = expf((s->cand[i].v - maxv) * inv_t);
-            sum += s->cand[i].v;
-        }
-        if (top_p < 1.0) {
-            double acc = 0.0;
-            size_t keep = m;
-            for (size_t i = 0; i < m; i++) {
-                acc += s->cand[i].v;
-                if (acc >= top_p * sum) { keep = i + 1; break; }
-            }
-            m = keep;
-        }
-    } else {
-        /* top-p without top-k: softmax mass over everything, then pop the
-         * heap only as far as the nucleus reaches. */
-        wg_status st = s_reserve_cand(s, (size_t)s->n_vocab);
-        if (st) return st;
-        double total = 0.0;
-        for (int32_t i = 0; i < s->n_vocab; i++) {
-            if (logits[i] == -INFINITY) continue;
-            float e = expf((logits[i] - maxv) * inv_t);
-            s->cand[n_fin].v = logits[i];
-            s->cand[n_fin].id = i;
-            n_fin++;
-            total += e;
-        }
-        for (size_t i = n_fin / 2; i-- > 0;) s_sift_down_best(s->cand, n_fin, i);
-        /* Pop the best one at a time; each popped element lands in the slot the
-         * heap just gave up, so the nucleus collects at the back, best last. */
-        size_t heap_n = n_fin;
-        m = 0;
-        double acc = 0.0;
-        const float pmin_thr = (float)min_p; /* relative to p_max = 1 (exp(0)) */
-        while (heap_n > 0) {
-            s_cand_t best = s->cand[0];
-            float e = expf((best.v - maxv) * inv_t);
-            if (m > 0 && e < pmin_thr) break; /* min-p: nothing further qualifies */
-            s->cand[0] = s->cand[--heap_n];
-            s_sift_down_best(s->cand, heap_n, 0);
-            /* the slot just freed at the end of the heap holds the popped element */
-            s->cand[heap_n].v = e;
-            s->cand[heap_n].id = best.id;
-            m++;
-            acc += e;
-            if (acc >= top_p * total) break;
-        }
-        /* nucleus at [n_fin - m, n_fin), worst first: reverse, move to the front */
-        s_cand_t *nuc = s->cand + (n_fin - m);
-        for (size_t i = 0; i < m / 2; i++) {
-            s_cand_t t = nuc[i];
-            nuc[i] = nuc[m - 1 - i];
-            nuc[m - 1 - i] = t;
-        }
-        memmove(s->cand, nuc, m * sizeof *nuc);
-        sum = acc;
-        goto draw;
+    for (int32_t i = 0; i < s->n_vocab; i++) sum += expf((logits[i] - maxv) * inv_t);
+    return sum;
+}
+
+/* Length of the shortest best-first prefix of c[0..m) whose weight reaches
+ * `need`; 0 when the whole of c[0..m) falls short. */
+static size_t s_nucleus_prefix(const s_cand_t *c, size_t m, double need) {
+    double acc = 0.0;
+    for (size_t i = 0; i < m; i++) {
+        acc += c[i].v;
+        if (acc >= need) return i + 1;
     }
-    /* min-p on the sorted survivors (prob relative to the best one) */
+    return 0;
+}
+
+/* Top-p over the whole vocabulary by popping a max-heap of every finite token
+ * until the nucleus (or the min-p bound) is reached. Survivors end in
+ * s->cand[0..*m), best first, v = unnormalised probability. */
+static wg_status s_nucleus_heap(wg_sampler_t *s, const float *logits, float maxv, float inv_t, double need,
+                                size_t *m_out) {
+    wg_status st = s_reserve_cand(s, (size_t)s->n_vocab);
+    if (st) return st;
+    size_t n_fin = 0;
+    for (int32_t i = 0; i < s->n_vocab; i++) {
+        if (logits[i] == -INFINITY) continue;
+        s->cand[n_fin].v = logits[i];
+        s->cand[n_fin].id = i;
+        n_fin++;
+    }
+    for (size_t i = n_fin / 2; i-- > 0;) s_sift_down_best(s->cand, n_fin, i);
+    /* Pop the best one at a time; each popped element lands in the slot the
+     * heap just gave up, so the nucleus collects at the back, best last. */
+    size_t heap_n = n_fin, m = 0;
+    double acc = 0.0;
+    const float pmin_thr = s->p.min_p; /* relative to p_max = exp(0) = 1 */
+    while (heap_n > 0) {
+        s_cand_t best = s->cand[0];
+        float e = expf((best.v - maxv) * inv_t);
+        if (m > 0 && e < pmin_thr) break; /* min-p: nothing further qualifies */
+        s->cand[0] = s->cand[--heap_n];
+        s_sift_down_best(s->cand, heap_n, 0);
+        s->cand[heap_n].v = e;
+        s->cand[heap_n].id = best.id;
+        m++;
+        acc += e;
+        if (acc >= need) break;
+    }
+    /* nucleus at [n_fin - m, n_fin), worst first: reverse, move to the front */
+    s_cand_t *nuc = s->cand + (n_fin - m);
+    for (size_t i = 0; i < m / 2; i++) {
+        s_cand_t t = nuc[i];
+        nuc[i] = nuc[m - 1 - i];
+        nuc[m - 1 - i] = t;
+    }
+    memmove(s->cand, nuc, m * sizeof *nuc);
+    *m_out = m;
+    return WG_OK;
+}
+
+/* Steps 3-8 when top-k and/or top-p are on: survivors in rank order. Sets
+ * *total to the full-vocabulary normaliser when it had to compute it. */
+static wg_status s_sample_sorted(wg_sampler_t *s, const float *logits, float maxv, int32_t *tok, double *total) {
+    const float inv_t = 1.0f / s->p.temperature;
+    const double top_p = s->p.top_p, min_p = s->p.min_p;
+    const bool topk = s->p.top_k > 0 && s->p.top_k < s->n_vocab;
+    size_t k = topk ? (size_t)s->p.top_k : S_NUCLEUS_GUESS;
+    if (k > (size_t)s->n_vocab) k = (size_t)s->n_vocab;
+    wg_status st = s_reserve_cand(s, k);
+    if (st) return st;
+    size_t m = s_top_k(logits, s->n_vocab, s->cand, k); /* survivors in s->cand[0..m) */
+    double sum = 0.0;
+    for (size_t i = 0; i < m; i++) {
+        s->cand[i].v = expf((s->cand[i].v - maxv) * inv_t);
+        sum += s->cand[i].v;
+    }
+    if (topk) {
+        /* top-p over the renormalised top-k survivors */
+        size_t keep = top_p < 1.0 ? s_nucleus_prefix(s->cand, m, top_p * sum) : 0;
+        if (keep) m = keep;
+    } else {
+        *total = s_total(s, logits, maxv, inv_t);
+        size_t keep = s_nucleus_prefix(s->cand, m, top_p * *total);
+        if (keep) m = keep;
+        else if (m == k) { /* the nucleus is wider than the guess */
+            st = s_nucleus_heap(s, logits, maxv, inv_t, top_p * *total, &m);
+            if (st) return st;
+        } /* else every finite token is already here and rounding fell short: keep all */
+    }
+    /* min-p on the sorted survivors (probability relative to the best one) */
     if (min_p > 0.0 && m > 0) {
         double thr = min_p * s->cand[0].v;
         size_t keep = 1;
         while (keep < m && s->cand[keep].v >= thr) keep++;
         m = keep;
     }
+    if (m == 0) return wg_error(WG_ERR_RANGE, "no candidate token left after filtering");
     sum = 0.0;
     for (size_t i = 0; i < m; i++) sum += s->cand[i].v;
-draw:
-    if (m == 0) return wg_error(WG_ERR_RANGE, "no candidate token left after filtering");
     *tok = s->cand[s_draw_cand(s->rng, s->cand, m, sum)].id;
     return WG_OK;
 }
 
-/* Steps 4-8 with only temperature and/or min-p: two passes, no scratch. */
-static int32_t s_sample_flat(wg_sampler_t *s, const float *logits, float maxv) {
+/* Steps 4-8 with only temperature and/or min-p: no scratch. The logits are
+ * overwritten by their unnormalised probabilities exp((l - max)/T), so the
+ * draw needs one exp per token; *total gets the full normaliser and *e_tok the
+ * chosen token's weight. min-p is the threshold e >= min_p (p_max has e = 1). */
+static int32_t s_sample_flat(wg_sampler_t *s, float *logits, float maxv, double *total, float *e_tok) {
     const float inv_t = 1.0f / s->p.temperature;
-    /* min-p: p_i / p_max = exp((l - max)/T) >= min_p */
-    const float thr = s->p.min_p > 0.0f ? s->p.min_p : 0.0f;
-    double sum = 0.0;
+    const float thr = s->p.min_p;
+    double all = 0.0, kept = 0.0;
     for (int32_t i = 0; i < s->n_vocab; i++) {
-        if (logits[i] == -INFINITY) continue;
         float e = expf((logits[i] - maxv) * inv_t);
-        if (e >= thr) sum += e;
+        logits[i] = e;
+        all += e;
+        if (e >= thr) kept += e;
     }
-    double target = s_uniform(s->rng) * sum, acc = 0.0;
+    *total = all;
+    double target = s_uniform(s->rng) * kept, acc = 0.0;
     int32_t last = -1;
     for (int32_t i = 0; i < s->n_vocab; i++) {
-        if (logits[i] == -INFINITY) continue;
-        float e = expf((logits[i] - maxv) * inv_t);
-        if (e < thr) continue;
+        float e = logits[i];
+        if (e == 0.0f || e < thr) continue;
         acc += e;
         last = i;
-        if (target < acc) return i;
+        if (target < acc) break;
     }
-    return last;
+    *e_tok = logits[last];
+    return last; /* >= 0: the best token has e = 1 */
 }
 
 wg_status wg_sampler_sample(wg_sampler_t *s, float *logits, wg_sample_t *out) {
@@ -460,41 +489,37 @@ wg_status wg_sampler_sample(wg_sampler_t *s, float *logits, wg_sample_t *out) {
         if (v > maxv) { maxv = v; arg = i; }
         else if (isnan(v)) return wg_error(WG_ERR_RANGE, "logits[%d] is NaN", (int)i);
     }
-    if (arg < 0 || maxv == INFINITY) {
-        if (maxv == INFINITY) return wg_error(WG_ERR_RANGE, "logits[%d] is +inf", (int)arg);
-        return wg_error(WG_ERR_RANGE, "every one of %d tokens is banned (-inf)", (int)s->n_vocab);
-    }
+    if (arg < 0) return wg_error(WG_ERR_RANGE, "every one of %d tokens is banned (-inf)", (int)s->n_vocab);
+    if (maxv == INFINITY) return wg_error(WG_ERR_RANGE, "logits[%d] is +inf", (int)arg);
 
     const bool greedy = s->p.temperature == 0.0f;
     const float inv_t = greedy ? 1.0f : 1.0f / s->p.temperature;
     const bool want_lp = s->p.logprobs || s->p.n_logprobs > 0;
-    double lse = 0.0; /* log sum exp((l - max)/T) over the whole vocab */
-    if (want_lp) {
-        double sum = 0.0;
-        for (int32_t i = 0; i < s->n_vocab; i++)
-            if (logits[i] != -INFINITY) sum += expf((logits[i] - maxv) * inv_t);
-        lse = log(sum);
-        if (s->p.n_logprobs > 0) {
-            s_cand_t top[WG_MAX_TOP_LOGPROBS];
-            size_t m = s_top_k(logits, s->n_vocab, top, (size_t)s->p.n_logprobs);
-            for (size_t i = 0; i < m; i++) {
-                out->top_tokens[i] = top[i].id;
-                out->top_logprobs[i] = (float)((double)((top[i].v - maxv) * inv_t) - lse);
-            }
-            out->n_top = (int32_t)m;
-        }
-    }
+    /* the top-n alternatives by logit, before the flat path overwrites them */
+    s_cand_t top[WG_MAX_TOP_LOGPROBS];
+    size_t n_top = s->p.n_logprobs > 0 ? s_top_k(logits, s->n_vocab, top, (size_t)s->p.n_logprobs) : 0;
 
     int32_t tok;
+    double total = -1.0; /* full-vocabulary normaliser, once some step has it */
+    float e_tok = -1.0f;  /* chosen token's weight when the logits were overwritten */
     if (greedy) {
         tok = arg;
     } else if ((s->p.top_k > 0 && s->p.top_k < s->n_vocab) || s->p.top_p < 1.0f) {
-        st = s_sample_sorted(s, logits, maxv, &tok);
+        st = s_sample_sorted(s, logits, maxv, &tok, &total);
         if (st) return st;
     } else {
-        tok = s_sample_flat(s, logits, maxv);
+        tok = s_sample_flat(s, logits, maxv, &total, &e_tok);
     }
     out->token = tok;
-    out->logprob = want_lp ? (float)((double)((logits[tok] - maxv) * inv_t) - lse) : 0.0f;
+    if (want_lp) {
+        if (total < 0.0) total = s_total(s, logits, maxv, inv_t);
+        const double lse = log(total);
+        out->logprob = (float)((e_tok >= 0.0f ? log(e_tok) : (double)((logits[tok] - maxv) * inv_t)) - lse);
+        for (size_t i = 0; i < n_top; i++) {
+            out->top_tokens[i] = top[i].id;
+            out->top_logprobs[i] = (float)((double)((top[i].v - maxv) * inv_t) - lse);
+        }
+        out->n_top = (int32_t)n_top;
+    }
     return s_accept(s, &tok, 1);
 }
