@@ -163,6 +163,7 @@ struct wg_tok {
     bool add_space_prefix;     /* SPM: "▁" before the first text fragment */
     bool ignore_merges;        /* BPE: a whole word in the vocab is one token */
     bool clean_spaces;         /* decode: HF clean_up_tokenization_spaces */
+    bool spm_merges;           /* SPM text handling, but pairs ranked by merges */
     int32_t *special;          /* ids split out before tokenizing, longest first */
     int32_t n_special;         /* count */
     s_map_t special_trie;      /* (node<<8|byte) as 5-byte key -> child node */
@@ -486,6 +487,7 @@ wg_status wg_tok_build(const wg_tok_spec_t *sp, wg_tok_t **out) {
     case WG_TOK_BPE: d_bos = 11; d_eos = 11; d_clean = true; break;
     case WG_TOK_RWKV: break;
     }
+    t->spm_merges = t->kind == WG_TOK_SPM && sp->spm_merges;
     if (t->kind == WG_TOK_BPE) {
         const char *const *re = sp->regex;
         int32_t nre = sp->n_regex;
@@ -514,8 +516,11 @@ wg_status wg_tok_build(const wg_tok_spec_t *sp, wg_tok_t **out) {
             pcre2_jit_compile(t->re[i], PCRE2_JIT_COMPLETE); /* optional speed-up */
         }
         if (im == 1) t->ignore_merges = true;
+        if (sp->ignore_merges >= 0) t->ignore_merges = sp->ignore_merges;
         if (ab == 1) d_add_bos = true;
         if (cs == 0) d_clean = false;
+    }
+    if (t->kind == WG_TOK_BPE || t->spm_merges) {
         /* merges */
         t->n_merges = sp->n_merges;
         if (sp->n_merges > 0) {
@@ -540,7 +545,7 @@ wg_status wg_tok_build(const wg_tok_spec_t *sp, wg_tok_t **out) {
             }
         }
     }
-    if (t->kind == WG_TOK_SPM && sp->n_merges > 0) {
+    if (t->kind == WG_TOK_SPM && !t->spm_merges && sp->n_merges > 0) {
         st = wg_error(WG_ERR_INVAL, "tokenizer: merges given for an SPM vocabulary");
         goto err;
     }
@@ -737,7 +742,7 @@ static void s_try_pair(s_merger_t *m, int32_t l, int32_t r) {
     if (l < 0 || r < 0) return;
     const s_sym_t *a = &m->sym[l], *b = &m->sym[r];
     s_pair_t p = {0, l, r, a->n + b->n};
-    if (m->t->kind == WG_TOK_SPM) {
+    if (m->t->kind == WG_TOK_SPM && !m->t->spm_merges) {
         int32_t id = s_map_get(&m->t->vocab, m->text + a->off, a->n + b->n);
         if (id < 0) return;
         p.key = m->t->score[id];

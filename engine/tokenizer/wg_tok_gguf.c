@@ -43,7 +43,7 @@ wg_status wg_tok_from_gguf(const wg_gguf_t *g, wg_tok_t **out) {
     *out = NULL;
     wg_tok_spec_t sp = {0};
     sp.bos = sp.eos = sp.eot = sp.eom = sp.unk = sp.sep = sp.pad = sp.cls = WG_TOK_UNSET;
-    sp.add_bos = sp.add_eos = sp.add_space_prefix = sp.clean_spaces = -1;
+    sp.add_bos = sp.add_eos = sp.add_space_prefix = sp.clean_spaces = sp.ignore_merges = -1;
 
     const char *model = s_get_str_opt(g, "tokenizer.ggml.model");
     if (!model) return wg_error(WG_ERR_NOTFOUND, "tokenizer.ggml.model: absent (no tokenizer in this file)");

@@ -50,6 +50,8 @@ typedef struct {
     int32_t n_regex;             /* >0: explicit pre-tokenizer regexes (tokenizer.json) */
     const char *const *regex;    /* (n_regex) PCRE2 patterns, applied in sequence */
     bool no_regex;               /* tokenizer.json without any splitting */
+    int ignore_merges;           /* BPE: 0/1 or -1 = the pre-type's default */
+    bool spm_merges;             /* SPM-like (byte fallback) BPE: merge by rank, not score */
 } wg_tok_spec_t;
 
 /* Build a tokenizer from a spec. On error *out is NULL and wg_errmsg() says why. */
