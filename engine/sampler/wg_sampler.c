@@ -16,11 +16,14 @@
  *   8. draw        one uniform double from the sequence's own xoshiro256**
  *                  stream, inverse CDF over the renormalised survivors
  *
- * Cost: O(n_vocab) passes over the logits, plus O(n_vocab log k) for top-k
- * (a size-k heap, never a full sort) or O(n_vocab + m log n_vocab) for top-p
- * without top-k (heapify everything, pop only the m tokens of the nucleus).
- * Min-p alone and plain temperature need no scratch at all: min-p is a
- * threshold on the logit (l - max)/T >= log(min_p).
+ * Cost: a few O(n_vocab) passes and at most one exp per token of the
+ * vocabulary (our own branch-free exp, 4 lanes with vector extensions), plus
+ * O(n_vocab log k) for top-k (a size-k heap, never a full sort). Top-p without
+ * top-k first looks for the nucleus in the best 256 tokens; only when it is
+ * wider does it heapify everything (O(n)) and pop the m tokens of the nucleus
+ * (O(m log n)). Plain temperature and min-p need no scratch: the logits are
+ * overwritten by their weights, min-p is the threshold w >= min_p (the best
+ * token has w = 1), and the draw picks a block by its sum, then scans it.
  *
  * Logprobs are the log-softmax of the step-2 logits divided by T (T = 1 for
  * greedy) over the whole vocabulary, i.e. before truncation by top-k/top-p/
@@ -28,8 +31,12 @@
  * settings (banned tokens have -inf).
  *
  * Determinism: the RNG is a private xoshiro256** seeded through splitmix64,
- * one draw per sampled token, so the same seed and logits give the same tokens
- * on any machine and whatever else runs in the batch. */
+ * one draw per sampled token (none for greedy); exp is our own code and sums
+ * have a fixed association, so the same seed and logits give the same tokens
+ * on any machine and whatever else runs in the batch.
+ *
+ * Side effect: `logits` is scratch. After a call it holds the penalised and
+ * biased logits, or (temperature/min-p path) their unnormalised weights. */
 #include "wg_sampler.h"
 
 #include <math.h>
@@ -86,6 +93,71 @@ static void s_seed(uint64_t st[4], uint64_t seed) {
     for (int i = 0; i < 4; i++) st[i] = s_splitmix64(&x);
     /* splitmix64 never yields four zero words from one seed, but be explicit */
     if (!(st[0] | st[1] | st[2] | st[3])) st[0] = 1;
+}
+
+/* ---- exp for x <= 0, branch-free so the compiler vectorises the loops ----
+ * Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, degree-6 Taylor for e^r
+ * (relative error < 3e-7), 2^n by building the exponent bits. Results below
+ * e^-87 flush to 0 (they are < 1.7e-38 of the top token's weight). Being our
+ * own code it gives the same bits on every machine, unlike libm's expf. */
+static inline float s_exp_neg(float x) {
+    const float lo = -87.0f;
+    float xc = x < lo ? lo : x;
+    float t = xc * 1.44269504088896341f;
+    float n = (t + 12582912.0f) - 12582912.0f; /* round to nearest (|t| < 2^22) */
+    float r = xc - n * 0.693145751953125f;     /* ln2 high part (exact product) */
+    r = r - n * 1.428606765330187045e-06f;     /* ln2 low part */
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    float e = p * scale;
+    return x < lo ? 0.0f : e;
+}
+
+/* The same computation on 4 lanes with GCC/clang vector extensions (SSE2 on
+ * x86-64, NEON on arm64): bit-identical to s_exp_neg, lane by lane, because
+ * every operation is the same IEEE float operation in the same order. */
+typedef float s_v4f __attribute__((vector_size(16)));
+typedef int32_t s_v4i __attribute__((vector_size(16)));
+#define S_SPLAT(v) ((s_v4f){(v), (v), (v), (v)})
+
+static inline s_v4f s_exp_neg4(s_v4f x) {
+    const s_v4f lo = S_SPLAT(-87.0f);
+    s_v4i under = x < lo; /* all-ones lanes where x < lo */
+    s_v4f xc = (s_v4f)(((s_v4i)x & ~under) | ((s_v4i)lo & under));
+    s_v4f t = xc * S_SPLAT(1.44269504088896341f);
+    s_v4f n = (t + S_SPLAT(12582912.0f)) - S_SPLAT(12582912.0f);
+    s_v4f r = xc - n * S_SPLAT(0.693145751953125f);
+    r = r - n * S_SPLAT(1.428606765330187045e-06f);
+    s_v4f p = S_SPLAT(1.0f / 720.0f);
+    p = p * r + S_SPLAT(1.0f / 120.0f);
+    p = p * r + S_SPLAT(1.0f / 24.0f);
+    p = p * r + S_SPLAT(1.0f / 6.0f);
+    p = p * r + S_SPLAT(0.5f);
+    p = p * r + S_SPLAT(1.0f);
+    p = p * r + S_SPLAT(1.0f);
+    s_v4i bits = (__builtin_convertvector(n, s_v4i) + 127) << 23;
+    s_v4f e = p * (s_v4f)bits;
+    return (s_v4f)((s_v4i)e & ~under);
+}
+
+/* w[i] = s_exp_neg((l[i] - maxv) * inv_t) for i < n; w may equal l. */
+static void s_exp_rows(const float *l, float *w, size_t n, float maxv, float inv_t) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s_v4f x;
+        memcpy(&x, l + i, sizeof x);
+        x = s_exp_neg4((x - S_SPLAT(maxv)) * S_SPLAT(inv_t));
+        memcpy(w + i, &x, sizeof x);
+    }
+    for (; i < n; i++) w[i] = s_exp_neg((l[i] - maxv) * inv_t);
 }
 
 /* ---- parameters ---- */
@@ -342,9 +414,14 @@ static size_t s_draw_cand(uint64_t rng[4], const s_cand_t *c, size_t n, double s
 
 /* Softmax normaliser: sum of exp((l - max)/T) over the whole vocabulary. */
 static double s_total(const wg_sampler_t *s, const float *logits, float maxv, float inv_t) {
-    double sum = 0.0;
-    for (int32_t i = 0; i < s->n_vocab; i++) sum += expf((logits[i] - maxv) * inv_t);
-    return sum;
+    double a[8] = {0};
+    float w[512];
+    for (size_t i0 = 0; i0 < (size_t)s->n_vocab; i0 += 512) {
+        size_t len = (size_t)s->n_vocab - i0 < 512 ? (size_t)s->n_vocab - i0 : 512;
+        s_exp_rows(logits + i0, w, len, maxv, inv_t);
+        for (size_t j = 0; j < len; j++) a[(i0 + j) & 7] += w[j]; /* same lanes as s_sum */
+    }
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
 /* Length of the shortest best-first prefix of c[0..m) whose weight reaches
@@ -380,7 +457,7 @@ static wg_status s_nucleus_heap(wg_sampler_t *s, const float *logits, float maxv
     const float pmin_thr = s->p.min_p; /* relative to p_max = exp(0) = 1 */
     while (heap_n > 0) {
         s_cand_t best = s->cand[0];
-        float e = expf((best.v - maxv) * inv_t);
+        float e = s_exp_neg((best.v - maxv) * inv_t);
         if (m > 0 && e < pmin_thr) break; /* min-p: nothing further qualifies */
         s->cand[0] = s->cand[--heap_n];
         s_sift_down_best(s->cand, heap_n, 0);
@@ -415,7 +492,7 @@ static wg_status s_sample_sorted(wg_sampler_t *s, const float *logits, float max
     size_t m = s_top_k(logits, s->n_vocab, s->cand, k); /* survivors in s->cand[0..m) */
     double sum = 0.0;
     for (size_t i = 0; i < m; i++) {
-        s->cand[i].v = expf((s->cand[i].v - maxv) * inv_t);
+        s->cand[i].v = s_exp_neg((s->cand[i].v - maxv) * inv_t);
         sum += s->cand[i].v;
     }
     if (topk) {
@@ -445,32 +522,61 @@ static wg_status s_sample_sorted(wg_sampler_t *s, const float *logits, float max
     return WG_OK;
 }
 
+/* Sum with 8 independent double accumulators: fixed association (the same
+ * bits everywhere), but not bound by one add's latency. */
+static double s_sum(const float *w, size_t n) {
+    double a[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) a[j] += w[i + j];
+    for (; i < n; i++) a[i & 7] += w[i];
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+#define S_MAX_BLOCKS 256
+
 /* Steps 4-8 with only temperature and/or min-p: no scratch. The logits are
- * overwritten by their unnormalised probabilities exp((l - max)/T), so the
- * draw needs one exp per token; *total gets the full normaliser and *e_tok the
- * chosen token's weight. min-p is the threshold e >= min_p (p_max has e = 1). */
+ * overwritten by their unnormalised probabilities exp((l - max)/T) (0 below
+ * the min-p bound, which is e >= min_p since p_max has e = 1); *total gets the
+ * full normaliser and *e_tok the chosen token's weight. The draw first picks a
+ * block of tokens by its sum, then scans inside it. */
 static int32_t s_sample_flat(wg_sampler_t *s, float *logits, float maxv, double *total, float *e_tok) {
     const float inv_t = 1.0f / s->p.temperature;
     const float thr = s->p.min_p;
-    double all = 0.0, kept = 0.0;
-    for (int32_t i = 0; i < s->n_vocab; i++) {
-        float e = expf((logits[i] - maxv) * inv_t);
-        logits[i] = e;
-        all += e;
-        if (e >= thr) kept += e;
+    const size_t n = (size_t)s->n_vocab;
+    s_exp_rows(logits, logits, n, maxv, inv_t);
+    if (thr > 0.0f) {
+        *total = s_sum(logits, n);
+        for (size_t i = 0; i < n; i++) logits[i] = logits[i] >= thr ? logits[i] : 0.0f;
     }
-    *total = all;
+    size_t bs = 4096;
+    while ((n + bs - 1) / bs > S_MAX_BLOCKS) bs *= 2;
+    size_t nb = (n + bs - 1) / bs;
+    double bsum[S_MAX_BLOCKS], kept = 0.0;
+    for (size_t b = 0; b < nb; b++) {
+        size_t len = b + 1 < nb ? bs : n - b * bs;
+        bsum[b] = s_sum(logits + b * bs, len);
+        kept += bsum[b];
+    }
+    if (thr <= 0.0f) *total = kept; /* nothing was cut: the same sum */
     double target = s_uniform(s->rng) * kept, acc = 0.0;
+    size_t b = 0;
+    for (; b + 1 < nb; b++) {
+        if (target < acc + bsum[b]) break;
+        acc += bsum[b];
+    }
+    while (bsum[b] == 0.0 && b > 0) b--; /* rounding pushed past the last weighted block */
+    size_t lo = b * bs, hi = b + 1 < nb ? lo + bs : n;
     int32_t last = -1;
-    for (int32_t i = 0; i < s->n_vocab; i++) {
+    for (size_t i = lo; i < hi; i++) {
         float e = logits[i];
-        if (e == 0.0f || e < thr) continue;
+        if (e == 0.0f) continue;
         acc += e;
-        last = i;
+        last = (int32_t)i;
         if (target < acc) break;
     }
     *e_tok = logits[last];
-    return last; /* >= 0: the best token has e = 1 */
+    return last; /* >= 0: the chosen block has weight */
 }
 
 wg_status wg_sampler_sample(wg_sampler_t *s, float *logits, wg_sample_t *out) {

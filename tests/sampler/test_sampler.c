@@ -510,6 +510,7 @@ Test(sampler, cost_on_a_152k_vocabulary) {
         {"top_k40", 0.8f, 40, 1, 0, 1, 0},   {"top_p0.9", 0.8f, 0, 0.9f, 0, 1, 0},
         {"min_p0.05", 0.8f, 0, 1, 0.05f, 1, 0},
         {"k40_p0.9_minp_rep_lp5", 0.8f, 40, 0.9f, 0.05f, 1.1f, 5},
+        {"peaked_top_p0.9", 0.8f, 0, 0.9f, 0, 1, 0},
     };
     printf("{\"bench\":\"sampler\",\"n_vocab\":%d,\"results\":[", N);
     for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
@@ -522,6 +523,8 @@ Test(sampler, cost_on_a_152k_vocabulary) {
         p.n_logprobs = cfg[c].lp;
         p.has_seed = true;
         wg_sampler_t *s = t_new(p, N);
+        if (strncmp(cfg[c].name, "peaked", 6) == 0) /* LM-like: a few dominant tokens */
+            for (int i = 0; i < N; i += 5000) l[i] += 12.0f;
         double best = 1e9;
         for (int r = 0; r < REPS; r++) {
             memcpy(tmp, l, N * sizeof *l);
