@@ -543,3 +543,40 @@ Test(sampler, cost_on_a_152k_vocabulary) {
     free(l);
     free(tmp);
 }
+
+Test(sampler, penalty_window_survives_long_histories_in_chunks) {
+    /* 10 tokens; history i % 9 fed in chunks (exercises the history
+     * compaction), window 3: only the last three ids are penalised. */
+    enum { V = 10 };
+    float l[V], got[V];
+    for (int i = 0; i < V; i++) l[i] = 1.0f + 0.1f * (float)i;
+    int32_t hist[1000];
+    for (int i = 0; i < 1000; i++) hist[i] = i % 9;
+    wg_sampling_params_t p = wg_sampling_defaults();
+    p.frequency_penalty = 1.0f;
+    p.repeat_last_n = 3;
+    p.temperature = 0;
+    p.n_logprobs = V;
+    wg_sampler_t *s = t_new(p, V);
+    for (int i = 0; i < 1000; i += 7) wg_sampler_accept_prompt(s, hist + i, i + 7 <= 1000 ? 7 : 1000 - i);
+    wg_sample_t o;
+    t_draw(s, l, V, &o);
+    float anchor = 0;
+    for (int i = 0; i < V; i++)
+        if (o.top_tokens[i] == 9) anchor = o.top_logprobs[i];
+    for (int i = 0; i < V; i++) got[o.top_tokens[i]] = o.top_logprobs[i] - anchor + l[9];
+    /* last three of the history: 997 % 9 = 7, 998 % 9 = 8, 999 % 9 = 0 */
+    for (int i = 0; i < V; i++) {
+        float want = l[i] - ((i == 7 || i == 8 || i == 0) ? 1.0f : 0.0f);
+        cr_assert_float_eq(got[i], want, 1e-5, "token %d: %g vs %g", i, got[i], want);
+    }
+    wg_sampler_free(&s);
+    /* one prompt longer than the window gives the same result */
+    s = t_new(p, V);
+    wg_sampler_accept_prompt(s, hist, 1000);
+    wg_sample_t o2;
+    t_draw(s, l, V, &o2);
+    cr_assert_eq(o2.token, o.token);
+    for (int i = 0; i < V; i++) cr_assert_float_eq(o2.top_logprobs[i], o.top_logprobs[i], 1e-6);
+    wg_sampler_free(&s);
+}
