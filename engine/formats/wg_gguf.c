@@ -91,9 +91,11 @@ typedef struct s_chunk {
 
 typedef struct {
     s_chunk_t *head;  /* newest chunk */
+    size_t chunk;     /* size of a regular chunk (0: S_CHUNK_SIZE) */
 } s_arena_t;
 
 #define S_CHUNK_SIZE ((size_t)1 << 20)
+#define S_CHUNK_MIN ((size_t)4 << 10)
 
 static void *s_arena_alloc(s_arena_t *a, size_t n) {
     const size_t al = alignof(max_align_t);
@@ -101,13 +103,14 @@ static void *s_arena_alloc(s_arena_t *a, size_t n) {
     n = (n + al - 1) & ~(al - 1);
     if (n == 0) n = al;
     s_chunk_t *c = a->head;
+    const size_t chunk = a->chunk ? a->chunk : S_CHUNK_SIZE;
     if (!c || c->cap - c->used < n) {
-        size_t cap = n > S_CHUNK_SIZE / 4 ? n : S_CHUNK_SIZE;
+        size_t cap = n > chunk / 4 ? n : chunk;
         c = malloc(sizeof *c + cap);
         if (!c) return NULL;
         c->cap = cap;
         c->used = 0;
-        if (n > S_CHUNK_SIZE / 4 && a->head) {
+        if (n > chunk / 4 && a->head) {
             /* a big block gets its own chunk behind the current one */
             c->next = a->head->next;
             a->head->next = c;
@@ -344,6 +347,9 @@ static wg_status s_read_value(s_rd_t *r, s_arena_t *a, uint32_t t, int depth, co
 /* Parse the image in g->base/size. */
 static wg_status s_parse(wg_gguf_t *g) {
     s_rd_t r = {g->base, g->size, 0};
+    /* decoded data is a small multiple of the file's metadata: small files get
+     * small chunks (cheap opens when fuzzing), big ones 1 MiB chunks */
+    g->arena.chunk = g->size / 2 < S_CHUNK_MIN ? S_CHUNK_MIN : g->size / 2 > S_CHUNK_SIZE ? S_CHUNK_SIZE : g->size / 2;
     wg_status st;
     if (!s_has(&r, 4)) return s_trunc(&r, 4, "magic");
     if (memcmp(g->base, "GGUF", 4) != 0) {
