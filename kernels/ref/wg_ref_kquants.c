@@ -404,7 +404,7 @@ void wg_k_quant_q2_k_ref(const float *x, void *vy, int64_t k) {
         if (max_min > 0) {
             const float iscale = q4scale / max_min;
             for (int j = 0; j < WG_QK_K / 16; j++)
-                y[i].scales[j] |= (uint8_t)(wg_ref_nearest_int(iscale * mins[j]) << 4);
+                y[i].scales[j] |= (uint8_t)((unsigned)wg_ref_nearest_int(iscale * mins[j]) << 4);
             y[i].dmin = wg_fp32_to_fp16(max_min / q4scale);
         } else {
             y[i].dmin = wg_fp32_to_fp16(0.f);

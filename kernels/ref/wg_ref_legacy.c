@@ -30,6 +30,24 @@ static inline int64_t s_nblocks(int64_t k, int64_t qk) {
 }
 #define S_NB(k, qk) s_nblocks((k), (qk))
 
+/* C's float -> int8 truncation, made total: identical to the plain cast for
+ * every value the quantizers produce from finite input, and 0 / saturated
+ * instead of undefined behaviour for NaN, inf or out-of-range values, so a
+ * diverged activation row cannot trigger UB. */
+static inline int s_trunc_i8(float v) {
+    if (!(v == v)) return 0;
+    if (v <= -128.f) return -128;
+    if (v >= 127.f) return 127;
+    return (int8_t)v;
+}
+
+/* The same for float -> uint8 (Q5_1 casts to uint8_t). */
+static inline int s_trunc_u8(float v) {
+    if (!(v > 0.f)) return 0;
+    if (v >= 255.f) return 255;
+    return (uint8_t)v;
+}
+
 /* ================= Q4_0: x = d * (q - 8), q in 0..15 ================= */
 
 /* y = d * (q - 8) */
@@ -66,11 +84,11 @@ void wg_k_quant_q4_0_ref(const float *x, void *vy, int64_t k) {
         for (int j = 0; j < WG_QK4_0 / 2; j++) {
             const float x0 = xb[j] * id;
             const float x1 = xb[WG_QK4_0 / 2 + j] * id;
-            int8_t q0 = (int8_t)(x0 + 8.5f);
-            int8_t q1 = (int8_t)(x1 + 8.5f);
+            int q0 = s_trunc_i8(x0 + 8.5f);
+            int q1 = s_trunc_i8(x1 + 8.5f);
             if (q0 > 15) q0 = 15;
             if (q1 > 15) q1 = 15;
-            y[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
+            y[i].qs[j] = (uint8_t)((unsigned)q0 | ((unsigned)q1 << 4));
         }
     }
 }
@@ -128,11 +146,11 @@ void wg_k_quant_q4_1_ref(const float *x, void *vy, int64_t k) {
         for (int j = 0; j < WG_QK4_1 / 2; j++) {
             const float x0 = (xb[j] - min) * id;
             const float x1 = (xb[WG_QK4_1 / 2 + j] - min) * id;
-            int8_t q0 = (int8_t)(x0 + 0.5f);
-            int8_t q1 = (int8_t)(x1 + 0.5f);
+            int q0 = s_trunc_i8(x0 + 0.5f);
+            int q1 = s_trunc_i8(x1 + 0.5f);
             if (q0 > 15) q0 = 15;
             if (q1 > 15) q1 = 15;
-            y[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
+            y[i].qs[j] = (uint8_t)((unsigned)q0 | ((unsigned)q1 << 4));
         }
     }
 }
@@ -204,13 +222,13 @@ void wg_k_quant_q5_0_ref(const float *x, void *vy, int64_t k) {
         for (int j = 0; j < WG_QK5_0 / 2; j++) {
             const float x0 = xb[j] * id;
             const float x1 = xb[WG_QK5_0 / 2 + j] * id;
-            int8_t q0 = (int8_t)(x0 + 16.5f);
-            int8_t q1 = (int8_t)(x1 + 16.5f);
+            int q0 = s_trunc_i8(x0 + 16.5f);
+            int q1 = s_trunc_i8(x1 + 16.5f);
             if (q0 > 31) q0 = 31;
             if (q1 > 31) q1 = 31;
-            y[i].qs[j] = (uint8_t)((q0 & 0x0F) | ((q1 & 0x0F) << 4));
-            qh |= ((uint32_t)(q0 & 0x10) >> 4) << j;
-            qh |= ((uint32_t)(q1 & 0x10) >> 4) << (j + WG_QK5_0 / 2);
+            y[i].qs[j] = (uint8_t)(((unsigned)q0 & 0x0F) | (((unsigned)q1 & 0x0F) << 4));
+            qh |= (((uint32_t)q0 & 0x10) >> 4) << j;
+            qh |= (((uint32_t)q1 & 0x10) >> 4) << (j + WG_QK5_0 / 2);
         }
         s_store_qh(y[i].qh, qh);
     }
@@ -276,11 +294,11 @@ void wg_k_quant_q5_1_ref(const float *x, void *vy, int64_t k) {
         for (int j = 0; j < WG_QK5_1 / 2; j++) {
             const float x0 = (xb[j] - min) * id;
             const float x1 = (xb[WG_QK5_1 / 2 + j] - min) * id;
-            const uint8_t q0 = (uint8_t)(x0 + 0.5f);
-            const uint8_t q1 = (uint8_t)(x1 + 0.5f);
-            y[i].qs[j] = (uint8_t)((q0 & 0x0F) | ((q1 & 0x0F) << 4));
-            qh |= ((uint32_t)(q0 & 0x10) >> 4) << j;
-            qh |= ((uint32_t)(q1 & 0x10) >> 4) << (j + WG_QK5_1 / 2);
+            const int q0 = s_trunc_u8(x0 + 0.5f);
+            const int q1 = s_trunc_u8(x1 + 0.5f);
+            y[i].qs[j] = (uint8_t)(((unsigned)q0 & 0x0F) | (((unsigned)q1 & 0x0F) << 4));
+            qh |= (((uint32_t)q0 & 0x10) >> 4) << j;
+            qh |= (((uint32_t)q1 & 0x10) >> 4) << (j + WG_QK5_1 / 2);
         }
         s_store_qh(y[i].qh, qh);
     }
@@ -330,7 +348,7 @@ void wg_k_quant_q8_0_ref(const float *x, void *vy, int64_t k) {
         const float d = amax / ((1 << 7) - 1);
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = wg_fp32_to_fp16(d);
-        for (int j = 0; j < WG_QK8_0; j++) y[i].qs[j] = (int8_t)roundf(xb[j] * id);
+        for (int j = 0; j < WG_QK8_0; j++) y[i].qs[j] = (int8_t)s_trunc_i8(roundf(xb[j] * id));
     }
 }
 
@@ -373,8 +391,8 @@ void wg_k_quant_q8_1_ref(const float *x, void *vy, int64_t k) {
         y[i].d = wg_fp32_to_fp16(d);
         int sum = 0;
         for (int j = 0; j < WG_QK8_1 / 2; j++) {
-            y[i].qs[j] = (int8_t)roundf(xb[j] * id);
-            y[i].qs[WG_QK8_1 / 2 + j] = (int8_t)roundf(xb[WG_QK8_1 / 2 + j] * id);
+            y[i].qs[j] = (int8_t)s_trunc_i8(roundf(xb[j] * id));
+            y[i].qs[WG_QK8_1 / 2 + j] = (int8_t)s_trunc_i8(roundf(xb[WG_QK8_1 / 2 + j] * id));
             sum += y[i].qs[j];
             sum += y[i].qs[WG_QK8_1 / 2 + j];
         }
@@ -444,7 +462,7 @@ void wg_k_quant_mxfp4_ref(const float *x, void *vy, int64_t k) {
         for (int j = 0; j < WG_QK_MXFP4 / 2; j++) {
             const uint8_t q0 = s_best_index_mxfp4(xb[j], d);
             const uint8_t q1 = s_best_index_mxfp4(xb[WG_QK_MXFP4 / 2 + j], d);
-            y[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
+            y[i].qs[j] = (uint8_t)((unsigned)q0 | ((unsigned)q1 << 4));
         }
     }
 }

@@ -397,3 +397,26 @@ Test(ref_edges, single_outlier_is_kept) {
         cr_assert_leq(max_err, 10.0 * 0.35, "%s max error %g", tr->name, max_err);
     }
 }
+
+/* Non-finite input (a diverged activation row) must not be undefined
+ * behaviour (the sanitizer preset runs this) and must not leak into the
+ * next row of the same call. */
+Test(ref_edges, non_finite_rows_stay_contained) {
+    const int64_t k = 256;
+    float m[2 * 256], y[2 * 256];
+    uint8_t both[2 * 1024], alone[1024];
+    for (size_t b = 0; b < S_NTYPES; b++) {
+        const wg_type_traits_t *tr = wg_type_traits(s_bounds[b].t);
+        const size_t rs = wg_row_size(s_bounds[b].t, k);
+        for (int variant = 0; variant < 3; variant++) {
+            s_fill(m, 2 * k, 1.0f);
+            m[5] = variant == 0 ? NAN : variant == 1 ? INFINITY : -INFINITY;
+            m[200] = NAN;
+            tr->from_float(m, both, 2 * k);
+            tr->to_float(both, y, 2 * k);
+            tr->from_float(m + k, alone, k);
+            cr_assert_eq(memcmp(both + rs, alone, rs), 0, "%s variant %d: row 2 changed", tr->name, variant);
+            (void)wg_ref_dot_f32(s_bounds[b].t, both + rs, m, k); /* NaN probe: must not trap */
+        }
+    }
+}
