@@ -42,4 +42,7 @@ void wg_cpu_kernels_avx512(wg_cpu_kernels_t *k);
 #include <stdbool.h>
 bool wg_cpu_force_simd(const char *level);
 
+/* The kernel table in use (borrowed, valid until the next wg_cpu_force_simd). */
+const wg_cpu_kernels_t *wg_cpu_kernels(void);
+
 #endif

@@ -70,6 +70,11 @@ bool wg_cpu_force_simd(const char *level) {
     return s_select(level);
 }
 
+const wg_cpu_kernels_t *wg_cpu_kernels(void) {
+    pthread_once(&s_once, s_auto);
+    return &s_kern;
+}
+
 const char *wg_cpu_simd_name(void) {
     pthread_once(&s_once, s_auto);
     return s_kern.name;

@@ -47,7 +47,9 @@ struct wg_pool {
 static void *s_worker_main(void *arg) {
     s_worker *w = arg;
     wg_pool_t *p = w->pool;
-    unsigned seen = atomic_load_explicit(&p->gen, memory_order_acquire);
+    /* Generation 0 is the pool's state at creation: a run published before
+     * this thread got scheduled is still seen as new. */
+    unsigned seen = 0;
     for (;;) {
         unsigned g = seen;
         for (int i = 0; i < S_SPIN_WORKER; i++) {

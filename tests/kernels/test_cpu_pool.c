@@ -1,0 +1,92 @@
+/* Tests of wg_pool: thread counts, every share run exactly once per run,
+ * results visible to the caller after wg_pool_run returns, bad sizes. */
+#include <dirent.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/cpu/wg_cpu.h"
+#include "wg_test.h"
+
+static int s_threads_now(void) {
+    DIR *d = opendir("/proc/self/task");
+    cr_assert_not_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.') n++;
+    closedir(d);
+    return n;
+}
+
+Test(cpu_pool, one_thread_spawns_none_and_n_spawns_n_minus_one) {
+    const int before = s_threads_now();
+    wg_pool_t *p = wg_pool_new(1);
+    cr_assert_not_null(p);
+    cr_assert_eq(wg_pool_size(p), 1);
+    cr_assert_eq(s_threads_now(), before);
+    wg_pool_destroy(&p);
+    cr_assert_null(p);
+    p = wg_pool_new(4);
+    cr_assert_not_null(p);
+    cr_assert_eq(wg_pool_size(p), 4);
+    cr_assert_eq(s_threads_now(), before + 3);
+    wg_pool_destroy(&p);
+    cr_assert_eq(s_threads_now(), before);
+    wg_pool_destroy(&p); /* NULL is fine */
+    wg_pool_destroy(NULL);
+}
+
+typedef struct {
+    _Atomic int calls[8];  /* calls per share index */
+    int nth_seen[8];       /* nth passed to each share */
+    long plain[8];         /* written without atomics: must be visible after run */
+} s_ctx;
+
+static void s_job(void *arg, int ith, int nth) {
+    s_ctx *c = arg;
+    atomic_fetch_add(&c->calls[ith], 1);
+    c->nth_seen[ith] = nth;
+    c->plain[ith] += ith + 1;
+}
+
+Test(cpu_pool, every_share_runs_once_per_run) {
+    for (int n = 1; n <= 3; n++) {
+        wg_pool_t *p = wg_pool_new(n);
+        cr_assert_not_null(p);
+        s_ctx c;
+        memset(&c, 0, sizeof c);
+        const int runs = 5000;
+        for (int r = 0; r < runs; r++) {
+            wg_pool_run(p, s_job, &c);
+            /* After return every share of this run has finished. */
+            for (int i = 0; i < n; i++)
+                cr_assert_eq(c.plain[i], (long)(r + 1) * (i + 1), "n=%d run %d share %d", n, r, i);
+        }
+        for (int i = 0; i < 8; i++) {
+            cr_assert_eq(atomic_load(&c.calls[i]), i < n ? runs : 0, "n=%d share %d", n, i);
+            if (i < n) cr_assert_eq(c.nth_seen[i], n);
+        }
+        wg_pool_destroy(&p);
+    }
+}
+
+Test(cpu_pool, sleeping_workers_wake_up) {
+    wg_pool_t *p = wg_pool_new(2);
+    s_ctx c;
+    memset(&c, 0, sizeof c);
+    for (int r = 0; r < 3; r++) {
+        struct timespec ts = {0, 20 * 1000 * 1000}; /* past the spin window: workers sleep */
+        nanosleep(&ts, NULL);
+        wg_pool_run(p, s_job, &c);
+    }
+    cr_assert_eq(atomic_load(&c.calls[1]), 3);
+    wg_pool_destroy(&p);
+}
+
+Test(cpu_pool, bad_sizes_fail_with_reason) {
+    cr_assert_null(wg_pool_new(0));
+    cr_assert(strstr(wg_errmsg(), "n_threads=0") != NULL, "%s", wg_errmsg());
+    cr_assert_null(wg_pool_new(-3));
+    cr_assert_null(wg_pool_new(100000));
+}
