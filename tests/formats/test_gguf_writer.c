@@ -273,3 +273,36 @@ Test(gguf_writer, rejects_bad_input) {
     cr_assert(strstr(wg_errmsg(), "/nonexistent-dir/x.gguf"), "%s", wg_errmsg());
     wg_gguf_writer_destroy(&w);
 }
+
+/* The reader/writer's private block-size table must agree with the kernels'
+ * type traits: every known type is accepted with the same byte size, every
+ * retired id is refused. */
+#include "kernels/ref/wg_ref.h"
+
+Test(gguf_writer, type_sizes_agree_with_type_traits) {
+    char path[256];
+    s_tmp(path, sizeof path);
+    static uint8_t data[4 * 256 * 8];
+    int n_known = 0;
+    for (int t = 0; t < WG_TYPE_COUNT; t++) {
+        const wg_type_traits_t *tr = wg_type_traits((wg_type_t)t);
+        wg_gguf_writer_t *w = wg_gguf_writer_new();
+        int64_t ne[2] = {256, 2};
+        wg_status st = wg_gguf_writer_add_tensor(w, "x", (wg_type_t)t, 2, ne, data);
+        if (!tr) {
+            cr_assert_eq(st, WG_ERR_INVAL, "type %d has no traits but the writer took it", t);
+            wg_gguf_writer_destroy(&w);
+            continue;
+        }
+        n_known++;
+        cr_assert_eq(st, WG_OK, "type %s: %s", tr->name, wg_errmsg());
+        cr_assert_eq(wg_gguf_writer_write(w, path), WG_OK);
+        wg_gguf_t *g = NULL;
+        cr_assert_eq(wg_gguf_open(path, &g), WG_OK, "type %s: %s", tr->name, wg_errmsg());
+        cr_assert_eq(wg_gguf_tensor(g, 0)->nbytes, 2 * wg_row_size((wg_type_t)t, 256), "type %s", tr->name);
+        wg_gguf_close(&g);
+        wg_gguf_writer_destroy(&w);
+    }
+    cr_assert_geq(n_known, 30);
+    unlink(path);
+}
