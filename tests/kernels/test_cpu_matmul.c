@@ -1,0 +1,274 @@
+/* Tests of wg_k_matmul_cpu against the reference kernels, of its batch and
+ * thread invariance, and of the fast activation quantizers.
+ *
+ * Oracle: every activation row quantized with the reference quantizer of the
+ * weight type's vec_dot_type, then the reference vec_dot per output element.
+ * Integer parts of the SIMD kernels are exact, so the fast results differ
+ * from the oracle only by float accumulation order; the tolerance is
+ *   |y - y_ref| <= 2e-5 * S + 1e-6,  S = sum_k |w_k| * |x_k|
+ * (w dequantized, x the F32 activation): about 300 float ulps of the
+ * magnitude that was summed, far below the effect of one wrong quant. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/wg_cpu.h"
+#include "kernels/cpu/wg_cpu_impl.h"
+#include "kernels/ref/wg_ref.h"
+#include "wg_test.h"
+
+#define S_RTOL 2e-5
+#define S_ATOL 1e-6
+
+static uint64_t s_rng = 0x9E3779B97F4A7C15ull;
+static float s_randf(void) { /* uniform in [-1, 1) */
+    s_rng ^= s_rng << 13;
+    s_rng ^= s_rng >> 7;
+    s_rng ^= s_rng << 17;
+    return (float)((double)(s_rng >> 11) / (double)(1ull << 52) - 1.0);
+}
+
+static float *s_rand_floats(int64_t n, float scale) {
+    float *p = malloc((size_t)n * sizeof *p);
+    cr_assert_not_null(p);
+    for (int64_t i = 0; i < n; i++) p[i] = scale * s_randf();
+    return p;
+}
+
+/* N x K weights of type t: random floats through the reference quantizer. */
+static void *s_make_weights(wg_type_t t, int64_t N, int64_t K, float **deq) {
+    const wg_type_traits_t *tr = wg_type_traits(t);
+    cr_assert(tr && tr->from_float, "type %d has no reference quantizer", (int)t);
+    const size_t rs = wg_row_size(t, K);
+    uint8_t *w = malloc(rs * (size_t)N);
+    float *src = s_rand_floats(N * K, 1.0f);
+    *deq = malloc((size_t)(N * K) * sizeof(float));
+    cr_assert(w && *deq);
+    for (int64_t n = 0; n < N; n++) {
+        tr->from_float(src + n * K, w + (size_t)n * rs, K);
+        tr->to_float(w + (size_t)n * rs, *deq + n * K, K);
+    }
+    free(src);
+    return w;
+}
+
+/* The oracle: ref quantizer + ref vec_dot, one element at a time. */
+static void s_ref_matmul(wg_type_t t, const void *W, int64_t N, int64_t K, const float *X,
+                         int64_t M, float *Y) {
+    const wg_type_traits_t *tr = wg_type_traits(t);
+    const wg_type_traits_t *vt = wg_type_traits(tr->vec_dot_type);
+    const size_t rs = wg_row_size(t, K), xs = wg_row_size(tr->vec_dot_type, K);
+    uint8_t *xq = malloc(xs);
+    for (int64_t m = 0; m < M; m++) {
+        vt->from_float(X + m * K, xq, K);
+        for (int64_t n = 0; n < N; n++)
+            Y[m * N + n] = tr->vec_dot(K, (const uint8_t *)W + (size_t)n * rs, xq);
+    }
+    free(xq);
+}
+
+static const char *const s_levels[] = {"scalar", "avx2", "avx512"};
+
+/* One type over every shape, both pool sizes and every SIMD level the CPU has. */
+static void s_check_type(wg_type_t t, const int64_t *Ks, int nK) {
+    static const int64_t Ms[] = {1, 2, 3, 7, 16, 33, 64};
+    static const int64_t Ns[] = {1, 3, 17, 100};
+    wg_pool_t *pools[2] = {wg_pool_new(1), wg_pool_new(2)};
+    cr_assert(pools[0] && pools[1]);
+    int n_levels = 0;
+    for (int li = 0; li < 3; li++) {
+        if (!wg_cpu_force_simd(s_levels[li])) continue;
+        n_levels++;
+        for (int ki = 0; ki < nK; ki++) {
+            const int64_t K = Ks[ki];
+            for (int mi = 0; mi < 7; mi++) {
+                for (int ni = 0; ni < 4; ni++) {
+                    const int64_t M = Ms[mi], N = Ns[ni];
+                    if (K >= 4096 && M > 7 && N > 17) continue; /* keep the oracle quick */
+                    float *deq;
+                    void *W = s_make_weights(t, N, K, &deq);
+                    float *X = s_rand_floats(M * K, 2.0f);
+                    float *Yr = malloc((size_t)(M * N) * sizeof(float));
+                    float *Y = malloc((size_t)(M * N) * sizeof(float));
+                    s_ref_matmul(t, W, N, K, X, M, Yr);
+                    for (int pi = 0; pi < 2; pi++) {
+                        memset(Y, 0xFF, (size_t)(M * N) * sizeof(float));
+                        cr_assert_eq(wg_k_matmul_cpu(pools[pi], t, W, N, K, X, M, Y), WG_OK,
+                                     "%s", wg_errmsg());
+                        for (int64_t m = 0; m < M; m++) {
+                            for (int64_t n = 0; n < N; n++) {
+                                double S = 0;
+                                for (int64_t k = 0; k < K; k++)
+                                    S += fabs((double)deq[n * K + k] * X[m * K + k]);
+                                const double y = Y[m * N + n], yr = Yr[m * N + n];
+                                const double err = fabs(y - yr);
+                                if (strcmp(s_levels[li], "scalar") == 0) {
+                                    /* Generic path = the oracle itself: bitwise. */
+                                    cr_assert(memcmp(&Y[m * N + n], &Yr[m * N + n], 4) == 0,
+                                              "%s scalar M=%ld N=%ld K=%ld [%ld,%ld]: %.9g vs %.9g",
+                                              wg_type_name(t), (long)M, (long)N, (long)K,
+                                              (long)m, (long)n, y, yr);
+                                }
+                                cr_assert(err <= S_RTOL * S + S_ATOL,
+                                          "%s %s threads=%d M=%ld N=%ld K=%ld [%ld,%ld]: %.9g vs "
+                                          "ref %.9g (err %.3g, S %.3g)",
+                                          wg_type_name(t), s_levels[li], pi + 1, (long)M, (long)N,
+                                          (long)K, (long)m, (long)n, y, yr, err, S);
+                            }
+                        }
+                    }
+                    free(W);
+                    free(deq);
+                    free(X);
+                    free(Yr);
+                    free(Y);
+                }
+            }
+        }
+    }
+    cr_assert(n_levels >= 1);
+    wg_cpu_force_simd(NULL);
+    wg_pool_destroy(&pools[0]);
+    wg_pool_destroy(&pools[1]);
+    cr_assert_null(pools[0]);
+}
+
+static const int64_t s_K_legacy[] = {32, 96, 256, 4096};
+static const int64_t s_K_kquant[] = {256, 512, 4096};
+static const int64_t s_K_float[] = {1, 17, 32, 96, 256, 4096};
+
+#define S_TYPE_TEST(T, KS)                                                   \
+    Test(cpu_matmul, T##_matches_reference_all_shapes, .timeout = 300) {    \
+        s_check_type(WG_TYPE_##T, KS, (int)(sizeof KS / sizeof KS[0]));     \
+    }
+
+S_TYPE_TEST(Q4_0, s_K_legacy)
+S_TYPE_TEST(Q4_1, s_K_legacy)
+S_TYPE_TEST(Q5_0, s_K_legacy)
+S_TYPE_TEST(Q5_1, s_K_legacy)
+S_TYPE_TEST(Q8_0, s_K_legacy)
+S_TYPE_TEST(IQ4_NL, s_K_legacy)
+S_TYPE_TEST(MXFP4, s_K_legacy)
+S_TYPE_TEST(Q2_K, s_K_kquant)
+S_TYPE_TEST(Q3_K, s_K_kquant)
+S_TYPE_TEST(Q4_K, s_K_kquant)
+S_TYPE_TEST(Q5_K, s_K_kquant)
+S_TYPE_TEST(Q6_K, s_K_kquant)
+S_TYPE_TEST(IQ4_XS, s_K_kquant)
+S_TYPE_TEST(F32, s_K_float)
+S_TYPE_TEST(F16, s_K_float)
+S_TYPE_TEST(BF16, s_K_float)
+
+/* Row m of a product computed alone (M=1, one thread) must equal, bit for
+ * bit, row m of the same product computed in a batch of 7, 32 or 100 rows,
+ * with 1 or 2 threads, at the fastest SIMD level. */
+Test(cpu_matmul, batch_and_thread_invariant_bitwise, .timeout = 300) {
+    static const wg_type_t types[] = {
+        WG_TYPE_Q4_0, WG_TYPE_Q4_1, WG_TYPE_Q5_0, WG_TYPE_Q5_1, WG_TYPE_Q8_0,
+        WG_TYPE_IQ4_NL, WG_TYPE_MXFP4, WG_TYPE_Q2_K, WG_TYPE_Q3_K, WG_TYPE_Q4_K,
+        WG_TYPE_Q5_K, WG_TYPE_Q6_K, WG_TYPE_IQ4_XS, WG_TYPE_F32, WG_TYPE_F16, WG_TYPE_BF16};
+    static const int64_t Ms[] = {7, 32, 100};
+    const int64_t N = 37, K = 512;
+    wg_pool_t *p1 = wg_pool_new(1), *p2 = wg_pool_new(2);
+    cr_assert(p1 && p2);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const wg_type_t t = types[ti];
+        float *deq;
+        void *W = s_make_weights(t, N, K, &deq);
+        float *X = s_rand_floats(100 * K, 3.0f);
+        float *Y1 = malloc(100 * N * sizeof(float)), *Yb = malloc(100 * N * sizeof(float));
+        for (int64_t m = 0; m < 100; m++)
+            cr_assert_eq(wg_k_matmul_cpu(p1, t, W, N, K, X + m * K, 1, Y1 + m * N), WG_OK);
+        for (int mi = 0; mi < 3; mi++) {
+            for (int pi = 0; pi < 2; pi++) {
+                memset(Yb, 0, 100 * N * sizeof(float));
+                cr_assert_eq(wg_k_matmul_cpu(pi ? p2 : p1, t, W, N, K, X, Ms[mi], Yb), WG_OK);
+                cr_assert(memcmp(Y1, Yb, (size_t)(Ms[mi] * N) * sizeof(float)) == 0,
+                          "%s (%s): batch of %ld rows with %d threads differs from M=1",
+                          wg_type_name(t), wg_cpu_simd_name(), (long)Ms[mi], pi + 1);
+            }
+        }
+        free(W);
+        free(deq);
+        free(X);
+        free(Y1);
+        free(Yb);
+    }
+    wg_pool_destroy(&p1);
+    wg_pool_destroy(&p2);
+}
+
+/* AVX2 and AVX-512 builds differ only in the integer dot primitive, whose
+ * sums are exact: their outputs must be bitwise equal. */
+Test(cpu_matmul, avx2_and_avx512_agree_bitwise) {
+    if (!wg_cpu_force_simd("avx512") || !wg_cpu_force_simd("avx2"))
+        cr_skip_test("CPU lacks AVX2 or AVX-512 VNNI");
+    static const wg_type_t types[] = {WG_TYPE_Q4_0, WG_TYPE_Q5_1, WG_TYPE_Q8_0, WG_TYPE_Q2_K,
+                                      WG_TYPE_Q3_K, WG_TYPE_Q4_K, WG_TYPE_Q5_K, WG_TYPE_Q6_K,
+                                      WG_TYPE_IQ4_XS, WG_TYPE_MXFP4};
+    const int64_t M = 5, N = 9, K = 1024;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        float *deq;
+        void *W = s_make_weights(types[ti], N, K, &deq);
+        float *X = s_rand_floats(M * K, 1.0f);
+        float Ya[45], Yb[45];
+        cr_assert(wg_cpu_force_simd("avx2"));
+        cr_assert_eq(wg_k_matmul_cpu(NULL, types[ti], W, N, K, X, M, Ya), WG_OK);
+        cr_assert(wg_cpu_force_simd("avx512"));
+        cr_assert_eq(wg_k_matmul_cpu(NULL, types[ti], W, N, K, X, M, Yb), WG_OK);
+        cr_assert(memcmp(Ya, Yb, sizeof Ya) == 0, "%s", wg_type_name(types[ti]));
+        free(W);
+        free(deq);
+        free(X);
+    }
+    wg_cpu_force_simd(NULL);
+}
+
+/* The fast Q8_0 / Q8_1 / Q8_K quantizers are byte-exact with the reference
+ * ones (so the only difference left is accumulation order). */
+Test(cpu_matmul, fast_quantizers_bitwise_equal_reference) {
+    static const wg_type_t qts[] = {WG_TYPE_Q8_0, WG_TYPE_Q8_1, WG_TYPE_Q8_K};
+    int checked = 0;
+    for (int li = 1; li < 3; li++) {
+        if (!wg_cpu_force_simd(s_levels[li])) continue;
+        const wg_cpu_kernels_t *kt = wg_cpu_kernels();
+        for (int qi = 0; qi < 3; qi++) {
+            const wg_type_t qt = qts[qi];
+            cr_assert_not_null(kt->quant[qt]);
+            const int64_t K = 4096;
+            const size_t rs = wg_row_size(qt, K);
+            uint8_t *a = malloc(rs), *b = malloc(rs);
+            for (int trial = 0; trial < 50; trial++) {
+                float *x = s_rand_floats(K, trial % 2 ? 1000.0f : 0.01f);
+                /* Exact ties and zero blocks: halves that roundf rounds away. */
+                if (trial == 3)
+                    for (int64_t i = 0; i < K; i++) x[i] = (float)(i % 255 - 127) * 0.5f;
+                if (trial == 4) memset(x, 0, 256 * sizeof(float));
+                memset(a, 0, rs);
+                memset(b, 0, rs);
+                wg_type_traits(qt)->from_float(x, a, K);
+                kt->quant[qt](x, b, K);
+                if (qt == WG_TYPE_Q8_K && trial == 4) { /* bsums of an all-zero block unspecified */
+                    memset(((wg_block_q8_K *)a)->bsums, 0, sizeof(((wg_block_q8_K *)a)->bsums));
+                    memset(((wg_block_q8_K *)b)->bsums, 0, sizeof(((wg_block_q8_K *)b)->bsums));
+                }
+                cr_assert(memcmp(a, b, rs) == 0, "%s %s trial %d", s_levels[li],
+                          wg_type_name(qt), trial);
+                free(x);
+                checked++;
+            }
+            free(a);
+            free(b);
+        }
+    }
+    wg_cpu_force_simd(NULL);
+    if (!checked) cr_skip_test("no SIMD level on this CPU");
+}
+
+Test(cpu_matmul, unsupported_type_is_an_error) {
+    float x[32] = {0}, y[1];
+    uint8_t w[64] = {0};
+    cr_assert_eq(wg_k_matmul_cpu(NULL, WG_TYPE_I32, w, 1, 32, x, 1, y), WG_ERR_UNSUPPORTED);
+    cr_assert(strstr(wg_errmsg(), "I32") != NULL, "%s", wg_errmsg());
+    cr_assert_eq(wg_k_matmul_cpu(NULL, (wg_type_t)33, w, 1, 32, x, 1, y), WG_ERR_UNSUPPORTED);
+}
