@@ -63,9 +63,13 @@ ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-prin
 rc=$?
 set -e
 
-runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)
-took=$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | grep -oE 'in [0-9]+' | grep -oE '[0-9]+' | tail -1)
-cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+')
+# (a crash ends the run without the final stats: every grep may find nothing)
+runs=$( (grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" || true) | grep -oE '[0-9]+$' | tail -1 || true)
+took=$( (grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" || true) | grep -oE 'in [0-9]+' | grep -oE '[0-9]+' | tail -1 || true)
+cov=$( (grep -oE 'cov: [0-9]+' "$log" || true) | tail -1 | grep -oE '[0-9]+' || true)
+if [ -z "$runs" ]; then # no final stats: take the last status line's execution count
+  runs=$( (grep -oE '^#[0-9]+' "$log" || true) | tail -1 | tr -d '#')
+fi
 runs=${runs:-0}
 took=${took:-$secs}
 [ "$took" -gt 0 ] || took=1
