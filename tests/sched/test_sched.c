@@ -1,0 +1,508 @@
+/* Scheduler tests: batch invariance (alone vs crowded vs chunked prefill) on
+ * several architectures and quant types, agreement with the single-sequence
+ * session path, preemption under a tiny KV budget, cancellation, stop
+ * strings across token boundaries, 200 mixed sequences, fairness. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/model/wg_model.h"
+#include "engine/sched/wg_sched.h"
+#include "engine/tokenizer/wg_tok.h"
+#include "wg_test.h"
+
+typedef struct {
+    int32_t prompt[256];    /* prompt ids */
+    size_t n_prompt;        /* prompt length */
+    wg_sampling_params_t sp;/* sampling */
+    int32_t max_tokens;     /* limit */
+    bool ignore_eos;        /* keep going past EOS */
+    const char *stop[2];    /* stop strings */
+    size_t n_stop;          /* count */
+    int32_t priority;       /* admission priority */
+} job_t;
+
+typedef struct {
+    int32_t toks[512];      /* generated ids */
+    int32_t n;              /* count */
+    char text[8192];        /* concatenated text deltas */
+    size_t n_text;          /* bytes */
+    wg_finish_t finish;     /* finish reason */
+    int64_t first_step;     /* step of the first token */
+    float lp[512];          /* logprob of each token */
+} res_t;
+
+static wg_model_t *g_m;
+static wg_tok_t *g_tok;
+
+static void load(const char *rel) {
+    WG_REQUIRE_CORPUS();
+    cr_assert_eq(wg_model_load(wg_test_corpus(rel), &g_m), WG_OK, "load %s: %s", rel, wg_errmsg());
+    wg_status st = wg_tok_from_gguf(wg_model_gguf(g_m), &g_tok);
+    cr_assert_eq(st, WG_OK, "tokenizer of %s: %s", rel, wg_errmsg());
+}
+
+static void unload(void) {
+    wg_tok_free(&g_tok);
+    wg_model_free(&g_m);
+}
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(void) {
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (uint32_t)(g_rng >> 16);
+}
+
+static void job_random(job_t *j, size_t n_prompt, int32_t max_tokens, int kind) {
+    memset(j, 0, sizeof *j);
+    const int32_t V = wg_model_hparams(g_m)->n_vocab;
+    j->n_prompt = n_prompt;
+    j->prompt[0] = wg_tok_bos(g_tok) >= 0 ? wg_tok_bos(g_tok) : 1;
+    for (size_t i = 1; i < n_prompt; i++) j->prompt[i] = (int32_t)(3 + rnd() % (uint32_t)(V - 3));
+    j->sp = wg_sampling_defaults();
+    j->max_tokens = max_tokens;
+    j->ignore_eos = true;
+    switch (kind % 4) {
+    case 0: j->sp.temperature = 0; break;
+    case 1: j->sp.temperature = 0.8f; j->sp.top_p = 0.9f; j->sp.seed = 42 + (uint64_t)kind; j->sp.has_seed = true; break;
+    case 2: j->sp.temperature = 1.1f; j->sp.top_k = 20; j->sp.min_p = 0.02f; j->sp.seed = 7 * (uint64_t)kind + 1;
+        j->sp.has_seed = true; j->sp.presence_penalty = 0.5f; break;
+    default: j->sp.temperature = 0.7f; j->sp.frequency_penalty = 0.3f; j->sp.repeat_penalty = 1.1f;
+        j->sp.repeat_last_n = 16; j->sp.seed = 1000 + (uint64_t)kind; j->sp.has_seed = true; j->sp.logprobs = true; break;
+    }
+}
+
+static wg_sched_req_t to_req(const job_t *j, void *user) {
+    wg_sched_req_t r = {0};
+    r.prompt = j->prompt;
+    r.n_prompt = j->n_prompt;
+    r.sampling = j->sp;
+    r.stop = j->stop;
+    r.n_stop = j->n_stop;
+    r.max_tokens = j->max_tokens;
+    r.ignore_eos = j->ignore_eos;
+    r.priority = j->priority;
+    r.user = user;
+    return r;
+}
+
+static void collect(const wg_sched_event_t *ev, size_t n, res_t *res, int64_t step) {
+    for (size_t i = 0; i < n; i++) {
+        res_t *r = &res[(intptr_t)ev[i].user];
+        if (ev[i].token >= 0) {
+            cr_assert_lt(r->n, 512);
+            if (r->n == 0) r->first_step = step;
+            r->lp[r->n] = ev[i].sample.logprob;
+            r->toks[r->n++] = ev[i].token;
+        }
+        cr_assert_lt(r->n_text + ev[i].text_len, sizeof r->text);
+        memcpy(r->text + r->n_text, ev[i].text, ev[i].text_len);
+        r->n_text += ev[i].text_len;
+        r->text[r->n_text] = '\0';
+        if (ev[i].finish) {
+            cr_assert_eq(r->finish, WG_FINISH_NONE, "two finish events for one sequence");
+            r->finish = ev[i].finish;
+        }
+    }
+}
+
+/* Run jobs[0..n) together (all submitted up front) until every one finished. */
+static void run_jobs(const job_t *jobs, size_t n, const wg_sched_cfg_t *cfg, res_t *res, wg_sched_stats_t *stats) {
+    wg_sched_t *s = wg_sched_new(g_m, g_tok, cfg);
+    cr_assert_not_null(s, "sched: %s", wg_errmsg());
+    memset(res, 0, n * sizeof *res);
+    for (size_t i = 0; i < n; i++) {
+        wg_sched_req_t r = to_req(&jobs[i], (void *)(intptr_t)i);
+        wg_seq_handle_t h;
+        cr_assert_eq(wg_sched_submit(s, &r, &h), WG_OK, "submit %zu: %s", i, wg_errmsg());
+    }
+    const int32_t free0 = wg_kv_n_free_blocks(wg_sched_kv(s));
+    int64_t step = 0;
+    while (wg_sched_busy(s)) {
+        const wg_sched_event_t *ev;
+        size_t ne;
+        cr_assert_eq(wg_sched_step(s, &ev, &ne), WG_OK, "step: %s", wg_errmsg());
+        collect(ev, ne, res, step++);
+        cr_assert_lt(step, 100000, "scheduler does not finish");
+    }
+    for (size_t i = 0; i < n; i++) cr_assert_neq(res[i].finish, WG_FINISH_NONE, "job %zu never finished", i);
+    cr_assert_eq(wg_kv_n_free_blocks(wg_sched_kv(s)), free0, "blocks leaked");
+    if (stats) wg_sched_stats(s, stats);
+    wg_sched_free(&s);
+}
+
+static void assert_same(const res_t *a, const res_t *b, const char *what) {
+    cr_assert_eq(a->n, b->n, "%s: %d vs %d tokens", what, a->n, b->n);
+    for (int32_t i = 0; i < a->n; i++)
+        cr_assert_eq(a->toks[i], b->toks[i], "%s: token %d differs (%d vs %d)", what, i, a->toks[i], b->toks[i]);
+    cr_assert_str_eq(a->text, b->text, "%s: text differs", what);
+    cr_assert_eq(a->finish, b->finish, "%s: finish differs", what);
+}
+
+/* Target alone vs among 63 others of varied lengths vs chunked prefill 1/5/64. */
+static void check_invariance(const char *rel) {
+    load(rel);
+    static job_t jobs[64];
+    static res_t res[64];
+    static res_t alone[2];
+    g_rng = 0x1234567ull;
+    for (int kind = 0; kind < 2; kind++) {
+        job_t target;
+        job_random(&target, 37, 24, kind);
+        wg_sched_cfg_t cfg = wg_sched_defaults();
+        run_jobs(&target, 1, &cfg, &alone[kind], NULL);
+        cr_assert_eq(alone[kind].n, 24);
+        /* Crowded: 63 others with prompts 1..120 and 1..40 new tokens, target in the middle. */
+        for (int i = 0; i < 64; i++) {
+            if (i == 21) jobs[i] = target;
+            else job_random(&jobs[i], 1 + rnd() % 120, (int32_t)(1 + rnd() % 40), (int)(rnd() % 8));
+        }
+        cfg.max_batch_tokens = 256;
+        cfg.prefill_chunk = 48;
+        run_jobs(jobs, 64, &cfg, res, NULL);
+        assert_same(&alone[kind], &res[21], "crowded");
+        /* Chunked prefill of any size. */
+        const int32_t chunks[] = {1, 5, 64};
+        for (int c = 0; c < 3; c++) {
+            cfg = wg_sched_defaults();
+            cfg.prefill_chunk = chunks[c];
+            res_t one;
+            run_jobs(&target, 1, &cfg, &one, NULL);
+            assert_same(&alone[kind], &one, "chunked");
+        }
+    }
+    unload();
+}
+
+Test(sched, invariance_llama_f32) { check_invariance("models/llama/llama-f32.gguf"); }
+Test(sched, invariance_llama_q4_k_m) { check_invariance("models/llama/llama-Q4_K_M.gguf"); }
+Test(sched, invariance_qwen2_q8_0) { check_invariance("models/qwen2/qwen2-Q8_0.gguf"); }
+Test(sched, invariance_qwen3_f32) { check_invariance("models/qwen3/qwen3-f32.gguf"); }
+Test(sched, invariance_llama_moe_q4_k_m) { check_invariance("models/llama-moe/llama-moe-Q4_K_M.gguf"); }
+Test(sched, invariance_stories260k) { check_invariance("trained/stories260K-f32.gguf"); }
+
+/* The scheduler's greedy tokens equal a plain single-sequence session's argmax. */
+Test(sched, greedy_matches_session) {
+    load("trained/stories260K-f32.gguf");
+    int32_t *ids = NULL;
+    size_t n = 0;
+    const char *p = "Once upon a time";
+    cr_assert_eq(wg_tok_encode(g_tok, p, strlen(p), true, false, &ids, &n), WG_OK);
+    job_t j;
+    job_random(&j, 1, 40, 0);
+    memcpy(j.prompt, ids, n * sizeof *ids);
+    j.n_prompt = n;
+    res_t r;
+    run_jobs(&j, 1, NULL, &r, NULL);
+    wg_session_t *se = wg_session_new(g_m, 1, 256);
+    cr_assert_not_null(se);
+    const int32_t V = wg_model_hparams(g_m)->n_vocab;
+    float *lg = malloc((size_t)V * sizeof *lg);
+    cr_assert_eq(wg_session_eval(se, ids, (int64_t)n, false, lg), WG_OK);
+    for (int32_t i = 0; i < r.n; i++) {
+        int32_t best = 0;
+        for (int32_t v = 1; v < V; v++)
+            if (lg[v] > lg[best]) best = v;
+        cr_assert_eq(r.toks[i], best, "token %d: sched %d, session argmax %d", i, r.toks[i], best);
+        cr_assert_eq(wg_session_eval(se, &best, 1, false, lg), WG_OK);
+    }
+    char *text = NULL;
+    cr_assert_eq(wg_tok_decode(g_tok, r.toks, (size_t)r.n, false, &text), WG_OK);
+    /* The streamed deltas concatenate to the decoded text (modulo SPM's leading-space rule). */
+    const char *t = text, *u = r.text;
+    if (*u == ' ' && *t != ' ') u++;
+    cr_assert_str_eq(u, t);
+    cr_assert_gt(strlen(text), 20);
+    free(text);
+    free(lg);
+    free(ids);
+    wg_session_free(&se);
+    unload();
+}
+
+/* A cache of a few blocks forces preemption; every output stays identical. */
+Test(sched, preemption_tiny_kv_outputs_identical) {
+    load("models/llama/llama-f32.gguf");
+    enum { N = 16 };
+    static job_t jobs[N];
+    static res_t ref[N], got[N];
+    g_rng = 99;
+    for (int i = 0; i < N; i++) job_random(&jobs[i], 8 + rnd() % 40, (int32_t)(20 + rnd() % 30), i);
+    for (int i = 0; i < N; i++) run_jobs(&jobs[i], 1, NULL, &ref[i], NULL);
+    wg_sched_cfg_t cfg = wg_sched_defaults();
+    const wg_hparams_t *hp = wg_model_hparams(g_m);
+    size_t tok_bytes = (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) * 4;
+    cfg.block_tokens = 8;
+    cfg.kv_budget_bytes = 16 * 8 * tok_bytes; /* 16 blocks = 128 tokens for ~16 x 60 tokens */
+    cfg.max_batch_tokens = 64;
+    cfg.prefill_chunk = 16;
+    wg_sched_stats_t stats;
+    run_jobs(jobs, N, &cfg, got, &stats);
+    cr_assert_eq(stats.kv_blocks, 16);
+    cr_assert_gt(stats.n_preemptions, 0, "the tiny cache should force preemption");
+    for (int i = 0; i < N; i++) assert_same(&ref[i], &got[i], "preempted");
+    cr_assert_eq(stats.kv_free_blocks, stats.kv_blocks);
+    unload();
+}
+
+/* A sequence too long for the whole cache ends with "length", the others are unaffected. */
+Test(sched, sequence_longer_than_cache_finishes_length) {
+    load("models/llama/llama-f32.gguf");
+    job_t j[2];
+    g_rng = 5;
+    job_random(&j[0], 10, 500, 0);
+    job_random(&j[1], 10, 5, 0);
+    wg_sched_cfg_t cfg = wg_sched_defaults();
+    const wg_hparams_t *hp = wg_model_hparams(g_m);
+    cfg.block_tokens = 8;
+    cfg.kv_budget_bytes = 8 * 8 * (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) * 4;
+    res_t r[2], ref1;
+    run_jobs(j, 2, &cfg, r, NULL);
+    cr_assert_eq(r[0].finish, WG_FINISH_LENGTH);
+    cr_assert_eq(r[0].n, 64 - 10, "generated %d", r[0].n);
+    run_jobs(&j[1], 1, NULL, &ref1, NULL);
+    assert_same(&ref1, &r[1], "neighbour");
+    /* A prompt that can never fit is refused at submit. */
+    wg_sched_t *s = wg_sched_new(g_m, g_tok, &cfg);
+    job_t big;
+    job_random(&big, 64, 1, 0);
+    wg_sched_req_t rq = to_req(&big, NULL);
+    wg_seq_handle_t h;
+    cr_assert_eq(wg_sched_submit(s, &rq, &h), WG_ERR_RANGE);
+    wg_sched_free(&s);
+    unload();
+}
+
+Test(sched, cancel_mid_decode_frees_every_block) {
+    load("trained/stories260K-f32.gguf");
+    wg_sched_cfg_t cfg = wg_sched_defaults();
+    cfg.max_seqs = 8;
+    wg_sched_t *s = wg_sched_new(g_m, g_tok, &cfg);
+    cr_assert_not_null(s);
+    const int32_t free0 = wg_kv_n_free_blocks(wg_sched_kv(s));
+    cr_assert_eq(free0, wg_kv_n_blocks(wg_sched_kv(s)));
+    job_t j[12];
+    wg_seq_handle_t h[12];
+    static res_t r[12];
+    memset(r, 0, sizeof r);
+    g_rng = 77;
+    for (int i = 0; i < 12; i++) {
+        job_random(&j[i], 5 + rnd() % 50, 200, i);
+        wg_sched_req_t rq = to_req(&j[i], (void *)(intptr_t)i);
+        cr_assert_eq(wg_sched_submit(s, &rq, &h[i]), WG_OK);
+    }
+    for (int st = 0; st < 6; st++) {
+        const wg_sched_event_t *ev;
+        size_t ne;
+        cr_assert_eq(wg_sched_step(s, &ev, &ne), WG_OK);
+        collect(ev, ne, r, st);
+    }
+    wg_sched_stats_t stats;
+    wg_sched_stats(s, &stats);
+    cr_assert_eq(stats.n_running, 8);
+    cr_assert_eq(stats.n_waiting, 4);
+    cr_assert_gt(r[0].n, 2, "job 0 is decoding");
+    cr_assert_lt(stats.kv_free_blocks, free0);
+    /* Cancel everything: running (mid-decode) and waiting alike. */
+    for (int i = 0; i < 12; i++) cr_assert_eq(wg_sched_cancel(s, h[i]), WG_OK);
+    cr_assert_eq(wg_kv_n_free_blocks(wg_sched_kv(s)), free0, "free count back to its start");
+    cr_assert_eq(wg_sched_cancel(s, h[0]), WG_ERR_NOTFOUND);
+    const wg_sched_event_t *ev;
+    size_t ne;
+    cr_assert_eq(wg_sched_step(s, &ev, &ne), WG_OK);
+    cr_assert_eq(ne, 12);
+    for (size_t i = 0; i < ne; i++) {
+        cr_assert_eq(ev[i].finish, WG_FINISH_CANCELLED);
+        cr_assert_eq(ev[i].token, -1);
+    }
+    cr_assert(!wg_sched_busy(s));
+    wg_sched_free(&s);
+    unload();
+}
+
+Test(sched, cancel_one_leaves_others_identical) {
+    load("trained/stories260K-f32.gguf");
+    job_t j[6];
+    static res_t ref[6];
+    g_rng = 4242;
+    for (int i = 0; i < 6; i++) job_random(&j[i], 4 + rnd() % 20, 30, i);
+    for (int i = 0; i < 6; i++) run_jobs(&j[i], 1, NULL, &ref[i], NULL);
+    wg_sched_t *s = wg_sched_new(g_m, g_tok, NULL);
+    wg_seq_handle_t h[6];
+    static res_t r[6];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 6; i++) {
+        wg_sched_req_t rq = to_req(&j[i], (void *)(intptr_t)i);
+        cr_assert_eq(wg_sched_submit(s, &rq, &h[i]), WG_OK);
+    }
+    int64_t step = 0;
+    while (wg_sched_busy(s)) {
+        if (step == 10) cr_assert_eq(wg_sched_cancel(s, h[2]), WG_OK);
+        const wg_sched_event_t *ev;
+        size_t ne;
+        cr_assert_eq(wg_sched_step(s, &ev, &ne), WG_OK);
+        collect(ev, ne, r, step++);
+    }
+    cr_assert_eq(r[2].finish, WG_FINISH_CANCELLED);
+    cr_assert_lt(r[2].n, 30);
+    for (int i = 0; i < 6; i++)
+        if (i != 2) assert_same(&ref[i], &r[i], "neighbour of a cancelled sequence");
+    cr_assert_eq(wg_kv_n_free_blocks(wg_sched_kv(s)), wg_kv_n_blocks(wg_sched_kv(s)));
+    wg_sched_free(&s);
+    unload();
+}
+
+/* A stop string made of the end of one token's text and the start of the
+ * next one's stops the sequence there, and is not emitted. */
+Test(sched, stop_string_across_token_boundary) {
+    load("trained/stories260K-f32.gguf");
+    int32_t *ids = NULL;
+    size_t n = 0;
+    const char *p = "Once upon a time";
+    cr_assert_eq(wg_tok_encode(g_tok, p, strlen(p), true, false, &ids, &n), WG_OK);
+    job_t j;
+    job_random(&j, 1, 60, 0);
+    memcpy(j.prompt, ids, n * sizeof *ids);
+    j.n_prompt = n;
+    free(ids);
+    res_t full;
+    run_jobs(&j, 1, NULL, &full, NULL);
+    /* Find a boundary whose both sides have >= 2 bytes. */
+    char stop[16] = {0};
+    size_t off = 0;
+    for (int32_t i = 0; i + 1 < full.n && !stop[0]; i++) {
+        char a[64], b[64];
+        size_t la = wg_tok_piece(g_tok, full.toks[i], false, a, sizeof a);
+        size_t lb = wg_tok_piece(g_tok, full.toks[i + 1], false, b, sizeof b);
+        off += la;
+        if (i >= 3 && la >= 3 && lb >= 3) {
+            memcpy(stop, a + la - 2, 2);
+            memcpy(stop + 2, b, 2);
+        }
+    }
+    cr_assert(stop[0], "no suitable boundary in %s", full.text);
+    const char *at = strstr(full.text, stop);
+    cr_assert_not_null(at);
+    j.stop[0] = stop;
+    j.n_stop = 1;
+    res_t cut;
+    run_jobs(&j, 1, NULL, &cut, NULL);
+    cr_assert_eq(cut.finish, WG_FINISH_STOP);
+    cr_assert_eq(cut.n_text, (size_t)(at - full.text), "text '%s' stop '%s'", cut.text, stop);
+    cr_assert_eq(strncmp(cut.text, full.text, cut.n_text), 0);
+    cr_assert_lt(cut.n, full.n);
+    unload();
+}
+
+/* 200 sequences with mixed sampling params, priorities and lengths in one
+ * run, with fewer slots than sequences: each equals its solo run. */
+Test(sched, two_hundred_mixed_sequences) {
+    load("trained/stories260K-f32.gguf");
+    enum { N = 200 };
+    static job_t jobs[N];
+    static res_t ref[N], got[N];
+    g_rng = 2024;
+    for (int i = 0; i < N; i++) {
+        job_random(&jobs[i], 1 + rnd() % 60, (int32_t)(1 + rnd() % 48), (int)(rnd() % 16));
+        jobs[i].priority = (int32_t)(rnd() % 3);
+        jobs[i].ignore_eos = (i % 3) != 0;
+        if (i % 5 == 0) {
+            jobs[i].stop[0] = "the";
+            jobs[i].n_stop = 1;
+        }
+    }
+    for (int i = 0; i < N; i++) run_jobs(&jobs[i], 1, NULL, &ref[i], NULL);
+    wg_sched_cfg_t cfg = wg_sched_defaults();
+    cfg.max_seqs = 48;
+    cfg.max_batch_tokens = 128;
+    cfg.prefill_chunk = 32;
+    wg_sched_stats_t stats;
+    run_jobs(jobs, N, &cfg, got, &stats);
+    int n_stop = 0, n_len = 0;
+    for (int i = 0; i < N; i++) {
+        assert_same(&ref[i], &got[i], "200 mixed");
+        n_stop += got[i].finish == WG_FINISH_STOP;
+        n_len += got[i].finish == WG_FINISH_LENGTH;
+        if (jobs[i].sp.logprobs)
+            for (int32_t k = 0; k < got[i].n; k++) cr_assert(got[i].lp[k] <= 0 && isfinite(got[i].lp[k]));
+    }
+    cr_assert_gt(n_stop, 0);
+    cr_assert_gt(n_len, 0);
+    cr_assert_leq(stats.max_wait_steps, 200);
+    unload();
+}
+
+/* A low-priority sequence is admitted within a bounded number of steps even
+ * while higher-priority work keeps arriving. */
+Test(sched, bounded_waiting_under_priority_pressure) {
+    load("trained/stories260K-f32.gguf");
+    wg_sched_cfg_t cfg = wg_sched_defaults();
+    cfg.max_seqs = 4;
+    cfg.max_waiting_steps = 10;
+    wg_sched_t *s = wg_sched_new(g_m, g_tok, &cfg);
+    static res_t r[400];
+    memset(r, 0, sizeof r);
+    job_t j;
+    g_rng = 3;
+    int next = 1;
+    /* Fill the four slots first. */
+    for (int k = 0; k < 4; k++, next++) {
+        job_t hi;
+        job_random(&hi, 5, 6, 0);
+        hi.priority = 10;
+        wg_sched_req_t hr = to_req(&hi, (void *)(intptr_t)next);
+        wg_seq_handle_t hh;
+        cr_assert_eq(wg_sched_submit(s, &hr, &hh), WG_OK);
+    }
+    job_random(&j, 5, 4, 0);
+    j.priority = -5;
+    wg_sched_req_t rq = to_req(&j, (void *)(intptr_t)0);
+    wg_seq_handle_t h;
+    cr_assert_eq(wg_sched_submit(s, &rq, &h), WG_OK);
+    int64_t step;
+    for (step = 0; step < 300 && r[0].n == 0; step++) {
+        for (int k = 0; k < 2 && next < 400; k++) {
+            job_t hi;
+            job_random(&hi, 5, 6, 0);
+            hi.priority = 10;
+            wg_sched_req_t hr = to_req(&hi, (void *)(intptr_t)next++);
+            cr_assert_eq(wg_sched_submit(s, &hr, &h), WG_OK);
+        }
+        const wg_sched_event_t *ev;
+        size_t ne;
+        cr_assert_eq(wg_sched_step(s, &ev, &ne), WG_OK);
+        collect(ev, ne, r, step);
+    }
+    cr_assert_gt(r[0].n, 0, "low-priority sequence starved");
+    /* starving after 10 steps, then admitted as soon as a slot frees (<= 6 more steps). */
+    cr_assert_leq(r[0].first_step, 10 + 8, "admitted at step %lld", (long long)r[0].first_step);
+    cr_assert_gt(r[0].first_step, 2, "priority ignored: admitted at step %lld", (long long)r[0].first_step);
+    wg_sched_free(&s);
+    unload();
+}
+
+Test(sched, submit_rejects_bad_requests) {
+    load("trained/stories260K-f32.gguf");
+    wg_sched_t *s = wg_sched_new(g_m, g_tok, NULL);
+    job_t j;
+    job_random(&j, 4, 4, 0);
+    wg_sched_req_t r = to_req(&j, NULL);
+    wg_seq_handle_t h;
+    r.n_prompt = 0;
+    cr_assert_eq(wg_sched_submit(s, &r, &h), WG_ERR_INVAL);
+    r = to_req(&j, NULL);
+    j.prompt[2] = 1 << 20;
+    cr_assert_eq(wg_sched_submit(s, &r, &h), WG_ERR_INVAL);
+    cr_assert_not_null(strstr(wg_errmsg(), "prompt[2]"), "%s", wg_errmsg());
+    j.prompt[2] = 5;
+    r.sampling.top_p = 7;
+    cr_assert_neq(wg_sched_submit(s, &r, &h), WG_OK);
+    r = to_req(&j, NULL);
+    cr_assert_eq(wg_sched_submit(s, &r, &h), WG_OK);
+    cr_assert_gt(h, 0);
+    wg_sched_free(&s);
+    unload();
+}
