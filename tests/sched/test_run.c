@@ -1,0 +1,411 @@
+/* `waggle run` end to end: 200 mixed jobs through the built binary give each
+ * job the text a plain single-sequence generation gives it (session + sampler
+ * + detokenizer + stopper, no scheduler); broken lines yield error rows for
+ * those lines only; a rerun skips finished custom_ids and repairs a partial
+ * last row. */
+#include <jansson.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/model/wg_model.h"
+#include "engine/sampler/wg_chat.h"
+#include "engine/sampler/wg_sampler.h"
+#include "engine/tokenizer/wg_tok.h"
+#include "wg_test.h"
+
+#define MODEL_REL "trained/stories260K-f32.gguf"
+
+static char g_dir[256];
+
+static void mkdir_tmp(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/wg_run_test_XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+}
+
+static void rm_tmp(void) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static int run_waggle(const char *in, const char *out, const char *extra) {
+    char cmd[12288];
+    snprintf(cmd, sizeof cmd, "'%s' run --model '%s' --input '%s' --output '%s' --threads 2 %s 2>'%s/stderr.txt'",
+             WG_TEST_WAGGLE_BIN, wg_test_corpus(MODEL_REL), in, out, extra ? extra : "", g_dir);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* Rows of an output file, in order. */
+static json_t *read_rows(const char *path) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "no output %s", path);
+    json_t *rows = json_array();
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        json_error_t je;
+        json_t *r = json_loads(line, 0, &je);
+        cr_assert_not_null(r, "output row is not JSON: %s (%s)", line, je.text);
+        json_array_append_new(rows, r);
+    }
+    free(line);
+    fclose(f);
+    return rows;
+}
+
+static json_t *find_row(json_t *rows, const char *cid, int *count) {
+    json_t *hit = NULL;
+    size_t i;
+    json_t *r;
+    *count = 0;
+    json_array_foreach(rows, i, r) {
+        json_t *c = json_object_get(r, "custom_id");
+        if (json_is_string(c) && strcmp(json_string_value(c), cid) == 0) {
+            hit = r;
+            (*count)++;
+        }
+    }
+    return hit;
+}
+
+/* ---- the reference: one sequence, no scheduler ---- */
+
+typedef struct {
+    char text[4096];
+    const char *finish;
+    int n;
+} ref_t;
+
+static void reference(const wg_model_t *m, const wg_tok_t *tok, const int32_t *ids, size_t n_ids,
+                      wg_sampling_params_t sp, const char *const *stop, size_t n_stop, int32_t max_tokens,
+                      ref_t *out) {
+    memset(out, 0, sizeof *out);
+    wg_session_t *se = wg_session_new(m, 1, 512);
+    cr_assert_not_null(se);
+    const int32_t V = wg_model_hparams(m)->n_vocab;
+    float *lg = malloc((size_t)V * sizeof *lg);
+    cr_assert_eq(wg_session_eval(se, ids, (int64_t)n_ids, false, lg), WG_OK);
+    wg_sampler_t *sa = wg_sampler_new(&sp, V);
+    cr_assert_not_null(sa, "%s", wg_errmsg());
+    wg_sampler_accept_prompt(sa, ids, n_ids);
+    wg_detok_t *d = wg_detok_new(tok, false);
+    wg_stopper_t *st = wg_stopper_new(stop, n_stop);
+    size_t len = 0;
+    bool by_string = false;
+    out->finish = "length";
+    for (int32_t i = 0; i < max_tokens; i++) {
+        wg_sample_t smp;
+        cr_assert_eq(wg_sampler_sample(sa, lg, &smp), WG_OK);
+        out->n++;
+        if (wg_tok_is_eog(tok, smp.token)) {
+            out->finish = "stop";
+            break;
+        }
+        char *piece = NULL, *emit = NULL;
+        bool stopped = false;
+        cr_assert_eq(wg_detok_push(d, smp.token, &piece), WG_OK);
+        cr_assert_eq(wg_stopper_push(st, piece, strlen(piece), &emit, &stopped), WG_OK);
+        memcpy(out->text + len, emit, strlen(emit));
+        len += strlen(emit);
+        free(piece);
+        free(emit);
+        if (stopped) {
+            out->finish = "stop";
+            by_string = true;
+            break;
+        }
+        if (i + 1 < max_tokens) cr_assert_eq(wg_session_eval(se, &smp.token, 1, false, lg), WG_OK);
+    }
+    if (!by_string) {
+        /* EOS or length: release what the detokenizer and the stopper hold. */
+        char *tail = NULL, *emit = NULL, *rest = NULL;
+        bool stopped = false;
+        cr_assert_eq(wg_detok_flush(d, &tail), WG_OK);
+        if (*tail) {
+            cr_assert_eq(wg_stopper_push(st, tail, strlen(tail), &emit, &stopped), WG_OK);
+            memcpy(out->text + len, emit, strlen(emit));
+            len += strlen(emit);
+        }
+        if (!stopped) {
+            cr_assert_eq(wg_stopper_flush(st, &rest), WG_OK);
+            memcpy(out->text + len, rest, strlen(rest));
+            len += strlen(rest);
+        } else {
+            out->finish = "stop";
+        }
+        free(tail);
+        free(emit);
+        free(rest);
+    }
+    out->text[len] = '\0';
+    wg_stopper_free(&st);
+    wg_detok_free(&d);
+    wg_sampler_free(&sa);
+    free(lg);
+    wg_session_free(&se);
+}
+
+static const char *g_words[] = {"Once upon a time", "The cat", "Lily went", "One day, a big", "Tom and Sue",
+                                "The sun was", "A little bird", "Mom said", "They played", "In the park"};
+
+Test(run, two_hundred_mixed_jobs_match_single_sequence_generation, .timeout = 120) {
+    WG_REQUIRE_CORPUS();
+    mkdir_tmp();
+    wg_model_t *m = NULL;
+    cr_assert_eq(wg_model_load(wg_test_corpus(MODEL_REL), &m), WG_OK, "%s", wg_errmsg());
+    wg_tok_t *tok = NULL;
+    cr_assert_eq(wg_tok_from_gguf(wg_model_gguf(m), &tok), WG_OK);
+    enum { N = 200 };
+    char in[512], out[512];
+    snprintf(in, sizeof in, "%s/jobs.jsonl", g_dir);
+    snprintf(out, sizeof out, "%s/results.jsonl", g_dir);
+    FILE *f = fopen(in, "wb");
+    json_t *bodies[N];
+    for (int i = 0; i < N; i++) {
+        json_t *body = json_object();
+        const bool chat = i % 8 == 7;
+        if (chat) {
+            json_object_set_new(body, "messages",
+                                json_pack("[{s:s, s:s}]", "role", "user", "content", g_words[i % 10]));
+        } else if (i % 8 == 3) {
+            json_object_set_new(body, "prompt", json_pack("[i, i, i, i]", 1, 3 + (400 + i) % 500, 30 + i % 50, 200));
+        } else {
+            json_object_set_new(body, "prompt", json_string(g_words[i % 10]));
+        }
+        json_object_set_new(body, "max_tokens", json_integer(1 + (i * 7) % 40));
+        switch (i % 4) {
+        case 0: json_object_set_new(body, "temperature", json_real(0)); break;
+        case 1:
+            json_object_set_new(body, "temperature", json_real(0.8));
+            json_object_set_new(body, "top_p", json_real(0.9));
+            json_object_set_new(body, "seed", json_integer(i));
+            break;
+        case 2:
+            json_object_set_new(body, "temperature", json_real(1.0));
+            json_object_set_new(body, "top_k", json_integer(10));
+            json_object_set_new(body, "min_p", json_real(0.05));
+            json_object_set_new(body, "presence_penalty", json_real(0.6));
+            json_object_set_new(body, "seed", json_integer(1000 + i));
+            break;
+        default:
+            json_object_set_new(body, "temperature", json_real(0.5));
+            json_object_set_new(body, "frequency_penalty", json_real(0.4));
+            json_object_set_new(body, "logit_bias", json_pack("{s:i}", "400", -100));
+            break; /* no seed: the run's fixed default */
+        }
+        if (i % 5 == 0) json_object_set_new(body, "stop", json_pack("[s, s]", "ed", "."));
+        char cid[32];
+        snprintf(cid, sizeof cid, "job-%d", i);
+        json_t *row = json_pack("{s:s, s:s, s:s, s:O}", "custom_id", cid, "method", "POST", "url",
+                                chat ? "/v1/chat/completions" : "/v1/completions", "body", body);
+        char *s = json_dumps(row, JSON_COMPACT);
+        fprintf(f, "%s\n", s);
+        free(s);
+        json_decref(row);
+        bodies[i] = body;
+    }
+    fclose(f);
+    cr_assert_eq(run_waggle(in, out, "--concurrency 32"), 0);
+    json_t *rows = read_rows(out);
+    cr_assert_eq(json_array_size(rows), N);
+    const wg_chat_kind_t ck = wg_chat_detect(wg_tok_chat_template(tok));
+    int n_stop = 0;
+    for (int i = 0; i < N; i++) {
+        char cid[32];
+        snprintf(cid, sizeof cid, "job-%d", i);
+        int cnt;
+        json_t *row = find_row(rows, cid, &cnt);
+        cr_assert_eq(cnt, 1, "%s appears %d times", cid, cnt);
+        json_t *resp = json_object_get(row, "response");
+        cr_assert_eq(json_integer_value(json_object_get(resp, "status_code")), 200, "%s failed", cid);
+        json_t *rb = json_object_get(resp, "body");
+        json_t *ch = json_array_get(json_object_get(rb, "choices"), 0);
+        const bool chat = i % 8 == 7;
+        const char *text = chat ? json_string_value(json_object_get(json_object_get(ch, "message"), "content"))
+                                : json_string_value(json_object_get(ch, "text"));
+        cr_assert_str_eq(json_string_value(json_object_get(rb, "object")), chat ? "chat.completion" : "text_completion");
+        cr_assert_not_null(text);
+        /* Reference, built from the same body. */
+        json_t *body = bodies[i];
+        int32_t *ids = NULL;
+        size_t n_ids = 0;
+        if (chat) {
+            wg_chat_msg_t msg = {"user", g_words[i % 10]};
+            char *p = NULL;
+            cr_assert_eq(wg_chat_render(ck, &msg, 1, true, NULL, NULL, &p), WG_OK);
+            cr_assert_eq(wg_tok_encode(tok, p, strlen(p), true, true, &ids, &n_ids), WG_OK);
+            free(p);
+        } else if (json_is_array(json_object_get(body, "prompt"))) {
+            json_t *pa = json_object_get(body, "prompt");
+            n_ids = json_array_size(pa);
+            ids = malloc(n_ids * sizeof *ids);
+            for (size_t k = 0; k < n_ids; k++) ids[k] = (int32_t)json_integer_value(json_array_get(pa, k));
+        } else {
+            const char *p = json_string_value(json_object_get(body, "prompt"));
+            cr_assert_eq(wg_tok_encode(tok, p, strlen(p), true, false, &ids, &n_ids), WG_OK);
+        }
+        wg_sampling_params_t sp = wg_sampling_defaults();
+        sp.repeat_last_n = -1;
+        sp.has_seed = true;
+        sp.seed = json_is_integer(json_object_get(body, "seed")) ? (uint64_t)json_integer_value(json_object_get(body, "seed")) : 0;
+        sp.temperature = (float)json_number_value(json_object_get(body, "temperature"));
+        if (json_object_get(body, "top_p")) sp.top_p = (float)json_number_value(json_object_get(body, "top_p"));
+        if (json_object_get(body, "top_k")) sp.top_k = (int32_t)json_integer_value(json_object_get(body, "top_k"));
+        if (json_object_get(body, "min_p")) sp.min_p = (float)json_number_value(json_object_get(body, "min_p"));
+        if (json_object_get(body, "presence_penalty"))
+            sp.presence_penalty = (float)json_number_value(json_object_get(body, "presence_penalty"));
+        if (json_object_get(body, "frequency_penalty"))
+            sp.frequency_penalty = (float)json_number_value(json_object_get(body, "frequency_penalty"));
+        wg_logit_bias_t lb = {400, -INFINITY};
+        if (json_object_get(body, "logit_bias")) {
+            sp.logit_bias = &lb;
+            sp.n_logit_bias = 1;
+        }
+        const char *stops[2] = {"ed", "."};
+        size_t n_st = json_object_get(body, "stop") ? 2 : 0;
+        ref_t ref;
+        reference(m, tok, ids, n_ids, sp, stops, n_st, (int32_t)json_integer_value(json_object_get(body, "max_tokens")),
+                  &ref);
+        cr_assert_str_eq(text, ref.text, "%s: text differs", cid);
+        cr_assert_str_eq(json_string_value(json_object_get(ch, "finish_reason")), ref.finish, "%s finish", cid);
+        json_t *usage = json_object_get(rb, "usage");
+        cr_assert_eq(json_integer_value(json_object_get(usage, "prompt_tokens")), (json_int_t)n_ids, "%s", cid);
+        cr_assert_eq(json_integer_value(json_object_get(usage, "completion_tokens")), ref.n, "%s", cid);
+        n_stop += strcmp(ref.finish, "stop") == 0;
+        free(ids);
+    }
+    cr_assert_gt(n_stop, 5, "stop strings never fired");
+    for (int i = 0; i < N; i++) json_decref(bodies[i]);
+    json_decref(rows);
+    wg_tok_free(&tok);
+    wg_model_free(&m);
+    rm_tmp();
+}
+
+Test(run, broken_lines_give_error_rows_for_those_lines_only) {
+    WG_REQUIRE_CORPUS();
+    mkdir_tmp();
+    char in[512], out[512];
+    snprintf(in, sizeof in, "%s/jobs.jsonl", g_dir);
+    snprintf(out, sizeof out, "%s/results.jsonl", g_dir);
+    FILE *f = fopen(in, "wb");
+    fputs("{\"custom_id\":\"ok1\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"The cat\",\"max_tokens\":5}}\n"
+          "{\"custom_id\":\"broken\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"x\"\n"
+          "{\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"no id\"}}\n"
+          "{\"custom_id\":\"badurl\",\"url\":\"/v1/embeddings\",\"body\":{\"input\":\"x\"}}\n"
+          "\n"
+          "{\"custom_id\":\"ok2\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":4}}\n"
+          "{\"custom_id\":\"badtemp\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"x\",\"temperature\":5}}\n"
+          "{\"custom_id\":\"badtok\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":[1,99999999]}}\n"
+          "{\"custom_id\":\"badmsgs\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":\"hello\"}}\n"
+          "{\"custom_id\":\"n2\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"x\",\"n\":2}}\n"
+          "{\"custom_id\":\"ok1\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"dup\"}}\n"
+          "{\"custom_id\":\"ok3\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"Lily\",\"max_tokens\":3,\"logprobs\":2}}\n",
+          f);
+    fclose(f);
+    cr_assert_eq(run_waggle(in, out, NULL), 0);
+    json_t *rows = read_rows(out);
+    cr_assert_eq(json_array_size(rows), 11, "one row per non-blank line, got %zu", json_array_size(rows));
+    const char *good[] = {"ok1", "ok2", "ok3"};
+    for (int i = 0; i < 3; i++) {
+        int c;
+        json_t *r = find_row(rows, good[i], &c);
+        cr_assert_eq(c, 1, "%s rows: %d", good[i], c);
+        cr_assert(json_is_null(json_object_get(r, "error")), "%s has an error", good[i]);
+        cr_assert_eq(json_integer_value(json_object_get(json_object_get(r, "response"), "status_code")), 200);
+    }
+    struct {
+        const char *cid;
+        const char *needle;
+        int line;
+    } bad[] = {{"badurl", "/v1/embeddings", 4}, {"badtemp", "temperature", 7}, {"badtok", "prompt[1]", 8},
+               {"badmsgs", "messages", 9},     {"n2", "body.n", 10}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int c;
+        json_t *r = find_row(rows, bad[i].cid, &c);
+        cr_assert_eq(c, 1, "%s rows: %d", bad[i].cid, c);
+        json_t *e = json_object_get(r, "error");
+        cr_assert(json_is_object(e), "%s has no error", bad[i].cid);
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        cr_assert_not_null(strstr(msg, bad[i].needle), "%s: message '%s' should name '%s'", bad[i].cid, msg,
+                           bad[i].needle);
+        cr_assert_eq(json_integer_value(json_object_get(e, "line")), bad[i].line);
+    }
+    /* Unidentifiable lines (broken JSON, no custom_id, duplicate id): custom_id null, line named. */
+    int null_lines[] = {2, 3, 11}, seen = 0;
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r) {
+        if (!json_is_null(json_object_get(r, "custom_id"))) continue;
+        json_t *e = json_object_get(r, "error");
+        int ln = (int)json_integer_value(json_object_get(e, "line"));
+        bool expected = false;
+        for (int k = 0; k < 3; k++) expected |= ln == null_lines[k];
+        cr_assert(expected, "unexpected anonymous error at line %d", ln);
+        seen++;
+    }
+    cr_assert_eq(seen, 3);
+    json_decref(rows);
+    rm_tmp();
+}
+
+Test(run, rerun_skips_finished_and_repairs_partial_row) {
+    WG_REQUIRE_CORPUS();
+    mkdir_tmp();
+    char in[512], out[512];
+    snprintf(in, sizeof in, "%s/jobs.jsonl", g_dir);
+    snprintf(out, sizeof out, "%s/results.jsonl", g_dir);
+    FILE *f = fopen(in, "wb");
+    for (int i = 0; i < 12; i++)
+        fprintf(f, "{\"custom_id\":\"r%d\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"%s\",\"max_tokens\":%d}}\n", i,
+                g_words[i % 10], 3 + i);
+    fputs("{bad json\n", f);
+    fclose(f);
+    cr_assert_eq(run_waggle(in, out, "--concurrency 4"), 0);
+    json_t *first = read_rows(out);
+    cr_assert_eq(json_array_size(first), 13);
+    /* Keep 5 rows and half of the 6th, as an interrupted run would. */
+    f = fopen(out, "rb");
+    char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    size_t cut = 0;
+    int nl = 0;
+    for (size_t k = 0; k < n && nl < 5; k++)
+        if (buf[k] == '\n') {
+            nl++;
+            cut = k + 1;
+        }
+    f = fopen(out, "wb");
+    fwrite(buf, 1, cut + 20, f);
+    fclose(f);
+    cr_assert_eq(run_waggle(in, out, "--concurrency 4"), 0);
+    json_t *second = read_rows(out);
+    cr_assert_eq(json_array_size(second), 13, "rows after rerun: %zu", json_array_size(second));
+    for (size_t k = 0; k < 5; k++)
+        cr_assert(json_equal(json_array_get(first, k), json_array_get(second, k)), "row %zu rewritten", k);
+    for (int k = 0; k < 12; k++) {
+        char cid[16];
+        snprintf(cid, sizeof cid, "r%d", k);
+        int c;
+        json_t *a = find_row(first, cid, &c);
+        json_t *b = find_row(second, cid, &c);
+        cr_assert_eq(c, 1, "%s appears %d times after rerun", cid, c);
+        const char *ta = json_string_value(json_object_get(json_array_get(json_object_get(json_object_get(json_object_get(a, "response"), "body"), "choices"), 0), "text"));
+        const char *tb = json_string_value(json_object_get(json_array_get(json_object_get(json_object_get(json_object_get(b, "response"), "body"), "choices"), 0), "text"));
+        cr_assert_str_eq(ta, tb, "%s differs between runs", cid);
+    }
+    /* A third run has nothing left to do. */
+    cr_assert_eq(run_waggle(in, out, NULL), 0);
+    json_t *third = read_rows(out);
+    cr_assert_eq(json_array_size(third), 13);
+    json_decref(first);
+    json_decref(second);
+    json_decref(third);
+    rm_tmp();
+}
