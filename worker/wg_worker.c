@@ -1,0 +1,1200 @@
+/* wg_worker — broker client, engine loop and stream publisher (see wg_worker.h).
+ *
+ * One thread, one loop: poll the broker DEALER and the XPUB (subscriptions)
+ * without blocking while any scheduler is busy, run one step per busy model,
+ * turn the step's events into TOKEN publications and results, retry held
+ * publications, send heartbeats/metrics on their timers, and watch the
+ * broker's liveness. Job state lives in a small table keyed by the job
+ * pointer the scheduler hands back in each event (req.user). */
+#include "wg_worker.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "common/wg_log.h"
+#include "engine/sampler/wg_chat.h"
+#include "engine/sched/wg_sched.h"
+#include "schemas/wg_msg_mp.h"
+#include "schemas/wg_msg_producer.h"
+#include "schemas/wg_msg_stream.h"
+#include "schemas/wg_msg_worker.h"
+#include "schemas/wg_msg_zmq.h"
+
+#define S_MOD "worker"
+#define S_TOPIC_CAP (3 + WG_MSG_MAX_ID + 1)
+
+typedef struct s_model {
+    char *name;              /* name jobs use */
+    wg_model_t *owned;       /* loaded here, or NULL when borrowed */
+    const wg_model_t *m;     /* the model */
+    wg_tok_t *tok_owned;     /* loaded here, or NULL */
+    const wg_tok_t *tok;     /* its tokenizer (NULL: no text, chat unsupported) */
+    wg_chat_kind_t chat;     /* chat family of its template */
+    wg_sched_t *sched;       /* continuous batching over it */
+    int32_t n_vocab;         /* logits width */
+} s_model;
+
+typedef struct s_job {
+    char *job_id;               /* broker's id (32 hex) */
+    char *custom_id;            /* producer's id or NULL */
+    uint32_t attempt;           /* delivery attempt */
+    uint32_t model;             /* index into w->models */
+    wg_seq_handle_t handle;     /* scheduler handle (0 until started) */
+    wg_msg_job *held_job;       /* draining: the job not started yet (owned) */
+    bool stream;                /* publish TOKEN events */
+    bool want_lp;               /* return logprobs in the result */
+    bool finished;              /* the scheduler reported its last event */
+    bool stream_dead;           /* stream abandoned: publish nothing more */
+    uint64_t seq;               /* next TOKEN seq */
+    char topic[S_TOPIC_CAP];    /* "t/<job_id>" */
+    int32_t *stop_ids;          /* (n_stop_ids,) stop tokens, not part of the result */
+    uint32_t n_stop_ids;        /* count */
+    char *text;                 /* (n_text,) generated text, NUL-terminated */
+    size_t n_text, cap_text;    /* bytes used / allocated */
+    uint32_t *toks;             /* (n_toks,) generated ids */
+    float *lps;                 /* (n_toks,) chosen logprobs when want_lp */
+    uint32_t n_toks, cap_toks;  /* used / allocated */
+    uint32_t prompt_tokens;     /* usage */
+    uint32_t completion_tokens; /* usage */
+    wg_finish_t finish;         /* how it ended */
+    wg_msg_buf *held;           /* (n_held - head,) encoded TOKEN bodies waiting for the pipe */
+    size_t head, n_held, cap_held; /* ring-less queue: [head, n_held) pending */
+    int64_t held_progress_ms;   /* last time a held event went out (or was first held) */
+} s_job;
+
+struct wg_worker {
+    char *broker_ep;             /* backend endpoint */
+    char *stream_ep;             /* bound XPUB endpoint (resolved), or NULL */
+    char *advertise;             /* endpoint announced in READY */
+    char *id;                    /* worker id */
+    char *redis_url;             /* registry or NULL */
+    void *ctx;                   /* zmq context */
+    bool own_ctx;                /* created here */
+    void *dealer;                /* DEALER to the broker */
+    void *xpub;                  /* stream socket or NULL */
+    bool curve;                  /* CURVE client */
+    char curve_server[41];       /* broker public key */
+    char curve_public[41];       /* ours */
+    char curve_secret[41];       /* ours */
+    s_model *models;             /* (n_models,) */
+    uint32_t n_models;           /* count */
+    int32_t max_seqs;            /* credits */
+    uint32_t hb_ms;              /* heartbeat interval */
+    uint32_t liveness;           /* missed intervals */
+    uint32_t drain_timeout_ms;   /* drain limit */
+    uint32_t stall_ms;           /* stream stall limit */
+    size_t max_held;             /* held events per job */
+    s_job **jobs;                /* (n_jobs,) in flight */
+    uint32_t n_jobs, cap_jobs;   /* used / allocated */
+    char **subs;                 /* (n_subs,) subscribed prefixes */
+    uint32_t n_subs, cap_subs;   /* used / allocated */
+    atomic_int stop_req;         /* wg_worker_stop called */
+    atomic_int drain_req;        /* wg_worker_drain called */
+    bool draining;               /* drain in progress */
+    int64_t drain_deadline;      /* ms */
+    int64_t last_send_ms;        /* last message to the broker */
+    int64_t last_recv_ms;        /* last message from the broker */
+    int64_t reconnect_after_ms;  /* silence that triggers a reconnect (backoff) */
+    int64_t next_metrics_ms;     /* metrics timer */
+    int64_t metrics_t0;          /* start of the metrics interval */
+    uint64_t metrics_tok0;       /* tokens at its start */
+    wg_msg_metrics last_metrics; /* latest figures (for HEARTBEAT) */
+    redisContext *redis;         /* registry connection or NULL */
+    int64_t redis_retry_ms;      /* next connection attempt */
+    wg_worker_stats st;          /* counters */
+};
+
+static int64_t s_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double s_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t s_unix_ms(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+static void s_job_free(s_job *j) {
+    if (!j) return;
+    free(j->job_id);
+    free(j->custom_id);
+    if (j->held_job) {
+        wg_msg_job_clear(j->held_job);
+        free(j->held_job);
+    }
+    free(j->stop_ids);
+    free(j->text);
+    free(j->toks);
+    free(j->lps);
+    for (size_t i = j->head; i < j->n_held; i++) wg_msg_buf_free(&j->held[i]);
+    free(j->held);
+    free(j);
+}
+
+static s_job *s_job_find(const wg_worker_t *w, const char *job_id) {
+    for (uint32_t i = 0; i < w->n_jobs; i++)
+        if (strcmp(w->jobs[i]->job_id, job_id) == 0) return w->jobs[i];
+    return NULL;
+}
+
+static wg_status s_job_add(wg_worker_t *w, s_job *j) {
+    if (w->n_jobs == w->cap_jobs) {
+        uint32_t nc = w->cap_jobs ? w->cap_jobs * 2 : 64;
+        s_job **nj = realloc(w->jobs, nc * sizeof *nj);
+        if (!nj) return wg_error(WG_ERR_NOMEM, "worker: job table of %u", nc);
+        w->jobs = nj;
+        w->cap_jobs = nc;
+    }
+    w->jobs[w->n_jobs++] = j;
+    return WG_OK;
+}
+
+static void s_job_remove(wg_worker_t *w, s_job *j) {
+    for (uint32_t i = 0; i < w->n_jobs; i++)
+        if (w->jobs[i] == j) {
+            w->jobs[i] = w->jobs[--w->n_jobs];
+            break;
+        }
+    s_job_free(j);
+}
+
+/* ---------------------------------------------------------------- broker I/O */
+
+/* Send to the broker. A send that cannot complete within the socket's send
+ * timeout is dropped with a warning: the broker requeues what it never hears
+ * about, so a lost DONE costs a recomputation, never a result. */
+static void s_send(wg_worker_t *w, wg_msg_cmd cmd, const wg_msg_buf *body) {
+    wg_status st = wg_msg_send(w->dealer, NULL, 0, cmd, body, 0);
+    if (st) wg_warn(S_MOD, "worker=%s send %s failed: %s", w->id, wg_msg_cmd_name(cmd), wg_errmsg());
+    w->last_send_ms = s_now_ms();
+}
+
+static void s_send_failed(wg_worker_t *w, const char *job_id, wg_status code, const char *reason,
+                          bool retryable) {
+    char r[WG_MSG_MAX_REASON + 1];
+    snprintf(r, sizeof r, "%s", reason ? reason : wg_strerror(code));
+    wg_msg_failed f = {.job_id = (char *)job_id, .code = code, .reason = r, .retryable = retryable};
+    wg_msg_buf b = {0};
+    if (wg_msg_failed_encode(&f, &b) == WG_OK) s_send(w, WG_CMD_FAILED, &b);
+    wg_msg_buf_free(&b);
+    w->st.jobs_failed++;
+    wg_info(S_MOD, "worker=%s job=%s failed code=%s reason=\"%s\"", w->id, job_id,
+            wg_status_name(code), r);
+}
+
+static wg_status s_send_ready(wg_worker_t *w) {
+    char *names[WG_MSG_MAX_MODELS];
+    for (uint32_t i = 0; i < w->n_models; i++) names[i] = w->models[i].name;
+    uint32_t credits = w->draining ? 1u : (uint32_t)w->max_seqs;
+    wg_msg_ready r = {.worker_id = w->id, .credits = credits, .models = names,
+                      .n_models = w->n_models, .stream_endpoint = w->advertise};
+    wg_msg_buf b = {0};
+    wg_status st = wg_msg_ready_encode(&r, &b);
+    if (st) return st;
+    s_send(w, WG_CMD_READY, &b);
+    wg_msg_buf_free(&b);
+    return WG_OK;
+}
+
+static wg_status s_dealer_open(wg_worker_t *w) {
+    w->dealer = zmq_socket(w->ctx, ZMQ_DEALER);
+    if (!w->dealer) return wg_error(WG_ERR_ZMQ, "worker: DEALER socket: %s", zmq_strerror(errno));
+    int zero = 0, sndto = 1000, hwm = 100000, ivl = 100, ivl_max = 5000;
+    zmq_setsockopt(w->dealer, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(w->dealer, ZMQ_SNDTIMEO, &sndto, sizeof sndto);
+    zmq_setsockopt(w->dealer, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(w->dealer, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(w->dealer, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(w->dealer, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    if (w->curve) {
+        zmq_setsockopt(w->dealer, ZMQ_CURVE_SERVERKEY, w->curve_server, 40);
+        zmq_setsockopt(w->dealer, ZMQ_CURVE_PUBLICKEY, w->curve_public, 40);
+        zmq_setsockopt(w->dealer, ZMQ_CURVE_SECRETKEY, w->curve_secret, 40);
+    }
+    if (zmq_connect(w->dealer, w->broker_ep) != 0) {
+        wg_status st = wg_error(WG_ERR_ZMQ, "worker: connect broker '%s': %s", w->broker_ep,
+                                zmq_strerror(errno));
+        zmq_close(w->dealer);
+        w->dealer = NULL;
+        return st;
+    }
+    return WG_OK;
+}
+
+/* Broker silent for too long: new socket, READY again, longer patience next time. */
+static void s_reconnect(wg_worker_t *w) {
+    wg_warn(S_MOD, "worker=%s broker silent for %lld ms, reconnecting", w->id,
+            (long long)(s_now_ms() - w->last_recv_ms));
+    if (w->dealer) zmq_close(w->dealer);
+    w->dealer = NULL;
+    if (s_dealer_open(w) == WG_OK) s_send_ready(w);
+    w->st.reconnects++;
+    w->last_recv_ms = s_now_ms();
+    int64_t base = (int64_t)w->hb_ms * w->liveness;
+    w->reconnect_after_ms = w->reconnect_after_ms * 2 > 30000 ? 30000 : w->reconnect_after_ms * 2;
+    if (w->reconnect_after_ms < base) w->reconnect_after_ms = base;
+}
+
+/* ---------------------------------------------------------------- registry (Redis) */
+
+/* redis://[user:pass@]host:port[/db] */
+static redisContext *s_redis_connect(const char *url) {
+    const char *p = url;
+    if (strncmp(p, "redis://", 8) == 0) p += 8;
+    char user[128] = "", pass[256] = "", host[256] = "127.0.0.1";
+    int port = 6379, db = 0;
+    const char *at = strrchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon) {
+            snprintf(user, sizeof user, "%.*s", (int)(colon - p), p);
+            snprintf(pass, sizeof pass, "%.*s", (int)(at - colon - 1), colon + 1);
+        } else {
+            snprintf(pass, sizeof pass, "%.*s", (int)(at - p), p);
+        }
+        p = at + 1;
+    }
+    size_t hl = strcspn(p, ":/");
+    if (hl) snprintf(host, sizeof host, "%.*s", (int)hl, p);
+    p += hl;
+    if (*p == ':') port = atoi(p + 1);
+    const char *slash = strchr(p, '/');
+    if (slash) db = atoi(slash + 1);
+    struct timeval tv = {0, 300000};
+    redisContext *c = redisConnectWithTimeout(host, port, tv);
+    if (!c || c->err) {
+        if (c) redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    redisReply *r = NULL;
+    if (pass[0]) {
+        r = user[0] ? redisCommand(c, "AUTH %s %s", user, pass) : redisCommand(c, "AUTH %s", pass);
+        bool ok = r && r->type != REDIS_REPLY_ERROR;
+        if (r) freeReplyObject(r);
+        if (!ok) {
+            redisFree(c);
+            return NULL;
+        }
+    }
+    if (db) {
+        r = redisCommand(c, "SELECT %d", db);
+        if (r) freeReplyObject(r);
+    }
+    return c;
+}
+
+/* Refresh waggle:worker:<id> (hash, TTL) and the waggle:workers set so
+ * consumers can find stream endpoints. Failures only delay the next try. */
+static void s_registry_refresh(wg_worker_t *w) {
+    if (!w->redis_url) return;
+    int64_t now = s_now_ms();
+    if (!w->redis) {
+        if (now < w->redis_retry_ms) return;
+        w->redis = s_redis_connect(w->redis_url);
+        if (!w->redis) {
+            w->redis_retry_ms = now + 5000;
+            wg_warn(S_MOD, "worker=%s registry redis unreachable (%s), retry in 5 s", w->id, w->redis_url);
+            return;
+        }
+    }
+    char models[WG_MSG_MAX_MODELS * 64];
+    size_t off = 0;
+    models[0] = '\0';
+    for (uint32_t i = 0; i < w->n_models && off < sizeof models - 1; i++)
+        off += (size_t)snprintf(models + off, sizeof models - off, "%s%s", i ? "," : "", w->models[i].name);
+    int ttl = (int)((w->hb_ms * w->liveness) / 1000) + 2;
+    char key[WG_MSG_MAX_ID + 32];
+    snprintf(key, sizeof key, "waggle:worker:%s", w->id);
+    redisAppendCommand(w->redis, "HSET %s stream_endpoint %s models %s credits %d running %u ts_ms %llu", key,
+                       w->advertise ? w->advertise : "", models, w->draining ? 1 : w->max_seqs,
+                       w->last_metrics.running, (unsigned long long)s_unix_ms());
+    redisAppendCommand(w->redis, "EXPIRE %s %d", key, ttl);
+    redisAppendCommand(w->redis, "SADD waggle:workers %s", w->id);
+    for (int i = 0; i < 3; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(w->redis, (void **)&r) != REDIS_OK) {
+            redisFree(w->redis);
+            w->redis = NULL;
+            w->redis_retry_ms = now + 1000;
+            return;
+        }
+        freeReplyObject(r);
+    }
+}
+
+/* ---------------------------------------------------------------- streams */
+
+static bool s_subscribed(const wg_worker_t *w, const char *topic, size_t len) {
+    for (uint32_t i = 0; i < w->n_subs; i++) {
+        size_t sl = strlen(w->subs[i]);
+        if (sl <= len && memcmp(w->subs[i], topic, sl) == 0) return true;
+    }
+    return false;
+}
+
+/* XPUB delivers first subscriptions and last unsubscriptions (not verbose):
+ * keep the set of prefixes someone listens to. */
+static void s_xpub_read(wg_worker_t *w) {
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, w->xpub, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            return;
+        }
+        const uint8_t *d = zmq_msg_data(&m);
+        size_t n = zmq_msg_size(&m);
+        if (n >= 1 && (d[0] == 1 || d[0] == 0) && n - 1 <= WG_MSG_MAX_ID + 8) {
+            char *p = strndup((const char *)d + 1, n - 1);
+            if (p && d[0] == 1) {
+                if (w->n_subs == w->cap_subs) {
+                    uint32_t nc = w->cap_subs ? w->cap_subs * 2 : 16;
+                    char **ns = realloc(w->subs, nc * sizeof *ns);
+                    if (ns) {
+                        w->subs = ns;
+                        w->cap_subs = nc;
+                    }
+                }
+                if (w->n_subs < w->cap_subs) w->subs[w->n_subs++] = p, p = NULL;
+            } else if (p) {
+                for (uint32_t i = 0; i < w->n_subs; i++)
+                    if (strcmp(w->subs[i], p) == 0) {
+                        free(w->subs[i]);
+                        w->subs[i] = w->subs[--w->n_subs];
+                        break;
+                    }
+            }
+            free(p);
+        }
+        zmq_msg_close(&m);
+    }
+}
+
+/* Publish j's held events in order until the pipe pushes back. */
+static void s_flush_held(wg_worker_t *w, s_job *j, int64_t now) {
+    while (j->head < j->n_held) {
+        wg_status st = wg_msg_publish(w->xpub, j->topic, WG_CMD_TOKEN, &j->held[j->head], ZMQ_DONTWAIT);
+        if (st == WG_ERR_AGAIN) break;
+        wg_msg_buf_free(&j->held[j->head]);
+        j->head++;
+        j->held_progress_ms = now;
+        if (st == WG_OK) w->st.events_published++;
+    }
+    if (j->head == j->n_held) j->head = j->n_held = 0;
+}
+
+static void s_abandon_stream(wg_worker_t *w, s_job *j, const char *why) {
+    for (size_t i = j->head; i < j->n_held; i++) wg_msg_buf_free(&j->held[i]);
+    j->head = j->n_held = 0;
+    j->stream_dead = true;
+    w->st.streams_abandoned++;
+    wg_warn(S_MOD, "worker=%s job=%s stream abandoned: %s (result still goes to the broker)", w->id,
+            j->job_id, why);
+}
+
+/* Take ownership of *b as a held event of j. */
+static void s_hold(wg_worker_t *w, s_job *j, wg_msg_buf *b, int64_t now) {
+    if (j->n_held - j->head >= w->max_held) {
+        wg_msg_buf_free(b);
+        s_abandon_stream(w, j, "held-event buffer full");
+        return;
+    }
+    if (j->n_held == j->cap_held) {
+        if (j->head > 0) { /* compact */
+            memmove(j->held, j->held + j->head, (j->n_held - j->head) * sizeof *j->held);
+            j->n_held -= j->head;
+            j->head = 0;
+        }
+        if (j->n_held == j->cap_held) {
+            size_t nc = j->cap_held ? j->cap_held * 2 : 16;
+            wg_msg_buf *nh = realloc(j->held, nc * sizeof *nh);
+            if (!nh) {
+                wg_msg_buf_free(b);
+                s_abandon_stream(w, j, "out of memory holding events");
+                return;
+            }
+            j->held = nh;
+            j->cap_held = nc;
+        }
+    }
+    if (j->head == j->n_held) j->held_progress_ms = now;
+    j->held[j->n_held++] = *b;
+    memset(b, 0, sizeof *b);
+    w->st.events_held++;
+}
+
+/* ---------------------------------------------------------------- results */
+
+static void s_finish_job(wg_worker_t *w, s_job *j) {
+    wg_msg_result r = {0};
+    r.job_id = j->job_id;
+    r.custom_id = j->custom_id;
+    r.text = j->text ? j->text : "";
+    r.token_ids = j->toks;
+    r.n_tokens = j->n_toks;
+    if (j->want_lp) {
+        r.logprobs = j->lps;
+        r.n_logprobs = j->n_toks;
+    }
+    r.finish_reason = (char *)(wg_finish_name(j->finish) ? wg_finish_name(j->finish) : "stop");
+    r.prompt_tokens = j->prompt_tokens;
+    r.completion_tokens = j->completion_tokens;
+    wg_msg_buf b = {0};
+    wg_status st = wg_msg_result_encode(WG_CMD_DONE, &r, &b);
+    if (st == WG_OK) {
+        s_send(w, WG_CMD_DONE, &b);
+        w->st.jobs_done++;
+    } else {
+        s_send_failed(w, j->job_id, st, wg_errmsg(), false);
+    }
+    wg_msg_buf_free(&b);
+    s_job_remove(w, j);
+}
+
+static wg_status s_job_append(s_job *j, const wg_sched_event_t *ev, bool keep_token) {
+    if (ev->text_len) {
+        if (j->n_text + ev->text_len + 1 > WG_MSG_MAX_TEXT) return WG_OK; /* keep what fits */
+        if (j->n_text + ev->text_len + 1 > j->cap_text) {
+            size_t nc = j->cap_text ? j->cap_text : 256;
+            while (nc < j->n_text + ev->text_len + 1) nc *= 2;
+            char *nt = realloc(j->text, nc);
+            if (!nt) return wg_error(WG_ERR_NOMEM, "worker: text of %zu bytes", nc);
+            j->text = nt;
+            j->cap_text = nc;
+        }
+        memcpy(j->text + j->n_text, ev->text, ev->text_len);
+        j->n_text += ev->text_len;
+        j->text[j->n_text] = '\0';
+    }
+    if (keep_token) {
+        if (j->n_toks == j->cap_toks) {
+            uint32_t nc = j->cap_toks ? j->cap_toks * 2 : 64;
+            uint32_t *nt = realloc(j->toks, nc * sizeof *nt);
+            if (!nt) return wg_error(WG_ERR_NOMEM, "worker: %u token ids", nc);
+            j->toks = nt;
+            float *nl = realloc(j->lps, nc * sizeof *nl);
+            if (!nl) return wg_error(WG_ERR_NOMEM, "worker: %u logprobs", nc);
+            j->lps = nl;
+            j->cap_toks = nc;
+        }
+        j->lps[j->n_toks] = ev->sample.logprob;
+        j->toks[j->n_toks++] = (uint32_t)ev->token;
+    }
+    return WG_OK;
+}
+
+static bool s_is_stop_token(const wg_worker_t *w, const s_job *j, int32_t t) {
+    for (uint32_t i = 0; i < j->n_stop_ids; i++)
+        if (j->stop_ids[i] == t) return true;
+    const s_model *m = &w->models[j->model];
+    if (m->tok) return wg_tok_is_eog(m->tok, t);
+    return t == wg_model_hparams(m->m)->eos;
+}
+
+static void s_on_event(wg_worker_t *w, const wg_sched_event_t *ev, int64_t now) {
+    s_job *j = ev->user;
+    /* A terminating stop token is not part of the output (its text is empty). */
+    bool keep = ev->token >= 0 && !(ev->finish == WG_FINISH_STOP && ev->text_len == 0 &&
+                                    s_is_stop_token(w, j, ev->token));
+    if (ev->token >= 0) w->st.tokens++;
+    if (s_job_append(j, ev, keep)) wg_warn(S_MOD, "worker=%s job=%s: %s", w->id, j->job_id, wg_errmsg());
+    j->prompt_tokens = (uint32_t)ev->n_prompt;
+    j->completion_tokens = (uint32_t)ev->n_generated;
+    if (ev->finish != WG_FINISH_NONE) {
+        j->finished = true;
+        j->finish = ev->finish;
+    }
+    if (j->stream && !j->stream_dead && w->xpub) {
+        double t0 = s_now_s();
+        size_t tl = strlen(j->topic);
+        if (j->head < j->n_held || s_subscribed(w, j->topic, tl)) {
+            wg_msg_top_logprob top[WG_MSG_MAX_TOP_LOGPROBS];
+            wg_msg_token t = {0};
+            t.job_id = j->job_id;
+            t.seq = j->seq++;
+            t.token_id = ev->token >= 0 ? (uint32_t)ev->token : 0;
+            t.text_delta = (char *)ev->text;
+            t.attempt = j->attempt;
+            t.final = ev->finish != WG_FINISH_NONE;
+            t.finish_reason = t.final ? (char *)wg_finish_name(ev->finish) : NULL;
+            if (ev->has_logprobs && ev->token >= 0) {
+                t.has_logprob = true;
+                t.logprob = ev->sample.logprob;
+                uint32_t nt = ev->sample.n_top > 0 ? (uint32_t)ev->sample.n_top : 0;
+                if (nt > WG_MSG_MAX_TOP_LOGPROBS) nt = WG_MSG_MAX_TOP_LOGPROBS;
+                for (uint32_t i = 0; i < nt; i++)
+                    top[i] = (wg_msg_top_logprob){(uint32_t)ev->sample.top_tokens[i], ev->sample.top_logprobs[i]};
+                t.top = nt ? top : NULL;
+                t.n_top = nt;
+            }
+            wg_msg_buf b = {0};
+            if (wg_msg_token_encode(&t, &b) == WG_OK) {
+                if (j->head < j->n_held) {
+                    s_hold(w, j, &b, now);
+                } else {
+                    wg_status st = wg_msg_publish(w->xpub, j->topic, WG_CMD_TOKEN, &b, ZMQ_DONTWAIT);
+                    if (st == WG_ERR_AGAIN) s_hold(w, j, &b, now);
+                    else if (st == WG_OK) w->st.events_published++;
+                }
+            }
+            wg_msg_buf_free(&b);
+        } else {
+            j->seq++; /* nobody listens: the event is dropped, as PUB would */
+        }
+        w->st.publish_seconds += s_now_s() - t0;
+    }
+    if (j->finished && j->head == j->n_held) s_finish_job(w, j);
+}
+
+/* ---------------------------------------------------------------- jobs in */
+
+static s_model *s_model_find(wg_worker_t *w, const char *name, uint32_t *idx) {
+    for (uint32_t i = 0; i < w->n_models; i++)
+        if (strcmp(w->models[i].name, name) == 0) {
+            *idx = i;
+            return &w->models[i];
+        }
+    return NULL;
+}
+
+/* Tokenize the job's prompt or chat messages. */
+static wg_status s_prompt_ids(const s_model *m, const wg_msg_job *job, int32_t **ids, size_t *n) {
+    if (!m->tok) return wg_error(WG_ERR_UNSUPPORTED, "model '%s' has no tokenizer", m->name);
+    if (job->prompt) return wg_tok_encode(m->tok, job->prompt, strlen(job->prompt), true, false, ids, n);
+    if (m->chat == WG_CHAT_UNKNOWN)
+        return wg_error(WG_ERR_UNSUPPORTED, "model '%s' has a chat template of an unsupported family", m->name);
+    wg_chat_msg_t *msgs = calloc(job->n_messages ? job->n_messages : 1, sizeof *msgs);
+    if (!msgs) return wg_error(WG_ERR_NOMEM, "messages");
+    for (uint32_t i = 0; i < job->n_messages; i++)
+        msgs[i] = (wg_chat_msg_t){job->messages[i].role, job->messages[i].content};
+    int32_t bos = wg_tok_bos(m->tok), eos = wg_tok_eos(m->tok);
+    char *text = NULL;
+    wg_status st = wg_chat_render(m->chat, msgs, job->n_messages, true, bos >= 0 ? wg_tok_text(m->tok, bos) : NULL,
+                                  eos >= 0 ? wg_tok_text(m->tok, eos) : NULL, &text);
+    free(msgs);
+    if (st) return st;
+    st = wg_tok_encode(m->tok, text, strlen(text), true, true, ids, n);
+    free(text);
+    return st;
+}
+
+/* Admit a decoded job into its model's scheduler; failures become FAILED. */
+static void s_start_job(wg_worker_t *w, s_job *j, wg_msg_job *job) {
+    uint32_t mi = 0;
+    s_model *m = s_model_find(w, job->model, &mi);
+    if (!m) {
+        char r[512];
+        snprintf(r, sizeof r, "model '%.256s' is not served by worker %.128s", job->model, w->id);
+        s_send_failed(w, j->job_id, WG_ERR_NOTFOUND, r, true);
+        s_job_remove(w, j);
+        return;
+    }
+    j->model = mi;
+    wg_status st;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    char reason[WG_MSG_MAX_REASON];
+    if ((st = s_prompt_ids(m, job, &ids, &n))) goto fail;
+    if (n == 0) {
+        st = wg_error(WG_ERR_INVAL, "prompt: tokenizes to 0 tokens");
+        goto fail;
+    }
+    if (job->n_stop > WG_MAX_STOP) {
+        st = wg_error(WG_ERR_RANGE, "stop: %u strings, this worker supports at most %d", job->n_stop, WG_MAX_STOP);
+        goto fail;
+    }
+    if (job->n_stop_token_ids) {
+        j->stop_ids = malloc(job->n_stop_token_ids * sizeof *j->stop_ids);
+        if (!j->stop_ids) {
+            st = wg_error(WG_ERR_NOMEM, "stop_token_ids");
+            goto fail;
+        }
+        for (uint32_t i = 0; i < job->n_stop_token_ids; i++) {
+            if (job->stop_token_ids[i] >= (uint32_t)m->n_vocab) {
+                st = wg_error(WG_ERR_RANGE, "stop_token_ids[%u]: %u >= n_vocab %d", i, job->stop_token_ids[i],
+                              m->n_vocab);
+                goto fail;
+            }
+            j->stop_ids[i] = (int32_t)job->stop_token_ids[i];
+        }
+        j->n_stop_ids = job->n_stop_token_ids;
+    }
+    wg_sched_req_t req = {0};
+    req.prompt = ids;
+    req.n_prompt = n;
+    req.sampling = wg_sampling_defaults();
+    const wg_msg_sampling *sp = &job->sampling;
+    req.sampling.temperature = (float)sp->temperature;
+    req.sampling.top_k = (int32_t)sp->top_k;
+    req.sampling.top_p = (float)sp->top_p;
+    req.sampling.min_p = (float)sp->min_p;
+    req.sampling.repeat_penalty = (float)sp->repetition_penalty;
+    req.sampling.repeat_last_n = 64;
+    req.sampling.presence_penalty = (float)sp->presence_penalty;
+    req.sampling.frequency_penalty = (float)sp->frequency_penalty;
+    req.sampling.has_seed = sp->has_seed;
+    req.sampling.seed = sp->seed;
+    req.sampling.logprobs = sp->logprobs > 0;
+    req.sampling.n_logprobs = (int32_t)sp->logprobs;
+    req.stop = (const char *const *)job->stop;
+    req.n_stop = job->n_stop;
+    req.stop_ids = j->stop_ids;
+    req.n_stop_ids = j->n_stop_ids;
+    req.max_tokens = (int32_t)job->max_tokens;
+    req.priority = job->priority;
+    req.user = j;
+    j->stream = job->stream;
+    j->want_lp = sp->logprobs > 0;
+    if ((st = wg_sched_submit(m->sched, &req, &j->handle))) goto fail;
+    free(ids);
+    w->st.jobs_received++;
+    return;
+fail:
+    snprintf(reason, sizeof reason, "%s", wg_errmsg());
+    free(ids);
+    /* Bad requests fail for good; resource trouble may succeed elsewhere. */
+    s_send_failed(w, j->job_id, st, reason, st == WG_ERR_NOMEM);
+    s_job_remove(w, j);
+}
+
+/* Read job_id out of a body that did not decode, so FAILED can name it. */
+static char *s_peek_job_id(const uint8_t *data, size_t len) {
+    wg_mp_rd r;
+    uint32_t n = 0;
+    if (!data || wg_mp_begin(&r, data, len, "JOB", &n)) return NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k;
+        uint32_t kl;
+        if (wg_mp_key(&r, &k, &kl)) return NULL;
+        if (wg_mp_key_is(k, kl, "job_id")) {
+            char *id = NULL;
+            if (wg_mp_strdup(&r, "job_id", 1, WG_MSG_MAX_ID, &id)) return NULL;
+            return id;
+        }
+        if (wg_mp_skip(&r)) return NULL;
+    }
+    return NULL;
+}
+
+static void s_on_job(wg_worker_t *w, const wg_msg_in *in) {
+    wg_msg_job *job = calloc(1, sizeof *job);
+    if (!job) return;
+    wg_status st = wg_msg_job_decode(in->body, in->body_len, job);
+    if (st) {
+        char reason[WG_MSG_MAX_REASON];
+        snprintf(reason, sizeof reason, "bad JOB body: %s", wg_errmsg());
+        free(job);
+        w->st.bad_frames++;
+        char *id = s_peek_job_id(in->body, in->body_len);
+        if (id) s_send_failed(w, id, st, reason, false);
+        else wg_warn(S_MOD, "worker=%s dropped JOB without a readable job_id: %s", w->id, reason);
+        free(id);
+        return;
+    }
+    s_job *dup = s_job_find(w, job->job_id);
+    if (dup) { /* redelivery of a job we still run: one result will do */
+        if (job->attempt) dup->attempt = job->attempt;
+        wg_msg_job_clear(job);
+        free(job);
+        return;
+    }
+    s_job *j = calloc(1, sizeof *j);
+    if (!j || !(j->job_id = strdup(job->job_id)) || (job->custom_id && !(j->custom_id = strdup(job->custom_id))) ||
+        s_job_add(w, j) != WG_OK) {
+        if (j) s_job_free(j);
+        else wg_error(WG_ERR_NOMEM, "job");
+        s_send_failed(w, job->job_id, WG_ERR_NOMEM, "worker out of memory", true);
+        wg_msg_job_clear(job);
+        free(job);
+        return;
+    }
+    j->attempt = job->attempt;
+    wg_msg_token_topic(j->job_id, j->topic, sizeof j->topic);
+    if (w->draining) { /* handed back by the DISCONNECT that ends the drain */
+        j->held_job = job;
+        return;
+    }
+    s_start_job(w, j, job);
+    wg_msg_job_clear(job);
+    free(job);
+}
+
+static void s_on_cancel(wg_worker_t *w, const wg_msg_in *in) {
+    wg_msg_req q = {0};
+    if (wg_msg_req_decode(WG_CMD_CANCEL, in->body, in->body_len, &q)) {
+        w->st.bad_frames++;
+        wg_warn(S_MOD, "worker=%s bad CANCEL: %s", w->id, wg_errmsg());
+        return;
+    }
+    s_job *j = q.job_id ? s_job_find(w, q.job_id) : NULL;
+    if (j && j->held_job) {
+        s_send_failed(w, j->job_id, WG_ERR_CANCELLED, "cancelled before start", false);
+        s_job_remove(w, j);
+    } else if (j && !j->finished) {
+        wg_sched_cancel(w->models[j->model].sched, j->handle);
+    }
+    wg_msg_req_clear(&q);
+}
+
+static void s_read_broker(wg_worker_t *w) {
+    for (int k = 0; k < 256; k++) {
+        wg_msg_in in;
+        wg_status st = wg_msg_recv(w->dealer, false, &in, ZMQ_DONTWAIT);
+        if (st == WG_ERR_AGAIN) {
+            wg_msg_in_clear(&in);
+            return;
+        }
+        if (st) {
+            w->st.bad_frames++;
+            wg_warn(S_MOD, "worker=%s dropped malformed broker message: %s", w->id, wg_errmsg());
+            wg_msg_in_clear(&in);
+            continue;
+        }
+        w->last_recv_ms = s_now_ms();
+        w->reconnect_after_ms = (int64_t)w->hb_ms * w->liveness;
+        switch (in.cmd) {
+        case WG_CMD_JOB: s_on_job(w, &in); break;
+        case WG_CMD_CANCEL: s_on_cancel(w, &in); break;
+        case WG_CMD_HEARTBEAT: break;
+        case WG_CMD_DISCONNECT:
+            wg_info(S_MOD, "worker=%s broker asked to re-register", w->id);
+            s_send_ready(w);
+            break;
+        default:
+            w->st.bad_frames++;
+            wg_warn(S_MOD, "worker=%s unexpected %s from broker", w->id, wg_msg_cmd_name(in.cmd));
+        }
+        wg_msg_in_clear(&in);
+    }
+}
+
+/* ---------------------------------------------------------------- metrics */
+
+static uint64_t s_rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    unsigned long long size = 0, rss = 0;
+    int n = fscanf(f, "%llu %llu", &size, &rss);
+    fclose(f);
+    return n == 2 ? rss * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+static void s_metrics(wg_worker_t *w, int64_t now) {
+    wg_msg_metrics *m = &w->last_metrics;
+    m->worker_id = w->id;
+    m->ts_ms = s_unix_ms();
+    double dt = (double)(now - w->metrics_t0) / 1000.0;
+    m->tokens_per_s = dt > 0 ? (double)(w->st.tokens - w->metrics_tok0) / dt : 0;
+    w->metrics_t0 = now;
+    w->metrics_tok0 = w->st.tokens;
+    uint32_t running = 0, waiting = 0;
+    uint64_t used = 0, total = 0, kv_bytes = 0;
+    for (uint32_t i = 0; i < w->n_models; i++) {
+        wg_sched_stats_t s;
+        wg_sched_stats(w->models[i].sched, &s);
+        running += (uint32_t)s.n_running;
+        waiting += (uint32_t)s.n_waiting;
+        used += (uint64_t)(s.kv_blocks - s.kv_free_blocks);
+        total += (uint64_t)s.kv_blocks;
+        kv_bytes += (uint64_t)s.kv_blocks * s.kv_block_bytes;
+    }
+    for (uint32_t i = 0; i < w->n_jobs; i++) waiting += w->jobs[i]->held_job ? 1 : 0;
+    (void)kv_bytes;
+    m->running = running;
+    m->waiting = waiting;
+    m->credits = w->draining ? 1u : (uint32_t)w->max_seqs;
+    m->kv_used_blocks = used;
+    m->kv_total_blocks = total;
+    m->kv_usage = total ? (double)used / (double)total : 0;
+    static char *names[WG_MSG_MAX_MODELS];
+    for (uint32_t i = 0; i < w->n_models; i++) names[i] = w->models[i].name;
+    m->models = names;
+    m->n_models = w->n_models;
+    m->mem_used_bytes = s_rss_bytes();
+    m->mem_total_bytes = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+    if (w->xpub) {
+        char topic[S_TOPIC_CAP];
+        wg_msg_metrics_topic(w->id, topic, sizeof topic);
+        wg_msg_buf b = {0};
+        if (wg_msg_metrics_encode(m, &b) == WG_OK) wg_msg_publish(w->xpub, topic, WG_CMD_METRICS, &b, ZMQ_DONTWAIT);
+        wg_msg_buf_free(&b);
+    }
+}
+
+static void s_heartbeat(wg_worker_t *w) {
+    wg_msg_heartbeat h = {0};
+    h.has_credits = true;
+    h.credits = w->draining ? 1u : (uint32_t)w->max_seqs;
+    if (w->last_metrics.worker_id) {
+        h.has_metrics = true;
+        h.metrics = w->last_metrics;
+    }
+    wg_msg_buf b = {0};
+    if (wg_msg_heartbeat_encode(&h, &b) == WG_OK) s_send(w, WG_CMD_HEARTBEAT, &b);
+    wg_msg_buf_free(&b);
+    s_registry_refresh(w);
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static wg_status s_load_model(s_model *sm, const wg_worker_model *spec, const wg_worker_cfg *cfg) {
+    wg_status st;
+    if (!spec->name || !*spec->name || strlen(spec->name) > WG_MSG_MAX_MODEL)
+        return wg_error(WG_ERR_INVAL, "worker: model name '%s' must be 1..256 bytes", spec->name ? spec->name : "");
+    if (!(sm->name = strdup(spec->name))) return wg_error(WG_ERR_NOMEM, "model name");
+    if (spec->model) {
+        sm->m = spec->model;
+        sm->tok = spec->tok;
+    } else {
+        if (!spec->path) return wg_error(WG_ERR_INVAL, "worker: model '%s' has neither path nor model", spec->name);
+        if ((st = wg_model_load(spec->path, &sm->owned))) return st;
+        sm->m = sm->owned;
+        const wg_gguf_t *g = wg_model_gguf(sm->m);
+        if (g) {
+            st = wg_tok_from_gguf(g, &sm->tok_owned);
+        } else {
+            char p[4096];
+            snprintf(p, sizeof p, "%s/tokenizer.json", spec->path);
+            st = wg_tok_from_json(p, &sm->tok_owned);
+        }
+        if (st) wg_warn(S_MOD, "model=%s no tokenizer (%s): only token-free jobs work", spec->name, wg_errmsg());
+        sm->tok = sm->tok_owned;
+    }
+    sm->n_vocab = wg_model_hparams(sm->m)->n_vocab;
+    sm->chat = wg_chat_detect(sm->tok ? wg_tok_chat_template(sm->tok) : NULL);
+    wg_sched_cfg_t sc = wg_sched_defaults();
+    if (cfg->kv_budget_bytes) sc.kv_budget_bytes = cfg->kv_budget_bytes;
+    sc.max_seqs = cfg->max_seqs > 0 ? cfg->max_seqs : 64;
+    sc.n_threads = cfg->n_threads > 0 ? cfg->n_threads : 1;
+    if (sc.max_batch_tokens < sc.max_seqs) sc.max_batch_tokens = sc.max_seqs;
+    sm->sched = wg_sched_new(sm->m, sm->tok, &sc);
+    if (!sm->sched) return wg_error(WG_ERR, "worker: scheduler for model '%s': %s", spec->name, wg_errmsg());
+    return WG_OK;
+}
+
+static wg_status s_bind_stream(wg_worker_t *w, const wg_worker_cfg *cfg) {
+    w->xpub = zmq_socket(w->ctx, ZMQ_XPUB);
+    if (!w->xpub) return wg_error(WG_ERR_ZMQ, "worker: XPUB socket: %s", zmq_strerror(errno));
+    int one = 1, zero = 0, hwm = cfg->stream_hwm ? (int)cfg->stream_hwm : 1000;
+    zmq_setsockopt(w->xpub, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(w->xpub, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(w->xpub, ZMQ_XPUB_NODROP, &one, sizeof one);
+    if (zmq_bind(w->xpub, cfg->stream) != 0)
+        return wg_error(WG_ERR_ZMQ, "worker: bind stream '%s': %s", cfg->stream, zmq_strerror(errno));
+    char ep[512];
+    size_t l = sizeof ep;
+    if (zmq_getsockopt(w->xpub, ZMQ_LAST_ENDPOINT, ep, &l) != 0) snprintf(ep, sizeof ep, "%s", cfg->stream);
+    w->stream_ep = strdup(ep);
+    if (cfg->stream_advertise) {
+        w->advertise = strdup(cfg->stream_advertise);
+    } else {
+        char *wild = strstr(ep, "0.0.0.0");
+        if (wild) { /* a wildcard bind is announced under this host's name */
+            char host[256] = "localhost", adv[600];
+            gethostname(host, sizeof host - 1);
+            snprintf(adv, sizeof adv, "%.*s%s%s", (int)(wild - ep), ep, host, wild + 7);
+            w->advertise = strdup(adv);
+        } else {
+            w->advertise = strdup(ep);
+        }
+    }
+    return w->stream_ep && w->advertise ? WG_OK : wg_error(WG_ERR_NOMEM, "endpoint");
+}
+
+wg_worker_t *wg_worker_new(const wg_worker_cfg *cfg) {
+    WG_ASSERT(cfg);
+    if (!cfg->broker || !*cfg->broker) {
+        wg_error(WG_ERR_INVAL, "worker: broker endpoint is required");
+        return NULL;
+    }
+    if (cfg->n_models < 1 || cfg->n_models > WG_MSG_MAX_MODELS) {
+        wg_error(WG_ERR_INVAL, "worker: %u models (1..%d)", cfg->n_models, WG_MSG_MAX_MODELS);
+        return NULL;
+    }
+    if (cfg->max_seqs < 0 || cfg->max_seqs > WG_MSG_MAX_CREDITS) {
+        wg_error(WG_ERR_INVAL, "worker: max_seqs %d (1..%d)", cfg->max_seqs, WG_MSG_MAX_CREDITS);
+        return NULL;
+    }
+    if (cfg->liveness && (cfg->liveness < 3 || cfg->liveness > 5)) {
+        wg_error(WG_ERR_INVAL, "worker: liveness %u (3..5)", cfg->liveness);
+        return NULL;
+    }
+    wg_worker_t *w = calloc(1, sizeof *w);
+    if (!w) {
+        wg_error(WG_ERR_NOMEM, "worker");
+        return NULL;
+    }
+    wg_status st = WG_OK;
+    w->max_seqs = cfg->max_seqs ? cfg->max_seqs : 64;
+    w->hb_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 1000;
+    w->liveness = cfg->liveness ? cfg->liveness : 3;
+    w->drain_timeout_ms = cfg->drain_timeout_ms ? cfg->drain_timeout_ms : 30000;
+    w->stall_ms = cfg->stream_stall_ms ? cfg->stream_stall_ms : 10000;
+    w->max_held = cfg->max_buffered_events ? cfg->max_buffered_events : 65536;
+    w->reconnect_after_ms = (int64_t)w->hb_ms * w->liveness;
+    atomic_init(&w->stop_req, 0);
+    atomic_init(&w->drain_req, 0);
+    w->broker_ep = strdup(cfg->broker);
+    if (cfg->redis_url) w->redis_url = strdup(cfg->redis_url);
+    if (cfg->worker_id) {
+        if (!*cfg->worker_id || strlen(cfg->worker_id) > WG_MSG_MAX_ID) {
+            wg_error(WG_ERR_INVAL, "worker: id '%s' must be 1..128 bytes", cfg->worker_id);
+            goto err;
+        }
+        w->id = strdup(cfg->worker_id);
+    } else {
+        char host[64] = "host", id[128];
+        gethostname(host, sizeof host - 1);
+        host[sizeof host - 1] = '\0';
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        snprintf(id, sizeof id, "%s-%d-%04lx", host, (int)getpid(), (unsigned long)(ts.tv_nsec & 0xffff));
+        w->id = strdup(id);
+    }
+    if (!w->broker_ep || !w->id) {
+        wg_error(WG_ERR_NOMEM, "worker");
+        goto err;
+    }
+    if (cfg->curve_server_key) {
+        if (strlen(cfg->curve_server_key) != 40) {
+            wg_error(WG_ERR_INVAL, "worker: curve server key of %zu chars (Z85 keys are 40)", strlen(cfg->curve_server_key));
+            goto err;
+        }
+        w->curve = true;
+        memcpy(w->curve_server, cfg->curve_server_key, 41);
+        if (cfg->curve_secret_key) {
+            if (strlen(cfg->curve_secret_key) != 40) {
+                wg_error(WG_ERR_INVAL, "worker: curve secret key of %zu chars (Z85 keys are 40)", strlen(cfg->curve_secret_key));
+                goto err;
+            }
+            memcpy(w->curve_secret, cfg->curve_secret_key, 41);
+            if (zmq_curve_public(w->curve_public, w->curve_secret) != 0) {
+                wg_error(WG_ERR_INVAL, "worker: curve secret key is not valid Z85");
+                goto err;
+            }
+        } else if (zmq_curve_keypair(w->curve_public, w->curve_secret) != 0) {
+            wg_error(WG_ERR_UNSUPPORTED, "worker: libzmq built without CURVE");
+            goto err;
+        }
+    }
+    w->models = calloc(cfg->n_models, sizeof *w->models);
+    if (!w->models) {
+        wg_error(WG_ERR_NOMEM, "worker: models");
+        goto err;
+    }
+    for (uint32_t i = 0; i < cfg->n_models; i++) {
+        w->n_models = i + 1;
+        for (uint32_t k = 0; k < i; k++)
+            if (cfg->models[k].name && cfg->models[i].name && strcmp(cfg->models[k].name, cfg->models[i].name) == 0) {
+                wg_error(WG_ERR_INVAL, "worker: model name '%s' given twice", cfg->models[i].name);
+                goto err;
+            }
+        if ((st = s_load_model(&w->models[i], &cfg->models[i], cfg))) goto err;
+    }
+    if (cfg->zmq_ctx) {
+        w->ctx = cfg->zmq_ctx;
+    } else {
+        w->ctx = zmq_ctx_new();
+        w->own_ctx = true;
+        if (!w->ctx) {
+            wg_error(WG_ERR_ZMQ, "zmq_ctx_new failed");
+            goto err;
+        }
+    }
+    if (cfg->stream && (st = s_bind_stream(w, cfg))) goto err;
+    if ((st = s_dealer_open(w))) goto err;
+    wg_info(S_MOD, "worker=%s broker=%s stream=%s models=%u credits=%d", w->id, w->broker_ep,
+            w->advertise ? w->advertise : "-", w->n_models, w->max_seqs);
+    return w;
+err:
+    {
+        char keep[1024];
+        snprintf(keep, sizeof keep, "%s", wg_errmsg());
+        wg_worker_destroy(&w);
+        wg_error(st ? st : WG_ERR, "%s", keep);
+    }
+    return NULL;
+}
+
+void wg_worker_stop(wg_worker_t *w) {
+    if (w) atomic_store(&w->stop_req, 1);
+}
+
+void wg_worker_drain(wg_worker_t *w) {
+    if (w) atomic_store(&w->drain_req, 1);
+}
+
+const char *wg_worker_id(const wg_worker_t *w) { return w ? w->id : NULL; }
+
+void wg_worker_get_stats(const wg_worker_t *w, wg_worker_stats *out) {
+    WG_ASSERT(w && out);
+    *out = w->st;
+}
+
+static bool s_any_busy(const wg_worker_t *w) {
+    for (uint32_t i = 0; i < w->n_models; i++)
+        if (wg_sched_busy(w->models[i].sched)) return true;
+    return false;
+}
+
+/* Jobs that still need the engine or the stream (held-unstarted ones excluded). */
+static uint32_t s_active_jobs(const wg_worker_t *w) {
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < w->n_jobs; i++) n += w->jobs[i]->held_job ? 0 : 1;
+    return n;
+}
+
+/* A failing step: every job of that model goes back to the broker as retryable. */
+static void s_fail_model(wg_worker_t *w, uint32_t mi, wg_status st) {
+    char reason[WG_MSG_MAX_REASON];
+    snprintf(reason, sizeof reason, "engine step failed: %s", wg_errmsg());
+    for (uint32_t i = 0; i < w->n_jobs;) {
+        s_job *j = w->jobs[i];
+        if (j->model == mi && !j->held_job && j->handle) {
+            if (!j->finished) wg_sched_cancel(w->models[mi].sched, j->handle);
+            s_send_failed(w, j->job_id, st, reason, true);
+            s_job_remove(w, j); /* swaps the last job into i */
+            continue;
+        }
+        i++;
+    }
+    /* Drop the cancellation events of the jobs just failed. */
+    const wg_sched_event_t *ev;
+    size_t n;
+    wg_sched_step(w->models[mi].sched, &ev, &n);
+}
+
+static void s_goodbye(wg_worker_t *w, const char *reason) {
+    wg_msg_disconnect d = {.reason = (char *)reason};
+    wg_msg_buf b = {0};
+    if (wg_msg_disconnect_encode(&d, &b) == WG_OK) s_send(w, WG_CMD_DISCONNECT, &b);
+    wg_msg_buf_free(&b);
+    int linger = 1000;
+    zmq_setsockopt(w->dealer, ZMQ_LINGER, &linger, sizeof linger);
+}
+
+wg_status wg_worker_run(wg_worker_t *w) {
+    WG_ASSERT(w);
+    int64_t now = s_now_ms();
+    w->last_recv_ms = now;
+    w->metrics_t0 = now;
+    w->next_metrics_ms = now + 1000;
+    s_send_ready(w);
+    s_registry_refresh(w);
+    for (;;) {
+        if (atomic_load(&w->stop_req)) {
+            s_goodbye(w, "stopping");
+            wg_info(S_MOD, "worker=%s stopped; %u jobs handed back", w->id, w->n_jobs);
+            return WG_OK;
+        }
+        now = s_now_ms();
+        if (atomic_load(&w->drain_req) && !w->draining) {
+            w->draining = true;
+            w->drain_deadline = now + w->drain_timeout_ms;
+            wg_info(S_MOD, "worker=%s draining %u jobs", w->id, s_active_jobs(w));
+            s_heartbeat(w); /* credits 1: no new work while in-flight ones finish */
+        }
+        if (w->draining && (s_active_jobs(w) == 0 || now >= w->drain_deadline)) {
+            uint32_t left = s_active_jobs(w);
+            s_goodbye(w, left ? "drain timeout" : "drained");
+            wg_info(S_MOD, "worker=%s drained; %u unfinished and %u unstarted jobs handed back", w->id, left,
+                    w->n_jobs - left);
+            return WG_OK;
+        }
+        bool busy = s_any_busy(w);
+        bool held = false;
+        for (uint32_t i = 0; i < w->n_jobs && !held; i++) held = w->jobs[i]->head < w->jobs[i]->n_held;
+        zmq_pollitem_t items[2] = {{w->dealer, 0, ZMQ_POLLIN, 0}, {w->xpub, 0, ZMQ_POLLIN, 0}};
+        int n_items = w->xpub ? 2 : 1;
+        long timeout = busy ? 0 : held ? 1 : 100;
+        if (zmq_poll(items, n_items, timeout) < 0 && errno != EINTR) {
+            wg_err(S_MOD, "worker=%s poll: %s", w->id, zmq_strerror(errno));
+            return wg_error(WG_ERR_ZMQ, "worker: poll: %s", zmq_strerror(errno));
+        }
+        if (items[0].revents & ZMQ_POLLIN) s_read_broker(w);
+        if (n_items > 1 && (items[1].revents & ZMQ_POLLIN)) s_xpub_read(w);
+        now = s_now_ms();
+        /* Engine: one step per busy model. */
+        for (uint32_t mi = 0; mi < w->n_models; mi++) {
+            if (!wg_sched_busy(w->models[mi].sched)) continue;
+            const wg_sched_event_t *ev = NULL;
+            size_t n_ev = 0;
+            double t0 = s_now_s();
+            wg_status st = wg_sched_step(w->models[mi].sched, &ev, &n_ev);
+            w->st.step_seconds += s_now_s() - t0;
+            for (size_t e = 0; e < n_ev; e++) s_on_event(w, &ev[e], now);
+            if (st) {
+                wg_err(S_MOD, "worker=%s model=%s step failed: %s", w->id, w->models[mi].name, wg_errmsg());
+                s_fail_model(w, mi, st);
+            }
+        }
+        /* Held publications: retry in order; give up on stalled streams. */
+        for (uint32_t i = 0; i < w->n_jobs;) {
+            s_job *j = w->jobs[i];
+            if (j->head < j->n_held) {
+                s_flush_held(w, j, now);
+                if (j->head < j->n_held && now - j->held_progress_ms > (int64_t)w->stall_ms)
+                    s_abandon_stream(w, j, "subscriber stalled");
+                if (j->finished && j->head == j->n_held) {
+                    s_finish_job(w, j); /* swaps the last job into i */
+                    continue;
+                }
+            }
+            i++;
+        }
+        now = s_now_ms();
+        if (now >= w->next_metrics_ms) {
+            s_metrics(w, now);
+            w->next_metrics_ms = now + 1000;
+        }
+        if (now - w->last_send_ms >= (int64_t)w->hb_ms) s_heartbeat(w);
+        if (now - w->last_recv_ms > w->reconnect_after_ms) s_reconnect(w);
+    }
+}
+
+void wg_worker_destroy(wg_worker_t **pw) {
+    if (!pw || !*pw) return;
+    wg_worker_t *w = *pw;
+    for (uint32_t i = 0; i < w->n_jobs; i++) s_job_free(w->jobs[i]);
+    free(w->jobs);
+    for (uint32_t i = 0; i < w->n_subs; i++) free(w->subs[i]);
+    free(w->subs);
+    if (w->dealer) zmq_close(w->dealer);
+    if (w->xpub) zmq_close(w->xpub);
+    if (w->own_ctx && w->ctx) zmq_ctx_term(w->ctx);
+    for (uint32_t i = 0; i < w->n_models; i++) {
+        s_model *m = &w->models[i];
+        wg_sched_free(&m->sched);
+        wg_tok_free(&m->tok_owned);
+        wg_model_free(&m->owned);
+        free(m->name);
+    }
+    free(w->models);
+    if (w->redis) redisFree(w->redis);
+    free(w->broker_ep);
+    free(w->stream_ep);
+    free(w->advertise);
+    free(w->id);
+    free(w->redis_url);
+    free(w);
+    *pw = NULL;
+}

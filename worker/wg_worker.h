@@ -1,0 +1,111 @@
+/* wg_worker — the waggle worker: a DEALER client of the broker backend
+ * (PROTOCOL.md §6), one continuous-batching scheduler per resident model, and
+ * an XPUB stream publisher for token events and metrics (§8).
+ *
+ * Design: one thread owns every socket, every scheduler and all job state
+ * (wg_worker_run is that thread's loop), so nothing on the hot path takes a
+ * lock. The loop alternates "drain the broker socket" and "one scheduler
+ * step per busy model"; each step's events become TOKEN publications and,
+ * on a sequence's last event, the DONE to the broker. Credits are the
+ * scheduler's sequence slots (cfg.max_seqs): the broker never sends more,
+ * and jobs over a model's running limit simply wait in its scheduler.
+ *
+ * Flow control: the XPUB has ZMQ_XPUB_NODROP, so a publication to a job whose
+ * subscriber's pipe is full fails with EAGAIN. That job's events are then
+ * held in the worker (in order, bounded by cfg.max_buffered_events) and
+ * retried every loop turn while other jobs keep publishing; its DONE waits
+ * for its final event. A stream that cannot move for cfg.stream_stall_ms or
+ * overflows its buffer is abandoned (consumers recover with FETCH): final
+ * results never depend on consumers.
+ *
+ * The worker can run as a thread inside another process (embedded mode):
+ * endpoints are strings (inproc:// works with a shared cfg.zmq_ctx) and
+ * models may be handed in already loaded. */
+#ifndef WG_WORKER_H
+#define WG_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/wg_status.h"
+#include "engine/model/wg_model.h"
+#include "engine/tokenizer/wg_tok.h"
+
+typedef struct wg_worker wg_worker_t;
+
+/* One model the worker serves. Either path (loaded by wg_worker_new) or
+ * model (+ tok) already loaded by the caller (borrowed; must outlive the
+ * worker). */
+typedef struct wg_worker_model {
+    const char *name;          /* name jobs use ("stories"), 1..256 bytes */
+    const char *path;          /* GGUF file or HF directory, or NULL when model is given */
+    const wg_model_t *model;   /* preloaded model (borrowed) or NULL */
+    const wg_tok_t *tok;       /* its tokenizer (borrowed) when model is given */
+} wg_worker_model;
+
+typedef struct wg_worker_cfg {
+    const char *broker;            /* backend endpoint to connect, e.g. tcp://127.0.0.1:7701 */
+    const char *stream;            /* XPUB endpoint to bind, or NULL (no streams, metrics only in HEARTBEAT) */
+    const char *stream_advertise;  /* endpoint announced in READY (default: stream with * -> hostname) */
+    void *zmq_ctx;                 /* external context (borrowed; inproc needs it) or NULL = own */
+    const char *redis_url;         /* redis://[user:pass@]host:port: registry of workers, or NULL */
+    const char *worker_id;         /* unique id; NULL = "<host>-<pid>-<rand>" */
+    const wg_worker_model *models; /* (n_models,) served models */
+    uint32_t n_models;             /* 1..64 */
+    int n_threads;                 /* forward threads per model; 0 = 1 */
+    int32_t max_seqs;              /* sequence slots = credits; 0 = 64 */
+    size_t kv_budget_bytes;        /* KV bytes per model; 0 = scheduler default */
+    uint32_t heartbeat_ms;         /* heartbeat interval; 0 = 1000 */
+    uint32_t liveness;             /* silent intervals before the broker is dead, 3..5; 0 = 3 */
+    uint32_t drain_timeout_ms;     /* SIGTERM drain: hand back what is left after this; 0 = 30000 */
+    uint32_t stream_hwm;           /* XPUB high-water mark per subscriber, messages; 0 = 1000 */
+    uint32_t stream_stall_ms;      /* abandon a stream that cannot move for this long; 0 = 10000 */
+    size_t max_buffered_events;    /* held events per paused job before abandoning; 0 = 65536 */
+    const char *curve_server_key;  /* broker public key (Z85, 40 chars) enables CURVE, or NULL */
+    const char *curve_secret_key;  /* this worker's secret key (Z85); NULL = a fresh ephemeral pair */
+} wg_worker_cfg;
+
+/* Figures for tests and benchmarks (all since wg_worker_new). */
+typedef struct wg_worker_stats {
+    uint64_t jobs_received;      /* JOB messages accepted into a scheduler */
+    uint64_t jobs_done;          /* DONE sent */
+    uint64_t jobs_failed;        /* FAILED sent */
+    uint64_t bad_frames;         /* undecodable/malformed backend messages */
+    uint64_t tokens;             /* tokens generated */
+    uint64_t events_published;   /* TOKEN events sent on the XPUB */
+    uint64_t events_held;        /* publications that hit EAGAIN and were held */
+    uint64_t streams_abandoned;  /* streams given up (stall or overflow) */
+    uint64_t reconnects;         /* broker sessions re-established */
+    double step_seconds;         /* time inside wg_sched_step */
+    double publish_seconds;      /* time encoding + sending TOKEN events */
+} wg_worker_stats;
+
+/* Load models, bind the stream socket, connect to the broker (READY is sent
+ * by wg_worker_run). NULL on failure with the reason in wg_errmsg(). */
+wg_worker_t *wg_worker_new(const wg_worker_cfg *cfg);
+
+/* Serve until stopped or drained. Call on one thread only. WG_OK on a clean end. */
+wg_status wg_worker_run(wg_worker_t *w);
+
+/* Stop now: in-flight jobs are handed back to the broker (DISCONNECT) and
+ * wg_worker_run returns. Thread-safe and async-signal-safe. */
+void wg_worker_stop(wg_worker_t *w);
+
+/* Drain: take no new jobs (credits lowered to 1, jobs arriving meanwhile are
+ * held unstarted), finish the running ones, then DISCONNECT (which hands back
+ * anything unfinished, also after cfg.drain_timeout_ms) and return from
+ * wg_worker_run. Thread-safe and async-signal-safe. */
+void wg_worker_drain(wg_worker_t *w);
+
+/* The worker's id (borrowed, valid until destroy). */
+const char *wg_worker_id(const wg_worker_t *w);
+
+/* Copy of the counters. Thread-safe only while the worker is not running,
+ * or approximately (torn reads of counters are harmless) while it is. */
+void wg_worker_get_stats(const wg_worker_t *w, wg_worker_stats *out);
+
+/* Close sockets, schedulers and owned models; NULLs *pw; accepts NULL. Not while running. */
+void wg_worker_destroy(wg_worker_t **pw);
+
+#endif
