@@ -1,0 +1,346 @@
+/* waggle bench engine — throughput and latency of the continuous-batching
+ * engine at several concurrencies, against the matrix-product roofline.
+ *
+ *   waggle bench -m MODEL [--concurrency 1,8,32,64] [--prompt-len 128]
+ *                [--gen-len 128] [--threads 2] [--json]
+ *
+ * Per concurrency C: C requests of random prompt tokens (greedy, EOS
+ * ignored) are submitted at once and run to the end. Reported: aggregate
+ * prefill tokens/s (all prompt tokens / time until every sequence has its
+ * first token), aggregate decode tokens/s (tokens emitted after that / the
+ * remaining time), the same over pure-decode steps only, TTFT and
+ * inter-token latency p50/p99, KV memory used at the peak. The roofline is
+ * measured in process: every weight matrix of the model multiplied by an
+ * M = C activation batch with wg_k_matmul_cpu (the kernel the forward pass
+ * uses) on the same threads; C / (sum of those times) is the most decode
+ * tokens/s a step that only does matrix products could reach. */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/formats/wg_gguf.h"
+#include "engine/model/wg_model.h"
+#include "engine/sched/wg_sched.h"
+#include "kernels/cpu/wg_cpu.h"
+#include "waggle.h"
+
+int wg_bench_engine_main(int argc, char **argv);
+
+static double s_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int s_cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Percentile (0..100) of a sorted array, nearest rank. */
+static double s_pct(const double *v, size_t n, double p) {
+    if (n == 0) return 0;
+    size_t k = (size_t)ceil(p / 100.0 * (double)n);
+    if (k < 1) k = 1;
+    if (k > n) k = n;
+    return v[k - 1];
+}
+
+/* Seconds for one pass of every weight matrix at batch M (best of reps). */
+static double s_matmul_roofline(const wg_model_t *m, wg_pool_t *pool, int64_t M, int reps, int64_t *n_mats) {
+    const wg_gguf_t *g = wg_model_gguf(m);
+    if (!g) return 0;
+    const bool has_output = wg_gguf_find_tensor(g, "output.weight") != NULL;
+    int64_t kmax = 0, nmax = 0;
+    for (int64_t i = 0; i < wg_gguf_n_tensors(g); i++) {
+        const wg_gguf_tensor_t *t = wg_gguf_tensor(g, i);
+        if (t->n_dims != 2) continue;
+        if (t->ne[0] > kmax) kmax = t->ne[0];
+        if (t->ne[1] > nmax) nmax = t->ne[1];
+    }
+    float *X = malloc((size_t)(M * kmax) * sizeof(float));
+    float *Y = malloc((size_t)(M * nmax) * sizeof(float));
+    if (!X || !Y) {
+        free(X);
+        free(Y);
+        return 0;
+    }
+    for (int64_t i = 0; i < M * kmax; i++) X[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    double best = INFINITY;
+    for (int r = 0; r < reps; r++) {
+        double t0 = s_now();
+        int64_t nm = 0;
+        for (int64_t i = 0; i < wg_gguf_n_tensors(g); i++) {
+            const wg_gguf_tensor_t *t = wg_gguf_tensor(g, i);
+            if (t->n_dims != 2 || t->ne[1] == 1) continue;
+            /* token_embd is a lookup unless it doubles as the output matrix. */
+            if (strcmp(t->name, "token_embd.weight") == 0 && has_output) continue;
+            if (wg_k_matmul_cpu(pool, t->type, t->data, t->ne[1], t->ne[0], X, M, Y) != WG_OK) continue;
+            nm++;
+        }
+        double dt = s_now() - t0;
+        if (dt < best) best = dt;
+        *n_mats = nm;
+    }
+    free(X);
+    free(Y);
+    return best;
+}
+
+typedef struct {
+    int32_t conc;              /* concurrency */
+    double prefill_tok_s;      /* prompt tokens / time to last first token */
+    double decode_tok_s;       /* tokens after the last first token / remaining time */
+    double decode_step_tok_s;  /* tokens / time over steps with decode tokens only */
+    double ttft_p50, ttft_p99; /* ms */
+    double itl_p50, itl_p99;   /* ms */
+    size_t kv_used;            /* bytes at peak */
+    size_t kv_budget;          /* bytes allocated */
+    int64_t steps;             /* forward steps */
+    int64_t preemptions;       /* should be 0 with the budget we give */
+    double wall;               /* seconds */
+    double roofline_tok_s;     /* C / matmul time at M = C */
+} s_res_t;
+
+static int s_bench_one(const wg_model_t *m, int32_t C, int32_t P, int32_t G, int threads, s_res_t *r) {
+    const wg_hparams_t *hp = wg_model_hparams(m);
+    memset(r, 0, sizeof *r);
+    r->conc = C;
+    wg_sched_cfg_t cfg = wg_sched_defaults();
+    cfg.max_seqs = C;
+    cfg.max_batch_tokens = 512 > C ? 512 : C;
+    cfg.prefill_chunk = 512;
+    cfg.n_threads = threads;
+    const int32_t bt = WG_KV_DEFAULT_BLOCK;
+    size_t tok_bytes = (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) * 4;
+    size_t blocks_per_seq = (size_t)(P + G + bt) / (size_t)bt + 1;
+    cfg.kv_budget_bytes = (size_t)C * blocks_per_seq * (size_t)bt * tok_bytes;
+    wg_sched_t *s = wg_sched_new(m, NULL, &cfg);
+    if (!s) {
+        fprintf(stderr, "waggle bench: engine: %s\n", wg_errmsg());
+        return -1;
+    }
+    int32_t *prompt = malloc((size_t)P * sizeof *prompt);
+    double *first = calloc((size_t)C, sizeof *first), *last = calloc((size_t)C, sizeof *last);
+    double *ttft = malloc((size_t)C * sizeof *ttft);
+    size_t cap_itl = (size_t)C * (size_t)G, n_itl = 0;
+    double *itl = malloc(cap_itl * sizeof *itl);
+    if (!prompt || !first || !last || !ttft || !itl) {
+        fprintf(stderr, "waggle bench: out of memory\n");
+        wg_sched_free(&s);
+        return -1;
+    }
+    uint64_t rng = 0x853c49e6748fea9bull;
+    double t0 = s_now();
+    for (int32_t i = 0; i < C; i++) {
+        for (int32_t k = 0; k < P; k++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            prompt[k] = (int32_t)((rng >> 33) % (uint64_t)hp->n_vocab);
+        }
+        wg_sched_req_t rq = {0};
+        rq.prompt = prompt;
+        rq.n_prompt = (size_t)P;
+        rq.sampling = wg_sampling_defaults();
+        rq.sampling.temperature = 0;
+        rq.max_tokens = G;
+        rq.ignore_eos = true;
+        rq.user = (void *)(intptr_t)i;
+        wg_seq_handle_t h;
+        if (wg_sched_submit(s, &rq, &h) != WG_OK) {
+            fprintf(stderr, "waggle bench: submit: %s\n", wg_errmsg());
+            wg_sched_free(&s);
+            return -1;
+        }
+    }
+    int32_t n_first = 0;
+    double t_all_first = 0, dec_step_time = 0;
+    int64_t toks_after = 0, dec_step_toks = 0;
+    while (wg_sched_busy(s)) {
+        const wg_sched_event_t *ev;
+        size_t ne;
+        wg_sched_stats_t before, after;
+        wg_sched_stats(s, &before);
+        double ts = s_now();
+        if (wg_sched_step(s, &ev, &ne) != WG_OK) {
+            fprintf(stderr, "waggle bench: step: %s\n", wg_errmsg());
+            wg_sched_free(&s);
+            return -1;
+        }
+        double now = s_now();
+        wg_sched_stats(s, &after);
+        if (after.n_prefill_tokens == before.n_prefill_tokens && ne > 0) {
+            dec_step_time += now - ts;
+            dec_step_toks += (int64_t)ne;
+        }
+        for (size_t e = 0; e < ne; e++) {
+            int32_t i = (int32_t)(intptr_t)ev[e].user;
+            if (ev[e].token < 0) continue;
+            if (first[i] == 0) {
+                first[i] = now;
+                ttft[n_first++] = (now - t0) * 1e3;
+                if (n_first == C) t_all_first = now;
+            } else {
+                if (n_itl < cap_itl) itl[n_itl++] = (now - last[i]) * 1e3;
+                if (t_all_first > 0 && now > t_all_first) toks_after++;
+            }
+            last[i] = now;
+        }
+    }
+    double t_end = s_now();
+    wg_sched_stats_t st;
+    wg_sched_stats(s, &st);
+    r->wall = t_end - t0;
+    r->prefill_tok_s = t_all_first > t0 ? (double)C * P / (t_all_first - t0) : 0;
+    r->decode_tok_s = t_end > t_all_first ? (double)toks_after / (t_end - t_all_first) : 0;
+    r->decode_step_tok_s = dec_step_time > 0 ? (double)dec_step_toks / dec_step_time : 0;
+    qsort(ttft, (size_t)n_first, sizeof *ttft, s_cmp_d);
+    qsort(itl, n_itl, sizeof *itl, s_cmp_d);
+    r->ttft_p50 = s_pct(ttft, (size_t)n_first, 50);
+    r->ttft_p99 = s_pct(ttft, (size_t)n_first, 99);
+    r->itl_p50 = s_pct(itl, n_itl, 50);
+    r->itl_p99 = s_pct(itl, n_itl, 99);
+    r->kv_used = (size_t)st.kv_peak_blocks * st.kv_block_bytes;
+    r->kv_budget = (size_t)st.kv_blocks * st.kv_block_bytes;
+    r->steps = st.n_steps;
+    r->preemptions = st.n_preemptions;
+    wg_pool_t *pool = wg_pool_new(threads);
+    int64_t n_mats = 0;
+    double mm = pool ? s_matmul_roofline(m, pool, C, 3, &n_mats) : 0;
+    wg_pool_destroy(&pool);
+    r->roofline_tok_s = mm > 0 ? (double)C / mm : 0;
+    free(prompt);
+    free(first);
+    free(last);
+    free(ttft);
+    free(itl);
+    wg_sched_free(&s);
+    return 0;
+}
+
+static void s_usage(FILE *f) {
+    fprintf(f, "usage: waggle bench [engine] -m MODEL [--concurrency 1,8,32,64] [--prompt-len 128] [--gen-len 128]\n"
+               "                    [--threads 2] [--json]\n");
+}
+
+int wg_bench_engine_main(int argc, char **argv) {
+    const char *model = NULL, *conc = "1,8,32,64";
+    long P = 128, G = 128, threads = 2;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            s_usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--json")) {
+            json = true;
+        } else if (!v) {
+            fprintf(stderr, "waggle bench: %s needs a value\n", a);
+            return 2;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            model = argv[++i];
+        } else if (!strcmp(a, "--concurrency") || !strcmp(a, "-c")) {
+            conc = argv[++i];
+        } else if (!strcmp(a, "--prompt-len") || !strcmp(a, "--gen-len") || !strcmp(a, "--threads") ||
+                   !strcmp(a, "-t")) {
+            char *end;
+            errno = 0;
+            long x = strtol(v, &end, 10);
+            if (errno || *end || x < 1 || x > 1 << 20) {
+                fprintf(stderr, "waggle bench: %s '%s' must be a positive integer\n", a, v);
+                return 2;
+            }
+            if (!strcmp(a, "--prompt-len")) P = x;
+            else if (!strcmp(a, "--gen-len")) G = x;
+            else threads = x;
+            i++;
+        } else {
+            fprintf(stderr, "waggle bench: unknown option '%s'\n", a);
+            s_usage(stderr);
+            return 2;
+        }
+    }
+    if (!model) {
+        s_usage(stderr);
+        return 2;
+    }
+    int32_t concs[32];
+    int n_conc = 0;
+    for (const char *p = conc; *p && n_conc < 32;) {
+        char *end;
+        long c = strtol(p, &end, 10);
+        if (end == p || c < 1 || c > 4096) {
+            fprintf(stderr, "waggle bench: bad --concurrency list '%s'\n", conc);
+            return 2;
+        }
+        concs[n_conc++] = (int32_t)c;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') {
+            fprintf(stderr, "waggle bench: bad --concurrency list '%s'\n", conc);
+            return 2;
+        }
+    }
+    wg_model_t *m = NULL;
+    if (wg_model_load(model, &m) != WG_OK) {
+        fprintf(stderr, "waggle bench: cannot load '%s': %s\n", model, wg_errmsg());
+        return 1;
+    }
+    const wg_hparams_t *hp = wg_model_hparams(m);
+    s_res_t res[32];
+    for (int k = 0; k < n_conc; k++) {
+        if (s_bench_one(m, concs[k], (int32_t)P, (int32_t)G, (int)threads, &res[k]) != 0) {
+            wg_model_free(&m);
+            return 1;
+        }
+        if (!json)
+            fprintf(stderr, "concurrency %d done in %.1f s\n", concs[k], res[k].wall);
+    }
+    double d1 = 0, d32 = 0;
+    for (int k = 0; k < n_conc; k++) {
+        if (res[k].conc == 1) d1 = res[k].decode_tok_s;
+        if (res[k].conc == 32) d32 = res[k].decode_tok_s;
+    }
+    json_t *rows = json_array();
+    for (int k = 0; k < n_conc; k++) {
+        s_res_t *r = &res[k];
+        json_array_append_new(
+            rows, json_pack("{s:i, s:f, s:f, s:f, s:{s:f, s:f}, s:{s:f, s:f}, s:I, s:I, s:I, s:I, s:f, s:f, s:f}",
+                            "concurrency", r->conc, "prefill_tok_s", r->prefill_tok_s, "decode_tok_s", r->decode_tok_s,
+                            "decode_only_steps_tok_s", r->decode_step_tok_s, "ttft_ms", "p50", r->ttft_p50, "p99",
+                            r->ttft_p99, "itl_ms", "p50", r->itl_p50, "p99", r->itl_p99, "kv_bytes_used",
+                            (json_int_t)r->kv_used, "kv_bytes_budget", (json_int_t)r->kv_budget, "steps",
+                            (json_int_t)r->steps, "preemptions", (json_int_t)r->preemptions, "wall_s", r->wall,
+                            "matmul_roofline_tok_s", r->roofline_tok_s, "decode_vs_roofline",
+                            r->roofline_tok_s > 0 ? r->decode_step_tok_s / r->roofline_tok_s : 0.0));
+    }
+    json_t *doc = json_pack("{s:s, s:s, s:I, s:i, s:i, s:i, s:s, s:i, s:i, s:o}", "model", model, "arch", hp->arch,
+                            "weight_bytes", (json_int_t)wg_model_weight_bytes(m), "n_layer", hp->n_layer, "n_embd",
+                            hp->n_embd, "n_vocab", hp->n_vocab, "simd", wg_cpu_simd_name(), "threads", (int)threads,
+                            "prompt_len", (int)P, "results", rows);
+    json_object_set_new(doc, "gen_len", json_integer(G));
+    if (d1 > 0 && d32 > 0) json_object_set_new(doc, "decode_gain_c32_over_c1", json_real(d32 / d1));
+    if (json) {
+        char *s = json_dumps(doc, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+        puts(s);
+        free(s);
+    } else {
+        printf("model %s (%s, %.1f MB weights), %ld threads, %s, prompt %ld, gen %ld\n", model, hp->arch,
+               (double)wg_model_weight_bytes(m) / 1e6, threads, wg_cpu_simd_name(), P, G);
+        printf("%6s %12s %12s %12s %10s %10s %9s %9s %10s %12s %7s\n", "conc", "prefill t/s", "decode t/s",
+               "dec-step t/s", "ttft p50", "ttft p99", "itl p50", "itl p99", "kv MB", "roofline t/s", "ratio");
+        for (int k = 0; k < n_conc; k++) {
+            s_res_t *r = &res[k];
+            printf("%6d %12.1f %12.1f %12.1f %8.1fms %8.1fms %7.2fms %7.2fms %10.2f %12.1f %7.2f\n", r->conc,
+                   r->prefill_tok_s, r->decode_tok_s, r->decode_step_tok_s, r->ttft_p50, r->ttft_p99, r->itl_p50,
+                   r->itl_p99, (double)r->kv_used / 1e6, r->roofline_tok_s,
+                   r->roofline_tok_s > 0 ? r->decode_step_tok_s / r->roofline_tok_s : 0.0);
+        }
+        if (d1 > 0 && d32 > 0) printf("decode gain of concurrency 32 over 1: %.2fx\n", d32 / d1);
+    }
+    json_decref(doc);
+    wg_model_free(&m);
+    return 0;
+}
