@@ -1,0 +1,115 @@
+/* wg_arch — the architecture table and the logical tensor name map.
+ * GGUF names are the ones llama.cpp's loader uses; HF names default to the
+ * Llama layout (model.layers.N.self_attn.q_proj ...) with per-row overrides. */
+#include "wg_arch.h"
+
+#include <string.h>
+
+static const struct {
+    const char *gguf; /* GGUF pattern */
+    const char *hf;   /* default HF pattern (NULL: no HF equivalent by default) */
+} s_names[WG_T_COUNT] = {
+    [WG_T_TOK_EMBD] = {"token_embd.weight", "model.embed_tokens.weight"},
+    [WG_T_OUTPUT_NORM] = {"output_norm.weight", "model.norm.weight"},
+    [WG_T_OUTPUT_NORM_B] = {"output_norm.bias", "model.norm.bias"},
+    [WG_T_OUTPUT] = {"output.weight", "lm_head.weight"},
+    [WG_T_OUTPUT_B] = {"output.bias", "lm_head.bias"},
+    [WG_T_ATTN_NORM] = {"blk.%d.attn_norm.weight", "model.layers.%d.input_layernorm.weight"},
+    [WG_T_ATTN_NORM_B] = {"blk.%d.attn_norm.bias", "model.layers.%d.input_layernorm.bias"},
+    [WG_T_ATTN_Q] = {"blk.%d.attn_q.weight", "model.layers.%d.self_attn.q_proj.weight"},
+    [WG_T_ATTN_Q_B] = {"blk.%d.attn_q.bias", "model.layers.%d.self_attn.q_proj.bias"},
+    [WG_T_ATTN_K] = {"blk.%d.attn_k.weight", "model.layers.%d.self_attn.k_proj.weight"},
+    [WG_T_ATTN_K_B] = {"blk.%d.attn_k.bias", "model.layers.%d.self_attn.k_proj.bias"},
+    [WG_T_ATTN_V] = {"blk.%d.attn_v.weight", "model.layers.%d.self_attn.v_proj.weight"},
+    [WG_T_ATTN_V_B] = {"blk.%d.attn_v.bias", "model.layers.%d.self_attn.v_proj.bias"},
+    [WG_T_ATTN_QKV] = {"blk.%d.attn_qkv.weight", "model.layers.%d.self_attn.qkv_proj.weight"},
+    [WG_T_ATTN_QKV_B] = {"blk.%d.attn_qkv.bias", "model.layers.%d.self_attn.qkv_proj.bias"},
+    [WG_T_ATTN_OUT] = {"blk.%d.attn_output.weight", "model.layers.%d.self_attn.o_proj.weight"},
+    [WG_T_ATTN_OUT_B] = {"blk.%d.attn_output.bias", "model.layers.%d.self_attn.o_proj.bias"},
+    [WG_T_ATTN_Q_NORM] = {"blk.%d.attn_q_norm.weight", "model.layers.%d.self_attn.q_norm.weight"},
+    [WG_T_ATTN_K_NORM] = {"blk.%d.attn_k_norm.weight", "model.layers.%d.self_attn.k_norm.weight"},
+    [WG_T_ATTN_POST_NORM] = {"blk.%d.post_attention_norm.weight", NULL},
+    [WG_T_FFN_NORM] = {"blk.%d.ffn_norm.weight", "model.layers.%d.post_attention_layernorm.weight"},
+    [WG_T_FFN_NORM_B] = {"blk.%d.ffn_norm.bias", "model.layers.%d.post_attention_layernorm.bias"},
+    [WG_T_FFN_POST_NORM] = {"blk.%d.post_ffw_norm.weight", NULL},
+    [WG_T_FFN_GATE] = {"blk.%d.ffn_gate.weight", "model.layers.%d.mlp.gate_proj.weight"},
+    [WG_T_FFN_UP] = {"blk.%d.ffn_up.weight", "model.layers.%d.mlp.up_proj.weight"},
+    [WG_T_FFN_UP_B] = {"blk.%d.ffn_up.bias", "model.layers.%d.mlp.up_proj.bias"},
+    [WG_T_FFN_DOWN] = {"blk.%d.ffn_down.weight", "model.layers.%d.mlp.down_proj.weight"},
+    [WG_T_FFN_DOWN_B] = {"blk.%d.ffn_down.bias", "model.layers.%d.mlp.down_proj.bias"},
+    [WG_T_FFN_GATE_INP] = {"blk.%d.ffn_gate_inp.weight", "model.layers.%d.mlp.gate.weight"},
+    [WG_T_FFN_GATE_EXPS] = {"blk.%d.ffn_gate_exps.weight", "model.layers.%d.mlp.experts.%d.gate_proj.weight"},
+    [WG_T_FFN_UP_EXPS] = {"blk.%d.ffn_up_exps.weight", "model.layers.%d.mlp.experts.%d.up_proj.weight"},
+    [WG_T_FFN_DOWN_EXPS] = {"blk.%d.ffn_down_exps.weight", "model.layers.%d.mlp.experts.%d.down_proj.weight"},
+    [WG_T_FFN_GATE_SHEXP] = {"blk.%d.ffn_gate_shexp.weight", "model.layers.%d.mlp.shared_expert.gate_proj.weight"},
+    [WG_T_FFN_UP_SHEXP] = {"blk.%d.ffn_up_shexp.weight", "model.layers.%d.mlp.shared_expert.up_proj.weight"},
+    [WG_T_FFN_DOWN_SHEXP] = {"blk.%d.ffn_down_shexp.weight", "model.layers.%d.mlp.shared_expert.down_proj.weight"},
+};
+
+static const wg_hf_name_t s_hf_mixtral[] = {
+    {WG_T_FFN_GATE_INP, "model.layers.%d.block_sparse_moe.gate.weight"},
+    {WG_T_FFN_GATE_EXPS, "model.layers.%d.block_sparse_moe.experts.%d.w1.weight"},
+    {WG_T_FFN_DOWN_EXPS, "model.layers.%d.block_sparse_moe.experts.%d.w2.weight"},
+    {WG_T_FFN_UP_EXPS, "model.layers.%d.block_sparse_moe.experts.%d.w3.weight"},
+    {WG_T_COUNT, NULL},
+};
+
+/* GGUF lookups take the first row with a matching gguf_arch; HF lookups scan
+ * every row, so HF-only variants (Mixtral) sit after their GGUF row. */
+static const wg_arch_t s_archs[] = {
+    {.gguf_arch = "llama",
+     .hf_archs = {"LlamaForCausalLM", "MistralForCausalLM"},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NORM, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_GATED_FFN | WG_F_HF_PERMUTE_QK | WG_F_MOE_RENORM},
+    {.gguf_arch = "llama",
+     .hf_archs = {"MixtralForCausalLM"},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NORM, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_GATED_FFN | WG_F_HF_PERMUTE_QK | WG_F_MOE_RENORM, .hf_names = s_hf_mixtral},
+    {.gguf_arch = "mistral3",
+     .hf_archs = {NULL},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NORM, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_GATED_FFN | WG_F_HF_PERMUTE_QK | WG_F_MOE_RENORM},
+    {.gguf_arch = "qwen2",
+     .hf_archs = {"Qwen2ForCausalLM"},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_GATED_FFN | WG_F_QKV_BIAS},
+    {.gguf_arch = "qwen3",
+     .hf_archs = {"Qwen3ForCausalLM"},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_GATED_FFN | WG_F_QK_NORM_HEAD},
+    {.gguf_arch = "qwen3moe",
+     .hf_archs = {"Qwen3MoeForCausalLM"},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_GATED_FFN | WG_F_QK_NORM_HEAD | WG_F_MOE_RENORM},
+};
+
+#define S_N_ARCHS (sizeof s_archs / sizeof s_archs[0])
+
+const wg_arch_t *wg_arch_by_gguf(const char *name) {
+    if (!name) return NULL;
+    for (size_t i = 0; i < S_N_ARCHS; i++)
+        if (strcmp(s_archs[i].gguf_arch, name) == 0) return &s_archs[i];
+    return NULL;
+}
+
+const wg_arch_t *wg_arch_by_hf(const char *name) {
+    if (!name) return NULL;
+    for (size_t i = 0; i < S_N_ARCHS; i++)
+        for (int j = 0; j < 4 && s_archs[i].hf_archs[j]; j++)
+            if (strcmp(s_archs[i].hf_archs[j], name) == 0) return &s_archs[i];
+    return NULL;
+}
+
+const char *wg_tensor_gguf_name(wg_tensor_id_t id) {
+    return (unsigned)id < WG_T_COUNT ? s_names[id].gguf : NULL;
+}
+
+const char *wg_tensor_hf_name(const wg_arch_t *a, wg_tensor_id_t id) {
+    if ((unsigned)id >= WG_T_COUNT) return NULL;
+    if (a && a->hf_names)
+        for (const wg_hf_name_t *o = a->hf_names; o->hf; o++)
+            if (o->id == id) return o->hf;
+    return s_names[id].hf;
+}
+
+const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe"; }

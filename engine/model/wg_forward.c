@@ -1,0 +1,400 @@
+/* wg_forward — the batched forward pass, composed from shared blocks
+ * (build_norm / build_attn / build_ffn / build_moe in llama.cpp's sense) and
+ * the architecture row's flags. Every weight product runs once over the whole
+ * batch; attention runs per token over its own sequence in the paged cache.
+ * Nothing here reduces across tokens, so results are batch-invariant. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../kernels/ref/wg_ref.h"
+#include "wg_arch.h"
+
+/* Per-call state: the model, the backend and scratch rows for n tokens. */
+typedef struct {
+    const wg_model_t *m;           /* model */
+    const wg_backend_ops_t *be;    /* op table */
+    void *bctx;                    /* backend context (CPU: pool) */
+    wg_kv_t *kv;                   /* cache */
+    int64_t n;                     /* tokens in the batch */
+    int32_t *seq;                  /* [n] sequence ids */
+    int32_t *pos;                  /* [n] positions */
+    float *q;                      /* [n][q_dim] */
+    float *k;                      /* [n][k_dim] */
+    float *v;                      /* [n][v_dim] */
+    float *qkv;                    /* [n][q_dim+k_dim+v_dim] fused projection output */
+    float *att;                    /* [n][n_head*head_dim_v] */
+    float *g;                      /* [n][ff_max] gate / hidden */
+    float *u;                      /* [n][ff_max] up */
+    float *moe_x;                  /* [n][n_embd] gathered rows for one expert */
+    float *moe_y;                  /* [n][n_embd] that expert's outputs */
+    float *moe_slots;              /* [n][n_expert_used][n_embd] per-slot expert outputs */
+    float *router;                 /* [n][n_expert] */
+    int32_t *sel;                  /* [n][n_expert_used] selected experts */
+    float *selw;                   /* [n][n_expert_used] their weights */
+    int32_t *rows;                 /* [n] scratch row list */
+} s_fwd_t;
+
+static void s_add_bias(float *y, const float *b, int64_t M, int64_t N) {
+    if (!b) return;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) y[i * N + j] += b[j];
+}
+
+/* Y = X @ W^T (+ b). */
+static wg_status s_mm(s_fwd_t *f, const wg_weight_t *w, int64_t e, const float *X, int64_t M, float *Y,
+                      const float *b) {
+    wg_status st = f->be->matmul(f->bctx, w, e, X, M, Y);
+    if (st) return st;
+    s_add_bias(Y, b, M, w->n);
+    return WG_OK;
+}
+
+static void s_build_norm(s_fwd_t *f, float *x, int64_t rows, int64_t n, const float *w, const float *b) {
+    const wg_model_t *m = f->m;
+    f->be->norm(f->bctx, m->arch->norm, x, rows, n, n, w, b, m->hp.norm_eps);
+}
+
+/* RMS norm regardless of the model's norm kind (q/k norms are RMS everywhere). */
+static void s_rms(s_fwd_t *f, float *x, int64_t rows, int64_t n, const float *w) {
+    f->be->norm(f->bctx, WG_NORM_RMS, x, rows, n, n, w, NULL, f->m->hp.norm_eps);
+}
+
+static void s_clamp(float *x, int64_t n, float c) {
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] < -c ? -c : (x[i] > c ? c : x[i]);
+}
+
+/* Self-attention of one layer: cur [n][n_embd] -> out [n][n_embd]. */
+static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) {
+    const wg_model_t *m = f->m;
+    const wg_hparams_t *hp = &m->hp;
+    const wg_layer_t *L = &m->layers[il];
+    const uint32_t fl = m->arch->flags;
+    const int64_t n = f->n, hd = hp->head_dim;
+    const int64_t qd = hp->n_head * hd, kd = hp->n_head_kv * hd, vd = (int64_t)hp->n_head_kv * hp->head_dim_v;
+    wg_status st;
+    if (L->wqkv.data) {
+        const int64_t W = qd + kd + vd;
+        if ((st = s_mm(f, &L->wqkv, 0, cur, n, f->qkv, L->bqkv))) return st;
+        for (int64_t t = 0; t < n; t++) {
+            memcpy(f->q + t * qd, f->qkv + t * W, (size_t)qd * sizeof(float));
+            memcpy(f->k + t * kd, f->qkv + t * W + qd, (size_t)kd * sizeof(float));
+            memcpy(f->v + t * vd, f->qkv + t * W + qd + kd, (size_t)vd * sizeof(float));
+        }
+    } else {
+        if ((st = s_mm(f, &L->wq, 0, cur, n, f->q, L->bq)) || (st = s_mm(f, &L->wk, 0, cur, n, f->k, L->bk)) ||
+            (st = s_mm(f, &L->wv, 0, cur, n, f->v, L->bv)))
+            return st;
+    }
+    if (fl & WG_F_CLAMP_KQV) {
+        s_clamp(f->q, n * qd, m->arch->clamp_kqv);
+        s_clamp(f->k, n * kd, m->arch->clamp_kqv);
+        s_clamp(f->v, n * vd, m->arch->clamp_kqv);
+    }
+    if (fl & WG_F_QK_NORM_HEAD) {
+        s_rms(f, f->q, n * hp->n_head, hd, L->q_norm);
+        s_rms(f, f->k, n * hp->n_head_kv, hd, L->k_norm);
+    } else if (fl & WG_F_QK_NORM_FULL) {
+        s_rms(f, f->q, n, qd, L->q_norm);
+        s_rms(f, f->k, n, kd, L->k_norm);
+    }
+    wg_rope_t rope = {.style = m->arch->rope, .n_rot = hp->n_rot, .base = hp->rope_base,
+                      .freq_scale = hp->rope_freq_scale, .freq_factors = NULL};
+    f->be->rope(f->bctx, &rope, f->q, n, hp->n_head, (int32_t)hd, qd, f->pos);
+    f->be->rope(f->bctx, &rope, f->k, n, hp->n_head_kv, (int32_t)hd, kd, f->pos);
+    for (int64_t t = 0; t < n; t++) {
+        memcpy(wg_kv_k(f->kv, il, f->seq[t], f->pos[t]), f->k + t * kd, (size_t)kd * sizeof(float));
+        memcpy(wg_kv_v(f->kv, il, f->seq[t], f->pos[t]), f->v + t * vd, (size_t)vd * sizeof(float));
+    }
+    wg_attn_args_t a = {
+        .kv = f->kv, .layer = il, .n_tok = n, .seq = f->seq, .pos = f->pos, .q = f->q, .q_stride = qd,
+        .out = f->att, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = (int32_t)hd,
+        .head_dim_v = hp->head_dim_v, .scale = 1.0f / sqrtf((float)hd), .window = 0, .softcap = 0.0f,
+        .sinks = NULL,
+    };
+    if ((st = f->be->attention(f->bctx, &a))) return st;
+    return s_mm(f, &L->wo, 0, f->att, n, out, L->bo);
+}
+
+/* Dense FFN on M rows: x [M][n_embd] -> out [M][n_embd]. `e` selects an expert. */
+static wg_status s_build_ffn(s_fwd_t *f, const wg_weight_t *gate, const wg_weight_t *up,
+                             const wg_weight_t *down, int64_t e, const float *up_b, const float *down_b,
+                             const float *x, int64_t M, float *out) {
+    const wg_model_t *m = f->m;
+    const uint32_t fl = m->arch->flags;
+    wg_status st;
+    if (fl & WG_F_FUSED_GATE_UP && !gate->data) {
+        /* ffn_up rows are [gate; up]: one product, then split. */
+        const int64_t F2 = up->n, F = F2 / 2;
+        if ((st = s_mm(f, up, e, x, M, f->u, up_b))) return st;
+        for (int64_t t = M - 1; t >= 0; t--) {
+            memcpy(f->g + t * F, f->u + t * F2, (size_t)F * sizeof(float));
+        }
+        for (int64_t t = 0; t < M; t++) memmove(f->u + t * F, f->u + t * F2 + F, (size_t)F * sizeof(float));
+        f->be->act(f->bctx, m->arch->act, f->g, f->u, M * F);
+    } else if (gate->data) {
+        if ((st = s_mm(f, gate, e, x, M, f->g, NULL)) || (st = s_mm(f, up, e, x, M, f->u, up_b))) return st;
+        f->be->act(f->bctx, m->arch->act, f->g, f->u, M * gate->n);
+    } else {
+        if ((st = s_mm(f, up, e, x, M, f->g, up_b))) return st;
+        f->be->act(f->bctx, m->arch->act, f->g, NULL, M * up->n);
+    }
+    return s_mm(f, down, e, f->g, M, out, down_b);
+}
+
+static void s_softmax(float *x, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += (double)x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+/* Mixture of experts: route each token to top-k experts, run each expert once
+ * over the tokens routed to it, combine in slot order (as ggml sums them). */
+static wg_status s_build_moe(s_fwd_t *f, int il, const float *cur, float *out) {
+    const wg_model_t *m = f->m;
+    const wg_hparams_t *hp = &m->hp;
+    const wg_layer_t *L = &m->layers[il];
+    const int64_t n = f->n, E = hp->n_embd, X = hp->n_expert, K = hp->n_expert_used;
+    wg_status st;
+    if ((st = s_mm(f, &L->gate_inp, 0, cur, n, f->router, NULL))) return st;
+    for (int64_t t = 0; t < n; t++) {
+        float *p = f->router + t * X;
+        if (m->arch->gating == WG_GATE_SOFTMAX)
+            s_softmax(p, X);
+        else
+            for (int64_t i = 0; i < X; i++) p[i] = 1.0f / (1.0f + expf(-p[i]));
+        int32_t *sel = f->sel + t * K;
+        float *w = f->selw + t * K;
+        for (int64_t s = 0; s < K; s++) {
+            int32_t best = -1;
+            for (int32_t i = 0; i < X; i++) {
+                bool taken = false;
+                for (int64_t j = 0; j < s; j++) taken |= sel[j] == i;
+                if (!taken && (best < 0 || p[i] > p[best])) best = i;
+            }
+            sel[s] = best;
+            w[s] = p[best];
+        }
+        if (m->arch->flags & WG_F_MOE_RENORM) {
+            float sum = 0.0f;
+            for (int64_t s = 0; s < K; s++) sum += w[s];
+            for (int64_t s = 0; s < K; s++) w[s] /= sum;
+        }
+    }
+    for (int32_t e = 0; e < X; e++) {
+        int64_t M = 0;
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t s = 0; s < K; s++)
+                if (f->sel[t * K + s] == e) {
+                    f->rows[M] = (int32_t)(t * K + s);
+                    memcpy(f->moe_x + M * E, cur + t * E, (size_t)E * sizeof(float));
+                    M++;
+                }
+        if (M == 0) continue;
+        if ((st = s_build_ffn(f, &L->gate_exps, &L->up_exps, &L->down_exps, e, NULL, NULL, f->moe_x, M,
+                              f->moe_y)))
+            return st;
+        for (int64_t r = 0; r < M; r++)
+            memcpy(f->moe_slots + (int64_t)f->rows[r] * E, f->moe_y + r * E, (size_t)E * sizeof(float));
+    }
+    for (int64_t t = 0; t < n; t++) {
+        float *o = out + t * E;
+        for (int64_t s = 0; s < K; s++) {
+            const float *y = f->moe_slots + (t * K + s) * E;
+            const float w = f->selw[t * K + s];
+            if (s == 0)
+                for (int64_t i = 0; i < E; i++) o[i] = y[i] * w;
+            else
+                for (int64_t i = 0; i < E; i++) o[i] += y[i] * w;
+        }
+    }
+    if (L->up_shexp.data) {
+        if ((st = s_build_ffn(f, &L->gate_shexp, &L->up_shexp, &L->down_shexp, 0, NULL, NULL, cur, n,
+                              f->moe_y)))
+            return st;
+        for (int64_t i = 0; i < n * E; i++) out[i] += f->moe_y[i];
+    }
+    return WG_OK;
+}
+
+/* Validate the batch against the cache and reserve blocks (all or nothing). */
+static wg_status s_prepare(const wg_model_t *m, wg_kv_t *kv, const wg_batch_tok_t *b, int64_t n,
+                           int32_t **next_out, int32_t *n_seq_slots) {
+    int32_t max_seq = -1;
+    for (int64_t t = 0; t < n; t++) {
+        if (b[t].token < 0 || b[t].token >= m->hp.n_vocab)
+            return wg_error(WG_ERR_RANGE, "batch[%lld]: token id %d out of range [0, %d)", (long long)t,
+                            b[t].token, m->hp.n_vocab);
+        if (wg_kv_seq_len(kv, b[t].seq) < 0)
+            return wg_error(WG_ERR_INVAL, "batch[%lld]: unknown sequence %d", (long long)t, b[t].seq);
+        if (b[t].seq > max_seq) max_seq = b[t].seq;
+    }
+    int32_t *next = malloc((size_t)(max_seq + 1) * sizeof *next);
+    if (!next) return wg_error(WG_ERR_NOMEM, "batch");
+    for (int32_t s = 0; s <= max_seq; s++) next[s] = -1;
+    for (int64_t t = 0; t < n; t++) {
+        int32_t s = b[t].seq;
+        if (next[s] < 0) next[s] = wg_kv_seq_len(kv, s);
+        if (b[t].pos != next[s]) {
+            const int32_t want = next[s];
+            free(next);
+            return wg_error(WG_ERR_INVAL, "batch[%lld]: sequence %d position %d, expected %d", (long long)t, s,
+                            b[t].pos, want);
+        }
+        if (next[s] == INT32_MAX) {
+            free(next);
+            return wg_error(WG_ERR_RANGE, "batch[%lld]: position overflow", (long long)t);
+        }
+        next[s]++;
+    }
+    int64_t need = 0;
+    for (int32_t s = 0; s <= max_seq; s++)
+        if (next[s] >= 0) need += wg_kv_blocks_needed(kv, s, next[s]);
+    if (need > wg_kv_n_free_blocks(kv)) {
+        free(next);
+        return wg_error(WG_ERR_FULL, "kv cache: batch needs %lld blocks, %d free", (long long)need,
+                        wg_kv_n_free_blocks(kv));
+    }
+    for (int32_t s = 0; s <= max_seq; s++) {
+        if (next[s] < 0) continue;
+        wg_status st = wg_kv_reserve(kv, s, next[s]);
+        if (st) {
+            free(next);
+            return st;
+        }
+    }
+    *next_out = next;
+    *n_seq_slots = max_seq + 1;
+    return WG_OK;
+}
+
+wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, const wg_batch_tok_t *batch,
+                           int64_t n, float *logits) {
+    WG_ASSERT(m && kv && (batch || n == 0));
+    if (n == 0) return WG_OK;
+    if (n < 0 || n > (1 << 24)) return wg_error(WG_ERR_INVAL, "batch: n=%lld", (long long)n);
+    const wg_hparams_t *hp = &m->hp;
+    int32_t *next = NULL, n_slots = 0;
+    wg_status st = s_prepare(m, kv, batch, n, &next, &n_slots);
+    if (st) return st;
+
+    const int64_t E = hp->n_embd, V = hp->n_vocab;
+    const int64_t qd = (int64_t)hp->n_head * hp->head_dim, kd = (int64_t)hp->n_head_kv * hp->head_dim;
+    const int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v, od = (int64_t)hp->n_head * hp->head_dim_v;
+    int64_t ff = hp->n_ff > hp->n_ff_exp ? hp->n_ff : hp->n_ff_exp;
+    for (int il = 0; il < hp->n_layer; il++) {
+        if (m->layers[il].ffn_up.n > ff) ff = m->layers[il].ffn_up.n;
+        if (m->layers[il].up_shexp.n > ff) ff = m->layers[il].up_shexp.n;
+    }
+    const int64_t K = hp->n_expert_used > 0 ? hp->n_expert_used : 1;
+    const int64_t X = hp->n_expert > 0 ? hp->n_expert : 1;
+
+    s_fwd_t f = {.m = m, .be = &wg_backend_cpu, .bctx = pool, .kv = kv, .n = n};
+    float *x = malloc((size_t)(n * E) * sizeof(float));
+    float *cur = malloc((size_t)(n * E) * sizeof(float));
+    float *a_out = malloc((size_t)(n * E) * sizeof(float));
+    float *f_out = malloc((size_t)(n * E) * sizeof(float));
+    f.seq = malloc((size_t)n * sizeof(int32_t));
+    f.pos = malloc((size_t)n * sizeof(int32_t));
+    f.q = malloc((size_t)(n * qd) * sizeof(float));
+    f.k = malloc((size_t)(n * kd) * sizeof(float));
+    f.v = malloc((size_t)(n * vd) * sizeof(float));
+    f.qkv = malloc((size_t)(n * (qd + kd + vd)) * sizeof(float));
+    f.att = malloc((size_t)(n * od) * sizeof(float));
+    f.g = malloc((size_t)(n * K * ff) * sizeof(float));
+    f.u = malloc((size_t)(n * K * ff) * sizeof(float));
+    f.moe_x = malloc((size_t)(n * K * E) * sizeof(float));
+    f.moe_y = malloc((size_t)(n * K * E) * sizeof(float));
+    f.moe_slots = malloc((size_t)(n * K * E) * sizeof(float));
+    f.router = malloc((size_t)(n * X) * sizeof(float));
+    f.sel = malloc((size_t)(n * K) * sizeof(int32_t));
+    f.selw = malloc((size_t)(n * K) * sizeof(float));
+    f.rows = malloc((size_t)(n * K) * sizeof(int32_t));
+    if (!x || !cur || !a_out || !f_out || !f.seq || !f.pos || !f.q || !f.k || !f.v || !f.qkv || !f.att ||
+        !f.g || !f.u || !f.moe_x || !f.moe_y || !f.moe_slots || !f.router || !f.sel || !f.selw || !f.rows) {
+        st = wg_error(WG_ERR_NOMEM, "forward scratch for %lld tokens", (long long)n);
+        goto done;
+    }
+    const uint32_t fl = m->arch->flags;
+    const wg_type_traits_t *etr = wg_type_traits(m->tok_embd.type);
+    for (int64_t t = 0; t < n; t++) {
+        f.seq[t] = batch[t].seq;
+        f.pos[t] = batch[t].pos;
+        const char *row = (const char *)m->tok_embd.data + (size_t)batch[t].token * m->tok_embd.row_bytes;
+        etr->to_float(row, x + t * E, E);
+        if (fl & WG_F_EMBD_SCALE) {
+            const float s = sqrtf((float)E);
+            for (int64_t i = 0; i < E; i++) x[t * E + i] *= s;
+        }
+    }
+    for (int il = 0; il < hp->n_layer; il++) {
+        const wg_layer_t *L = &m->layers[il];
+        memcpy(cur, x, (size_t)(n * E) * sizeof(float));
+        if (!(fl & WG_F_NO_PRE_NORM)) s_build_norm(&f, cur, n, E, L->attn_norm, L->attn_norm_b);
+        if ((st = s_build_attn(&f, il, cur, a_out))) goto done;
+        if (L->attn_post_norm) s_build_norm(&f, a_out, n, E, L->attn_post_norm, NULL);
+        if (fl & WG_F_PARALLEL) {
+            if (L->gate_inp.data)
+                st = s_build_moe(&f, il, cur, f_out);
+            else
+                st = s_build_ffn(&f, &L->ffn_gate, &L->ffn_up, &L->ffn_down, 0, L->ffn_up_b, L->ffn_down_b,
+                                 cur, n, f_out);
+            if (st) goto done;
+            for (int64_t i = 0; i < n * E; i++) x[i] = (a_out[i] + f_out[i]) + x[i];
+            continue;
+        }
+        for (int64_t i = 0; i < n * E; i++) x[i] += a_out[i];
+        memcpy(cur, x, (size_t)(n * E) * sizeof(float));
+        if (!(fl & WG_F_NO_PRE_NORM)) s_build_norm(&f, cur, n, E, L->ffn_norm, L->ffn_norm_b);
+        if (L->gate_inp.data)
+            st = s_build_moe(&f, il, cur, f_out);
+        else
+            st = s_build_ffn(&f, &L->ffn_gate, &L->ffn_up, &L->ffn_down, 0, L->ffn_up_b, L->ffn_down_b, cur, n,
+                             f_out);
+        if (st) goto done;
+        if (L->ffn_post_norm) s_build_norm(&f, f_out, n, E, L->ffn_post_norm, NULL);
+        for (int64_t i = 0; i < n * E; i++) x[i] += f_out[i];
+    }
+    /* Output head only for the rows that want logits. */
+    int64_t n_out = 0;
+    for (int64_t t = 0; t < n; t++)
+        if (batch[t].want_logits) memcpy(cur + (n_out++) * E, x + t * E, (size_t)E * sizeof(float));
+    if (n_out > 0) {
+        WG_ASSERT(logits);
+        s_build_norm(&f, cur, n_out, E, m->out_norm, m->out_norm_b);
+        if ((st = s_mm(&f, &m->output, 0, cur, n_out, logits, m->out_b))) goto done;
+        (void)V;
+    }
+    for (int32_t s = 0; s < n_slots; s++)
+        if (next[s] >= 0) wg_kv_seq_set_len(kv, s, next[s]);
+done:
+    free(next);
+    free(x);
+    free(cur);
+    free(a_out);
+    free(f_out);
+    free(f.seq);
+    free(f.pos);
+    free(f.q);
+    free(f.k);
+    free(f.v);
+    free(f.qkv);
+    free(f.att);
+    free(f.g);
+    free(f.u);
+    free(f.moe_x);
+    free(f.moe_y);
+    free(f.moe_slots);
+    free(f.router);
+    free(f.sel);
+    free(f.selw);
+    free(f.rows);
+    return st;
+}

@@ -1,0 +1,197 @@
+/* wg_kv — paged KV cache (see wg_kv.h). The free list is a stack of block ids;
+ * a sequence's blocks go back in reverse order so that allocating and freeing
+ * in LIFO order restores the exact initial stack. */
+#include "wg_kv.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    bool used;          /* slot holds a live sequence */
+    int32_t len;        /* tokens stored */
+    int32_t n_blocks;   /* blocks in table */
+    int32_t cap;        /* allocated entries of table */
+    int32_t *table;     /* [n_blocks] block ids, position p in table[p / block_tokens] */
+} s_seq_t;
+
+struct wg_kv {
+    int32_t n_layer;       /* layers */
+    int32_t k_dim;         /* floats per key vector */
+    int32_t v_dim;         /* floats per value vector */
+    int32_t bt;            /* tokens per block */
+    int32_t n_blocks;      /* blocks in the pool */
+    size_t layer_floats;   /* floats of one layer in a block: bt*(k_dim+v_dim) */
+    float *pool;           /* [n_blocks][n_layer][K: bt*k_dim | V: bt*v_dim] */
+    int32_t *free_stack;   /* [n_blocks] free block ids; top at n_free-1 */
+    int32_t n_free;        /* free blocks */
+    s_seq_t *seqs;         /* [n_seqs] sequence slots */
+    int32_t n_seqs;        /* allocated slots */
+};
+
+wg_kv_t *wg_kv_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
+                   size_t budget_bytes) {
+    if (n_layer <= 0 || k_dim <= 0 || v_dim < 0 || block_tokens < 0) {
+        wg_error(WG_ERR_INVAL, "kv: bad shape n_layer=%d k_dim=%d v_dim=%d block_tokens=%d",
+                 n_layer, k_dim, v_dim, block_tokens);
+        return NULL;
+    }
+    wg_kv_t *kv = calloc(1, sizeof *kv);
+    if (!kv) goto nomem;
+    kv->n_layer = n_layer;
+    kv->k_dim = k_dim;
+    kv->v_dim = v_dim;
+    kv->bt = block_tokens ? block_tokens : WG_KV_DEFAULT_BLOCK;
+    kv->layer_floats = (size_t)kv->bt * (size_t)(k_dim + v_dim);
+    size_t block_bytes = kv->layer_floats * (size_t)n_layer * sizeof(float);
+    size_t nb = budget_bytes / block_bytes;
+    if (nb < 1) nb = 1;
+    if (nb > INT32_MAX / 2) {
+        wg_error(WG_ERR_RANGE, "kv: budget_bytes=%zu gives too many blocks", budget_bytes);
+        free(kv);
+        return NULL;
+    }
+    kv->n_blocks = (int32_t)nb;
+    kv->pool = malloc(nb * block_bytes);
+    kv->free_stack = malloc(nb * sizeof(int32_t));
+    if (!kv->pool || !kv->free_stack) goto nomem;
+    /* Block 0 on top: fresh caches hand out blocks in increasing order. */
+    for (int32_t i = 0; i < kv->n_blocks; i++) kv->free_stack[i] = kv->n_blocks - 1 - i;
+    kv->n_free = kv->n_blocks;
+    return kv;
+nomem:
+    wg_error(WG_ERR_NOMEM, "kv: cannot allocate %zu bytes", budget_bytes);
+    wg_kv_free(&kv);
+    return NULL;
+}
+
+void wg_kv_free(wg_kv_t **pkv) {
+    if (!pkv || !*pkv) return;
+    wg_kv_t *kv = *pkv;
+    for (int32_t i = 0; i < kv->n_seqs; i++) free(kv->seqs[i].table);
+    free(kv->seqs);
+    free(kv->free_stack);
+    free(kv->pool);
+    free(kv);
+    *pkv = NULL;
+}
+
+int32_t wg_kv_block_tokens(const wg_kv_t *kv) { return kv->bt; }
+int32_t wg_kv_n_blocks(const wg_kv_t *kv) { return kv->n_blocks; }
+int32_t wg_kv_n_free_blocks(const wg_kv_t *kv) { return kv->n_free; }
+size_t wg_kv_block_bytes(const wg_kv_t *kv) {
+    return kv->layer_floats * (size_t)kv->n_layer * sizeof(float);
+}
+
+static s_seq_t *s_seq(const wg_kv_t *kv, int32_t seq) {
+    if (seq < 0 || seq >= kv->n_seqs || !kv->seqs[seq].used) return NULL;
+    return &kv->seqs[seq];
+}
+
+wg_status wg_kv_seq_new(wg_kv_t *kv, int32_t *seq) {
+    WG_ASSERT(kv && seq);
+    for (int32_t i = 0; i < kv->n_seqs; i++) {
+        if (!kv->seqs[i].used) {
+            kv->seqs[i].used = true;
+            kv->seqs[i].len = 0;
+            kv->seqs[i].n_blocks = 0;
+            *seq = i;
+            return WG_OK;
+        }
+    }
+    int32_t n = kv->n_seqs ? kv->n_seqs * 2 : 8;
+    if (n > 1 << 20) return wg_error(WG_ERR_FULL, "kv: too many sequences (%d)", kv->n_seqs);
+    s_seq_t *ns = realloc(kv->seqs, (size_t)n * sizeof *ns);
+    if (!ns) return wg_error(WG_ERR_NOMEM, "kv: sequence table of %d", n);
+    memset(ns + kv->n_seqs, 0, (size_t)(n - kv->n_seqs) * sizeof *ns);
+    kv->seqs = ns;
+    *seq = kv->n_seqs;
+    kv->n_seqs = n;
+    kv->seqs[*seq].used = true;
+    return WG_OK;
+}
+
+/* Return blocks table[from..n_blocks-1] to the free list, last first. */
+static void s_release(wg_kv_t *kv, s_seq_t *s, int32_t from) {
+    for (int32_t i = s->n_blocks - 1; i >= from; i--) kv->free_stack[kv->n_free++] = s->table[i];
+    s->n_blocks = from;
+}
+
+void wg_kv_seq_free(wg_kv_t *kv, int32_t seq) {
+    s_seq_t *s = s_seq(kv, seq);
+    if (!s) return;
+    s_release(kv, s, 0);
+    s->used = false;
+    s->len = 0;
+}
+
+int32_t wg_kv_seq_len(const wg_kv_t *kv, int32_t seq) {
+    const s_seq_t *s = s_seq(kv, seq);
+    return s ? s->len : -1;
+}
+
+int32_t wg_kv_blocks_needed(const wg_kv_t *kv, int32_t seq, int32_t new_len) {
+    const s_seq_t *s = s_seq(kv, seq);
+    if (!s || new_len <= 0) return 0;
+    int32_t need = (int32_t)(((int64_t)new_len + kv->bt - 1) / kv->bt);
+    return need > s->n_blocks ? need - s->n_blocks : 0;
+}
+
+wg_status wg_kv_reserve(wg_kv_t *kv, int32_t seq, int32_t new_len) {
+    s_seq_t *s = s_seq(kv, seq);
+    if (!s) return wg_error(WG_ERR_INVAL, "kv: unknown sequence %d", seq);
+    if (new_len < 0) return wg_error(WG_ERR_INVAL, "kv: bad length %d", new_len);
+    int32_t extra = wg_kv_blocks_needed(kv, seq, new_len);
+    if (extra == 0) return WG_OK;
+    if (extra > kv->n_free)
+        return wg_error(WG_ERR_FULL, "kv: sequence %d needs %d more blocks, %d free", seq, extra,
+                        kv->n_free);
+    int32_t need = s->n_blocks + extra;
+    if (need > s->cap) {
+        int32_t cap = s->cap ? s->cap : 4;
+        while (cap < need) cap *= 2;
+        int32_t *t = realloc(s->table, (size_t)cap * sizeof *t);
+        if (!t) return wg_error(WG_ERR_NOMEM, "kv: block table of %d", cap);
+        s->table = t;
+        s->cap = cap;
+    }
+    while (s->n_blocks < need) s->table[s->n_blocks++] = kv->free_stack[--kv->n_free];
+    return WG_OK;
+}
+
+wg_status wg_kv_seq_set_len(wg_kv_t *kv, int32_t seq, int32_t len) {
+    s_seq_t *s = s_seq(kv, seq);
+    if (!s) return wg_error(WG_ERR_INVAL, "kv: unknown sequence %d", seq);
+    if (len < 0 || (int64_t)len > (int64_t)s->n_blocks * kv->bt)
+        return wg_error(WG_ERR_RANGE, "kv: length %d beyond reserved %d", len, s->n_blocks * kv->bt);
+    s->len = len;
+    return WG_OK;
+}
+
+wg_status wg_kv_truncate(wg_kv_t *kv, int32_t seq, int32_t new_len) {
+    s_seq_t *s = s_seq(kv, seq);
+    if (!s) return wg_error(WG_ERR_INVAL, "kv: unknown sequence %d", seq);
+    if (new_len < 0) return wg_error(WG_ERR_INVAL, "kv: bad length %d", new_len);
+    if (new_len >= s->len) return WG_OK;
+    s->len = new_len;
+    s_release(kv, s, (new_len + kv->bt - 1) / kv->bt);
+    return WG_OK;
+}
+
+static float *s_slot(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, bool v) {
+    s_seq_t *s = s_seq(kv, seq);
+    WG_ASSERT(s && layer >= 0 && layer < kv->n_layer && pos >= 0 && pos / kv->bt < s->n_blocks);
+    int32_t blk = s->table[pos / kv->bt];
+    int32_t off = pos % kv->bt;
+    float *base = kv->pool + ((size_t)blk * (size_t)kv->n_layer + (size_t)layer) * kv->layer_floats;
+    if (!v) return base + (size_t)off * kv->k_dim;
+    return base + (size_t)kv->bt * kv->k_dim + (size_t)off * kv->v_dim;
+}
+
+float *wg_kv_k(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos) {
+    return s_slot(kv, layer, seq, pos, false);
+}
+
+float *wg_kv_v(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos) {
+    return s_slot(kv, layer, seq, pos, true);
+}

@@ -1,0 +1,58 @@
+/* wg_kv — paged KV cache: fixed-size blocks from one pool, a free list, and a
+ * block table per sequence (vLLM's PagedAttention layout, F32 values as
+ * llama.cpp's f32 cache so results match its references).
+ *
+ * A block holds `block_tokens` consecutive positions of one sequence for every
+ * layer: [layer][K|V][token][dim]. A sequence's position p lives in block
+ * table[p / block_tokens], slot p % block_tokens. Memory is allocated once
+ * (the budget); sequences only move block ids between the free list and their
+ * tables, so admission control is a count of free blocks.
+ *
+ * Not thread-safe: one owner (the engine loop) at a time. */
+#ifndef WG_KV_H
+#define WG_KV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../common/wg_status.h"
+
+typedef struct wg_kv wg_kv_t;
+
+#define WG_KV_DEFAULT_BLOCK 16
+
+/* n_layer layers of k_dim (= n_head_kv*head_dim) keys and v_dim values per
+ * token, blocks of block_tokens (0 = WG_KV_DEFAULT_BLOCK), as many blocks as
+ * fit in budget_bytes (at least 1). NULL on failure (wg_errmsg). */
+wg_kv_t *wg_kv_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
+                   size_t budget_bytes);
+void wg_kv_free(wg_kv_t **kv);
+
+int32_t wg_kv_block_tokens(const wg_kv_t *kv);
+int32_t wg_kv_n_blocks(const wg_kv_t *kv);       /* total blocks */
+int32_t wg_kv_n_free_blocks(const wg_kv_t *kv);  /* blocks on the free list */
+size_t wg_kv_block_bytes(const wg_kv_t *kv);     /* bytes per block (all layers, K and V) */
+
+/* A new empty sequence; *seq gets its id (small, reused after free).
+ * WG_ERR_FULL when the sequence table is full. */
+wg_status wg_kv_seq_new(wg_kv_t *kv, int32_t *seq);
+/* Return all of a sequence's blocks to the free list and forget it. */
+void wg_kv_seq_free(wg_kv_t *kv, int32_t seq);
+/* Tokens stored for `seq` (-1 for an unknown id). */
+int32_t wg_kv_seq_len(const wg_kv_t *kv, int32_t seq);
+/* Blocks needed to grow `seq` to new_len tokens (0 if already enough). */
+int32_t wg_kv_blocks_needed(const wg_kv_t *kv, int32_t seq, int32_t new_len);
+/* Make room for positions up to new_len-1 (allocates blocks; the length only
+ * changes via wg_kv_seq_set_len). WG_ERR_FULL leaves the sequence unchanged. */
+wg_status wg_kv_reserve(wg_kv_t *kv, int32_t seq, int32_t new_len);
+/* Set the stored length (<= reserved capacity). */
+wg_status wg_kv_seq_set_len(wg_kv_t *kv, int32_t seq, int32_t len);
+/* Drop positions >= new_len and free the blocks no longer used. */
+wg_status wg_kv_truncate(wg_kv_t *kv, int32_t seq, int32_t new_len);
+
+/* Key / value vector of `seq` at position `pos` in `layer` (k_dim / v_dim
+ * floats). pos must be inside the reserved capacity (asserted). */
+float *wg_kv_k(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos);
+float *wg_kv_v(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos);
+
+#endif

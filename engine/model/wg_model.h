@@ -1,0 +1,106 @@
+/* wg_model — transformer models (GGUF file or HF directory) and the batched
+ * forward pass over a paged KV cache.
+ *
+ * Design: a model is loaded once and is immutable afterwards (weights used in
+ * place from the mapping where possible; HF tensors that need a layout change
+ * are copied into owned buffers). A forward call takes a BATCH of tokens that
+ * may belong to several sequences: every weight product runs once over all of
+ * them (M = n tokens), attention runs per token over its own sequence's cached
+ * keys/values. Every reduction is per row, so a sequence's logits are bitwise
+ * identical whether it runs alone, batched with others, or its prompt is split
+ * into chunks.
+ *
+ * Threads: a wg_model_t may be shared by many threads; a wg_kv_t and a
+ * wg_session_t belong to one thread at a time. */
+#ifndef WG_MODEL_H
+#define WG_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../common/wg_status.h"
+#include "../../kernels/cpu/wg_cpu.h"
+#include "../formats/wg_gguf.h"
+#include "wg_kv.h"
+
+typedef struct wg_model wg_model_t;
+
+/* Hyper-parameters after loading (GGUF keys or config.json), read-only. */
+typedef struct {
+    const char *arch;        /* GGUF architecture name of the table row ("llama") */
+    int32_t n_vocab;         /* rows of the token embedding / logits width */
+    int32_t n_embd;          /* model width */
+    int32_t n_layer;         /* transformer blocks */
+    int32_t n_head;          /* query heads */
+    int32_t n_head_kv;       /* key/value heads (GQA when < n_head) */
+    int32_t head_dim;        /* key/query head size */
+    int32_t head_dim_v;      /* value head size */
+    int32_t n_ff;            /* dense FFN width */
+    int32_t n_ff_exp;        /* expert FFN width (MoE) */
+    int32_t n_expert;        /* experts per MoE layer (0 = dense) */
+    int32_t n_expert_used;   /* top-k experts per token */
+    int32_t n_rot;           /* rotary dims per head (partial rotary when < head_dim) */
+    float rope_base;         /* rope frequency base */
+    float rope_freq_scale;   /* linear rope scaling (1 = none) */
+    float norm_eps;          /* RMS / layer norm epsilon */
+    int32_t n_ctx_train;     /* context length the model was trained with */
+    int32_t bos;             /* BOS id from the model metadata, -1 if none */
+    int32_t eos;             /* EOS id from the model metadata, -1 if none */
+    bool tied_output;        /* output matrix is the token embedding */
+} wg_hparams_t;
+
+/* Load a GGUF file or an HF model directory (config.json + safetensors).
+ * On error *out is NULL and wg_errmsg() names the file/field and bad value. */
+wg_status wg_model_load(const char *path, wg_model_t **out);
+void wg_model_free(wg_model_t **m);
+
+const wg_hparams_t *wg_model_hparams(const wg_model_t *m);
+/* The GGUF the model came from (for its tokenizer), NULL for an HF directory.
+ * Borrowed, valid until wg_model_free(). */
+const wg_gguf_t *wg_model_gguf(const wg_model_t *m);
+/* Path given to wg_model_load (file or directory). */
+const char *wg_model_path(const wg_model_t *m);
+/* Bytes of weights (mapped + owned). */
+size_t wg_model_weight_bytes(const wg_model_t *m);
+
+/* A paged KV cache shaped for this model: `budget_bytes` of F32 K/V in blocks
+ * of `block_tokens` tokens (0 = default 16). NULL on failure (wg_errmsg). */
+wg_kv_t *wg_model_kv_new(const wg_model_t *m, size_t budget_bytes, int32_t block_tokens);
+
+/* One token of a batch. */
+typedef struct {
+    int32_t token;      /* token id (checked against n_vocab) */
+    int32_t pos;        /* position in its sequence == its KV slot */
+    int32_t seq;        /* KV sequence id (from wg_kv_seq_new) */
+    bool want_logits;   /* write this token's logits row */
+} wg_batch_tok_t;
+
+/* Forward pass over n tokens. For each sequence the batch's tokens must come
+ * in increasing position order and positions must be contiguous from the
+ * sequence's current length (pos == wg_kv_seq_len before the call, then +1
+ * ...); KV blocks are reserved here (WG_ERR_FULL when the cache is out of
+ * blocks; nothing is written then). On success the sequences' lengths grow
+ * and `logits` receives one row of n_vocab floats per token with want_logits,
+ * in batch order. `pool` may be NULL (single thread). */
+wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool,
+                           const wg_batch_tok_t *batch, int64_t n, float *logits);
+
+/* ---- single-sequence convenience (logits / generate) ---- */
+typedef struct wg_session wg_session_t;
+
+/* A session with its own pool of n_threads and a cache of n_ctx tokens. */
+wg_session_t *wg_session_new(const wg_model_t *m, int n_threads, int32_t n_ctx);
+void wg_session_free(wg_session_t **s);
+/* Append n tokens (prefill or one decode step). With all_logits, `logits`
+ * gets n rows; otherwise only the last token's row (may be NULL: then read
+ * wg_session_logits). */
+wg_status wg_session_eval(wg_session_t *s, const int32_t *ids, int64_t n, bool all_logits,
+                          float *logits);
+/* Logits of the last evaluated token (n_vocab floats), valid until the next eval. */
+const float *wg_session_logits(const wg_session_t *s);
+int32_t wg_session_n_past(const wg_session_t *s);
+/* Forget tokens from position n_keep on. */
+wg_status wg_session_truncate(wg_session_t *s, int32_t n_keep);
+
+#endif

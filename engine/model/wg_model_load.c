@@ -1,0 +1,583 @@
+/* wg_model_load — build a wg_model_t from a GGUF file or an HF directory.
+ *
+ * Both sources go through one path: logical tensor id -> name (GGUF pattern or
+ * the row's HF pattern) -> tensor info in GGUF order (ne[0] = row length).
+ * Weights stay in the mapping when usable as is; owned copies are made only
+ * for HF q/k rows (rotate-half -> interleaved, README §9 of the corpus),
+ * misaligned data, and 1-D tensors that are not F32. Every shape and type is
+ * checked against the hyper-parameters: files are untrusted. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../../kernels/ref/wg_ref.h"
+#include "../formats/wg_safetensors.h"
+#include "wg_arch.h"
+
+#define S_MAX_DIM (1 << 24)
+
+typedef struct {
+    wg_model_t *m;     /* model being built */
+    json_t *cfg;       /* HF config.json root, or NULL */
+} s_ld_t;
+
+typedef struct {
+    const char *name;  /* tensor name in the source */
+    wg_type_t type;    /* element type */
+    uint32_t n_dims;   /* dims */
+    int64_t ne[4];     /* GGUF order: ne[0] fastest; unused = 1 */
+    const void *data;  /* bytes */
+    size_t nbytes;     /* byte length */
+} s_tinfo_t;
+
+static void *s_own(wg_model_t *m, size_t bytes) {
+    if (m->n_owned == m->cap_owned) {
+        size_t cap = m->cap_owned ? m->cap_owned * 2 : 64;
+        void **o = realloc(m->owned, cap * sizeof *o);
+        if (!o) return NULL;
+        m->owned = o;
+        m->cap_owned = cap;
+    }
+    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (p) m->owned[m->n_owned++] = p;
+    return p;
+}
+
+/* ---- tensor lookup ---- */
+
+static wg_status s_st_type(wg_st_dtype_t d, const char *name, wg_type_t *out) {
+    switch (d) {
+    case WG_ST_F32: *out = WG_TYPE_F32; return WG_OK;
+    case WG_ST_F16: *out = WG_TYPE_F16; return WG_OK;
+    case WG_ST_BF16: *out = WG_TYPE_BF16; return WG_OK;
+    default:
+        return wg_error(WG_ERR_UNSUPPORTED, "tensor %s: dtype %s not supported for weights", name,
+                        wg_st_dtype_name(d));
+    }
+}
+
+/* Find logical tensor `id` of `layer` (expert `e` for per-expert HF tensors).
+ * WG_ERR_NOTFOUND (no message) when absent. */
+static wg_status s_find(s_ld_t *ld, wg_tensor_id_t id, int layer, int e, s_tinfo_t *ti) {
+    wg_model_t *m = ld->m;
+    char name[256];
+    memset(ti, 0, sizeof *ti);
+    if (m->gguf) {
+        snprintf(name, sizeof name, wg_tensor_gguf_name(id), layer, e);
+        const wg_gguf_tensor_t *t = wg_gguf_find_tensor(m->gguf, name);
+        if (!t) return WG_ERR_NOTFOUND;
+        ti->name = t->name;
+        ti->type = t->type;
+        ti->n_dims = t->n_dims;
+        for (int i = 0; i < 4; i++) ti->ne[i] = t->ne[i];
+        ti->data = t->data;
+        ti->nbytes = t->nbytes;
+        return WG_OK;
+    }
+    const char *pat = wg_tensor_hf_name(m->arch, id);
+    if (!pat) return WG_ERR_NOTFOUND;
+    snprintf(name, sizeof name, pat, layer, e);
+    const wg_st_tensor_t *t = wg_st_find(m->st, name);
+    if (!t) return WG_ERR_NOTFOUND;
+    if (t->n_dims > 4 || t->n_dims == 0)
+        return wg_error(WG_ERR_FORMAT, "tensor %s: n_dims=%u not supported", name, t->n_dims);
+    wg_status st = s_st_type(t->dtype, t->name, &ti->type);
+    if (st) return st;
+    ti->name = t->name;
+    ti->n_dims = t->n_dims;
+    for (int i = 0; i < 4; i++) ti->ne[i] = 1;
+    for (uint32_t i = 0; i < t->n_dims; i++) ti->ne[i] = t->shape[t->n_dims - 1 - i];
+    ti->data = t->data;
+    ti->nbytes = t->nbytes;
+    return WG_OK;
+}
+
+static bool s_has(s_ld_t *ld, wg_tensor_id_t id, int layer) {
+    s_tinfo_t ti;
+    return s_find(ld, id, layer, 0, &ti) == WG_OK;
+}
+
+static wg_status s_missing(s_ld_t *ld, wg_tensor_id_t id, int layer) {
+    char name[256];
+    const char *pat = ld->m->gguf ? wg_tensor_gguf_name(id) : wg_tensor_hf_name(ld->m->arch, id);
+    snprintf(name, sizeof name, pat ? pat : "?", layer, 0);
+    return wg_error(WG_ERR_NOTFOUND, "%s: required tensor %s is missing (arch %s)", ld->m->path, name,
+                    ld->m->hp.arch);
+}
+
+static wg_status s_check_type(const s_tinfo_t *ti, int64_t k) {
+    const wg_type_traits_t *tr = wg_type_traits(ti->type);
+    if (!tr || !tr->supported || !tr->vec_dot)
+        return wg_error(WG_ERR_UNSUPPORTED, "tensor %s: type %d (%s) has no matmul kernel", ti->name,
+                        (int)ti->type, tr ? tr->name : "unknown");
+    if (k % tr->blck_size != 0)
+        return wg_error(WG_ERR_FORMAT, "tensor %s: row length %lld not a multiple of %s block %lld",
+                        ti->name, (long long)k, tr->name, (long long)tr->blck_size);
+    return WG_OK;
+}
+
+/* Copy data that is not aligned for its element type into an owned buffer. */
+static wg_status s_align(wg_model_t *m, const void **data, size_t nbytes, const char *name) {
+    if (((uintptr_t)*data & 3u) == 0) return WG_OK;
+    void *p = s_own(m, nbytes);
+    if (!p) return wg_error(WG_ERR_NOMEM, "tensor %s: %zu bytes", name, nbytes);
+    memcpy(p, *data, nbytes);
+    *data = p;
+    return WG_OK;
+}
+
+/* A weight matrix [n][k] (x n_exp experts). Absent and !required -> zeroed w. */
+static wg_status s_weight(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t k, int64_t n, int64_t n_exp,
+                          bool required, wg_weight_t *w) {
+    wg_model_t *m = ld->m;
+    memset(w, 0, sizeof *w);
+    s_tinfo_t ti;
+    wg_status st = s_find(ld, id, layer, 0, &ti);
+    if (st == WG_ERR_NOTFOUND) return required ? s_missing(ld, id, layer) : WG_OK;
+    if (st) return st;
+    bool per_expert = n_exp > 1 && !m->gguf;
+    int64_t want3 = per_expert ? 1 : n_exp;
+    if (ti.ne[0] != k || ti.ne[1] != n || ti.ne[2] != want3 || ti.ne[3] != 1)
+        return wg_error(WG_ERR_FORMAT,
+                        "tensor %s: shape [%lld,%lld,%lld,%lld], expected [%lld,%lld,%lld] (ne0 first)",
+                        ti.name, (long long)ti.ne[0], (long long)ti.ne[1], (long long)ti.ne[2],
+                        (long long)ti.ne[3], (long long)k, (long long)n, (long long)want3);
+    if ((st = s_check_type(&ti, k))) return st;
+    w->type = ti.type;
+    w->k = k;
+    w->n = n;
+    w->n_exp = n_exp;
+    w->row_bytes = wg_row_size(ti.type, k);
+    w->exp_stride = w->row_bytes * (size_t)n;
+    if (ti.nbytes != w->exp_stride * (size_t)want3)
+        return wg_error(WG_ERR_FORMAT, "tensor %s: %zu bytes, expected %zu", ti.name, ti.nbytes,
+                        w->exp_stride * (size_t)want3);
+    if (!per_expert) {
+        if (!m->gguf && (st = s_align(m, &ti.data, ti.nbytes, ti.name))) return st;
+        w->data = ti.data;
+        m->weight_bytes += ti.nbytes;
+        return WG_OK;
+    }
+    w->exp = s_own(m, (size_t)n_exp * sizeof(void *));
+    if (!w->exp) return wg_error(WG_ERR_NOMEM, "expert table of %lld", (long long)n_exp);
+    for (int64_t e = 0; e < n_exp; e++) {
+        s_tinfo_t te;
+        st = s_find(ld, id, layer, (int)e, &te);
+        if (st == WG_ERR_NOTFOUND) {
+            char name[256];
+            snprintf(name, sizeof name, wg_tensor_hf_name(m->arch, id), layer, (int)e);
+            return wg_error(WG_ERR_NOTFOUND, "%s: expert tensor %s is missing", m->path, name);
+        }
+        if (st) return st;
+        if (te.type != ti.type || te.ne[0] != k || te.ne[1] != n || te.ne[2] != 1 ||
+            te.nbytes != w->exp_stride)
+            return wg_error(WG_ERR_FORMAT, "tensor %s: type/shape differs from expert 0", te.name);
+        if ((st = s_align(m, &te.data, te.nbytes, te.name))) return st;
+        w->exp[e] = te.data;
+        m->weight_bytes += te.nbytes;
+    }
+    w->data = w->exp[0];
+    return WG_OK;
+}
+
+/* A 1-D tensor of n floats (converted to an owned F32 copy if needed). */
+static wg_status s_vec(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t n, bool required,
+                       const float **out) {
+    wg_model_t *m = ld->m;
+    *out = NULL;
+    s_tinfo_t ti;
+    wg_status st = s_find(ld, id, layer, 0, &ti);
+    if (st == WG_ERR_NOTFOUND) return required ? s_missing(ld, id, layer) : WG_OK;
+    if (st) return st;
+    if (ti.ne[0] != n || ti.ne[1] * ti.ne[2] * ti.ne[3] != 1)
+        return wg_error(WG_ERR_FORMAT, "tensor %s: shape [%lld,%lld], expected [%lld]", ti.name,
+                        (long long)ti.ne[0], (long long)ti.ne[1], (long long)n);
+    const wg_type_traits_t *tr = wg_type_traits(ti.type);
+    if (!tr || !tr->supported || !tr->to_float || n % tr->blck_size)
+        return wg_error(WG_ERR_UNSUPPORTED, "tensor %s: type %d cannot be converted", ti.name,
+                        (int)ti.type);
+    if (ti.nbytes != wg_row_size(ti.type, n))
+        return wg_error(WG_ERR_FORMAT, "tensor %s: %zu bytes for %lld values", ti.name, ti.nbytes,
+                        (long long)n);
+    m->weight_bytes += ti.nbytes;
+    if (ti.type == WG_TYPE_F32 && ((uintptr_t)ti.data & 3u) == 0) {
+        *out = ti.data;
+        return WG_OK;
+    }
+    float *p = s_own(m, (size_t)n * sizeof(float));
+    if (!p) return wg_error(WG_ERR_NOMEM, "tensor %s", ti.name);
+    if (ti.type == WG_TYPE_F32)
+        memcpy(p, ti.data, (size_t)n * sizeof(float));
+    else
+        tr->to_float(ti.data, p, n);
+    *out = p;
+    return WG_OK;
+}
+
+/* HF q_proj/k_proj rows are [head][half][j] (rotate-half); GGUF's interleaved
+ * rope wants [head][j][half]: gguf row h*hd + 2j + a = hf row h*hd + a*hd/2 + j. */
+static wg_status s_permute_qk(wg_model_t *m, wg_weight_t *w, int32_t n_heads, int32_t hd) {
+    if (!w->data) return WG_OK;
+    if ((int64_t)n_heads * hd != w->n || hd % 2)
+        return wg_error(WG_ERR_FORMAT, "q/k projection: %lld rows for %d heads of %d", (long long)w->n,
+                        n_heads, hd);
+    char *dst = s_own(m, w->row_bytes * (size_t)w->n);
+    if (!dst) return wg_error(WG_ERR_NOMEM, "q/k permute");
+    const char *src = w->data;
+    for (int32_t h = 0; h < n_heads; h++)
+        for (int32_t j = 0; j < hd / 2; j++)
+            for (int32_t a = 0; a < 2; a++) {
+                size_t to = (size_t)h * hd + 2 * (size_t)j + a;
+                size_t from = (size_t)h * hd + (size_t)a * (hd / 2) + j;
+                memcpy(dst + to * w->row_bytes, src + from * w->row_bytes, w->row_bytes);
+            }
+    w->data = dst;
+    return WG_OK;
+}
+
+/* ---- hyper-parameters ---- */
+
+static wg_status s_gguf_i32(const wg_gguf_t *g, const char *arch, const char *suffix, bool required,
+                            int32_t def, int32_t *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int64_t v;
+    wg_status st = wg_gguf_get_i64(g, key, &v);
+    if (st == WG_ERR_NOTFOUND) {
+        if (required) return wg_error(WG_ERR_NOTFOUND, "GGUF key %s is missing", key);
+        *out = def;
+        return WG_OK;
+    }
+    if (st) return st;
+    if (v < 0 || v > S_MAX_DIM) return wg_error(WG_ERR_RANGE, "GGUF key %s = %lld out of range", key, (long long)v);
+    *out = (int32_t)v;
+    return WG_OK;
+}
+
+static wg_status s_gguf_f32(const wg_gguf_t *g, const char *arch, const char *suffix, float def, float *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    wg_status st = wg_gguf_get_f32(g, key, out);
+    if (st == WG_ERR_NOTFOUND) {
+        *out = def;
+        return WG_OK;
+    }
+    if (st == WG_OK && !isfinite(*out)) return wg_error(WG_ERR_RANGE, "GGUF key %s is not finite", key);
+    return st;
+}
+
+static wg_status s_hparams_gguf(wg_model_t *m) {
+    const wg_gguf_t *g = m->gguf;
+    const char *an = NULL;
+    wg_status st = wg_gguf_get_str(g, "general.architecture", &an);
+    if (st) return wg_error(st ? st : WG_ERR_FORMAT, "%s: general.architecture missing", m->path);
+    m->arch = wg_arch_by_gguf(an);
+    if (!m->arch)
+        return wg_error(WG_ERR_UNSUPPORTED, "%s: unknown architecture '%s' (supported: %s)", m->path, an,
+                        wg_arch_list());
+    wg_hparams_t *hp = &m->hp;
+    hp->arch = m->arch->gguf_arch;
+    const char *a = an;
+    if ((st = s_gguf_i32(g, a, "embedding_length", true, 0, &hp->n_embd)) ||
+        (st = s_gguf_i32(g, a, "block_count", true, 0, &hp->n_layer)) ||
+        (st = s_gguf_i32(g, a, "attention.head_count", true, 0, &hp->n_head)) ||
+        (st = s_gguf_i32(g, a, "attention.head_count_kv", false, hp->n_head, &hp->n_head_kv)) ||
+        (st = s_gguf_i32(g, a, "feed_forward_length", false, 0, &hp->n_ff)) ||
+        (st = s_gguf_i32(g, a, "expert_count", false, 0, &hp->n_expert)) ||
+        (st = s_gguf_i32(g, a, "expert_used_count", false, 0, &hp->n_expert_used)) ||
+        (st = s_gguf_i32(g, a, "context_length", false, 4096, &hp->n_ctx_train)))
+        return st;
+    if (hp->n_head <= 0 || hp->n_embd <= 0)
+        return wg_error(WG_ERR_RANGE, "%s: n_head=%d n_embd=%d", m->path, hp->n_head, hp->n_embd);
+    if ((st = s_gguf_i32(g, a, "attention.key_length", false, hp->n_embd / hp->n_head, &hp->head_dim)) ||
+        (st = s_gguf_i32(g, a, "attention.value_length", false, hp->head_dim, &hp->head_dim_v)) ||
+        (st = s_gguf_i32(g, a, "rope.dimension_count", false, hp->head_dim, &hp->n_rot)) ||
+        (st = s_gguf_i32(g, a, "expert_feed_forward_length", false, hp->n_ff, &hp->n_ff_exp)))
+        return st;
+    if ((st = s_gguf_f32(g, a, "rope.freq_base", 10000.0f, &hp->rope_base))) return st;
+    float eps_rms, eps_ln;
+    if ((st = s_gguf_f32(g, a, "attention.layer_norm_rms_epsilon", 0.0f, &eps_rms)) ||
+        (st = s_gguf_f32(g, a, "attention.layer_norm_epsilon", 0.0f, &eps_ln)))
+        return st;
+    hp->norm_eps = m->arch->norm == WG_NORM_RMS ? eps_rms : eps_ln;
+    if (hp->norm_eps == 0.0f) hp->norm_eps = eps_rms != 0.0f ? eps_rms : (eps_ln != 0.0f ? eps_ln : 1e-5f);
+    hp->rope_freq_scale = 1.0f;
+    const char *stype = NULL;
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+    if (wg_gguf_get_str(g, key, &stype) == WG_OK && stype && strcmp(stype, "none") != 0) {
+        if (strcmp(stype, "linear") != 0)
+            return wg_error(WG_ERR_UNSUPPORTED, "%s: rope scaling '%s' not supported yet", m->path, stype);
+        float f = 1.0f;
+        if ((st = s_gguf_f32(g, a, "rope.scaling.factor", 1.0f, &f))) return st;
+        if (f > 0.0f) hp->rope_freq_scale = 1.0f / f;
+    }
+    int64_t v;
+    hp->bos = wg_gguf_get_i64(g, "tokenizer.ggml.bos_token_id", &v) == WG_OK ? (int32_t)v : -1;
+    hp->eos = wg_gguf_get_i64(g, "tokenizer.ggml.eos_token_id", &v) == WG_OK ? (int32_t)v : -1;
+    return WG_OK;
+}
+
+static int32_t s_cfg_int(json_t *cfg, const char *key, int32_t def) {
+    json_t *v = json_object_get(cfg, key);
+    if (json_is_integer(v)) return (int32_t)json_integer_value(v);
+    if (json_is_array(v) && json_array_size(v) > 0 && json_is_integer(json_array_get(v, 0)))
+        return (int32_t)json_integer_value(json_array_get(v, 0));
+    return def;
+}
+
+static float s_cfg_float(json_t *cfg, const char *key, float def) {
+    json_t *v = json_object_get(cfg, key);
+    return json_is_number(v) ? (float)json_number_value(v) : def;
+}
+
+static wg_status s_hparams_hf(wg_model_t *m, json_t *cfg) {
+    json_t *archs = json_object_get(cfg, "architectures");
+    const char *an = json_is_array(archs) ? json_string_value(json_array_get(archs, 0)) : NULL;
+    if (!an) return wg_error(WG_ERR_FORMAT, "%s/config.json: \"architectures\" missing", m->path);
+    m->arch = wg_arch_by_hf(an);
+    if (!m->arch)
+        return wg_error(WG_ERR_UNSUPPORTED, "%s: unknown HF architecture '%s'", m->path, an);
+    wg_hparams_t *hp = &m->hp;
+    hp->arch = m->arch->gguf_arch;
+    hp->n_embd = s_cfg_int(cfg, "hidden_size", 0);
+    hp->n_layer = s_cfg_int(cfg, "num_hidden_layers", 0);
+    hp->n_head = s_cfg_int(cfg, "num_attention_heads", 0);
+    hp->n_head_kv = s_cfg_int(cfg, "num_key_value_heads", hp->n_head);
+    hp->n_ff = s_cfg_int(cfg, "intermediate_size", 0);
+    if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_embd > S_MAX_DIM ||
+        hp->n_layer > 4096 || hp->n_head > S_MAX_DIM)
+        return wg_error(WG_ERR_RANGE, "%s/config.json: hidden_size=%d num_hidden_layers=%d num_attention_heads=%d",
+                        m->path, hp->n_embd, hp->n_layer, hp->n_head);
+    hp->head_dim = s_cfg_int(cfg, "head_dim", hp->n_embd / hp->n_head);
+    hp->head_dim_v = hp->head_dim;
+    float prf = s_cfg_float(cfg, "partial_rotary_factor", 1.0f);
+    hp->n_rot = (int32_t)((float)hp->head_dim * prf);
+    hp->n_expert = s_cfg_int(cfg, "num_local_experts", s_cfg_int(cfg, "num_experts", 0));
+    hp->n_expert_used = s_cfg_int(cfg, "num_experts_per_tok", 0);
+    hp->n_ff_exp = s_cfg_int(cfg, "moe_intermediate_size", hp->n_ff);
+    hp->rope_base = s_cfg_float(cfg, "rope_theta", 10000.0f);
+    hp->rope_freq_scale = 1.0f;
+    hp->norm_eps = s_cfg_float(cfg, "rms_norm_eps", s_cfg_float(cfg, "layer_norm_eps", 1e-5f));
+    hp->n_ctx_train = s_cfg_int(cfg, "max_position_embeddings", 4096);
+    hp->bos = s_cfg_int(cfg, "bos_token_id", -1);
+    hp->eos = s_cfg_int(cfg, "eos_token_id", -1);
+    json_t *rs = json_object_get(cfg, "rope_scaling");
+    if (json_is_object(rs)) {
+        const char *t = json_string_value(json_object_get(rs, "rope_type"));
+        if (!t) t = json_string_value(json_object_get(rs, "type"));
+        if (t && strcmp(t, "linear") == 0) {
+            float f = s_cfg_float(rs, "factor", 1.0f);
+            if (f > 0.0f) hp->rope_freq_scale = 1.0f / f;
+        } else if (t && strcmp(t, "default") != 0) {
+            return wg_error(WG_ERR_UNSUPPORTED, "%s/config.json: rope_scaling type '%s' not supported yet",
+                            m->path, t);
+        }
+    }
+    return WG_OK;
+}
+
+static wg_status s_check_hparams(wg_model_t *m) {
+    wg_hparams_t *hp = &m->hp;
+    if (hp->n_layer <= 0 || hp->n_layer > 4096 || hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv ||
+        hp->head_dim <= 0 || hp->head_dim > 4096 || hp->head_dim_v <= 0 || hp->head_dim_v > 4096 ||
+        hp->n_rot < 0 || hp->n_rot > hp->head_dim || hp->n_rot % 2)
+        return wg_error(WG_ERR_RANGE,
+                        "%s: bad hparams n_layer=%d n_head=%d n_head_kv=%d head_dim=%d head_dim_v=%d n_rot=%d",
+                        m->path, hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim, hp->head_dim_v,
+                        hp->n_rot);
+    if (hp->n_expert < 0 || hp->n_expert > 1024 || hp->n_expert_used < 0 || hp->n_expert_used > hp->n_expert ||
+        (hp->n_expert > 0 && hp->n_expert_used == 0))
+        return wg_error(WG_ERR_RANGE, "%s: bad n_expert=%d n_expert_used=%d", m->path, hp->n_expert,
+                        hp->n_expert_used);
+    if (!(hp->norm_eps > 0.0f) || !(hp->rope_base > 0.0f))
+        return wg_error(WG_ERR_RANGE, "%s: bad norm_eps=%g rope_base=%g", m->path, (double)hp->norm_eps,
+                        (double)hp->rope_base);
+    return WG_OK;
+}
+
+/* ---- tensors ---- */
+
+static wg_status s_load_tensors(s_ld_t *ld) {
+    wg_model_t *m = ld->m;
+    wg_hparams_t *hp = &m->hp;
+    const uint32_t fl = m->arch->flags;
+    wg_status st;
+    s_tinfo_t te;
+    if ((st = s_find(ld, WG_T_TOK_EMBD, 0, 0, &te))) return st == WG_ERR_NOTFOUND ? s_missing(ld, WG_T_TOK_EMBD, 0) : st;
+    if (te.ne[1] <= 0 || te.ne[1] > S_MAX_DIM)
+        return wg_error(WG_ERR_RANGE, "tensor %s: n_vocab=%lld", te.name, (long long)te.ne[1]);
+    hp->n_vocab = (int32_t)te.ne[1];
+    const int64_t E = hp->n_embd, V = hp->n_vocab;
+    if ((st = s_weight(ld, WG_T_TOK_EMBD, 0, E, V, 1, true, &m->tok_embd))) return st;
+    if ((st = s_weight(ld, WG_T_OUTPUT, 0, E, V, 1, false, &m->output))) return st;
+    bool tie_cfg = ld->cfg && json_is_true(json_object_get(ld->cfg, "tie_word_embeddings"));
+    if (!m->output.data || tie_cfg) {
+        m->output = m->tok_embd;
+        hp->tied_output = true;
+    }
+    if ((st = s_vec(ld, WG_T_OUTPUT_NORM, 0, E, m->arch->norm != WG_NORM_LAYER_NOPARAM, &m->out_norm)) ||
+        (st = s_vec(ld, WG_T_OUTPUT_NORM_B, 0, E, false, &m->out_norm_b)) ||
+        (st = s_vec(ld, WG_T_OUTPUT_B, 0, V, false, &m->out_b)))
+        return st;
+
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return wg_error(WG_ERR_NOMEM, "layers");
+    const int64_t qd = (int64_t)hp->n_head * hp->head_dim;
+    const int64_t kd = (int64_t)hp->n_head_kv * hp->head_dim;
+    const int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v;
+    const int64_t od = (int64_t)hp->n_head * hp->head_dim_v;
+    const bool pre = !(fl & WG_F_NO_PRE_NORM) && m->arch->norm != WG_NORM_LAYER_NOPARAM;
+    for (int il = 0; il < hp->n_layer; il++) {
+        wg_layer_t *L = &m->layers[il];
+        if ((st = s_vec(ld, WG_T_ATTN_NORM, il, E, pre, &L->attn_norm)) ||
+            (st = s_vec(ld, WG_T_ATTN_NORM_B, il, E, false, &L->attn_norm_b)))
+            return st;
+        if (fl & WG_F_FUSED_QKV) {
+            if ((st = s_weight(ld, WG_T_ATTN_QKV, il, E, qd + kd + vd, 1, true, &L->wqkv)) ||
+                (st = s_vec(ld, WG_T_ATTN_QKV_B, il, qd + kd + vd, false, &L->bqkv)))
+                return st;
+        } else {
+            bool b = fl & WG_F_QKV_BIAS;
+            if ((st = s_weight(ld, WG_T_ATTN_Q, il, E, qd, 1, true, &L->wq)) ||
+                (st = s_weight(ld, WG_T_ATTN_K, il, E, kd, 1, true, &L->wk)) ||
+                (st = s_weight(ld, WG_T_ATTN_V, il, E, vd, 1, true, &L->wv)) ||
+                (st = s_vec(ld, WG_T_ATTN_Q_B, il, qd, b, &L->bq)) ||
+                (st = s_vec(ld, WG_T_ATTN_K_B, il, kd, b, &L->bk)) ||
+                (st = s_vec(ld, WG_T_ATTN_V_B, il, vd, b, &L->bv)))
+                return st;
+            if (!m->gguf && (fl & WG_F_HF_PERMUTE_QK) && m->arch->rope == WG_ROPE_NORM) {
+                if ((st = s_permute_qk(m, &L->wq, hp->n_head, hp->head_dim)) ||
+                    (st = s_permute_qk(m, &L->wk, hp->n_head_kv, hp->head_dim)))
+                    return st;
+            }
+        }
+        if ((st = s_weight(ld, WG_T_ATTN_OUT, il, od, E, 1, true, &L->wo)) ||
+            (st = s_vec(ld, WG_T_ATTN_OUT_B, il, E, false, &L->bo)))
+            return st;
+        if (fl & WG_F_QK_NORM_HEAD) {
+            if ((st = s_vec(ld, WG_T_ATTN_Q_NORM, il, hp->head_dim, true, &L->q_norm)) ||
+                (st = s_vec(ld, WG_T_ATTN_K_NORM, il, hp->head_dim, true, &L->k_norm)))
+                return st;
+        } else if (fl & WG_F_QK_NORM_FULL) {
+            if ((st = s_vec(ld, WG_T_ATTN_Q_NORM, il, qd, true, &L->q_norm)) ||
+                (st = s_vec(ld, WG_T_ATTN_K_NORM, il, kd, true, &L->k_norm)))
+                return st;
+        }
+        bool post = fl & (WG_F_POST_NORMS | WG_F_NO_PRE_NORM);
+        if ((st = s_vec(ld, WG_T_ATTN_POST_NORM, il, E, post, &L->attn_post_norm)) ||
+            (st = s_vec(ld, WG_T_FFN_POST_NORM, il, E, post, &L->ffn_post_norm)))
+            return st;
+        if (!(fl & WG_F_PARALLEL)) {
+            if ((st = s_vec(ld, WG_T_FFN_NORM, il, E, pre, &L->ffn_norm)) ||
+                (st = s_vec(ld, WG_T_FFN_NORM_B, il, E, false, &L->ffn_norm_b)))
+                return st;
+        }
+        bool moe = hp->n_expert > 0 && s_has(ld, WG_T_FFN_GATE_INP, il);
+        if (moe) {
+            const int64_t X = hp->n_expert, F = hp->n_ff_exp;
+            if ((st = s_weight(ld, WG_T_FFN_GATE_INP, il, E, X, 1, true, &L->gate_inp)) ||
+                (st = s_weight(ld, WG_T_FFN_GATE_EXPS, il, E, F, X, true, &L->gate_exps)) ||
+                (st = s_weight(ld, WG_T_FFN_UP_EXPS, il, E, F, X, true, &L->up_exps)) ||
+                (st = s_weight(ld, WG_T_FFN_DOWN_EXPS, il, F, E, X, true, &L->down_exps)))
+                return st;
+            /* Shared expert: width from the tensor itself. */
+            s_tinfo_t ts;
+            if (s_find(ld, WG_T_FFN_UP_SHEXP, il, 0, &ts) == WG_OK) {
+                const int64_t S = ts.ne[1];
+                if ((st = s_weight(ld, WG_T_FFN_GATE_SHEXP, il, E, S, 1, true, &L->gate_shexp)) ||
+                    (st = s_weight(ld, WG_T_FFN_UP_SHEXP, il, E, S, 1, true, &L->up_shexp)) ||
+                    (st = s_weight(ld, WG_T_FFN_DOWN_SHEXP, il, S, E, 1, true, &L->down_shexp)))
+                    return st;
+            }
+        } else {
+            const int64_t F = hp->n_ff;
+            if (F <= 0) return wg_error(WG_ERR_RANGE, "%s: feed_forward_length=%lld", m->path, (long long)F);
+            bool gated = fl & WG_F_GATED_FFN;
+            if (fl & WG_F_FUSED_GATE_UP) {
+                if ((st = s_weight(ld, WG_T_FFN_UP, il, E, 2 * F, 1, true, &L->ffn_up))) return st;
+            } else {
+                if ((st = s_weight(ld, WG_T_FFN_GATE, il, E, F, 1, gated, &L->ffn_gate)) ||
+                    (st = s_weight(ld, WG_T_FFN_UP, il, E, F, 1, true, &L->ffn_up)))
+                    return st;
+            }
+            if ((st = s_weight(ld, WG_T_FFN_DOWN, il, F, E, 1, true, &L->ffn_down)) ||
+                (st = s_vec(ld, WG_T_FFN_UP_B, il, F, false, &L->ffn_up_b)) ||
+                (st = s_vec(ld, WG_T_FFN_DOWN_B, il, E, false, &L->ffn_down_b)))
+                return st;
+        }
+    }
+    return WG_OK;
+}
+
+static wg_status s_load_hf(s_ld_t *ld) {
+    wg_model_t *m = ld->m;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/config.json", m->path);
+    json_error_t je;
+    ld->cfg = json_load_file(p, 0, &je);
+    if (!ld->cfg) return wg_error(WG_ERR_FORMAT, "%s: %s (line %d)", p, je.text, je.line);
+    if (!json_is_object(ld->cfg)) return wg_error(WG_ERR_FORMAT, "%s: not a JSON object", p);
+    wg_status st = s_hparams_hf(m, ld->cfg);
+    if (st) return st;
+    return wg_st_open(m->path, &m->st);
+}
+
+wg_status wg_model_load(const char *path, wg_model_t **out) {
+    WG_ASSERT(path && out);
+    *out = NULL;
+    struct stat sb;
+    if (stat(path, &sb) != 0) return wg_error(WG_ERR_IO, "model %s: no such file or directory", path);
+    wg_model_t *m = calloc(1, sizeof *m);
+    if (!m) return wg_error(WG_ERR_NOMEM, "model");
+    s_ld_t ld = {.m = m, .cfg = NULL};
+    wg_status st = WG_OK;
+    m->path = strdup(path);
+    if (!m->path) {
+        st = wg_error(WG_ERR_NOMEM, "model path");
+        goto err;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        st = s_load_hf(&ld);
+    } else {
+        st = wg_gguf_open(path, &m->gguf);
+        if (!st) st = s_hparams_gguf(m);
+    }
+    if (st) goto err;
+    if ((st = s_check_hparams(m))) goto err;
+    if ((st = s_load_tensors(&ld))) goto err;
+    if (ld.cfg) json_decref(ld.cfg);
+    *out = m;
+    return WG_OK;
+err:
+    if (ld.cfg) json_decref(ld.cfg);
+    wg_model_free(&m);
+    return st;
+}
+
+void wg_model_free(wg_model_t **pm) {
+    if (!pm || !*pm) return;
+    wg_model_t *m = *pm;
+    for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    wg_gguf_close(&m->gguf);
+    wg_st_close(&m->st);
+    free(m->path);
+    free(m);
+    *pm = NULL;
+}
+
+const wg_hparams_t *wg_model_hparams(const wg_model_t *m) { return &m->hp; }
+const wg_gguf_t *wg_model_gguf(const wg_model_t *m) { return m->gguf; }
+const char *wg_model_path(const wg_model_t *m) { return m->path; }
+size_t wg_model_weight_bytes(const wg_model_t *m) { return m->weight_bytes; }
+
+wg_kv_t *wg_model_kv_new(const wg_model_t *m, size_t budget_bytes, int32_t block_tokens) {
+    const wg_hparams_t *hp = &m->hp;
+    return wg_kv_new(hp->n_layer, hp->n_head_kv * hp->head_dim, hp->n_head_kv * hp->head_dim_v,
+                     block_tokens, budget_bytes);
+}
