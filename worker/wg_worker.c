@@ -648,7 +648,7 @@ static void s_start_job(wg_worker_t *w, s_job *j, wg_msg_job *job) {
     req.sampling.top_p = (float)sp->top_p;
     req.sampling.min_p = (float)sp->min_p;
     req.sampling.repeat_penalty = (float)sp->repetition_penalty;
-    req.sampling.repeat_last_n = 64;
+    req.sampling.repeat_last_n = -1; /* whole history, as waggle run */
     req.sampling.presence_penalty = (float)sp->presence_penalty;
     req.sampling.frequency_penalty = (float)sp->frequency_penalty;
     req.sampling.has_seed = sp->has_seed;
