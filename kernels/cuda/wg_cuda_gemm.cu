@@ -10,7 +10,9 @@
  * or, for the mat-vec path, [X as Q8_1: M*K/32 blocks]. */
 #include <cuda_fp16.h>
 
-#include "../ref/wg_ref.h"
+extern "C" {
+#include "../ref/wg_ref.h" /* a C header without its own extern "C" */
+}
 #include "wg_cuda_internal.h"
 
 #define WG_GEMM_TILE_BYTES ((size_t)64 << 20) /* F16 weight tile budget */
