@@ -54,6 +54,18 @@ static const wg_hf_name_t s_hf_mixtral[] = {
     {WG_T_COUNT, NULL},
 };
 
+static const wg_hf_name_t s_hf_phi3[] = {
+    {WG_T_FFN_UP, "model.layers.%d.mlp.gate_up_proj.weight"},
+    {WG_T_COUNT, NULL},
+};
+
+static const wg_hf_name_t s_hf_olmo2[] = {
+    {WG_T_ATTN_POST_NORM, "model.layers.%d.post_attention_layernorm.weight"},
+    {WG_T_FFN_POST_NORM, "model.layers.%d.post_feedforward_layernorm.weight"},
+    {WG_T_FFN_NORM, "model.layers.%d.no_pre_ffn_norm"},
+    {WG_T_COUNT, NULL},
+};
+
 /* GGUF lookups take the first row with a matching gguf_arch; HF lookups scan
  * every row, so HF-only variants (Mixtral) sit after their GGUF row. */
 static const wg_arch_t s_archs[] = {
@@ -81,6 +93,18 @@ static const wg_arch_t s_archs[] = {
      .hf_archs = {"Qwen3MoeForCausalLM"},
      .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
      .flags = WG_F_GATED_FFN | WG_F_QK_NORM_HEAD | WG_F_MOE_RENORM},
+    {.gguf_arch = "phi3",
+     .hf_archs = {"Phi3ForCausalLM"},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_GATED_FFN | WG_F_FUSED_QKV | WG_F_FUSED_GATE_UP, .hf_names = s_hf_phi3},
+    {.gguf_arch = "gemma",
+     .hf_archs = {"GemmaForCausalLM"},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_GELU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_GATED_FFN | WG_F_EMBD_SCALE | WG_F_HF_NORM_PLUS1},
+    {.gguf_arch = "olmo2",
+     .hf_archs = {"Olmo2ForCausalLM"},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_GATED_FFN | WG_F_NO_PRE_NORM | WG_F_QK_NORM_FULL, .hf_names = s_hf_olmo2},
 };
 
 #define S_N_ARCHS (sizeof s_archs / sizeof s_archs[0])
@@ -112,4 +136,4 @@ const char *wg_tensor_hf_name(const wg_arch_t *a, wg_tensor_id_t id) {
     return s_names[id].hf;
 }
 
-const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe"; }
+const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe, phi3, gemma, olmo2"; }

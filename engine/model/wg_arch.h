@@ -69,6 +69,7 @@ enum {
     WG_F_HF_PERMUTE_QK = 1u << 11, /* HF q/k rows are rotate-half: permute to interleaved */
     WG_F_MOE_RENORM = 1u << 12,    /* renormalize the selected experts' weights */
     WG_F_CLAMP_KQV = 1u << 13,     /* clamp q/k/v to [-clamp, clamp] (olmo) */
+    WG_F_HF_NORM_PLUS1 = 1u << 14, /* HF norm weights are stored minus 1 (gemma) */
 };
 
 typedef enum { WG_GATE_SOFTMAX, WG_GATE_SIGMOID } wg_gating_t;

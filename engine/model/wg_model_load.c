@@ -183,6 +183,11 @@ static wg_status s_weight(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t k, i
     return WG_OK;
 }
 
+static bool s_is_norm(wg_tensor_id_t id) {
+    return id == WG_T_OUTPUT_NORM || id == WG_T_ATTN_NORM || id == WG_T_FFN_NORM || id == WG_T_ATTN_Q_NORM ||
+           id == WG_T_ATTN_K_NORM || id == WG_T_ATTN_POST_NORM || id == WG_T_FFN_POST_NORM;
+}
+
 /* A 1-D tensor of n floats (converted to an owned F32 copy if needed). */
 static wg_status s_vec(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t n, bool required,
                        const float **out) {
@@ -203,7 +208,8 @@ static wg_status s_vec(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t n, bool
         return wg_error(WG_ERR_FORMAT, "tensor %s: %zu bytes for %lld values", ti.name, ti.nbytes,
                         (long long)n);
     m->weight_bytes += ti.nbytes;
-    if (ti.type == WG_TYPE_F32 && ((uintptr_t)ti.data & 3u) == 0) {
+    const bool plus1 = !m->gguf && (m->arch->flags & WG_F_HF_NORM_PLUS1) && s_is_norm(id);
+    if (ti.type == WG_TYPE_F32 && ((uintptr_t)ti.data & 3u) == 0 && !plus1) {
         *out = ti.data;
         return WG_OK;
     }
@@ -213,6 +219,8 @@ static wg_status s_vec(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t n, bool
         memcpy(p, ti.data, (size_t)n * sizeof(float));
     else
         tr->to_float(ti.data, p, n);
+    if (plus1)
+        for (int64_t i = 0; i < n; i++) p[i] += 1.0f;
     *out = p;
     return WG_OK;
 }
