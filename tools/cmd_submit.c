@@ -341,6 +341,11 @@ static int s_read_key(const char *path, const char *prefer, char out[41]) {
     int found = 0;
     while (!found && fgets(line, sizeof line, f)) {
         char *p = line;
+        size_t bare = strcspn(p, "\r\n");
+        if (bare == 40) { /* a bare key line ('#' and '=' are Z85 characters) */
+            if (!first[0]) memcpy(first, p, 40), first[40] = '\0';
+            continue;
+        }
         int pref = strstr(p, prefer) != NULL;
         char *eq = strchr(p, '=');
         if (eq) p = eq + 1;

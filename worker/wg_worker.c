@@ -53,6 +53,7 @@ typedef struct s_job {
     bool want_lp;               /* return logprobs in the result */
     bool finished;              /* the scheduler reported its last event */
     bool stream_dead;           /* stream abandoned: publish nothing more */
+    bool seen_pause;            /* its stream has been held at least once (logged once) */
     uint64_t seq;               /* next TOKEN seq */
     char topic[S_TOPIC_CAP];    /* "t/<job_id>" */
     int32_t *stop_ids;          /* (n_stop_ids,) stop tokens, not part of the result */
@@ -436,7 +437,11 @@ static void s_hold(wg_worker_t *w, s_job *j, wg_msg_buf *b, int64_t now) {
             j->cap_held = nc;
         }
     }
-    if (j->head == j->n_held) j->held_progress_ms = now;
+    if (j->head == j->n_held) {
+        j->held_progress_ms = now;
+        if (!j->seen_pause) wg_info(S_MOD, "worker=%s job=%s stream paused: subscriber pipe full", w->id, j->job_id);
+        j->seen_pause = true;
+    }
     j->held[j->n_held++] = *b;
     memset(b, 0, sizeof *b);
     w->st.events_held++;
@@ -898,6 +903,7 @@ static wg_status s_bind_stream(wg_worker_t *w, const wg_worker_cfg *cfg) {
     zmq_setsockopt(w->xpub, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(w->xpub, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(w->xpub, ZMQ_XPUB_NODROP, &one, sizeof one);
+    if (cfg->stream_sndbuf > 0) zmq_setsockopt(w->xpub, ZMQ_SNDBUF, &cfg->stream_sndbuf, sizeof cfg->stream_sndbuf);
     if (zmq_bind(w->xpub, cfg->stream) != 0)
         return wg_error(WG_ERR_ZMQ, "worker: bind stream '%s': %s", cfg->stream, zmq_strerror(errno));
     char ep[512];

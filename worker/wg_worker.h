@@ -61,6 +61,7 @@ typedef struct wg_worker_cfg {
     uint32_t drain_timeout_ms;     /* SIGTERM drain: hand back what is left after this; 0 = 30000 */
     uint32_t stream_hwm;           /* XPUB high-water mark per subscriber, messages; 0 = 1000 */
     uint32_t stream_stall_ms;      /* abandon a stream that cannot move for this long; 0 = 10000 */
+    int stream_sndbuf;             /* XPUB kernel send buffer bytes (ZMQ_SNDBUF); 0 = OS default */
     size_t max_buffered_events;    /* held events per paused job before abandoning; 0 = 65536 */
     const char *curve_server_key;  /* broker public key (Z85, 40 chars) enables CURVE, or NULL */
     const char *curve_secret_key;  /* this worker's secret key (Z85); NULL = a fresh ephemeral pair */

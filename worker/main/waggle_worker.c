@@ -37,6 +37,7 @@ static void s_usage(FILE *f) {
             "  --drain-timeout-ms N         on SIGTERM, hand back jobs still running after N ms (default 30000)\n"
             "  --stream-hwm N               XPUB high-water mark per subscriber in messages (default 1000)\n"
             "  --stream-stall-ms N          give up a stream whose subscriber does not move for N ms (default 10000)\n"
+            "  --stream-sndbuf BYTES        kernel send buffer of the stream socket (default: OS)\n"
             "  --curve-server-key-file F    broker public key (Z85); enables CURVE\n"
             "  --curve-secret-key-file F    this worker's secret key (Z85); its public key must be on the\n"
             "                               broker's allow-list (default: a fresh key pair, which will be refused)\n"
@@ -72,6 +73,13 @@ static int s_read_key(const char *path, const char *prefer, char out[41]) {
     while (fgets(line, sizeof line, f)) {
         char *p = line;
         while (*p == ' ' || *p == '\t') p++;
+        /* A bare 40-char line is a key even if it starts with '#' or holds '=' (both are Z85). */
+        size_t bare = strcspn(p, "\r\n");
+        while (bare && (p[bare - 1] == ' ' || p[bare - 1] == '\t')) bare--;
+        if (bare == 40) {
+            if (!first[0]) memcpy(first, p, 40), first[40] = '\0';
+            continue;
+        }
         if (*p == '#' || *p == '\n' || !*p) continue;
         int pref = strstr(p, prefer) != NULL;
         char *eq = strchr(p, '=');
@@ -97,7 +105,7 @@ static int s_read_key(const char *path, const char *prefer, char out[41]) {
 
 int main(int argc, char **argv) {
     enum { O_BROKER = 1, O_MODEL, O_STREAM, O_ADV, O_REDIS, O_ID, O_THREADS, O_MAXSEQS, O_KV, O_HB, O_LIVE,
-           O_DRAIN, O_HWM, O_STALL, O_CSRV, O_CSEC, O_LOG, O_HELP };
+           O_DRAIN, O_HWM, O_STALL, O_SNDBUF, O_CSRV, O_CSEC, O_LOG, O_HELP };
     static const struct option opts[] = {
         {"broker", required_argument, 0, O_BROKER},   {"model", required_argument, 0, O_MODEL},
         {"stream", required_argument, 0, O_STREAM},   {"stream-advertise", required_argument, 0, O_ADV},
@@ -106,6 +114,7 @@ int main(int argc, char **argv) {
         {"kv-budget", required_argument, 0, O_KV},    {"heartbeat-ms", required_argument, 0, O_HB},
         {"liveness", required_argument, 0, O_LIVE},   {"drain-timeout-ms", required_argument, 0, O_DRAIN},
         {"stream-hwm", required_argument, 0, O_HWM},  {"stream-stall-ms", required_argument, 0, O_STALL},
+        {"stream-sndbuf", required_argument, 0, O_SNDBUF},
         {"curve-server-key-file", required_argument, 0, O_CSRV},
         {"curve-secret-key-file", required_argument, 0, O_CSEC},
         {"log-level", required_argument, 0, O_LOG},   {"help", no_argument, 0, O_HELP},
@@ -152,6 +161,7 @@ int main(int argc, char **argv) {
         case O_DRAIN: if (s_num("--drain-timeout-ms", optarg, &v)) return 2; cfg.drain_timeout_ms = (uint32_t)v; break;
         case O_HWM: if (s_num("--stream-hwm", optarg, &v)) return 2; cfg.stream_hwm = (uint32_t)v; break;
         case O_STALL: if (s_num("--stream-stall-ms", optarg, &v)) return 2; cfg.stream_stall_ms = (uint32_t)v; break;
+        case O_SNDBUF: if (s_num("--stream-sndbuf", optarg, &v)) return 2; cfg.stream_sndbuf = (int)v; break;
         case O_CSRV:
             if (s_read_key(optarg, "public-key", server_key)) return 2;
             cfg.curve_server_key = server_key;
