@@ -66,6 +66,13 @@ static const wg_hf_name_t s_hf_olmo2[] = {
     {WG_T_COUNT, NULL},
 };
 
+static const wg_hf_name_t s_hf_gemma2[] = {
+    {WG_T_ATTN_POST_NORM, "model.layers.%d.post_attention_layernorm.weight"},
+    {WG_T_FFN_NORM, "model.layers.%d.pre_feedforward_layernorm.weight"},
+    {WG_T_FFN_POST_NORM, "model.layers.%d.post_feedforward_layernorm.weight"},
+    {WG_T_COUNT, NULL},
+};
+
 /* GGUF lookups take the first row with a matching gguf_arch; HF lookups scan
  * every row, so HF-only variants (Mixtral) sit after their GGUF row. */
 static const wg_arch_t s_archs[] = {
@@ -101,6 +108,16 @@ static const wg_arch_t s_archs[] = {
      .hf_archs = {"GemmaForCausalLM"},
      .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_GELU, .gating = WG_GATE_SOFTMAX,
      .flags = WG_F_GATED_FFN | WG_F_EMBD_SCALE | WG_F_HF_NORM_PLUS1},
+    {.gguf_arch = "gemma2",
+     .hf_archs = {"Gemma2ForCausalLM"},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_GELU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_GATED_FFN | WG_F_EMBD_SCALE | WG_F_HF_NORM_PLUS1 | WG_F_POST_NORMS,
+     .swa_pattern = 2, .hf_names = s_hf_gemma2},
+    {.gguf_arch = "gemma3",
+     .hf_archs = {"Gemma3ForCausalLM"},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_GELU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_GATED_FFN | WG_F_EMBD_SCALE | WG_F_HF_NORM_PLUS1 | WG_F_POST_NORMS | WG_F_QK_NORM_HEAD,
+     .swa_pattern = 6, .rope_base_swa = 10000.0f, .hf_names = s_hf_gemma2},
     {.gguf_arch = "olmo2",
      .hf_archs = {"Olmo2ForCausalLM"},
      .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
@@ -136,4 +153,4 @@ const char *wg_tensor_hf_name(const wg_arch_t *a, wg_tensor_id_t id) {
     return s_names[id].hf;
 }
 
-const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe, phi3, gemma, olmo2"; }
+const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, olmo2"; }

@@ -89,6 +89,8 @@ typedef struct {
     wg_gating_t gating;           /* MoE router function */
     uint32_t flags;               /* WG_F_* */
     float clamp_kqv;              /* with WG_F_CLAMP_KQV */
+    int32_t swa_pattern;          /* default sliding-window layer pattern (see wg_hparams_t) */
+    float rope_base_swa;          /* default rope base of local layers (0 = the global base) */
     const wg_hf_name_t *hf_names; /* overrides of the default (Llama-style) HF names, or NULL */
 } wg_arch_t;
 

@@ -98,7 +98,8 @@ static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) 
         s_rms(f, f->q, n, qd, L->q_norm);
         s_rms(f, f->k, n, kd, L->k_norm);
     }
-    wg_rope_t rope = {.style = m->arch->rope, .n_rot = hp->n_rot, .base = hp->rope_base,
+    const bool swa = hp->n_swa > 0 && (hp->swa_pattern == 0 || il % hp->swa_pattern < hp->swa_pattern - 1);
+    wg_rope_t rope = {.style = m->arch->rope, .n_rot = hp->n_rot, .base = swa ? hp->rope_base_swa : hp->rope_base,
                       .freq_scale = hp->rope_freq_scale, .freq_factors = NULL};
     f->be->rope(f->bctx, &rope, f->q, n, hp->n_head, (int32_t)hd, qd, f->pos);
     f->be->rope(f->bctx, &rope, f->k, n, hp->n_head_kv, (int32_t)hd, kd, f->pos);
@@ -109,7 +110,8 @@ static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) 
     wg_attn_args_t a = {
         .kv = f->kv, .layer = il, .n_tok = n, .seq = f->seq, .pos = f->pos, .q = f->q, .q_stride = qd,
         .out = f->att, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = (int32_t)hd,
-        .head_dim_v = hp->head_dim_v, .scale = 1.0f / sqrtf((float)hd), .window = 0, .softcap = 0.0f,
+        .head_dim_v = hp->head_dim_v, .scale = hp->attn_scale, .window = swa ? hp->n_swa : 0,
+        .softcap = hp->attn_softcap,
         .sinks = NULL,
     };
     if ((st = f->be->attention(f->bctx, &a))) return st;
@@ -370,7 +372,10 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
         WG_ASSERT(logits);
         s_build_norm(&f, cur, n_out, E, m->out_norm, m->out_norm_b);
         if ((st = s_mm(&f, &m->output, 0, cur, n_out, logits, m->out_b))) goto done;
-        (void)V;
+        if (hp->final_softcap > 0.0f) {
+            const float c = hp->final_softcap;
+            for (int64_t i = 0; i < n_out * V; i++) logits[i] = tanhf(logits[i] / c) * c;
+        }
     }
     for (int32_t s = 0; s < n_slots; s++)
         if (next[s] >= 0) wg_kv_seq_set_len(kv, s, next[s]);

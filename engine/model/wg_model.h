@@ -48,6 +48,12 @@ typedef struct {
     int32_t bos;             /* BOS id from the model metadata, -1 if none */
     int32_t eos;             /* EOS id from the model metadata, -1 if none */
     bool tied_output;        /* output matrix is the token embedding */
+    int32_t n_swa;           /* sliding window in tokens (0 = none) */
+    int32_t swa_pattern;     /* layer il is local when il % p < p - 1 (p = 0: all layers) */
+    float rope_base_swa;     /* rope base on sliding-window layers */
+    float attn_scale;        /* query/key logit scale (1/sqrt(head_dim) by default) */
+    float attn_softcap;      /* attention logit soft-cap (0 = off) */
+    float final_softcap;     /* output logit soft-cap (0 = off) */
 } wg_hparams_t;
 
 /* Load a GGUF file or an HF model directory (config.json + safetensors).

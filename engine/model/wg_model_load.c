@@ -323,6 +323,13 @@ static wg_status s_hparams_gguf(wg_model_t *m) {
         if ((st = s_gguf_f32(g, a, "rope.scaling.factor", 1.0f, &f))) return st;
         if (f > 0.0f) hp->rope_freq_scale = 1.0f / f;
     }
+    if ((st = s_gguf_i32(g, a, "attention.sliding_window", false, 0, &hp->n_swa)) ||
+        (st = s_gguf_i32(g, a, "attention.sliding_window_pattern", false, m->arch->swa_pattern, &hp->swa_pattern)) ||
+        (st = s_gguf_f32(g, a, "rope.freq_base_swa",
+                         m->arch->rope_base_swa > 0 ? m->arch->rope_base_swa : hp->rope_base, &hp->rope_base_swa)) ||
+        (st = s_gguf_f32(g, a, "attn_logit_softcapping", 0.0f, &hp->attn_softcap)) ||
+        (st = s_gguf_f32(g, a, "final_logit_softcapping", 0.0f, &hp->final_softcap)))
+        return st;
     int64_t v;
     hp->bos = wg_gguf_get_i64(g, "tokenizer.ggml.bos_token_id", &v) == WG_OK ? (int32_t)v : -1;
     hp->eos = wg_gguf_get_i64(g, "tokenizer.ggml.eos_token_id", &v) == WG_OK ? (int32_t)v : -1;
@@ -373,6 +380,14 @@ static wg_status s_hparams_hf(wg_model_t *m, json_t *cfg) {
     hp->n_ctx_train = s_cfg_int(cfg, "max_position_embeddings", 4096);
     hp->bos = s_cfg_int(cfg, "bos_token_id", -1);
     hp->eos = s_cfg_int(cfg, "eos_token_id", -1);
+    if (json_is_integer(json_object_get(cfg, "sliding_window")) &&
+        !json_is_false(json_object_get(cfg, "use_sliding_window")))
+        hp->n_swa = s_cfg_int(cfg, "sliding_window", 0);
+    hp->swa_pattern = s_cfg_int(cfg, "sliding_window_pattern", m->arch->swa_pattern);
+    hp->rope_base_swa = s_cfg_float(cfg, "rope_local_base_freq",
+                                    m->arch->rope_base_swa > 0 ? m->arch->rope_base_swa : hp->rope_base);
+    hp->attn_softcap = s_cfg_float(cfg, "attn_logit_softcapping", 0.0f);
+    hp->final_softcap = s_cfg_float(cfg, "final_logit_softcapping", 0.0f);
     json_t *rs = json_object_get(cfg, "rope_scaling");
     if (json_is_object(rs)) {
         const char *t = json_string_value(json_object_get(rs, "rope_type"));
@@ -401,6 +416,11 @@ static wg_status s_check_hparams(wg_model_t *m) {
         (hp->n_expert > 0 && hp->n_expert_used == 0))
         return wg_error(WG_ERR_RANGE, "%s: bad n_expert=%d n_expert_used=%d", m->path, hp->n_expert,
                         hp->n_expert_used);
+    if (hp->n_swa < 0 || hp->swa_pattern < 0 || hp->attn_softcap < 0 || hp->final_softcap < 0 ||
+        !(hp->rope_base_swa > 0.0f))
+        return wg_error(WG_ERR_RANGE, "%s: bad sliding_window=%d pattern=%d softcaps=%g/%g", m->path, hp->n_swa,
+                        hp->swa_pattern, (double)hp->attn_softcap, (double)hp->final_softcap);
+    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
     if (!(hp->norm_eps > 0.0f) || !(hp->rope_base > 0.0f))
         return wg_error(WG_ERR_RANGE, "%s: bad norm_eps=%g rope_base=%g", m->path, (double)hp->norm_eps,
                         (double)hp->rope_base);
