@@ -70,6 +70,7 @@ static void s_usage(FILE *f) {
             "  --window N                  jobs submitted but not finished at most (default 8192)\n"
             "  --priority P                priority of every job, -100..100 (default 0)\n"
             "  --timeout S                 give up after S seconds (default: never)\n"
+            "  --stream                    ask workers to publish token events (see waggle tail)\n"
             "  --curve-server-key-file F   broker public key (Z85): enables CURVE\n"
             "  --curve-secret-key-file F   this producer's secret key (Z85), on the broker's allow-list\n");
 }
@@ -389,8 +390,10 @@ int wg_cmd_submit(int argc, char **argv) {
                                          {"priority", required_argument, 0, 'p'}, {"timeout", required_argument, 0, 'T'},
                                          {"curve-server-key-file", required_argument, 0, 'S'},
                                          {"curve-secret-key-file", required_argument, 0, 'K'},
+                                         {"stream", no_argument, 0, 'X'},
                                          {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     const char *broker = NULL, *input = NULL, *output = NULL, *model = NULL, *srv_file = NULL, *sec_file = NULL;
+    bool stream = false;
     long batch = 256, window = 8192, priority = 0, timeout_s = 0;
     int c;
     optind = 1;
@@ -406,6 +409,7 @@ int wg_cmd_submit(int argc, char **argv) {
         case 'T': timeout_s = atol(optarg); break;
         case 'S': srv_file = optarg; break;
         case 'K': sec_file = optarg; break;
+        case 'X': stream = true; break;
         case 'h': s_usage(stdout); return 0;
         default: s_usage(stderr); return 2;
         }
@@ -461,6 +465,7 @@ int wg_cmd_submit(int argc, char **argv) {
             n_done++;
             n_failed++;
         } else {
+            it->job.stream = stream;
             n_items++;
         }
         free(cid);
