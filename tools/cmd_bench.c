@@ -1,8 +1,25 @@
-/* waggle bench — placeholder until its issue lands. */
+/* waggle bench — benchmark dispatcher: `waggle bench <suite> [options]`.
+ * One helper file per suite (tools/bench_<suite>.c); add a row to add one. */
+#include <stdio.h>
+#include <string.h>
+
+#include "bench_kernels.h"
 #include "waggle.h"
 
+typedef struct {
+    const char *name;                    /* suite name on the command line */
+    int (*fn)(int argc, char **argv);    /* argv[0] = suite name */
+} s_suite_t;
+
+static const s_suite_t s_suites[] = {
+    {"kernels", wg_bench_kernels},
+};
+
 int wg_cmd_bench(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    return wg_cmd_unimplemented("bench");
+    if (argc >= 2) {
+        for (size_t i = 0; i < sizeof s_suites / sizeof s_suites[0]; i++)
+            if (strcmp(argv[1], s_suites[i].name) == 0) return s_suites[i].fn(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "waggle bench: only 'kernels' is built yet\n");
+    return 2;
 }

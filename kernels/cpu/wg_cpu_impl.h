@@ -42,6 +42,15 @@ void wg_cpu_kernels_avx512(wg_cpu_kernels_t *k);
 #include <stdbool.h>
 bool wg_cpu_force_simd(const char *level);
 
+/* Like wg_pool_run, but the caller does not wait for workers that have not
+ * started: fn runs on the caller and on whichever workers join before the
+ * caller's own share returns, and the call returns once those have finished.
+ * So fn must claim its work dynamically (a shared counter) and the caller's
+ * share must loop until no work is left. On a loaded machine this keeps a
+ * descheduled or sleeping worker off the critical path. */
+typedef struct wg_pool wg_pool_t;
+void wg_pool_run_any(wg_pool_t *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx);
+
 /* The kernel table in use (borrowed, valid until the next wg_cpu_force_simd). */
 const wg_cpu_kernels_t *wg_cpu_kernels(void);
 

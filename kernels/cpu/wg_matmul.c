@@ -2,13 +2,14 @@
  *
  * Two phases, each one wg_pool_run: (1) every activation row is quantized
  * once to the weight type's vec_dot_type (rows split across threads); (2) the
- * N weight rows are split into one contiguous range per thread, and each
- * range is walked in tiles of WG_CPU_NB weight rows x WG_CPU_MR activation
- * rows so a weight tile stays in L1/L2 while every activation row passes over
+ * N weight rows are cut into tiles of WG_CPU_NB rows that threads take
+ * from a shared counter, and each tile is walked WG_CPU_MR activation rows
+ * at a time so a weight tile stays in L1/L2 while every activation row passes over
  * it. The SIMD kernel for a tile computes each output with the same operation
  * sequence as a lone row would (see wg_cpu_impl.h), so the result is
  * batch invariant and independent of the thread count. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,34 +92,53 @@ typedef struct {
     uint8_t *xq;                 /* [M][xrow] quantized activations */
     size_t xrow;                 /* bytes per quantized activation row */
     wg_cpu_vdot_fn vdot;         /* SIMD multi-row kernel, or NULL for the ref vec_dot */
+    _Atomic int64_t next_tile;   /* next tile of WG_CPU_NB weight rows to hand out */
+    _Atomic int64_t next_row;    /* next activation row to quantize */
 } s_mm;
 
 static void s_quant_rows(void *arg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
     s_mm *c = arg;
-    for (int64_t m = ith; m < c->M; m += nth)
+    for (;;) {
+        const int64_t m = atomic_fetch_add_explicit(&c->next_row, 1, memory_order_relaxed);
+        if (m >= c->M) break;
         c->quant(c->X + m * c->K, c->xq + (size_t)m * c->xrow, c->K);
+    }
 }
 
-static void s_dot_rows(void *arg, int ith, int nth) {
-    s_mm *c = arg;
-    const int64_t n0 = c->N * ith / nth, n1 = c->N * (ith + 1) / nth;
+/* One tile: weight rows [nb, ne) against every activation row. */
+static void s_dot_tile(const s_mm *c, int64_t nb, int64_t ne) {
     float s[WG_CPU_MR];
-    for (int64_t nb = n0; nb < n1; nb += WG_CPU_NB) {
-        const int64_t ne = nb + WG_CPU_NB < n1 ? nb + WG_CPU_NB : n1;
-        for (int64_t m = 0; m < c->M; m += WG_CPU_MR) {
-            const int nr = (int)(c->M - m < WG_CPU_MR ? c->M - m : WG_CPU_MR);
-            const uint8_t *xq = c->xq + (size_t)m * c->xrow;
-            for (int64_t n = nb; n < ne; n++) {
-                const uint8_t *w = c->W + (size_t)n * c->wrow;
-                if (c->vdot) {
-                    c->vdot(c->K, w, xq, c->xrow, nr, s);
-                } else {
-                    for (int r = 0; r < nr; r++)
-                        s[r] = c->tr->vec_dot(c->K, w, xq + (size_t)r * c->xrow);
-                }
-                for (int r = 0; r < nr; r++) c->Y[(m + r) * c->N + n] = s[r];
+    for (int64_t m = 0; m < c->M; m += WG_CPU_MR) {
+        const int nr = (int)(c->M - m < WG_CPU_MR ? c->M - m : WG_CPU_MR);
+        const uint8_t *xq = c->xq + (size_t)m * c->xrow;
+        for (int64_t n = nb; n < ne; n++) {
+            const uint8_t *w = c->W + (size_t)n * c->wrow;
+            if (c->vdot) {
+                c->vdot(c->K, w, xq, c->xrow, nr, s);
+            } else {
+                for (int r = 0; r < nr; r++)
+                    s[r] = c->tr->vec_dot(c->K, w, xq + (size_t)r * c->xrow);
             }
+            for (int r = 0; r < nr; r++) c->Y[(m + r) * c->N + n] = s[r];
         }
+    }
+}
+
+/* Tiles are handed out from a shared counter rather than split statically:
+ * on a loaded machine a descheduled worker then delays one tile, not half
+ * the product. Which thread computes a tile never changes its numbers. */
+static void s_dot_rows(void *arg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    s_mm *c = arg;
+    const int64_t n_tiles = (c->N + WG_CPU_NB - 1) / WG_CPU_NB;
+    for (;;) {
+        const int64_t t = atomic_fetch_add_explicit(&c->next_tile, 1, memory_order_relaxed);
+        if (t >= n_tiles) break;
+        const int64_t nb = t * WG_CPU_NB;
+        s_dot_tile(c, nb, nb + WG_CPU_NB < c->N ? nb + WG_CPU_NB : c->N);
     }
 }
 
@@ -144,6 +164,8 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
         .tr = tr, .W = W, .wrow = wg_row_size(wt, K), .N = N, .K = K, .M = M, .X = X, .Y = Y,
         .vdot = s_kern.vdot_x[wt] == tr->vec_dot_type ? s_kern.vdot[wt] : NULL,
     };
+    atomic_init(&c.next_tile, 0);
+    atomic_init(&c.next_row, 0);
     uint8_t *buf = NULL;
     if (vt == WG_TYPE_F32) {
         c.xq = (uint8_t *)(uintptr_t)X;  /* read only: no quantizer runs */
@@ -159,9 +181,9 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
         if (M == 1 || !pool)
             s_quant_rows(&c, 0, 1);
         else
-            wg_pool_run(pool, s_quant_rows, &c);
+            wg_pool_run_any(pool, s_quant_rows, &c);
     }
-    wg_pool_run(pool, s_dot_rows, &c);
+    wg_pool_run_any(pool, s_dot_rows, &c);
     free(buf);
     return WG_OK;
 }

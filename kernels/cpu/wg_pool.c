@@ -9,10 +9,13 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "wg_cpu.h"
+#include "wg_cpu_impl.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -20,6 +23,9 @@
 #else
 #define S_PAUSE() ((void)0)
 #endif
+
+/* Bit of the join word set once a wg_pool_run_any run stops admitting. */
+#define S_CLOSED 0x80000000u
 
 /* Spins before a worker sleeps / the caller yields: ~50-100 us of pause. */
 #define S_SPIN_WORKER 20000
@@ -37,7 +43,9 @@ struct wg_pool {
     int n_started;                           /* workers actually created */
     void (*fn)(void *ctx, int ith, int nth); /* job of the current run */
     void *ctx;                               /* its argument */
+    bool any;                                /* run started by wg_pool_run_any */
     _Atomic unsigned gen;                    /* run generation, bumped per run */
+    _Atomic uint64_t join;                   /* gen << 32 | S_CLOSED | workers inside fn */
     _Atomic int n_done;                      /* workers finished with this run */
     _Atomic int quit;                        /* set by destroy */
     pthread_mutex_t mu;                      /* guards sleeping on cv */
@@ -65,8 +73,26 @@ static void *s_worker_main(void *arg) {
         }
         if (atomic_load(&p->quit)) break;
         seen = g;
+        /* Join run g unless it is closed or already superseded: a worker that
+         * woke late must not touch the fn/ctx of a newer run it did not see. */
+        uint64_t j = atomic_load_explicit(&p->join, memory_order_acquire);
+        bool joined = false;
+        while ((unsigned)(j >> 32) == g && !(j & S_CLOSED)) {
+            if (atomic_compare_exchange_weak_explicit(&p->join, &j, j + 1, memory_order_acq_rel,
+                                                      memory_order_acquire)) {
+                joined = true;
+                break;
+            }
+        }
+        if (!joined) continue;
+        /* Joined: fn, ctx and any are those of run g until we leave. */
+        const bool any = p->any;
         p->fn(p->ctx, w->ith, p->n);
-        atomic_fetch_add_explicit(&p->n_done, 1, memory_order_release);
+        /* Leave before reporting done: once a full run's caller sees n_done
+         * complete it may publish the next run, and must find join settled.
+         * run_any callers wait on join alone and never read n_done. */
+        atomic_fetch_sub_explicit(&p->join, 1, memory_order_release);
+        if (!any) atomic_fetch_add_explicit(&p->n_done, 1, memory_order_release);
     }
     return NULL;
 }
@@ -84,6 +110,7 @@ wg_pool_t *wg_pool_new(int n_threads) {
     p->n = n_threads;
     atomic_init(&p->gen, 0);
     atomic_init(&p->n_done, 0);
+    atomic_init(&p->join, 0);
     atomic_init(&p->quit, 0);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
@@ -128,28 +155,64 @@ void wg_pool_destroy(wg_pool_t **pool) {
 
 int wg_pool_size(const wg_pool_t *pool) { return pool ? pool->n : 1; }
 
+/* Publish run gen+1 (fn, ctx, open join word) and wake the workers. */
+static unsigned s_publish(wg_pool_t *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx,
+                          bool any) {
+    pool->any = any;
+    pool->fn = fn;
+    pool->ctx = ctx;
+    const unsigned g = atomic_load_explicit(&pool->gen, memory_order_relaxed) + 1;
+    atomic_store_explicit(&pool->n_done, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->join, (uint64_t)g << 32, memory_order_relaxed);
+    /* Bump under the mutex so a worker about to sleep cannot miss it. */
+    pthread_mutex_lock(&pool->mu);
+    atomic_store_explicit(&pool->gen, g, memory_order_release);
+    pthread_cond_broadcast(&pool->cv);
+    pthread_mutex_unlock(&pool->mu);
+    return g;
+}
+
+static void s_spin_until(_Atomic int *v, int want) {
+    int spins = 0;
+    while (atomic_load_explicit(v, memory_order_acquire) != want) {
+        if (++spins < S_SPIN_CALLER) {
+            S_PAUSE();
+        } else {
+            sched_yield();
+        }
+    }
+}
+
 void wg_pool_run(wg_pool_t *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx) {
     WG_ASSERT(fn != NULL);
     if (!pool || pool->n == 1) {
         fn(ctx, 0, 1);
         return;
     }
-    pool->fn = fn;
-    pool->ctx = ctx;
-    atomic_store_explicit(&pool->n_done, 0, memory_order_relaxed);
-    /* Bump under the mutex so a worker about to sleep cannot miss it. */
-    pthread_mutex_lock(&pool->mu);
-    atomic_fetch_add_explicit(&pool->gen, 1, memory_order_release);
-    pthread_cond_broadcast(&pool->cv);
-    pthread_mutex_unlock(&pool->mu);
+    s_publish(pool, fn, ctx, false);
     fn(ctx, 0, pool->n);
-    const int want = pool->n - 1;
+    /* Every worker joins: the run is never closed, and a worker that skipped
+     * an older run sees this generation on its next look. */
+    s_spin_until(&pool->n_done, pool->n - 1);
+}
+
+void wg_pool_run_any(wg_pool_t *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx) {
+    WG_ASSERT(fn != NULL);
+    if (!pool || pool->n == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    s_publish(pool, fn, ctx, true);
+    fn(ctx, 0, pool->n);
+    /* Close admission, then wait only for the workers already inside. */
+    uint64_t j = atomic_fetch_or_explicit(&pool->join, S_CLOSED, memory_order_acq_rel);
     int spins = 0;
-    while (atomic_load_explicit(&pool->n_done, memory_order_acquire) != want) {
+    while ((j & (S_CLOSED - 1)) != 0) {
         if (++spins < S_SPIN_CALLER) {
             S_PAUSE();
         } else {
             sched_yield();
         }
+        j = atomic_load_explicit(&pool->join, memory_order_acquire);
     }
 }

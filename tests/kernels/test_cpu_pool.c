@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "kernels/cpu/wg_cpu.h"
+#include "kernels/cpu/wg_cpu_impl.h"
 #include "wg_test.h"
 
 static int s_threads_now(void) {
@@ -89,4 +90,43 @@ Test(cpu_pool, bad_sizes_fail_with_reason) {
     cr_assert(strstr(wg_errmsg(), "n_threads=0") != NULL, "%s", wg_errmsg());
     cr_assert_null(wg_pool_new(-3));
     cr_assert_null(wg_pool_new(100000));
+}
+
+/* wg_pool_run_any: work claimed from a counter is done exactly once whoever
+ * joins, and the call returns only after every joined worker has left. */
+typedef struct {
+    _Atomic int next;     /* next item to claim */
+    _Atomic int done[4096]; /* times each item was processed */
+} s_any_ctx;
+
+static void s_any_job(void *arg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    s_any_ctx *c = arg;
+    for (;;) {
+        int i = atomic_fetch_add(&c->next, 1);
+        if (i >= 4096) break;
+        atomic_fetch_add(&c->done[i], 1);
+    }
+}
+
+static void s_count_job(void *arg, int ith, int nth) {
+    (void)nth;
+    atomic_fetch_add(&((_Atomic int *)arg)[ith], 1);
+}
+
+Test(cpu_pool, run_any_does_all_work_once_and_mixes_with_run) {
+    wg_pool_t *p = wg_pool_new(2);
+    cr_assert_not_null(p);
+    static s_any_ctx c;
+    _Atomic int counts[2] = {0, 0};
+    for (int r = 0; r < 2000; r++) {
+        memset(&c, 0, sizeof c);
+        wg_pool_run_any(p, s_any_job, &c);
+        for (int i = 0; i < 4096; i++) cr_assert_eq(atomic_load(&c.done[i]), 1, "run %d item %d", r, i);
+        wg_pool_run(p, s_count_job, counts); /* full runs still reach every worker */
+    }
+    cr_assert_eq(atomic_load(&counts[0]), 2000);
+    cr_assert_eq(atomic_load(&counts[1]), 2000);
+    wg_pool_destroy(&p);
 }

@@ -1,0 +1,331 @@
+/* bench_kernels — `waggle bench kernels`: wg_k_matmul_cpu per weight type at
+ * M=1 (decode: bound by weight bytes) and M=32 (prefill-like: bound by
+ * arithmetic), with 1..n threads, against a roofline measured in the same
+ * run: a STREAM-style read loop over a buffer far larger than the caches.
+ *
+ * The weights are cycled through enough copies to fill --mem-mb so each run
+ * reads them from DRAM, not from a warm last-level cache (the figure a real
+ * model, gigabytes of weights, sees). Times are medians after warm-up. */
+#include "bench_kernels.h"
+
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/wg_status.h"
+#include "kernels/cpu/wg_cpu.h"
+#include "kernels/ref/wg_ref.h"
+
+#define S_MAX_LIST 32
+
+typedef struct {
+    int json;                        /* --json */
+    int threads[S_MAX_LIST];         /* --threads 1,2 */
+    int n_threads;                   /* entries in threads */
+    int ms[S_MAX_LIST];              /* --m 1,32 */
+    int n_ms;                        /* entries in ms */
+    wg_type_t types[S_MAX_LIST];     /* --types Q4_K,Q6_K */
+    int n_types;                     /* entries in types */
+    int64_t K, N;                    /* --k, --n */
+    int reps;                        /* --reps timed runs per point */
+    size_t mem_bytes;                /* --mem-mb buffer for bandwidth and weight copies */
+} s_opts;
+
+typedef struct {
+    const char *type;  /* type name */
+    int M, threads;    /* shape point */
+    double ms;         /* median milliseconds per product */
+    double wgbs;       /* weight bytes / time, GB/s */
+    double gflops;     /* 2*M*N*K / time */
+    double frac;       /* wgbs / measured read bandwidth at this thread count */
+} s_result;
+
+static double s_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int s_cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double s_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, s_cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int s_parse_ints(const char *s, int *out, int max) {
+    int n = 0;
+    while (*s && n < max) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 4096) return -1;
+        out[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return n;
+}
+
+/* ---- memory read bandwidth ---- */
+
+typedef struct {
+    const uint8_t *buf;  /* buffer to read */
+    size_t bytes;        /* its size (multiple of 128 * threads) */
+    uint64_t sums[64];   /* per-thread checksum, so the reads are not elided */
+} s_rd;
+
+__attribute__((target("avx2"))) static uint64_t s_read_avx2(const uint8_t *p, size_t n) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i + 128 <= n; i += 128) {
+        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i)));
+        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
+        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + i + 64)));
+        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + i + 96)));
+    }
+    a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+    uint64_t t[4];
+    _mm256_storeu_si256((__m256i *)t, a0);
+    return t[0] + t[1] + t[2] + t[3];
+}
+
+static uint64_t s_read_scalar(const uint8_t *p, size_t n) {
+    const uint64_t *q = (const uint64_t *)p;
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (size_t i = 0; i + 4 <= n / 8; i += 4) {
+        a += q[i];
+        b += q[i + 1];
+        c += q[i + 2];
+        d += q[i + 3];
+    }
+    return a + b + c + d;
+}
+
+static void s_read_job(void *arg, int ith, int nth) {
+    s_rd *r = arg;
+    const size_t chunk = r->bytes / (size_t)nth / 128 * 128;
+    const uint8_t *p = r->buf + chunk * (size_t)ith;
+    r->sums[ith & 63] += __builtin_cpu_supports("avx2") ? s_read_avx2(p, chunk)
+                                                        : s_read_scalar(p, chunk);
+}
+
+/* Median GB/s of reading `bytes` with `nth` threads. */
+static double s_read_bw(const uint8_t *buf, size_t bytes, int nth, int reps) {
+    wg_pool_t *pool = wg_pool_new(nth);
+    if (!pool) return 0.0;
+    s_rd r = {.buf = buf, .bytes = bytes};
+    double t[64];
+    if (reps > 64) reps = 64;
+    wg_pool_run(pool, s_read_job, &r); /* warm-up */
+    for (int i = 0; i < reps; i++) {
+        const double t0 = s_now();
+        wg_pool_run(pool, s_read_job, &r);
+        t[i] = s_now() - t0;
+    }
+    wg_pool_destroy(&pool);
+    const size_t chunk = bytes / (size_t)nth / 128 * 128;
+    return (double)(chunk * (size_t)nth) / s_median(t, reps) / 1e9;
+}
+
+/* ---- matmul ---- */
+
+static float s_randf(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (float)((double)(*s >> 11) / (double)(1ull << 52) - 1.0);
+}
+
+static int s_bench_type(const s_opts *o, wg_type_t t, const double *bw, s_result *res,
+                        int *n_res) {
+    const wg_type_traits_t *tr = wg_type_traits(t);
+    const int64_t K = o->K, N = o->N;
+    if (!tr || !tr->supported || !tr->from_float || K % tr->blck_size != 0) {
+        fprintf(stderr, "waggle bench kernels: skipping %s (no kernel or K=%ld not a multiple "
+                        "of its block)\n", tr ? tr->name : "?", (long)K);
+        return 0;
+    }
+    const size_t rs = wg_row_size(t, K), wbytes = rs * (size_t)N;
+    size_t copies = o->mem_bytes / wbytes + 1;
+    if (copies < 2) copies = 2;
+    uint8_t *W = malloc(wbytes * copies);
+    float *src = malloc((size_t)K * sizeof(float));
+    int64_t maxM = 1;
+    for (int i = 0; i < o->n_ms; i++) maxM = o->ms[i] > maxM ? o->ms[i] : maxM;
+    float *X = malloc((size_t)(maxM * K) * sizeof(float));
+    float *Y = malloc((size_t)(maxM * N) * sizeof(float));
+    if (!W || !src || !X || !Y) {
+        fprintf(stderr, "waggle bench kernels: out of memory for %zu copies of %s\n", copies,
+                tr->name);
+        free(W), free(src), free(X), free(Y);
+        return -1;
+    }
+    /* Quantize 64 distinct rows and tile them: the content does not change
+     * the speed, and the reference quantizers are slow on 16M values. */
+    uint64_t seed = 0x1234567ull + (uint64_t)t;
+    const int64_t distinct = N < 64 ? N : 64;
+    for (int64_t n = 0; n < distinct; n++) {
+        for (int64_t k = 0; k < K; k++) src[k] = s_randf(&seed);
+        tr->from_float(src, W + (size_t)n * rs, K);
+    }
+    for (int64_t n = distinct; n < N; n++) memcpy(W + (size_t)n * rs, W + (size_t)(n % distinct) * rs, rs);
+    for (size_t c = 1; c < copies; c++) memcpy(W + c * wbytes, W, wbytes);
+    for (int64_t i = 0; i < maxM * K; i++) X[i] = s_randf(&seed);
+
+    size_t cur = 0;
+    for (int mi = 0; mi < o->n_ms; mi++) {
+        const int M = o->ms[mi];
+        for (int ti = 0; ti < o->n_threads; ti++) {
+            wg_pool_t *pool = wg_pool_new(o->threads[ti]);
+            if (!pool) {
+                fprintf(stderr, "waggle bench kernels: %s\n", wg_errmsg());
+                break;
+            }
+            double times[256];
+            int reps = o->reps > 256 ? 256 : o->reps;
+            wg_status st = WG_OK;
+            for (int r = -2; r < reps && st == WG_OK; r++) {
+                const uint8_t *w = W + (cur++ % copies) * wbytes;
+                const double t0 = s_now();
+                st = wg_k_matmul_cpu(pool, t, w, N, K, X, M, Y);
+                if (r >= 0) times[r] = s_now() - t0;
+            }
+            wg_pool_destroy(&pool);
+            if (st != WG_OK) {
+                fprintf(stderr, "waggle bench kernels: %s: %s\n", tr->name, wg_errmsg());
+                break;
+            }
+            const double sec = s_median(times, reps);
+            s_result *x = &res[(*n_res)++];
+            x->type = tr->name;
+            x->M = M;
+            x->threads = o->threads[ti];
+            x->ms = sec * 1e3;
+            x->wgbs = (double)wbytes / sec / 1e9;
+            x->gflops = 2.0 * M * (double)N * (double)K / sec / 1e9;
+            x->frac = bw[ti] > 0 ? x->wgbs / bw[ti] : 0.0;
+            if (!o->json)
+                printf("%-7s M=%-3d threads=%d  %9.3f ms  %7.2f GB/s  %8.2f GFLOP/s  %5.1f%% of "
+                       "read bw\n",
+                       x->type, x->M, x->threads, x->ms, x->wgbs, x->gflops, 100.0 * x->frac);
+            fflush(stdout);
+        }
+    }
+    free(W), free(src), free(X), free(Y);
+    return 0;
+}
+
+static void s_usage(FILE *f) {
+    fprintf(f,
+            "usage: waggle bench kernels [--json] [--threads 1,2] [--types Q4_K,Q6_K,...]\n"
+            "                            [--m 1,32] [--k 4096] [--n 4096] [--reps 15]\n"
+            "                            [--mem-mb 1024]\n"
+            "Times wg_k_matmul_cpu (Y = X @ W^T, W N x K of each type) and reports weight\n"
+            "GB/s, GFLOP/s and the fraction of the measured memory read bandwidth.\n");
+}
+
+int wg_bench_kernels(int argc, char **argv) {
+    s_opts o = {.threads = {1, 2}, .n_threads = 2, .ms = {1, 32}, .n_ms = 2, .K = 4096,
+                .N = 4096, .reps = 15, .mem_bytes = (size_t)1024 << 20};
+    static const wg_type_t defaults[] = {
+        WG_TYPE_Q4_0, WG_TYPE_Q4_1, WG_TYPE_Q5_0, WG_TYPE_Q5_1, WG_TYPE_Q8_0, WG_TYPE_Q2_K,
+        WG_TYPE_Q3_K, WG_TYPE_Q4_K, WG_TYPE_Q5_K, WG_TYPE_Q6_K, WG_TYPE_IQ4_NL,
+        WG_TYPE_IQ4_XS, WG_TYPE_MXFP4, WG_TYPE_F16, WG_TYPE_BF16, WG_TYPE_F32};
+    o.n_types = (int)(sizeof defaults / sizeof defaults[0]);
+    memcpy(o.types, defaults, sizeof defaults);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--json") == 0) {
+            o.json = 1;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            s_usage(stdout);
+            return 0;
+        } else if (v && strcmp(a, "--threads") == 0) {
+            if ((o.n_threads = s_parse_ints(v, o.threads, S_MAX_LIST)) < 1) goto bad;
+            i++;
+        } else if (v && strcmp(a, "--m") == 0) {
+            if ((o.n_ms = s_parse_ints(v, o.ms, S_MAX_LIST)) < 1) goto bad;
+            i++;
+        } else if (v && strcmp(a, "--types") == 0) {
+            char buf[512];
+            snprintf(buf, sizeof buf, "%s", v);
+            o.n_types = 0;
+            for (char *sv, *tok = strtok_r(buf, ",", &sv); tok; tok = strtok_r(NULL, ",", &sv)) {
+                wg_type_t t = wg_type_from_name(tok);
+                if (t == WG_TYPE_COUNT || o.n_types == S_MAX_LIST) {
+                    fprintf(stderr, "waggle bench kernels: unknown type '%s'\n", tok);
+                    return 2;
+                }
+                o.types[o.n_types++] = t;
+            }
+            i++;
+        } else if (v && (strcmp(a, "--k") == 0 || strcmp(a, "--n") == 0 ||
+                         strcmp(a, "--reps") == 0 || strcmp(a, "--mem-mb") == 0)) {
+            char *end;
+            long x = strtol(v, &end, 10);
+            if (*end || x < 1 || x > (1L << 20)) goto bad;
+            if (a[2] == 'k') o.K = x;
+            else if (a[2] == 'n') o.N = x;
+            else if (a[2] == 'r') o.reps = (int)x;
+            else o.mem_bytes = (size_t)x << 20;
+            i++;
+        } else {
+            goto bad;
+        }
+        continue;
+    bad:
+        fprintf(stderr, "waggle bench kernels: bad argument '%s'%s%s\n", a, v ? " " : "",
+                v ? v : "");
+        s_usage(stderr);
+        return 2;
+    }
+
+    /* Roofline first, with the buffer freed before the weights are made. */
+    double bw[S_MAX_LIST] = {0};
+    {
+        uint8_t *buf = aligned_alloc(4096, o.mem_bytes);
+        if (!buf) {
+            fprintf(stderr, "waggle bench kernels: cannot allocate %zu MiB\n", o.mem_bytes >> 20);
+            return 1;
+        }
+        memset(buf, 1, o.mem_bytes);
+        for (int ti = 0; ti < o.n_threads; ti++) {
+            bw[ti] = s_read_bw(buf, o.mem_bytes, o.threads[ti], 7);
+            if (!o.json)
+                printf("memory read bandwidth, %d thread%s: %.2f GB/s (%zu MiB buffer)\n",
+                       o.threads[ti], o.threads[ti] > 1 ? "s" : "", bw[ti], o.mem_bytes >> 20);
+        }
+        free(buf);
+    }
+    if (!o.json) printf("simd=%s K=%ld N=%ld\n", wg_cpu_simd_name(), (long)o.K, (long)o.N);
+
+    s_result *res = calloc((size_t)(o.n_types * o.n_ms * o.n_threads) + 1, sizeof *res);
+    if (!res) return 1;
+    int n_res = 0;
+    for (int i = 0; i < o.n_types; i++)
+        if (s_bench_type(&o, o.types[i], bw, res, &n_res) != 0) {
+            free(res);
+            return 1;
+        }
+
+    if (o.json) {
+        printf("{\"machine\":{\"simd\":\"%s\",\"read_bw_gbs\":{", wg_cpu_simd_name());
+        for (int ti = 0; ti < o.n_threads; ti++)
+            printf("%s\"%d\":%.3f", ti ? "," : "", o.threads[ti], bw[ti]);
+        printf("},\"mem_mb\":%zu},\"K\":%ld,\"N\":%ld,\"results\":[", o.mem_bytes >> 20,
+               (long)o.K, (long)o.N);
+        for (int i = 0; i < n_res; i++)
+            printf("%s\n{\"type\":\"%s\",\"M\":%d,\"threads\":%d,\"ms\":%.4f,\"weight_gbs\":%.3f,"
+                   "\"gflops\":%.3f,\"roofline_frac\":%.4f}",
+                   i ? "," : "", res[i].type, res[i].M, res[i].threads, res[i].ms, res[i].wgbs,
+                   res[i].gflops, res[i].frac);
+        printf("]}\n");
+    }
+    free(res);
+    return 0;
+}
