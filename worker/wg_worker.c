@@ -54,6 +54,7 @@ typedef struct s_job {
     bool finished;              /* the scheduler reported its last event */
     bool stream_dead;           /* stream abandoned: publish nothing more */
     bool seen_pause;            /* its stream has been held at least once (logged once) */
+    bool paused;                /* its sequence is paused in the scheduler */
     uint64_t seq;               /* next TOKEN seq */
     char topic[S_TOPIC_CAP];    /* "t/<job_id>" */
     int32_t *stop_ids;          /* (n_stop_ids,) stop tokens, not part of the result */
@@ -390,6 +391,11 @@ static void s_xpub_read(wg_worker_t *w) {
     }
 }
 
+static void s_resume(wg_worker_t *w, s_job *j) {
+    if (j->paused && !j->finished) wg_sched_resume(w->models[j->model].sched, j->handle);
+    j->paused = false;
+}
+
 /* Publish j's held events in order until the pipe pushes back. */
 static void s_flush_held(wg_worker_t *w, s_job *j, int64_t now) {
     while (j->head < j->n_held) {
@@ -400,13 +406,17 @@ static void s_flush_held(wg_worker_t *w, s_job *j, int64_t now) {
         j->held_progress_ms = now;
         if (st == WG_OK) w->st.events_published++;
     }
-    if (j->head == j->n_held) j->head = j->n_held = 0;
+    if (j->head == j->n_held) {
+        j->head = j->n_held = 0;
+        s_resume(w, j);
+    }
 }
 
 static void s_abandon_stream(wg_worker_t *w, s_job *j, const char *why) {
     for (size_t i = j->head; i < j->n_held; i++) wg_msg_buf_free(&j->held[i]);
     j->head = j->n_held = 0;
     j->stream_dead = true;
+    s_resume(w, j);
     w->st.streams_abandoned++;
     wg_warn(S_MOD, "worker=%s job=%s stream abandoned: %s (result still goes to the broker)", w->id,
             j->job_id, why);
@@ -439,6 +449,10 @@ static void s_hold(wg_worker_t *w, s_job *j, wg_msg_buf *b, int64_t now) {
     }
     if (j->head == j->n_held) {
         j->held_progress_ms = now;
+        /* Backpressure: stop generating for this job only (its KV stays). */
+        if (!j->finished && j->handle && !j->paused &&
+            wg_sched_pause(w->models[j->model].sched, j->handle) == WG_OK)
+            j->paused = true;
         if (!j->seen_pause) wg_info(S_MOD, "worker=%s job=%s stream paused: subscriber pipe full", w->id, j->job_id);
         j->seen_pause = true;
     }

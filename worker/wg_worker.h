@@ -11,10 +11,11 @@
  * and jobs over a model's running limit simply wait in its scheduler.
  *
  * Flow control: the XPUB has ZMQ_XPUB_NODROP, so a publication to a job whose
- * subscriber's pipe is full fails with EAGAIN. That job's events are then
- * held in the worker (in order, bounded by cfg.max_buffered_events) and
- * retried every loop turn while other jobs keep publishing; its DONE waits
- * for its final event. A stream that cannot move for cfg.stream_stall_ms or
+ * subscriber's pipe is full fails with EAGAIN. That job's sequence is then
+ * paused in its scheduler (wg_sched_pause: out of the batch, KV kept) and the
+ * event (plus any produced in the same step) is held in order and retried
+ * every loop turn while other jobs keep running; when the held events are
+ * out, the sequence resumes. Its DONE waits for its final event. A stream that cannot move for cfg.stream_stall_ms or
  * overflows its buffer is abandoned (consumers recover with FETCH): final
  * results never depend on consumers.
  *

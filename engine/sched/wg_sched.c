@@ -41,6 +41,7 @@ typedef struct {
     int64_t preempted_at;     /* step of the last preemption (-1 never): not re-admitted in that step */
     int32_t plan_n;           /* tokens of this sequence in the step being built */
     bool plan_logits;         /* this step's chunk ends at the last token: sample */
+    bool paused;              /* wg_sched_pause: left out of batches, keeps its blocks */
 } s_seq_t;
 
 typedef struct {
@@ -200,7 +201,13 @@ void wg_sched_free(wg_sched_t **ps) {
 const wg_sched_cfg_t *wg_sched_cfg(const wg_sched_t *s) { return &s->cfg; }
 const wg_kv_t *wg_sched_kv(const wg_sched_t *s) { return s->kv; }
 
-bool wg_sched_busy(const wg_sched_t *s) { return s->n_seqs > 0 || s->n_pend > 0; }
+bool wg_sched_busy(const wg_sched_t *s) {
+    if (s->n_pend > 0) return true;
+    for (int32_t i = 0; i < s->n_seqs; i++)
+        if (!s->seqs[i]->paused) return true;
+    return false;
+}
+
 
 void wg_sched_stats(const wg_sched_t *s, wg_sched_stats_t *out) {
     *out = s->st;
@@ -331,6 +338,27 @@ wg_status wg_sched_cancel(wg_sched_t *s, wg_seq_handle_t handle) {
     s_seq_t *q = s->seqs[i];
     s->pend[s->n_pend++] = (s_pending_t){q->handle, q->user, q->n_prompt, q->n_toks - q->n_prompt};
     s_retire(s, i);
+    return WG_OK;
+}
+
+/* Pause/resume only flip a flag that s_plan reads: a paused sequence is
+ * skipped when the batch is built (no decode, no prefill, no admission) but
+ * keeps its KV blocks, sampler and detokenizer, so resuming continues exactly
+ * where it stopped. It gets no preemption preference either way: if the cache
+ * runs out, the newest running sequence is preempted, paused or not. */
+wg_status wg_sched_pause(wg_sched_t *s, wg_seq_handle_t handle) {
+    WG_ASSERT(s);
+    int32_t i = s_find(s, handle);
+    if (i < 0) return wg_error(WG_ERR_NOTFOUND, "sched: no live sequence with handle %lld", (long long)handle);
+    s->seqs[i]->paused = true;
+    return WG_OK;
+}
+
+wg_status wg_sched_resume(wg_sched_t *s, wg_seq_handle_t handle) {
+    WG_ASSERT(s);
+    int32_t i = s_find(s, handle);
+    if (i < 0) return wg_error(WG_ERR_NOTFOUND, "sched: no live sequence with handle %lld", (long long)handle);
+    s->seqs[i]->paused = false;
     return WG_OK;
 }
 
@@ -471,7 +499,7 @@ static wg_status s_plan(wg_sched_t *s, int32_t *n_batch) {
         /* 1. Decodes: one token each; out of blocks -> preempt the newest. */
         for (int32_t i = 0; i < nr && budget > 0; i++) {
             s_seq_t *q = s->order[i];
-            if (q->state != S_RUNNING || q->plan_n || q->n_toks - q->n_computed != 1) continue;
+            if (q->state != S_RUNNING || q->paused || q->plan_n || q->n_toks - q->n_computed != 1) continue;
             bool self = false;
             while (wg_kv_blocks_needed(s->kv, q->kv_seq, q->n_toks) > wg_kv_n_free_blocks(s->kv)) {
                 s_seq_t *victim = q;
@@ -496,7 +524,7 @@ static wg_status s_plan(wg_sched_t *s, int32_t *n_batch) {
         /* 2. Running sequences still (re)filling their context, oldest first. */
         for (int32_t i = 0; i < nr && budget > 0; i++) {
             s_seq_t *q = s->order[i];
-            if (!q || q->state != S_RUNNING || q->plan_n || q->n_toks - q->n_computed <= 1) continue;
+            if (!q || q->state != S_RUNNING || q->paused || q->plan_n || q->n_toks - q->n_computed <= 1) continue;
             int32_t want = q->n_toks - q->n_computed;
             if (want > s->cfg.prefill_chunk) want = s->cfg.prefill_chunk;
             if (want > budget) want = budget;
@@ -507,10 +535,14 @@ static wg_status s_plan(wg_sched_t *s, int32_t *n_batch) {
             budget -= c;
         }
         /* 3. Admit waiting sequences in order; the first that does not fit stops admission. */
-        int32_t nw = 0, n_running = 0;
+        int32_t nw = 0, n_running = 0, n_active = 0;
         for (int32_t i = 0; i < s->n_seqs; i++) {
-            if (s->seqs[i]->state == S_WAITING) s->order[nw++] = s->seqs[i];
-            else n_running++;
+            if (s->seqs[i]->state == S_WAITING) {
+                if (!s->seqs[i]->paused) s->order[nw++] = s->seqs[i];
+            } else {
+                n_running++;
+                n_active += !s->seqs[i]->paused;
+            }
         }
         g_now_step = s->st.n_steps;
         g_max_wait = s->cfg.max_waiting_steps;
@@ -538,8 +570,10 @@ static wg_status s_plan(wg_sched_t *s, int32_t *n_batch) {
             s_plan_add(s, q, c, &nb);
             budget -= c;
             n_running++;
+            n_active++;
         }
-        if (nb > 0 || n_running == 0) break;
+        /* Only paused sequences hold blocks: nothing to do until a resume. */
+        if (nb > 0 || n_active == 0) break;
         /* Nothing fits although sequences hold blocks (all half-filled): free
          * the newest so the others can progress, then plan again. */
         s_seq_t *newest = NULL;

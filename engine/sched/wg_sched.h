@@ -125,6 +125,16 @@ wg_status wg_sched_submit(wg_sched_t *s, const wg_sched_req_t *req, wg_seq_handl
  * for an unknown or already finished handle. */
 wg_status wg_sched_cancel(wg_sched_t *s, wg_seq_handle_t handle);
 
+/* Pause a waiting or running sequence: it is left out of every batch (no
+ * decode, prefill or admission) but keeps its KV blocks and sampling state,
+ * so wg_sched_resume continues it exactly where it stopped (its tokens are
+ * the same as if it had never paused). A paused sequence is not preempted
+ * first, nor protected: when blocks run out the newest running sequence is
+ * preempted as usual. Used by the worker for per-job stream backpressure.
+ * WG_ERR_NOTFOUND for an unknown or finished handle. */
+wg_status wg_sched_pause(wg_sched_t *s, wg_seq_handle_t handle);
+wg_status wg_sched_resume(wg_sched_t *s, wg_seq_handle_t handle);
+
 /* One iteration: schedule, run one forward pass, sample. *events (borrowed,
  * valid until the next step or wg_sched_free) gets one entry per sequence
  * that produced a token or finished. A step with nothing to do returns WG_OK
@@ -132,7 +142,7 @@ wg_status wg_sched_cancel(wg_sched_t *s, wg_seq_handle_t handle);
  * scheduler stays consistent; the step can be retried). */
 wg_status wg_sched_step(wg_sched_t *s, const wg_sched_event_t **events, size_t *n_events);
 
-/* True when sequences are waiting or running (or events are pending). */
+/* True when unpaused sequences are waiting or running (or events are pending). */
 bool wg_sched_busy(const wg_sched_t *s);
 
 void wg_sched_stats(const wg_sched_t *s, wg_sched_stats_t *out);
