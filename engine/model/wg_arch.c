@@ -118,6 +118,26 @@ static const wg_arch_t s_archs[] = {
      .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_GELU, .gating = WG_GATE_SOFTMAX,
      .flags = WG_F_GATED_FFN | WG_F_EMBD_SCALE | WG_F_HF_NORM_PLUS1 | WG_F_POST_NORMS | WG_F_QK_NORM_HEAD,
      .swa_pattern = 6, .rope_base_swa = 10000.0f, .hf_names = s_hf_gemma2},
+    {.gguf_arch = "stablelm",
+     .hf_archs = {"StableLmForCausalLM"},
+     .norm = WG_NORM_LAYER, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_GATED_FFN | WG_F_QKV_BIAS},
+    {.gguf_arch = "phi2",
+     .hf_archs = {NULL},
+     .norm = WG_NORM_LAYER, .rope = WG_ROPE_NEOX, .act = WG_ACT_GELU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_PARALLEL},
+    {.gguf_arch = "starcoder2",
+     .hf_archs = {NULL},
+     .norm = WG_NORM_LAYER, .rope = WG_ROPE_NEOX, .act = WG_ACT_GELU, .gating = WG_GATE_SOFTMAX,
+     .flags = 0},
+    {.gguf_arch = "falcon",
+     .hf_archs = {NULL},
+     .norm = WG_NORM_LAYER, .rope = WG_ROPE_NEOX, .act = WG_ACT_GELU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_PARALLEL | WG_F_FUSED_QKV},
+    {.gguf_arch = "olmo",
+     .hf_archs = {"OlmoForCausalLM"},
+     .norm = WG_NORM_LAYER_NOPARAM, .rope = WG_ROPE_NORM, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_GATED_FFN | WG_F_HF_PERMUTE_QK},
     {.gguf_arch = "olmo2",
      .hf_archs = {"Olmo2ForCausalLM"},
      .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
@@ -153,4 +173,4 @@ const char *wg_tensor_hf_name(const wg_arch_t *a, wg_tensor_id_t id) {
     return s_names[id].hf;
 }
 
-const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, olmo2"; }
+const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, olmo, olmo2, stablelm, phi2, starcoder2, falcon"; }

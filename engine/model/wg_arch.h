@@ -68,7 +68,6 @@ enum {
     WG_F_EMBD_SCALE = 1u << 10,    /* embeddings multiplied by sqrt(n_embd) (gemma) */
     WG_F_HF_PERMUTE_QK = 1u << 11, /* HF q/k rows are rotate-half: permute to interleaved */
     WG_F_MOE_RENORM = 1u << 12,    /* renormalize the selected experts' weights */
-    WG_F_CLAMP_KQV = 1u << 13,     /* clamp q/k/v to [-clamp, clamp] (olmo) */
     WG_F_HF_NORM_PLUS1 = 1u << 14, /* HF norm weights are stored minus 1 (gemma) */
 };
 
@@ -88,7 +87,6 @@ typedef struct {
     wg_act_t act;                 /* FFN activation */
     wg_gating_t gating;           /* MoE router function */
     uint32_t flags;               /* WG_F_* */
-    float clamp_kqv;              /* with WG_F_CLAMP_KQV */
     int32_t swa_pattern;          /* default sliding-window layer pattern (see wg_hparams_t) */
     float rope_base_swa;          /* default rope base of local layers (0 = the global base) */
     const wg_hf_name_t *hf_names; /* overrides of the default (Llama-style) HF names, or NULL */

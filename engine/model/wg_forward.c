@@ -86,10 +86,10 @@ static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) 
             (st = s_mm(f, &L->wv, 0, cur, n, f->v, L->bv)))
             return st;
     }
-    if (fl & WG_F_CLAMP_KQV) {
-        s_clamp(f->q, n * qd, m->arch->clamp_kqv);
-        s_clamp(f->k, n * kd, m->arch->clamp_kqv);
-        s_clamp(f->v, n * vd, m->arch->clamp_kqv);
+    if (hp->clamp_kqv > 0.0f) {
+        s_clamp(f->q, n * qd, hp->clamp_kqv);
+        s_clamp(f->k, n * kd, hp->clamp_kqv);
+        s_clamp(f->v, n * vd, hp->clamp_kqv);
     }
     if (fl & WG_F_QK_NORM_HEAD) {
         s_rms(f, f->q, n * hp->n_head, hd, L->q_norm);

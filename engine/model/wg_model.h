@@ -54,6 +54,7 @@ typedef struct {
     float attn_scale;        /* query/key logit scale (1/sqrt(head_dim) by default) */
     float attn_softcap;      /* attention logit soft-cap (0 = off) */
     float final_softcap;     /* output logit soft-cap (0 = off) */
+    float clamp_kqv;         /* clamp q/k/v projections to [-c, c] (0 = off; olmo) */
 } wg_hparams_t;
 
 /* Load a GGUF file or an HF model directory (config.json + safetensors).

@@ -328,7 +328,8 @@ static wg_status s_hparams_gguf(wg_model_t *m) {
         (st = s_gguf_f32(g, a, "rope.freq_base_swa",
                          m->arch->rope_base_swa > 0 ? m->arch->rope_base_swa : hp->rope_base, &hp->rope_base_swa)) ||
         (st = s_gguf_f32(g, a, "attn_logit_softcapping", 0.0f, &hp->attn_softcap)) ||
-        (st = s_gguf_f32(g, a, "final_logit_softcapping", 0.0f, &hp->final_softcap)))
+        (st = s_gguf_f32(g, a, "final_logit_softcapping", 0.0f, &hp->final_softcap)) ||
+        (st = s_gguf_f32(g, a, "attention.clamp_kqv", 0.0f, &hp->clamp_kqv)))
         return st;
     int64_t v;
     hp->bos = wg_gguf_get_i64(g, "tokenizer.ggml.bos_token_id", &v) == WG_OK ? (int32_t)v : -1;
@@ -388,6 +389,7 @@ static wg_status s_hparams_hf(wg_model_t *m, json_t *cfg) {
                                     m->arch->rope_base_swa > 0 ? m->arch->rope_base_swa : hp->rope_base);
     hp->attn_softcap = s_cfg_float(cfg, "attn_logit_softcapping", 0.0f);
     hp->final_softcap = s_cfg_float(cfg, "final_logit_softcapping", 0.0f);
+    hp->clamp_kqv = s_cfg_float(cfg, "clip_qkv", 0.0f);
     json_t *rs = json_object_get(cfg, "rope_scaling");
     if (json_is_object(rs)) {
         const char *t = json_string_value(json_object_get(rs, "rope_type"));
@@ -416,7 +418,7 @@ static wg_status s_check_hparams(wg_model_t *m) {
         (hp->n_expert > 0 && hp->n_expert_used == 0))
         return wg_error(WG_ERR_RANGE, "%s: bad n_expert=%d n_expert_used=%d", m->path, hp->n_expert,
                         hp->n_expert_used);
-    if (hp->n_swa < 0 || hp->swa_pattern < 0 || hp->attn_softcap < 0 || hp->final_softcap < 0 ||
+    if (hp->n_swa < 0 || hp->swa_pattern < 0 || hp->attn_softcap < 0 || hp->final_softcap < 0 || hp->clamp_kqv < 0 ||
         !(hp->rope_base_swa > 0.0f))
         return wg_error(WG_ERR_RANGE, "%s: bad sliding_window=%d pattern=%d softcaps=%g/%g", m->path, hp->n_swa,
                         hp->swa_pattern, (double)hp->attn_softcap, (double)hp->final_softcap);
@@ -464,7 +466,7 @@ static wg_status s_load_tensors(s_ld_t *ld) {
         if ((st = s_vec(ld, WG_T_ATTN_NORM, il, E, pre, &L->attn_norm)) ||
             (st = s_vec(ld, WG_T_ATTN_NORM_B, il, E, false, &L->attn_norm_b)))
             return st;
-        if (fl & WG_F_FUSED_QKV) {
+        if ((fl & WG_F_FUSED_QKV) || s_has(ld, WG_T_ATTN_QKV, il)) {
             if ((st = s_weight(ld, WG_T_ATTN_QKV, il, E, qd + kd + vd, 1, true, &L->wqkv)) ||
                 (st = s_vec(ld, WG_T_ATTN_QKV_B, il, qd + kd + vd, false, &L->bqkv)))
                 return st;
