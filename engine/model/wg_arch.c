@@ -41,6 +41,7 @@ static const struct {
     [WG_T_FFN_GATE_EXPS] = {"blk.%d.ffn_gate_exps.weight", "model.layers.%d.mlp.experts.%d.gate_proj.weight"},
     [WG_T_FFN_UP_EXPS] = {"blk.%d.ffn_up_exps.weight", "model.layers.%d.mlp.experts.%d.up_proj.weight"},
     [WG_T_FFN_DOWN_EXPS] = {"blk.%d.ffn_down_exps.weight", "model.layers.%d.mlp.experts.%d.down_proj.weight"},
+    [WG_T_FFN_EXP_PROBS_B] = {"blk.%d.exp_probs_b.bias", "model.layers.%d.block_sparse_moe.e_score_correction_bias"},
     [WG_T_FFN_GATE_SHEXP] = {"blk.%d.ffn_gate_shexp.weight", "model.layers.%d.mlp.shared_expert.gate_proj.weight"},
     [WG_T_FFN_UP_SHEXP] = {"blk.%d.ffn_up_shexp.weight", "model.layers.%d.mlp.shared_expert.up_proj.weight"},
     [WG_T_FFN_DOWN_SHEXP] = {"blk.%d.ffn_down_shexp.weight", "model.layers.%d.mlp.shared_expert.down_proj.weight"},
@@ -138,6 +139,10 @@ static const wg_arch_t s_archs[] = {
      .hf_archs = {"OlmoForCausalLM"},
      .norm = WG_NORM_LAYER_NOPARAM, .rope = WG_ROPE_NORM, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
      .flags = WG_F_GATED_FFN | WG_F_HF_PERMUTE_QK},
+    {.gguf_arch = "minimax-m2",
+     .hf_archs = {NULL},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SIGMOID,
+     .flags = WG_F_GATED_FFN | WG_F_QK_NORM_FULL | WG_F_MOE_RENORM},
     {.gguf_arch = "olmo2",
      .hf_archs = {"Olmo2ForCausalLM"},
      .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
@@ -173,4 +178,4 @@ const char *wg_tensor_hf_name(const wg_arch_t *a, wg_tensor_id_t id) {
     return s_names[id].hf;
 }
 
-const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, olmo, olmo2, stablelm, phi2, starcoder2, falcon"; }
+const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, olmo, olmo2, stablelm, phi2, starcoder2, falcon, minimax-m2"; }

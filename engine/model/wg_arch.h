@@ -47,6 +47,7 @@ typedef enum {
     WG_T_FFN_GATE_EXPS,
     WG_T_FFN_UP_EXPS,
     WG_T_FFN_DOWN_EXPS,
+    WG_T_FFN_EXP_PROBS_B,
     WG_T_FFN_GATE_SHEXP,
     WG_T_FFN_UP_SHEXP,
     WG_T_FFN_DOWN_SHEXP,
@@ -131,6 +132,7 @@ typedef struct {
     wg_weight_t gate_exps;     /* n_expert x [n_ff_exp][n_embd] */
     wg_weight_t up_exps;       /* n_expert x [n_ff_exp][n_embd] */
     wg_weight_t down_exps;     /* n_expert x [n_embd][n_ff_exp] */
+    const float *exp_probs_b;  /* [n_expert] router bias used for selection only, or NULL */
     wg_weight_t gate_shexp;    /* [n_ff_shexp][n_embd] shared expert */
     wg_weight_t up_shexp;      /* [n_ff_shexp][n_embd] */
     wg_weight_t down_shexp;    /* [n_embd][n_ff_shexp] */

@@ -168,27 +168,36 @@ static wg_status s_build_moe(s_fwd_t *f, int il, const float *cur, float *out) {
     if ((st = s_mm(f, &L->gate_inp, 0, cur, n, f->router, NULL))) return st;
     for (int64_t t = 0; t < n; t++) {
         float *p = f->router + t * X;
-        if (m->arch->gating == WG_GATE_SOFTMAX)
+        if (hp->moe_gating == 0)
             s_softmax(p, X);
         else
             for (int64_t i = 0; i < X; i++) p[i] = 1.0f / (1.0f + expf(-p[i]));
+        /* Selection may use a bias (exp_probs_b); the weights never do. */
+        const float *bias = L->exp_probs_b;
         int32_t *sel = f->sel + t * K;
         float *w = f->selw + t * K;
         for (int64_t s = 0; s < K; s++) {
             int32_t best = -1;
+            float best_v = 0.0f;
             for (int32_t i = 0; i < X; i++) {
                 bool taken = false;
                 for (int64_t j = 0; j < s; j++) taken |= sel[j] == i;
-                if (!taken && (best < 0 || p[i] > p[best])) best = i;
+                const float v = bias ? p[i] + bias[i] : p[i];
+                if (!taken && (best < 0 || v > best_v)) {
+                    best = i;
+                    best_v = v;
+                }
             }
             sel[s] = best;
             w[s] = p[best];
         }
-        if (m->arch->flags & WG_F_MOE_RENORM) {
+        if (hp->moe_renorm) {
             float sum = 0.0f;
             for (int64_t s = 0; s < K; s++) sum += w[s];
             for (int64_t s = 0; s < K; s++) w[s] /= sum;
         }
+        if (hp->moe_w_scale != 1.0f)
+            for (int64_t s = 0; s < K; s++) w[s] *= hp->moe_w_scale;
     }
     for (int32_t e = 0; e < X; e++) {
         int64_t M = 0;

@@ -54,6 +54,9 @@ typedef struct {
     float attn_scale;        /* query/key logit scale (1/sqrt(head_dim) by default) */
     float attn_softcap;      /* attention logit soft-cap (0 = off) */
     float final_softcap;     /* output logit soft-cap (0 = off) */
+    int32_t moe_gating;      /* router function: 0 softmax, 1 sigmoid */
+    bool moe_renorm;         /* renormalize the selected experts' weights */
+    float moe_w_scale;       /* selected weights multiplied by this (1 = none) */
     float clamp_kqv;         /* clamp q/k/v projections to [-c, c] (0 = off; olmo) */
 } wg_hparams_t;
 

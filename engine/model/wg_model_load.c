@@ -248,6 +248,12 @@ static wg_status s_permute_qk(wg_model_t *m, wg_weight_t *w, int32_t n_heads, in
 
 /* ---- hyper-parameters ---- */
 
+static void s_moe_defaults(wg_model_t *m) {
+    m->hp.moe_gating = m->arch->gating == WG_GATE_SIGMOID;
+    m->hp.moe_renorm = (m->arch->flags & WG_F_MOE_RENORM) != 0;
+    m->hp.moe_w_scale = 1.0f;
+}
+
 static wg_status s_gguf_i32(const wg_gguf_t *g, const char *arch, const char *suffix, bool required,
                             int32_t def, int32_t *out) {
     char key[128];
@@ -288,6 +294,7 @@ static wg_status s_hparams_gguf(wg_model_t *m) {
                         wg_arch_list());
     wg_hparams_t *hp = &m->hp;
     hp->arch = m->arch->gguf_arch;
+    s_moe_defaults(m);
     const char *a = an;
     if ((st = s_gguf_i32(g, a, "embedding_length", true, 0, &hp->n_embd)) ||
         (st = s_gguf_i32(g, a, "block_count", true, 0, &hp->n_layer)) ||
@@ -331,6 +338,15 @@ static wg_status s_hparams_gguf(wg_model_t *m) {
         (st = s_gguf_f32(g, a, "final_logit_softcapping", 0.0f, &hp->final_softcap)) ||
         (st = s_gguf_f32(g, a, "attention.clamp_kqv", 0.0f, &hp->clamp_kqv)))
         return st;
+    int32_t gf = 0;
+    if ((st = s_gguf_i32(g, a, "expert_gating_func", false, 0, &gf))) return st;
+    if (gf == 1) hp->moe_gating = 0;
+    else if (gf == 2) hp->moe_gating = 1;
+    else if (gf != 0) return wg_error(WG_ERR_UNSUPPORTED, "%s: %s.expert_gating_func=%d", m->path, a, gf);
+    snprintf(key, sizeof key, "%s.expert_weights_norm", a);
+    bool bn;
+    if (wg_gguf_get_bool(g, key, &bn) == WG_OK) hp->moe_renorm = bn;
+    if ((st = s_gguf_f32(g, a, "expert_weights_scale", 1.0f, &hp->moe_w_scale))) return st;
     int64_t v;
     hp->bos = wg_gguf_get_i64(g, "tokenizer.ggml.bos_token_id", &v) == WG_OK ? (int32_t)v : -1;
     hp->eos = wg_gguf_get_i64(g, "tokenizer.ggml.eos_token_id", &v) == WG_OK ? (int32_t)v : -1;
@@ -359,6 +375,10 @@ static wg_status s_hparams_hf(wg_model_t *m, json_t *cfg) {
         return wg_error(WG_ERR_UNSUPPORTED, "%s: unknown HF architecture '%s'", m->path, an);
     wg_hparams_t *hp = &m->hp;
     hp->arch = m->arch->gguf_arch;
+    s_moe_defaults(m);
+    if (json_is_boolean(json_object_get(cfg, "norm_topk_prob")))
+        hp->moe_renorm = json_is_true(json_object_get(cfg, "norm_topk_prob"));
+    hp->moe_w_scale = s_cfg_float(cfg, "routed_scaling_factor", 1.0f);
     hp->n_embd = s_cfg_int(cfg, "hidden_size", 0);
     hp->n_layer = s_cfg_int(cfg, "num_hidden_layers", 0);
     hp->n_head = s_cfg_int(cfg, "num_attention_heads", 0);
@@ -512,7 +532,8 @@ static wg_status s_load_tensors(s_ld_t *ld) {
             if ((st = s_weight(ld, WG_T_FFN_GATE_INP, il, E, X, 1, true, &L->gate_inp)) ||
                 (st = s_weight(ld, WG_T_FFN_GATE_EXPS, il, E, F, X, true, &L->gate_exps)) ||
                 (st = s_weight(ld, WG_T_FFN_UP_EXPS, il, E, F, X, true, &L->up_exps)) ||
-                (st = s_weight(ld, WG_T_FFN_DOWN_EXPS, il, F, E, X, true, &L->down_exps)))
+                (st = s_weight(ld, WG_T_FFN_DOWN_EXPS, il, F, E, X, true, &L->down_exps)) ||
+                (st = s_vec(ld, WG_T_FFN_EXP_PROBS_B, il, X, false, &L->exp_probs_b)))
                 return st;
             /* Shared expert: width from the tensor itself. */
             s_tinfo_t ts;
