@@ -601,11 +601,14 @@ static wg_status s_emit_token(wg_sched_t *s, s_seq_t *q, int32_t token, const wg
         fin = WG_FINISH_STOP;
     } else if (q->detok) {
         if ((st = wg_detok_push(q->detok, token, &piece))) goto out;
-        if ((st = wg_stopper_push(q->stopper, piece, strlen(piece), &emit, &stopped))) goto out;
-        text = emit;
-        emit = NULL;
-        len = strlen(text);
-        if (stopped) fin = WG_FINISH_STOP;
+        /* Nothing new (an incomplete UTF-8 character): the stopper has nothing to see. */
+        if (*piece) {
+            if ((st = wg_stopper_push(q->stopper, piece, strlen(piece), &emit, &stopped))) goto out;
+            text = emit;
+            emit = NULL;
+            len = strlen(text);
+            if (stopped) fin = WG_FINISH_STOP;
+        }
     }
     if (fin == WG_FINISH_NONE && q->max_tokens > 0 && n_gen >= (size_t)q->max_tokens) fin = WG_FINISH_LENGTH;
     if (fin == WG_FINISH_NONE && (int64_t)q->n_toks >= (int64_t)wg_kv_n_blocks(s->kv) * wg_kv_block_tokens(s->kv))
