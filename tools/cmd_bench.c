@@ -6,6 +6,8 @@
 #include "bench_kernels.h"
 #include "waggle.h"
 
+int wg_bench_engine_main(int argc, char **argv); /* tools/bench_engine.c */
+
 typedef struct {
     const char *name;                    /* suite name on the command line */
     int (*fn)(int argc, char **argv);    /* argv[0] = suite name */
@@ -13,6 +15,7 @@ typedef struct {
 
 static const s_suite_t s_suites[] = {
     {"kernels", wg_bench_kernels},
+    {"engine", wg_bench_engine_main},
 };
 
 int wg_cmd_bench(int argc, char **argv) {
@@ -20,6 +23,8 @@ int wg_cmd_bench(int argc, char **argv) {
         for (size_t i = 0; i < sizeof s_suites / sizeof s_suites[0]; i++)
             if (strcmp(argv[1], s_suites[i].name) == 0) return s_suites[i].fn(argc - 1, argv + 1);
     }
-    fprintf(stderr, "waggle bench: only 'kernels' is built yet\n");
+    /* No suite named (`waggle bench -m MODEL ...`): the engine benchmark. */
+    if (argc >= 2 && argv[1][0] == '-') return wg_bench_engine_main(argc, argv);
+    fprintf(stderr, "waggle bench: suites are 'kernels' and 'engine' (or: waggle bench -m MODEL ...)\n");
     return 2;
 }
