@@ -21,3 +21,11 @@ fi
 "$bin" dispatch --jobs "${JOBS_REAL:-20000}" --workers 2 --producers 1 --credits 256 --real "$model"
 "$bin" publish --events "${EVENTS:-300000}" --topics 64
 "$bin" share "$model" --jobs 32 --tokens 200
+# Publish share on a model with a realistic step time: an ~86M-parameter Q8_0
+# random-weight llama (set BIG=0 to skip; needs ~100 MB in $TMPDIR).
+if [ "${BIG:-1}" != 0 ]; then
+  big="${TMPDIR:-/tmp}/wg-bench-86m-$$.gguf"
+  "$build/tools/waggle" mkmodel --params 100M --type Q8_0 --vocab "$model" -o "$big" >/dev/null 2>&1
+  "$bin" share "$big" --jobs 32 --tokens 30
+  rm -f "$big"
+fi
