@@ -42,6 +42,11 @@ static const struct {
     [WG_T_FFN_UP_EXPS] = {"blk.%d.ffn_up_exps.weight", "model.layers.%d.mlp.experts.%d.up_proj.weight"},
     [WG_T_FFN_DOWN_EXPS] = {"blk.%d.ffn_down_exps.weight", "model.layers.%d.mlp.experts.%d.down_proj.weight"},
     [WG_T_FFN_EXP_PROBS_B] = {"blk.%d.exp_probs_b.bias", "model.layers.%d.block_sparse_moe.e_score_correction_bias"},
+    [WG_T_FFN_GATE_INP_B] = {"blk.%d.ffn_gate_inp.bias", "model.layers.%d.mlp.router.bias"},
+    [WG_T_FFN_GATE_EXPS_B] = {"blk.%d.ffn_gate_exps.bias", NULL},
+    [WG_T_FFN_UP_EXPS_B] = {"blk.%d.ffn_up_exps.bias", NULL},
+    [WG_T_FFN_DOWN_EXPS_B] = {"blk.%d.ffn_down_exps.bias", NULL},
+    [WG_T_ATTN_SINKS] = {"blk.%d.attn_sinks.weight", "model.layers.%d.self_attn.sinks"},
     [WG_T_FFN_GATE_SHEXP] = {"blk.%d.ffn_gate_shexp.weight", "model.layers.%d.mlp.shared_expert.gate_proj.weight"},
     [WG_T_FFN_UP_SHEXP] = {"blk.%d.ffn_up_shexp.weight", "model.layers.%d.mlp.shared_expert.up_proj.weight"},
     [WG_T_FFN_DOWN_SHEXP] = {"blk.%d.ffn_down_shexp.weight", "model.layers.%d.mlp.shared_expert.down_proj.weight"},
@@ -71,6 +76,13 @@ static const wg_hf_name_t s_hf_gemma2[] = {
     {WG_T_ATTN_POST_NORM, "model.layers.%d.post_attention_layernorm.weight"},
     {WG_T_FFN_NORM, "model.layers.%d.pre_feedforward_layernorm.weight"},
     {WG_T_FFN_POST_NORM, "model.layers.%d.post_feedforward_layernorm.weight"},
+    {WG_T_COUNT, NULL},
+};
+
+/* gpt-oss stores its FFN pre-norm as post_attention_norm. */
+static const wg_gguf_name_t s_gguf_gpt_oss[] = {
+    {WG_T_FFN_NORM, "blk.%d.post_attention_norm.weight"},
+    {WG_T_ATTN_POST_NORM, NULL},
     {WG_T_COUNT, NULL},
 };
 
@@ -143,6 +155,10 @@ static const wg_arch_t s_archs[] = {
      .hf_archs = {NULL},
      .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SIGMOID,
      .flags = WG_F_GATED_FFN | WG_F_QK_NORM_FULL | WG_F_MOE_RENORM},
+    {.gguf_arch = "gpt-oss",
+     .hf_archs = {NULL},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SWIGLU_OAI, .gating = WG_GATE_SOFTMAX_SELECTED,
+     .flags = WG_F_GATED_FFN, .swa_pattern = 2, .gguf_names = s_gguf_gpt_oss},
     {.gguf_arch = "olmo2",
      .hf_archs = {"Olmo2ForCausalLM"},
      .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
@@ -166,8 +182,12 @@ const wg_arch_t *wg_arch_by_hf(const char *name) {
     return NULL;
 }
 
-const char *wg_tensor_gguf_name(wg_tensor_id_t id) {
-    return (unsigned)id < WG_T_COUNT ? s_names[id].gguf : NULL;
+const char *wg_tensor_gguf_name(const wg_arch_t *a, wg_tensor_id_t id) {
+    if ((unsigned)id >= WG_T_COUNT) return NULL;
+    if (a && a->gguf_names)
+        for (const wg_gguf_name_t *o = a->gguf_names; o->id != WG_T_COUNT; o++)
+            if (o->id == id) return o->gguf;
+    return s_names[id].gguf;
 }
 
 const char *wg_tensor_hf_name(const wg_arch_t *a, wg_tensor_id_t id) {
@@ -178,4 +198,4 @@ const char *wg_tensor_hf_name(const wg_arch_t *a, wg_tensor_id_t id) {
     return s_names[id].hf;
 }
 
-const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, olmo, olmo2, stablelm, phi2, starcoder2, falcon, minimax-m2"; }
+const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, olmo, olmo2, stablelm, phi2, starcoder2, falcon, minimax-m2, gpt-oss"; }

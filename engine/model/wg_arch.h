@@ -48,6 +48,11 @@ typedef enum {
     WG_T_FFN_UP_EXPS,
     WG_T_FFN_DOWN_EXPS,
     WG_T_FFN_EXP_PROBS_B,
+    WG_T_FFN_GATE_INP_B,
+    WG_T_FFN_GATE_EXPS_B,
+    WG_T_FFN_UP_EXPS_B,
+    WG_T_FFN_DOWN_EXPS_B,
+    WG_T_ATTN_SINKS,
     WG_T_FFN_GATE_SHEXP,
     WG_T_FFN_UP_SHEXP,
     WG_T_FFN_DOWN_SHEXP,
@@ -72,7 +77,15 @@ enum {
     WG_F_HF_NORM_PLUS1 = 1u << 14, /* HF norm weights are stored minus 1 (gemma) */
 };
 
-typedef enum { WG_GATE_SOFTMAX, WG_GATE_SIGMOID } wg_gating_t;
+/* Router: softmax over all experts, sigmoid, or top-k of the raw logits then
+ * softmax over the selected ones (gpt-oss). */
+typedef enum { WG_GATE_SOFTMAX, WG_GATE_SIGMOID, WG_GATE_SOFTMAX_SELECTED } wg_gating_t;
+
+/* One GGUF tensor-name override for a row (name NULL: the tensor is absent). */
+typedef struct {
+    wg_tensor_id_t id;    /* logical tensor (WG_T_COUNT ends the list) */
+    const char *gguf;     /* printf pattern, or NULL */
+} wg_gguf_name_t;
 
 /* One HF tensor-name override for a row. */
 typedef struct {
@@ -90,6 +103,7 @@ typedef struct {
     uint32_t flags;               /* WG_F_* */
     int32_t swa_pattern;          /* default sliding-window layer pattern (see wg_hparams_t) */
     float rope_base_swa;          /* default rope base of local layers (0 = the global base) */
+    const wg_gguf_name_t *gguf_names; /* overrides of the default GGUF names, or NULL */
     const wg_hf_name_t *hf_names; /* overrides of the default (Llama-style) HF names, or NULL */
 } wg_arch_t;
 
@@ -97,7 +111,7 @@ typedef struct {
 const wg_arch_t *wg_arch_by_gguf(const char *name);
 const wg_arch_t *wg_arch_by_hf(const char *name);
 /* Default GGUF and HF name patterns of a logical tensor. */
-const char *wg_tensor_gguf_name(wg_tensor_id_t id);
+const char *wg_tensor_gguf_name(const wg_arch_t *a, wg_tensor_id_t id);
 const char *wg_tensor_hf_name(const wg_arch_t *a, wg_tensor_id_t id);
 /* Comma-separated list of supported GGUF architectures (for error messages). */
 const char *wg_arch_list(void);
@@ -133,6 +147,11 @@ typedef struct {
     wg_weight_t up_exps;       /* n_expert x [n_ff_exp][n_embd] */
     wg_weight_t down_exps;     /* n_expert x [n_embd][n_ff_exp] */
     const float *exp_probs_b;  /* [n_expert] router bias used for selection only, or NULL */
+    const float *gate_inp_b;   /* [n_expert] router bias */
+    const float *gate_exps_b;  /* [n_expert][n_ff_exp] */
+    const float *up_exps_b;    /* [n_expert][n_ff_exp] */
+    const float *down_exps_b;  /* [n_expert][n_embd] */
+    const float *attn_sinks;   /* [n_head] attention sink logits */
     wg_weight_t gate_shexp;    /* [n_ff_shexp][n_embd] shared expert */
     wg_weight_t up_shexp;      /* [n_ff_shexp][n_embd] */
     wg_weight_t down_shexp;    /* [n_embd][n_ff_shexp] */

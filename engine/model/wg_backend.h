@@ -52,6 +52,7 @@ typedef enum {
     WG_ACT_GELU,       /* tanh-form GELU through ggml's fp16 table */
     WG_ACT_GELU_ERF,   /* exact erf GELU */
     WG_ACT_RELU2,      /* relu(x)^2 */
+    WG_ACT_SWIGLU_OAI, /* gpt-oss: g = min(g, 7); u = clamp(u, -7, 7); g * sigmoid(1.702 g) * (u + 1) */
 } wg_act_t;
 
 /* Rotary embedding parameters of one layer. */
@@ -61,6 +62,9 @@ typedef struct {
     float base;              /* frequency base */
     float freq_scale;        /* linear position scaling (1 = none) */
     const float *freq_factors; /* [n_rot/2] per-frequency divisors (llama3/longrope), or NULL */
+    float ext_factor;        /* YaRN extrapolation mix (0 = off) */
+    float attn_factor;       /* cos/sin magnitude (1 = none; YaRN multiplies its own mscale in) */
+    float corr_dims[2];      /* YaRN ramp between these rotary dims */
 } wg_rope_t;
 
 /* One attention call: every token's queries against its own sequence's cache. */

@@ -60,9 +60,18 @@ static void s_rope(void *ctx, const wg_rope_t *r, float *x, int64_t n_tok, int32
         float theta = (float)pos[t];
         for (int32_t i = 0; i < nr / 2; i++) {
             const float ff = r->freq_factors ? r->freq_factors[i] : 1.0f;
-            const float th = r->freq_scale * (theta / ff);
-            cs[2 * i] = cosf(th);
-            cs[2 * i + 1] = sinf(th);
+            const float extrap = theta / ff;
+            float th = r->freq_scale * extrap;
+            float ms = r->attn_factor;
+            if (r->ext_factor != 0.0f) {
+                /* YaRN as ggml: ramp from interpolated to extrapolated angles. */
+                const float y = ((float)i - r->corr_dims[0]) / fmaxf(0.001f, r->corr_dims[1] - r->corr_dims[0]);
+                const float ramp = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * r->ext_factor;
+                th = th * (1.0f - ramp) + extrap * ramp;
+                ms *= 1.0f + 0.1f * logf(1.0f / r->freq_scale);
+            }
+            cs[2 * i] = cosf(th) * ms;
+            cs[2 * i + 1] = sinf(th) * ms;
             theta *= theta_scale;
         }
         for (int32_t h = 0; h < n_heads; h++) {
@@ -169,12 +178,21 @@ static inline float s_act1(wg_act_t act, float x) {
     case WG_ACT_GELU: return wg_gelu_ggml(x);
     case WG_ACT_GELU_ERF: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
     case WG_ACT_RELU2: return x > 0.0f ? x * x : 0.0f;
+    case WG_ACT_SWIGLU_OAI: return x / (1.0f + expf(-1.702f * x));
     }
     return x;
 }
 
 static void s_act(void *ctx, wg_act_t act, float *gate, const float *up, int64_t n) {
     (void)ctx;
+    if (act == WG_ACT_SWIGLU_OAI && up) {
+        for (int64_t i = 0; i < n; i++) {
+            const float x = fminf(gate[i], 7.0f);
+            const float y = fminf(fmaxf(up[i], -7.0f), 7.0f);
+            gate[i] = x / (1.0f + expf(1.702f * (-x))) * (y + 1.0f);
+        }
+        return;
+    }
     if (up)
         for (int64_t i = 0; i < n; i++) gate[i] = s_act1(act, gate[i]) * up[i];
     else

@@ -100,7 +100,16 @@ static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) 
     }
     const bool swa = hp->n_swa > 0 && (hp->swa_pattern == 0 || il % hp->swa_pattern < hp->swa_pattern - 1);
     wg_rope_t rope = {.style = m->arch->rope, .n_rot = hp->n_rot, .base = swa ? hp->rope_base_swa : hp->rope_base,
-                      .freq_scale = hp->rope_freq_scale, .freq_factors = NULL};
+                      .freq_scale = hp->rope_freq_scale, .freq_factors = NULL, .ext_factor = hp->yarn_ext_factor,
+                      .attn_factor = 1.0f};
+    if (hp->yarn_ext_factor != 0.0f) {
+        /* ggml_rope_yarn_corr_dims: rotary dims where the ramp starts and ends. */
+        const float nd = (float)hp->n_rot, base = rope.base, octx = (float)hp->yarn_n_ctx_orig;
+        const float lo = floorf(nd * logf(octx / (hp->yarn_beta_fast * 2.0f * (float)M_PI)) / (2.0f * logf(base)));
+        const float hi = ceilf(nd * logf(octx / (hp->yarn_beta_slow * 2.0f * (float)M_PI)) / (2.0f * logf(base)));
+        rope.corr_dims[0] = fmaxf(0.0f, lo);
+        rope.corr_dims[1] = fminf(nd - 1.0f, hi);
+    }
     f->be->rope(f->bctx, &rope, f->q, n, hp->n_head, (int32_t)hd, qd, f->pos);
     f->be->rope(f->bctx, &rope, f->k, n, hp->n_head_kv, (int32_t)hd, kd, f->pos);
     for (int64_t t = 0; t < n; t++) {
@@ -112,7 +121,7 @@ static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) 
         .out = f->att, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = (int32_t)hd,
         .head_dim_v = hp->head_dim_v, .scale = hp->attn_scale, .window = swa ? hp->n_swa : 0,
         .softcap = hp->attn_softcap,
-        .sinks = NULL,
+        .sinks = L->attn_sinks,
     };
     if ((st = f->be->attention(f->bctx, &a))) return st;
     return s_mm(f, &L->wo, 0, f->att, n, out, L->bo);
@@ -120,8 +129,8 @@ static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) 
 
 /* Dense FFN on M rows: x [M][n_embd] -> out [M][n_embd]. `e` selects an expert. */
 static wg_status s_build_ffn(s_fwd_t *f, const wg_weight_t *gate, const wg_weight_t *up,
-                             const wg_weight_t *down, int64_t e, const float *up_b, const float *down_b,
-                             const float *x, int64_t M, float *out) {
+                             const wg_weight_t *down, int64_t e, const float *gate_b, const float *up_b,
+                             const float *down_b, const float *x, int64_t M, float *out) {
     const wg_model_t *m = f->m;
     const uint32_t fl = m->arch->flags;
     wg_status st;
@@ -135,7 +144,7 @@ static wg_status s_build_ffn(s_fwd_t *f, const wg_weight_t *gate, const wg_weigh
         for (int64_t t = 0; t < M; t++) memmove(f->u + t * F, f->u + t * F2 + F, (size_t)F * sizeof(float));
         f->be->act(f->bctx, m->arch->act, f->g, f->u, M * F);
     } else if (gate->data) {
-        if ((st = s_mm(f, gate, e, x, M, f->g, NULL)) || (st = s_mm(f, up, e, x, M, f->u, up_b))) return st;
+        if ((st = s_mm(f, gate, e, x, M, f->g, gate_b)) || (st = s_mm(f, up, e, x, M, f->u, up_b))) return st;
         f->be->act(f->bctx, m->arch->act, f->g, f->u, M * gate->n);
     } else {
         if ((st = s_mm(f, up, e, x, M, f->g, up_b))) return st;
@@ -165,12 +174,12 @@ static wg_status s_build_moe(s_fwd_t *f, int il, const float *cur, float *out) {
     const wg_layer_t *L = &m->layers[il];
     const int64_t n = f->n, E = hp->n_embd, X = hp->n_expert, K = hp->n_expert_used;
     wg_status st;
-    if ((st = s_mm(f, &L->gate_inp, 0, cur, n, f->router, NULL))) return st;
+    if ((st = s_mm(f, &L->gate_inp, 0, cur, n, f->router, L->gate_inp_b))) return st;
     for (int64_t t = 0; t < n; t++) {
         float *p = f->router + t * X;
-        if (hp->moe_gating == 0)
+        if (hp->moe_gating == WG_GATE_SOFTMAX)
             s_softmax(p, X);
-        else
+        else if (hp->moe_gating == WG_GATE_SIGMOID)
             for (int64_t i = 0; i < X; i++) p[i] = 1.0f / (1.0f + expf(-p[i]));
         /* Selection may use a bias (exp_probs_b); the weights never do. */
         const float *bias = L->exp_probs_b;
@@ -191,6 +200,7 @@ static wg_status s_build_moe(s_fwd_t *f, int il, const float *cur, float *out) {
             sel[s] = best;
             w[s] = p[best];
         }
+        if (hp->moe_gating == WG_GATE_SOFTMAX_SELECTED) s_softmax(w, K);
         if (hp->moe_renorm) {
             float sum = 0.0f;
             for (int64_t s = 0; s < K; s++) sum += w[s];
@@ -209,8 +219,10 @@ static wg_status s_build_moe(s_fwd_t *f, int il, const float *cur, float *out) {
                     M++;
                 }
         if (M == 0) continue;
-        if ((st = s_build_ffn(f, &L->gate_exps, &L->up_exps, &L->down_exps, e, NULL, NULL, f->moe_x, M,
-                              f->moe_y)))
+        const int64_t F = L->up_exps.n;
+        if ((st = s_build_ffn(f, &L->gate_exps, &L->up_exps, &L->down_exps, e,
+                              L->gate_exps_b ? L->gate_exps_b + e * F : NULL, L->up_exps_b ? L->up_exps_b + e * F : NULL,
+                              L->down_exps_b ? L->down_exps_b + e * E : NULL, f->moe_x, M, f->moe_y)))
             return st;
         for (int64_t r = 0; r < M; r++)
             memcpy(f->moe_slots + (int64_t)f->rows[r] * E, f->moe_y + r * E, (size_t)E * sizeof(float));
@@ -227,7 +239,7 @@ static wg_status s_build_moe(s_fwd_t *f, int il, const float *cur, float *out) {
         }
     }
     if (L->up_shexp.data) {
-        if ((st = s_build_ffn(f, &L->gate_shexp, &L->up_shexp, &L->down_shexp, 0, NULL, NULL, cur, n,
+        if ((st = s_build_ffn(f, &L->gate_shexp, &L->up_shexp, &L->down_shexp, 0, NULL, NULL, NULL, cur, n,
                               f->moe_y)))
             return st;
         for (int64_t i = 0; i < n * E; i++) out[i] += f->moe_y[i];
@@ -355,7 +367,7 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
             if (L->gate_inp.data)
                 st = s_build_moe(&f, il, cur, f_out);
             else
-                st = s_build_ffn(&f, &L->ffn_gate, &L->ffn_up, &L->ffn_down, 0, L->ffn_up_b, L->ffn_down_b,
+                st = s_build_ffn(&f, &L->ffn_gate, &L->ffn_up, &L->ffn_down, 0, NULL, L->ffn_up_b, L->ffn_down_b,
                                  cur, n, f_out);
             if (st) goto done;
             for (int64_t i = 0; i < n * E; i++) x[i] = (a_out[i] + f_out[i]) + x[i];
@@ -367,7 +379,7 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
         if (L->gate_inp.data)
             st = s_build_moe(&f, il, cur, f_out);
         else
-            st = s_build_ffn(&f, &L->ffn_gate, &L->ffn_up, &L->ffn_down, 0, L->ffn_up_b, L->ffn_down_b, cur, n,
+            st = s_build_ffn(&f, &L->ffn_gate, &L->ffn_up, &L->ffn_down, 0, NULL, L->ffn_up_b, L->ffn_down_b, cur, n,
                              f_out);
         if (st) goto done;
         if (L->ffn_post_norm) s_build_norm(&f, f_out, n, E, L->ffn_post_norm, NULL);

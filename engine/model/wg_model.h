@@ -43,6 +43,10 @@ typedef struct {
     int32_t n_rot;           /* rotary dims per head (partial rotary when < head_dim) */
     float rope_base;         /* rope frequency base */
     float rope_freq_scale;   /* linear rope scaling (1 = none) */
+    float yarn_ext_factor;   /* YaRN extrapolation mix (0 = no YaRN) */
+    int32_t yarn_n_ctx_orig; /* YaRN original context */
+    float yarn_beta_fast;    /* YaRN ramp bounds (in rotations) */
+    float yarn_beta_slow;
     float norm_eps;          /* RMS / layer norm epsilon */
     int32_t n_ctx_train;     /* context length the model was trained with */
     int32_t bos;             /* BOS id from the model metadata, -1 if none */
@@ -54,7 +58,7 @@ typedef struct {
     float attn_scale;        /* query/key logit scale (1/sqrt(head_dim) by default) */
     float attn_softcap;      /* attention logit soft-cap (0 = off) */
     float final_softcap;     /* output logit soft-cap (0 = off) */
-    int32_t moe_gating;      /* router function: 0 softmax, 1 sigmoid */
+    int32_t moe_gating;      /* router function: 0 softmax, 1 sigmoid, 2 softmax over the selected */
     bool moe_renorm;         /* renormalize the selected experts' weights */
     float moe_w_scale;       /* selected weights multiplied by this (1 = none) */
     float clamp_kqv;         /* clamp q/k/v projections to [-c, c] (0 = off; olmo) */

@@ -66,7 +66,9 @@ static wg_status s_find(s_ld_t *ld, wg_tensor_id_t id, int layer, int e, s_tinfo
     char name[256];
     memset(ti, 0, sizeof *ti);
     if (m->gguf) {
-        snprintf(name, sizeof name, wg_tensor_gguf_name(id), layer, e);
+        const char *gp = wg_tensor_gguf_name(m->arch, id);
+        if (!gp) return WG_ERR_NOTFOUND;
+        snprintf(name, sizeof name, gp, layer, e);
         const wg_gguf_tensor_t *t = wg_gguf_find_tensor(m->gguf, name);
         if (!t) return WG_ERR_NOTFOUND;
         ti->name = t->name;
@@ -102,7 +104,7 @@ static bool s_has(s_ld_t *ld, wg_tensor_id_t id, int layer) {
 
 static wg_status s_missing(s_ld_t *ld, wg_tensor_id_t id, int layer) {
     char name[256];
-    const char *pat = ld->m->gguf ? wg_tensor_gguf_name(id) : wg_tensor_hf_name(ld->m->arch, id);
+    const char *pat = ld->m->gguf ? wg_tensor_gguf_name(ld->m->arch, id) : wg_tensor_hf_name(ld->m->arch, id);
     snprintf(name, sizeof name, pat ? pat : "?", layer, 0);
     return wg_error(WG_ERR_NOTFOUND, "%s: required tensor %s is missing (arch %s)", ld->m->path, name,
                     ld->m->hp.arch);
@@ -189,17 +191,27 @@ static bool s_is_norm(wg_tensor_id_t id) {
 }
 
 /* A 1-D tensor of n floats (converted to an owned F32 copy if needed). */
+static wg_status s_vec2(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t n, int64_t n1, bool required,
+                        const float **out);
+
 static wg_status s_vec(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t n, bool required,
                        const float **out) {
+    return s_vec2(ld, id, layer, n, 1, required, out);
+}
+
+/* An F32 [n1][n] table (n1 = 1: a vector). */
+static wg_status s_vec2(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t n, int64_t n1, bool required,
+                        const float **out) {
     wg_model_t *m = ld->m;
     *out = NULL;
     s_tinfo_t ti;
     wg_status st = s_find(ld, id, layer, 0, &ti);
     if (st == WG_ERR_NOTFOUND) return required ? s_missing(ld, id, layer) : WG_OK;
     if (st) return st;
-    if (ti.ne[0] != n || ti.ne[1] * ti.ne[2] * ti.ne[3] != 1)
-        return wg_error(WG_ERR_FORMAT, "tensor %s: shape [%lld,%lld], expected [%lld]", ti.name,
-                        (long long)ti.ne[0], (long long)ti.ne[1], (long long)n);
+    if (ti.ne[0] != n || ti.ne[1] != n1 || ti.ne[2] * ti.ne[3] != 1)
+        return wg_error(WG_ERR_FORMAT, "tensor %s: shape [%lld,%lld], expected [%lld,%lld]", ti.name,
+                        (long long)ti.ne[0], (long long)ti.ne[1], (long long)n, (long long)n1);
+    n *= n1;
     const wg_type_traits_t *tr = wg_type_traits(ti.type);
     if (!tr || !tr->supported || !tr->to_float || n % tr->blck_size)
         return wg_error(WG_ERR_UNSUPPORTED, "tensor %s: type %d cannot be converted", ti.name,
@@ -249,7 +261,7 @@ static wg_status s_permute_qk(wg_model_t *m, wg_weight_t *w, int32_t n_heads, in
 /* ---- hyper-parameters ---- */
 
 static void s_moe_defaults(wg_model_t *m) {
-    m->hp.moe_gating = m->arch->gating == WG_GATE_SIGMOID;
+    m->hp.moe_gating = (int32_t)m->arch->gating;
     m->hp.moe_renorm = (m->arch->flags & WG_F_MOE_RENORM) != 0;
     m->hp.moe_w_scale = 1.0f;
 }
@@ -324,11 +336,21 @@ static wg_status s_hparams_gguf(wg_model_t *m) {
     char key[128];
     snprintf(key, sizeof key, "%s.rope.scaling.type", a);
     if (wg_gguf_get_str(g, key, &stype) == WG_OK && stype && strcmp(stype, "none") != 0) {
-        if (strcmp(stype, "linear") != 0)
+        const bool yarn = strcmp(stype, "yarn") == 0;
+        if (strcmp(stype, "linear") != 0 && !yarn)
             return wg_error(WG_ERR_UNSUPPORTED, "%s: rope scaling '%s' not supported yet", m->path, stype);
         float f = 1.0f;
         if ((st = s_gguf_f32(g, a, "rope.scaling.factor", 1.0f, &f))) return st;
-        if (f > 0.0f) hp->rope_freq_scale = 1.0f / f;
+        if (!(f > 0.0f)) return wg_error(WG_ERR_RANGE, "%s: rope.scaling.factor=%g", m->path, (double)f);
+        hp->rope_freq_scale = 1.0f / f;
+        if (yarn) {
+            hp->yarn_ext_factor = 1.0f;
+            if ((st = s_gguf_i32(g, a, "rope.scaling.original_context_length", false, hp->n_ctx_train,
+                                 &hp->yarn_n_ctx_orig)) ||
+                (st = s_gguf_f32(g, a, "rope.scaling.yarn_beta_fast", 32.0f, &hp->yarn_beta_fast)) ||
+                (st = s_gguf_f32(g, a, "rope.scaling.yarn_beta_slow", 1.0f, &hp->yarn_beta_slow)))
+                return st;
+        }
     }
     if ((st = s_gguf_i32(g, a, "attention.sliding_window", false, 0, &hp->n_swa)) ||
         (st = s_gguf_i32(g, a, "attention.sliding_window_pattern", false, m->arch->swa_pattern, &hp->swa_pattern)) ||
@@ -340,8 +362,9 @@ static wg_status s_hparams_gguf(wg_model_t *m) {
         return st;
     int32_t gf = 0;
     if ((st = s_gguf_i32(g, a, "expert_gating_func", false, 0, &gf))) return st;
-    if (gf == 1) hp->moe_gating = 0;
-    else if (gf == 2) hp->moe_gating = 1;
+    if (gf == 1) hp->moe_gating = WG_GATE_SOFTMAX;
+    else if (gf == 2) hp->moe_gating = WG_GATE_SIGMOID;
+    else if (gf == 3) hp->moe_gating = WG_GATE_SOFTMAX_SELECTED;
     else if (gf != 0) return wg_error(WG_ERR_UNSUPPORTED, "%s: %s.expert_gating_func=%d", m->path, a, gf);
     snprintf(key, sizeof key, "%s.expert_weights_norm", a);
     bool bn;
@@ -505,6 +528,7 @@ static wg_status s_load_tensors(s_ld_t *ld) {
                     return st;
             }
         }
+        if ((st = s_vec(ld, WG_T_ATTN_SINKS, il, hp->n_head, false, &L->attn_sinks))) return st;
         if ((st = s_weight(ld, WG_T_ATTN_OUT, il, od, E, 1, true, &L->wo)) ||
             (st = s_vec(ld, WG_T_ATTN_OUT_B, il, E, false, &L->bo)))
             return st;
@@ -533,7 +557,11 @@ static wg_status s_load_tensors(s_ld_t *ld) {
                 (st = s_weight(ld, WG_T_FFN_GATE_EXPS, il, E, F, X, true, &L->gate_exps)) ||
                 (st = s_weight(ld, WG_T_FFN_UP_EXPS, il, E, F, X, true, &L->up_exps)) ||
                 (st = s_weight(ld, WG_T_FFN_DOWN_EXPS, il, F, E, X, true, &L->down_exps)) ||
-                (st = s_vec(ld, WG_T_FFN_EXP_PROBS_B, il, X, false, &L->exp_probs_b)))
+                (st = s_vec(ld, WG_T_FFN_EXP_PROBS_B, il, X, false, &L->exp_probs_b)) ||
+                (st = s_vec(ld, WG_T_FFN_GATE_INP_B, il, X, false, &L->gate_inp_b)) ||
+                (st = s_vec2(ld, WG_T_FFN_GATE_EXPS_B, il, F, X, false, &L->gate_exps_b)) ||
+                (st = s_vec2(ld, WG_T_FFN_UP_EXPS_B, il, F, X, false, &L->up_exps_b)) ||
+                (st = s_vec2(ld, WG_T_FFN_DOWN_EXPS_B, il, E, X, false, &L->down_exps_b)))
                 return st;
             /* Shared expert: width from the tensor itself. */
             s_tinfo_t ts;
