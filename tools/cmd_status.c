@@ -9,7 +9,6 @@
  * endpoints from the Redis worker registry (--redis). Each source is
  * optional; what is given is shown. */
 #include <getopt.h>
-#include <hiredis/hiredis.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +21,7 @@
 #include "schemas/wg_msg_producer.h"
 #include "schemas/wg_msg_zmq.h"
 #include "waggle.h"
+#include "worker/registry/wg_registry.h"
 
 static double s_now(void) {
     struct timespec ts;
@@ -184,35 +184,24 @@ int wg_cmd_status(int argc, char **argv) {
         }
     }
     if (redis) {
-        const char *p = strncmp(redis, "redis://", 8) == 0 ? redis + 8 : redis;
-        const char *at = strrchr(p, '@');
-        if (at) p = at + 1;
-        char host[256] = "127.0.0.1";
-        size_t hl = strcspn(p, ":/");
-        if (hl) snprintf(host, sizeof host, "%.*s", (int)hl, p);
-        int port = p[hl] == ':' ? atoi(p + hl + 1) : 6379;
-        struct timeval tv = {1, 0};
-        redisContext *rc2 = redisConnectWithTimeout(host, port, tv);
-        if (!rc2 || rc2->err) {
-            printf("registry %s: unreachable\n", redis);
+        wg_registry_t *reg = NULL;
+        wg_reg_worker *ws = NULL;
+        uint32_t n = 0;
+        if (wg_registry_connect(redis, &reg) != WG_OK || wg_registry_worker_list(reg, &ws, &n) != WG_OK) {
+            printf("registry %s: %s\n", redis, wg_errmsg());
             rc = 1;
         } else {
-            redisReply *ids = redisCommand(rc2, "SMEMBERS waggle:workers");
-            printf("registered workers:\n");
-            for (size_t i = 0; ids && ids->type == REDIS_REPLY_ARRAY && i < ids->elements; i++) {
-                redisReply *h = redisCommand(rc2, "HMGET waggle:worker:%s stream_endpoint models credits running",
-                                             ids->element[i]->str);
-                if (h && h->type == REDIS_REPLY_ARRAY && h->elements == 4 && h->element[0]->type == REDIS_REPLY_STRING)
-                    printf("  %s  stream=%s models=%s credits=%s running=%s\n", ids->element[i]->str,
-                           h->element[0]->str, h->element[1]->str ? h->element[1]->str : "",
-                           h->element[2]->str ? h->element[2]->str : "", h->element[3]->str ? h->element[3]->str : "");
-                else
-                    printf("  %s  (expired: no heartbeat)\n", ids->element[i]->str);
-                if (h) freeReplyObject(h);
+            printf("registered workers: %u\n", n);
+            for (uint32_t i = 0; i < n; i++) {
+                printf("  %s  stream=%s credits=%u free=%u models=", ws[i].id,
+                       ws[i].stream_endpoint && *ws[i].stream_endpoint ? ws[i].stream_endpoint : "-", ws[i].credits,
+                       ws[i].free_slots);
+                for (uint32_t m = 0; m < ws[i].n_models; m++) printf("%s%s", m ? "," : "", ws[i].models[m]);
+                printf("\n");
             }
-            if (ids) freeReplyObject(ids);
+            wg_reg_workers_free(&ws, &n);
         }
-        if (rc2) redisFree(rc2);
+        wg_registry_destroy(&reg);
     }
     return rc;
 }

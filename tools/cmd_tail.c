@@ -11,7 +11,6 @@
  * move). A missed start is not an error: FETCH returns the whole text. */
 #include <errno.h>
 #include <getopt.h>
-#include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@
 #include "schemas/wg_msg_stream.h"
 #include "schemas/wg_msg_zmq.h"
 #include "waggle.h"
+#include "worker/registry/wg_registry.h"
 
 static volatile sig_atomic_t s_stop;
 static void s_on_sig(int sig) {
@@ -36,40 +36,23 @@ static int64_t s_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Stream endpoints of the workers in the Redis registry (redis://host:port[/db]). */
+/* Stream endpoints of the live workers in the Redis worker directory. */
 static int s_registry(const char *url, char eps[][256], int max) {
-    const char *p = strncmp(url, "redis://", 8) == 0 ? url + 8 : url;
-    const char *at = strrchr(p, '@');
-    char pass[256] = "", host[256] = "127.0.0.1";
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        snprintf(pass, sizeof pass, "%.*s", (int)(at - (colon ? colon + 1 : p)), colon ? colon + 1 : p);
-        p = at + 1;
-    }
-    size_t hl = strcspn(p, ":/");
-    if (hl) snprintf(host, sizeof host, "%.*s", (int)hl, p);
-    int port = p[hl] == ':' ? atoi(p + hl + 1) : 6379;
-    struct timeval tv = {1, 0};
-    redisContext *c = redisConnectWithTimeout(host, port, tv);
-    if (!c || c->err) {
-        fprintf(stderr, "waggle tail: cannot reach Redis at %s\n", url);
-        if (c) redisFree(c);
+    wg_registry_t *r = NULL;
+    if (wg_registry_connect(url, &r) != WG_OK) {
+        fprintf(stderr, "waggle tail: %s\n", wg_errmsg());
         return -1;
     }
-    if (pass[0]) {
-        redisReply *a = redisCommand(c, "AUTH %s", pass);
-        if (a) freeReplyObject(a);
+    wg_reg_worker *ws = NULL;
+    uint32_t n = 0;
+    int k = 0;
+    if (wg_registry_worker_list(r, &ws, &n) == WG_OK) {
+        for (uint32_t i = 0; i < n && k < max; i++)
+            if (ws[i].stream_endpoint && *ws[i].stream_endpoint) snprintf(eps[k++], 256, "%s", ws[i].stream_endpoint);
+        wg_reg_workers_free(&ws, &n);
     }
-    int n = 0;
-    redisReply *ids = redisCommand(c, "SMEMBERS waggle:workers");
-    for (size_t i = 0; ids && ids->type == REDIS_REPLY_ARRAY && i < ids->elements && n < max; i++) {
-        redisReply *e = redisCommand(c, "HGET waggle:worker:%s stream_endpoint", ids->element[i]->str);
-        if (e && e->type == REDIS_REPLY_STRING && e->len > 0) snprintf(eps[n++], 256, "%s", e->str);
-        if (e) freeReplyObject(e);
-    }
-    if (ids) freeReplyObject(ids);
-    redisFree(c);
-    return n;
+    wg_registry_destroy(&r);
+    return k;
 }
 
 /* Print what the broker knows about job_id (state, worker) to stderr. */

@@ -9,7 +9,6 @@
 #include "wg_worker.h"
 
 #include <errno.h>
-#include <hiredis/hiredis.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +26,7 @@
 #include "schemas/wg_msg_stream.h"
 #include "schemas/wg_msg_worker.h"
 #include "schemas/wg_msg_zmq.h"
+#include "worker/registry/wg_registry.h"
 
 #define S_MOD "worker"
 #define S_TOPIC_CAP (3 + WG_MSG_MAX_ID + 1)
@@ -109,7 +109,7 @@ struct wg_worker {
     int64_t metrics_t0;          /* start of the metrics interval */
     uint64_t metrics_tok0;       /* tokens at its start */
     wg_msg_metrics last_metrics; /* latest figures (for HEARTBEAT) */
-    redisContext *redis;         /* registry connection or NULL */
+    wg_registry_t *registry;     /* worker directory connection or NULL */
     int64_t redis_retry_ms;      /* next connection attempt */
     wg_worker_stats st;          /* counters */
 };
@@ -257,89 +257,41 @@ static void s_reconnect(wg_worker_t *w) {
 
 /* ---------------------------------------------------------------- registry (Redis) */
 
-/* redis://[user:pass@]host:port[/db] */
-static redisContext *s_redis_connect(const char *url) {
-    const char *p = url;
-    if (strncmp(p, "redis://", 8) == 0) p += 8;
-    char user[128] = "", pass[256] = "", host[256] = "127.0.0.1";
-    int port = 6379, db = 0;
-    const char *at = strrchr(p, '@');
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon) {
-            snprintf(user, sizeof user, "%.*s", (int)(colon - p), p);
-            snprintf(pass, sizeof pass, "%.*s", (int)(at - colon - 1), colon + 1);
-        } else {
-            snprintf(pass, sizeof pass, "%.*s", (int)(at - p), p);
-        }
-        p = at + 1;
-    }
-    size_t hl = strcspn(p, ":/");
-    if (hl) snprintf(host, sizeof host, "%.*s", (int)hl, p);
-    p += hl;
-    if (*p == ':') port = atoi(p + 1);
-    const char *slash = strchr(p, '/');
-    if (slash) db = atoi(slash + 1);
-    struct timeval tv = {0, 300000};
-    redisContext *c = redisConnectWithTimeout(host, port, tv);
-    if (!c || c->err) {
-        if (c) redisFree(c);
-        return NULL;
-    }
-    redisSetTimeout(c, tv);
-    redisReply *r = NULL;
-    if (pass[0]) {
-        r = user[0] ? redisCommand(c, "AUTH %s %s", user, pass) : redisCommand(c, "AUTH %s", pass);
-        bool ok = r && r->type != REDIS_REPLY_ERROR;
-        if (r) freeReplyObject(r);
-        if (!ok) {
-            redisFree(c);
-            return NULL;
-        }
-    }
-    if (db) {
-        r = redisCommand(c, "SELECT %d", db);
-        if (r) freeReplyObject(r);
-    }
-    return c;
-}
-
-/* Refresh waggle:worker:<id> (hash, TTL) and the waggle:workers set so
- * consumers can find stream endpoints. Failures only delay the next try. */
+/* Refresh this worker's entry in the Redis worker directory (wg_registry:
+ * waggle:worker:<id> with a TTL, waggle:workers) so consumers can find its
+ * stream endpoint. Failures only delay the next try; dispatch never depends
+ * on the directory. */
 static void s_registry_refresh(wg_worker_t *w) {
     if (!w->redis_url) return;
     int64_t now = s_now_ms();
-    if (!w->redis) {
-        if (now < w->redis_retry_ms) return;
-        w->redis = s_redis_connect(w->redis_url);
-        if (!w->redis) {
-            w->redis_retry_ms = now + 5000;
-            wg_warn(S_MOD, "worker=%s registry redis unreachable (%s), retry in 5 s", w->id, w->redis_url);
-            return;
-        }
+    if (now < w->redis_retry_ms) return;
+    if (!w->registry && wg_registry_connect(w->redis_url, &w->registry) != WG_OK) {
+        w->redis_retry_ms = now + 5000;
+        wg_warn(S_MOD, "worker=%s registry unreachable (%s), retry in 5 s", w->id, wg_errmsg());
+        return;
     }
-    char models[WG_MSG_MAX_MODELS * 64];
-    size_t off = 0;
-    models[0] = '\0';
-    for (uint32_t i = 0; i < w->n_models && off < sizeof models - 1; i++)
-        off += (size_t)snprintf(models + off, sizeof models - off, "%s%s", i ? "," : "", w->models[i].name);
-    int ttl = (int)((w->hb_ms * w->liveness) / 1000) + 2;
-    char key[WG_MSG_MAX_ID + 32];
-    snprintf(key, sizeof key, "waggle:worker:%s", w->id);
-    redisAppendCommand(w->redis, "HSET %s stream_endpoint %s models %s credits %d running %u ts_ms %llu", key,
-                       w->advertise ? w->advertise : "", models, w->draining ? 1 : w->max_seqs,
-                       w->last_metrics.running, (unsigned long long)s_unix_ms());
-    redisAppendCommand(w->redis, "EXPIRE %s %d", key, ttl);
-    redisAppendCommand(w->redis, "SADD waggle:workers %s", w->id);
-    for (int i = 0; i < 3; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(w->redis, (void **)&r) != REDIS_OK) {
-            redisFree(w->redis);
-            w->redis = NULL;
-            w->redis_retry_ms = now + 1000;
-            return;
-        }
-        freeReplyObject(r);
+    char *names[WG_MSG_MAX_MODELS];
+    for (uint32_t i = 0; i < w->n_models; i++) names[i] = w->models[i].name;
+    uint32_t credits = w->draining ? 1u : (uint32_t)w->max_seqs;
+    uint32_t running = w->last_metrics.running;
+    wg_reg_worker e = {0};
+    e.id = w->id;
+    e.stream_endpoint = w->advertise ? w->advertise : "";
+    e.device = "cpu";
+    e.mem_budget = w->last_metrics.mem_total_bytes;
+    e.mem_free = w->last_metrics.mem_total_bytes > w->last_metrics.mem_used_bytes
+                     ? w->last_metrics.mem_total_bytes - w->last_metrics.mem_used_bytes
+                     : 0;
+    e.models = names;
+    e.n_models = w->n_models;
+    e.credits = credits;
+    e.free_slots = credits > running ? credits - running : 0;
+    e.ts_ms = (int64_t)s_unix_ms();
+    uint32_t ttl = (uint32_t)((w->hb_ms * w->liveness) / 1000) + 2;
+    if (wg_registry_worker_put(w->registry, &e, ttl) != WG_OK) {
+        wg_warn(S_MOD, "worker=%s registry refresh failed: %s", w->id, wg_errmsg());
+        wg_registry_destroy(&w->registry);
+        w->redis_retry_ms = now + 1000;
     }
 }
 
@@ -1104,6 +1056,7 @@ static void s_fail_model(wg_worker_t *w, uint32_t mi, wg_status st) {
 }
 
 static void s_goodbye(wg_worker_t *w, const char *reason) {
+    if (w->registry) wg_registry_worker_rm(w->registry, w->id);
     wg_msg_disconnect d = {.reason = (char *)reason};
     wg_msg_buf b = {0};
     if (wg_msg_disconnect_encode(&d, &b) == WG_OK) s_send(w, WG_CMD_DISCONNECT, &b);
@@ -1209,7 +1162,7 @@ void wg_worker_destroy(wg_worker_t **pw) {
         free(m->name);
     }
     free(w->models);
-    if (w->redis) redisFree(w->redis);
+    wg_registry_destroy(&w->registry);
     free(w->broker_ep);
     free(w->stream_ep);
     free(w->advertise);
