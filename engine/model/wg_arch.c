@@ -14,6 +14,7 @@ static const struct {
     [WG_T_OUTPUT_NORM_B] = {"output_norm.bias", "model.norm.bias"},
     [WG_T_OUTPUT] = {"output.weight", "lm_head.weight"},
     [WG_T_OUTPUT_B] = {"output.bias", "lm_head.bias"},
+    [WG_T_ROPE_FREQS] = {"rope_freqs.weight", NULL},
     [WG_T_ATTN_NORM] = {"blk.%d.attn_norm.weight", "model.layers.%d.input_layernorm.weight"},
     [WG_T_ATTN_NORM_B] = {"blk.%d.attn_norm.bias", "model.layers.%d.input_layernorm.bias"},
     [WG_T_ATTN_Q] = {"blk.%d.attn_q.weight", "model.layers.%d.self_attn.q_proj.weight"},

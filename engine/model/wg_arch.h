@@ -20,6 +20,7 @@ typedef enum {
     WG_T_OUTPUT_NORM_B,
     WG_T_OUTPUT,
     WG_T_OUTPUT_B,
+    WG_T_ROPE_FREQS,
     WG_T_ATTN_NORM,
     WG_T_ATTN_NORM_B,
     WG_T_ATTN_Q,
@@ -171,6 +172,7 @@ struct wg_model {
     const float *out_norm;     /* [n_embd] */
     const float *out_norm_b;   /* [n_embd] */
     const float *out_b;        /* [n_vocab] */
+    const float *rope_freqs;   /* [n_rot/2] rope frequency divisors (llama3 scaling), or NULL */
     wg_layer_t *layers;        /* [n_layer] */
     void **owned;              /* buffers owned by the model (converted/permuted) */
     size_t n_owned;            /* entries in owned */

@@ -100,7 +100,7 @@ static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) 
     }
     const bool swa = hp->n_swa > 0 && (hp->swa_pattern == 0 || il % hp->swa_pattern < hp->swa_pattern - 1);
     wg_rope_t rope = {.style = m->arch->rope, .n_rot = hp->n_rot, .base = swa ? hp->rope_base_swa : hp->rope_base,
-                      .freq_scale = hp->rope_freq_scale, .freq_factors = NULL, .ext_factor = hp->yarn_ext_factor,
+                      .freq_scale = hp->rope_freq_scale, .freq_factors = m->rope_freqs, .ext_factor = hp->yarn_ext_factor,
                       .attn_factor = 1.0f};
     if (hp->yarn_ext_factor != 0.0f) {
         /* ggml_rope_yarn_corr_dims: rotary dims where the ramp starts and ends. */

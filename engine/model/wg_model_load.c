@@ -437,7 +437,9 @@ static wg_status s_hparams_hf(wg_model_t *m, json_t *cfg) {
     if (json_is_object(rs)) {
         const char *t = json_string_value(json_object_get(rs, "rope_type"));
         if (!t) t = json_string_value(json_object_get(rs, "type"));
-        if (t && strcmp(t, "linear") == 0) {
+        if (t && strcmp(t, "llama3") == 0) {
+            /* factors computed in s_llama3_factors once n_rot is final */
+        } else if (t && strcmp(t, "linear") == 0) {
             float f = s_cfg_float(rs, "factor", 1.0f);
             if (f > 0.0f) hp->rope_freq_scale = 1.0f / f;
         } else if (t && strcmp(t, "default") != 0) {
@@ -472,6 +474,40 @@ static wg_status s_check_hparams(wg_model_t *m) {
     return WG_OK;
 }
 
+/* HF rope_scaling {"rope_type": "llama3"}: the per-frequency divisors the GGUF
+ * converter writes as rope_freqs.weight, computed the same way. */
+static wg_status s_llama3_factors(s_ld_t *ld) {
+    wg_model_t *m = ld->m;
+    json_t *rs = json_object_get(ld->cfg, "rope_scaling");
+    if (!json_is_object(rs)) return WG_OK;
+    const char *t = json_string_value(json_object_get(rs, "rope_type"));
+    if (!t) t = json_string_value(json_object_get(rs, "type"));
+    if (!t || strcmp(t, "llama3") != 0) return WG_OK;
+    const float factor = s_cfg_float(rs, "factor", 8.0f), lo = s_cfg_float(rs, "low_freq_factor", 1.0f);
+    const float hi = s_cfg_float(rs, "high_freq_factor", 4.0f);
+    const float octx = (float)s_cfg_int(rs, "original_max_position_embeddings", 8192);
+    if (!(factor > 0) || !(hi > lo) || !(octx > 0))
+        return wg_error(WG_ERR_RANGE, "%s/config.json: bad llama3 rope_scaling", m->path);
+    const int32_t n = m->hp.n_rot / 2;
+    float *ff = s_own(m, (size_t)n * sizeof(float));
+    if (!ff) return wg_error(WG_ERR_NOMEM, "rope factors");
+    const double lo_wl = octx / lo, hi_wl = octx / hi;
+    for (int32_t i = 0; i < n; i++) {
+        const double freq = 1.0 / pow(m->hp.rope_base, 2.0 * i / m->hp.n_rot);
+        const double wl = 2.0 * M_PI / freq;
+        double r;
+        if (wl < hi_wl) r = 1.0;
+        else if (wl > lo_wl) r = factor;
+        else {
+            const double smooth = (octx / wl - lo) / (hi - lo);
+            r = 1.0 / ((1.0 - smooth) / factor + smooth);
+        }
+        ff[i] = (float)r;
+    }
+    m->rope_freqs = ff;
+    return WG_OK;
+}
+
 /* ---- tensors ---- */
 
 static wg_status s_load_tensors(s_ld_t *ld) {
@@ -494,8 +530,10 @@ static wg_status s_load_tensors(s_ld_t *ld) {
     }
     if ((st = s_vec(ld, WG_T_OUTPUT_NORM, 0, E, m->arch->norm != WG_NORM_LAYER_NOPARAM, &m->out_norm)) ||
         (st = s_vec(ld, WG_T_OUTPUT_NORM_B, 0, E, false, &m->out_norm_b)) ||
-        (st = s_vec(ld, WG_T_OUTPUT_B, 0, V, false, &m->out_b)))
+        (st = s_vec(ld, WG_T_OUTPUT_B, 0, V, false, &m->out_b)) ||
+        (st = s_vec(ld, WG_T_ROPE_FREQS, 0, hp->n_rot / 2, false, &m->rope_freqs)))
         return st;
+    if (!m->rope_freqs && ld->cfg && (st = s_llama3_factors(ld))) return st;
 
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return wg_error(WG_ERR_NOMEM, "layers");

@@ -189,3 +189,78 @@ Test(forward, load_errors_name_the_problem) {
     cr_assert_neq(wg_model_load(p, &m), WG_OK);
     cr_assert_null(m);
 }
+
+/* llama3 rope scaling: an HF config with rope_scaling {llama3} and a GGUF with
+ * the equivalent rope_freqs.weight give the same logits, and those differ from
+ * the unscaled model (so the factors are really applied). */
+#include <math.h>
+#include <unistd.h>
+
+#include "engine/formats/wg_gguf.h"
+
+Test(forward, llama3_rope_scaling_hf_config_equals_gguf_rope_freqs) {
+    WG_REQUIRE_CORPUS();
+    char src[4096];
+    snprintf(src, sizeof src, "%s", wg_test_corpus("models/llama/llama-f32.gguf"));
+    wg_gguf_t *g = NULL;
+    cr_assert_eq(wg_gguf_open(src, &g), WG_OK);
+    wg_gguf_writer_t *w = wg_gguf_writer_new();
+    for (int64_t i = 0; i < wg_gguf_n_kv(g); i++)
+        cr_assert_eq(wg_gguf_writer_set_value(w, wg_gguf_kv_key(g, i), wg_gguf_kv_value(g, i)), WG_OK);
+    for (int64_t i = 0; i < wg_gguf_n_tensors(g); i++) {
+        const wg_gguf_tensor_t *t = wg_gguf_tensor(g, i);
+        cr_assert_eq(wg_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data), WG_OK);
+    }
+    /* Factors for factor 8, low 1, high 4, original context 8192 (n_rot 64, base 1e4). */
+    float ff[32];
+    int n_scaled = 0;
+    for (int i = 0; i < 32; i++) {
+        double wl = 2.0 * M_PI * pow(10000.0, 2.0 * i / 64.0);
+        double r = wl < 8192.0 / 4 ? 1.0 : wl > 8192.0 ? 8.0
+                 : 1.0 / ((1.0 - (8192.0 / wl - 1.0) / 3.0) / 8.0 + (8192.0 / wl - 1.0) / 3.0);
+        ff[i] = (float)r;
+        n_scaled += r != 1.0;
+    }
+    cr_assert(n_scaled > 4 && n_scaled < 32, "the test must mix scaled and unscaled dims");
+    int64_t ne[1] = {32};
+    cr_assert_eq(wg_gguf_writer_add_tensor(w, "rope_freqs.weight", WG_TYPE_F32, 1, ne, ff), WG_OK);
+    char dir[] = "/tmp/wg_llama3_XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char gpath[4200], cpath[4200], spath[4200], target[4200];
+    snprintf(gpath, sizeof gpath, "%s/m.gguf", dir);
+    cr_assert_eq(wg_gguf_writer_write(w, gpath), WG_OK, "%s", wg_errmsg());
+    wg_gguf_writer_destroy(&w);
+    wg_gguf_close(&g);
+    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+    FILE *f = fopen(cpath, "w");
+    fprintf(f, "{\"architectures\":[\"LlamaForCausalLM\"],\"vocab_size\":320,\"hidden_size\":256,"
+               "\"intermediate_size\":512,\"num_hidden_layers\":2,\"num_attention_heads\":4,"
+               "\"num_key_value_heads\":2,\"rms_norm_eps\":1e-05,\"rope_theta\":10000.0,\"head_dim\":64,"
+               "\"tie_word_embeddings\":false,\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,"
+               "\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}}");
+    fclose(f);
+    snprintf(spath, sizeof spath, "%s/model.safetensors", dir);
+    snprintf(target, sizeof target, "%s", wg_test_corpus("hf/llama/model.safetensors"));
+    cr_assert_eq(symlink(target, spath), 0);
+
+    wg_model_t *a = s_load("models/llama/llama-f32.gguf"), *b = NULL, *c = NULL;
+    cr_assert_eq(wg_model_load(gpath, &b), WG_OK, "%s", wg_errmsg());
+    cr_assert_eq(wg_model_load(dir, &c), WG_OK, "%s", wg_errmsg());
+    int32_t ids[12];
+    s_prompt(ids, 12, 3, 320);
+    float *la = s_run_chunked(a, ids, 12, 12, 1), *lb = s_run_chunked(b, ids, 12, 12, 1);
+    float *lc = s_run_chunked(c, ids, 12, 12, 1);
+    cr_assert(memcmp(lb, lc, 12 * 320 * sizeof(float)) == 0, "HF llama3 config vs GGUF rope_freqs differ");
+    cr_assert(memcmp(la, lb, 12 * 320 * sizeof(float)) != 0, "rope factors had no effect");
+    cr_assert(memcmp(la, lb, 320 * sizeof(float)) == 0, "position 0 must not depend on rope");
+    free(la);
+    free(lb);
+    free(lc);
+    wg_model_free(&a);
+    wg_model_free(&b);
+    wg_model_free(&c);
+    unlink(spath);
+    unlink(cpath);
+    unlink(gpath);
+    rmdir(dir);
+}
