@@ -26,6 +26,7 @@
 #include "schemas/wg_msg_worker.h"
 #include "schemas/wg_msg_zmq.h"
 #include "wg_store.h"
+#include "worker/registry/wg_registry.h"
 
 #define NBUCKETS 8192
 #define MAX_ALLOW 1024
@@ -47,6 +48,7 @@ typedef struct bjob {
     uint64_t est_tokens;        /* estimated prompt tokens */
     uint64_t seq;               /* FIFO order within a priority */
     int64_t started_ms;         /* last dispatch time */
+    int64_t enq_ms;             /* when first queued (age for the starvation guard) */
     wg_msg_buf result;          /* ENDING: encoded RESULT waiting to be stored */
     char end_state[12];         /* ENDING: done|failed|cancelled */
     struct bjob *hnext;         /* hash chain */
@@ -67,6 +69,11 @@ struct bworker {
     bool has_metrics;                /* metrics valid */
     wg_msg_metrics metrics;          /* latest HEARTBEAT metrics */
     uint64_t done, failed;           /* completions from this worker */
+    uint64_t mem_budget;             /* READY/HEARTBEAT: bytes it may keep resident; 0 = cannot load */
+    uint64_t mem_free;               /* READY/HEARTBEAT: budget not in use */
+    char *pending;                   /* model a job was routed here to load, until listed, or NULL */
+    int64_t pending_ms;              /* when pending was set */
+    char *reserved;                  /* model of a starved job this worker is kept for, or NULL */
     bworker *next;                   /* list */
 };
 
@@ -77,6 +84,9 @@ typedef struct bmodel {
     uint64_t running;        /* in flight */
     uint64_t done, failed, cancelled, rejected_full; /* counters */
     double ema_ms;           /* running-time EMA (retry hints) */
+    int reg_state;           /* registry: 1 registered, -1 not, 0 not asked yet */
+    int64_t reg_checked_ms;  /* when reg_state was last read */
+    uint64_t reg_bytes;      /* registered bytes (0 unknown): what a load needs */
     struct bmodel *next;     /* list */
 } bmodel;
 
@@ -86,6 +96,7 @@ struct wg_broker {
     bool own_ctx;                 /* we created ctx */
     void *fe, *be, *zap;          /* sockets (zap NULL without CURVE) */
     wg_store_t *store;            /* queue store */
+    wg_registry_t *reg;           /* model registry (Redis mode) or NULL */
     bjob *buckets[NBUCKETS];      /* jobs by id */
     bjob *qhead, *qtail;          /* queued jobs, priority desc then seq asc */
     uint64_t seq;                 /* next job seq */
@@ -100,7 +111,8 @@ struct wg_broker {
     char *metrics_text;           /* latest Prometheus snapshot */
     int64_t last_metrics_ms;      /* last snapshot time */
     uint64_t c_submitted, c_accepted, c_rejected, c_done, c_failed, c_cancelled, c_requeued,
-        c_dups, c_bad_frontend, c_bad_backend, c_workers_lost, c_zap_denied; /* counters */
+        c_dups, c_bad_frontend, c_bad_backend, c_workers_lost, c_zap_denied,
+        c_rejected_unknown, c_routed_load, c_routed_swap; /* counters */
 };
 
 static int64_t s_now(void) {
@@ -241,6 +253,8 @@ static void s_worker_free(bworker *w) {
     for (uint32_t i = 0; i < w->n_models; i++) free(w->models[i]);
     free(w->models);
     free(w->stream_endpoint);
+    free(w->pending);
+    free(w->reserved);
     wg_msg_metrics_clear(&w->metrics);
     free(w);
 }
@@ -386,27 +400,136 @@ static void s_worker_gone(wg_broker_t *b, bworker *w, bool count_failure, const 
 
 /* ---- dispatch ---- */
 
-static bworker *s_pick(wg_broker_t *b, const char *model) {
-    bworker *best = NULL, *any = NULL;
+/* Registered bytes of a model (what loading it needs); 0 when unknown. Read
+ * from the registry at most every 30 s per model. */
+static uint64_t s_model_bytes(wg_broker_t *b, bmodel *m) {
+    if (!m || !b->reg) return m ? m->reg_bytes : 0;
+    int64_t now = s_now();
+    if (m->reg_state == 0 || now - m->reg_checked_ms > 30000) {
+        wg_reg_model rm;
+        wg_status st = wg_registry_get(b->reg, m->name, &rm);
+        if (st == WG_OK) {
+            m->reg_state = 1;
+            m->reg_bytes = (uint64_t)rm.bytes;
+            wg_reg_model_clear(&rm);
+        } else if (st == WG_ERR_NOTFOUND) {
+            m->reg_state = -1;
+        }
+        m->reg_checked_ms = now;
+    }
+    return m->reg_bytes;
+}
+
+static bool s_holds(const bworker *w, const char *model) {
+    return s_worker_has(w, model) || (w->pending && !strcmp(w->pending, model));
+}
+
+/* Kept for another model's starved job: takes nothing else. */
+static bool s_reserved_other(const bworker *w, const char *model) {
+    return w->reserved && strcmp(w->reserved, model) != 0;
+}
+
+static void s_set_str(char **dst, const char *v) {
+    free(*dst);
+    *dst = v ? strdup(v) : NULL;
+}
+
+/* Choice of worker for a job (PROTOCOL.md §6 rule 3):
+ *   1. a worker that holds the model (READY/HEARTBEAT `models`, or a load we
+ *      already routed to it), most free credits first;
+ *   2. a worker with a memory budget and enough free memory to load it beside
+ *      what it holds, most free memory first;
+ *   3. a worker whose budget fits the model but must evict to load it: only
+ *      when `allow_swap` (the dispatcher's second pass, after every worker took
+ *      what the queue holds for its own models) and the worker is idle, or at
+ *      once when the job is starved (waited >= starve_ms) — so workers do not
+ *      thrash between models while the queue has work for what they hold;
+ *   4. a worker with an empty `models` list and no budget ("any", legacy).
+ * Workers reserved for a starved job of another model are skipped. */
+static bworker *s_pick(wg_broker_t *b, const bjob *j, bool allow_swap, bool *load) {
+    const char *model = j->job.model;
+    bworker *best = NULL, *roomy = NULL, *swap = NULL, *any = NULL;
+    *load = false;
     for (bworker *w = b->workers; w; w = w->next) {
-        if (w->inflight >= w->credits) continue;
+        if (w->inflight >= w->credits || s_reserved_other(w, model)) continue;
         uint32_t free_c = w->credits - w->inflight;
-        if (s_worker_has(w, model)) {
+        if (s_holds(w, model)) {
             if (!best || free_c > best->credits - best->inflight) best = w;
-        } else if (w->n_models == 0) {
+        } else if (w->n_models == 0 && w->mem_budget == 0) {
             if (!any || free_c > any->credits - any->inflight) any = w;
         }
     }
-    return best ? best : any;
+    if (best) return best;
+    bmodel *m = NULL;
+    for (bmodel *x = b->models; x; x = x->next)
+        if (!strcmp(x->name, model)) m = x;
+    uint64_t need = s_model_bytes(b, m);
+    bool starved = s_now() - j->enq_ms >= (int64_t)b->cfg.starve_ms;
+    for (bworker *w = b->workers; w; w = w->next) {
+        if (w->inflight >= w->credits || s_reserved_other(w, model) || w->mem_budget == 0) continue;
+        if (w->mem_budget < need) continue; /* can never hold it */
+        if (w->mem_free >= need) {
+            if (!roomy || w->mem_free > roomy->mem_free) roomy = w;
+        } else if ((allow_swap && w->inflight == 0) || starved || (w->reserved && !strcmp(w->reserved, model))) {
+            if (!swap || w->inflight < swap->inflight) swap = w;
+        }
+    }
+    if (roomy || swap) {
+        bworker *w = roomy ? roomy : swap;
+        *load = true;
+        if (roomy) b->c_routed_load++;
+        else b->c_routed_swap++;
+        s_set_str(&w->pending, model);
+        w->pending_ms = s_now();
+        /* the model it loads now takes its share of the budget */
+        w->mem_free = w->mem_free > need ? w->mem_free - need : 0;
+        if (w->reserved && !strcmp(w->reserved, model)) s_set_str(&w->reserved, NULL);
+        return w;
+    }
+    return any;
+}
+
+/* Starvation guard: a job waiting >= starve_ms whose model no live worker
+ * holds gets a loading-capable worker reserved for it; that worker takes no
+ * other model's jobs until this one is dispatched (its in-flight work drains,
+ * then it loads). One reservation per model. */
+static void s_reserve_for_starved(wg_broker_t *b) {
+    int64_t now = s_now();
+    for (bjob *j = b->qhead; j; j = j->qnext) {
+        if (now - j->enq_ms < (int64_t)b->cfg.starve_ms) continue;
+        const char *model = j->job.model;
+        bool held = false, reserved = false;
+        for (bworker *w = b->workers; w; w = w->next) {
+            held |= s_holds(w, model) || (w->n_models == 0 && w->mem_budget == 0);
+            reserved |= w->reserved && !strcmp(w->reserved, model);
+        }
+        if (held || reserved) continue;
+        bmodel *m = NULL;
+        for (bmodel *x = b->models; x; x = x->next)
+            if (!strcmp(x->name, model)) m = x;
+        uint64_t need = s_model_bytes(b, m);
+        bworker *pick = NULL;
+        for (bworker *w = b->workers; w; w = w->next)
+            if (w->mem_budget >= need && w->mem_budget > 0 && !w->reserved && (!pick || w->inflight < pick->inflight))
+                pick = w;
+        if (pick) {
+            s_set_str(&pick->reserved, model);
+            wg_info("broker", "worker=%s reserved for starved model=%s job=%s", pick->worker_id, model, j->id);
+        }
+    }
 }
 
 static void s_dispatch(wg_broker_t *b) {
     bool any_free = false;
     for (bworker *w = b->workers; w; w = w->next)
         if (w->inflight < w->credits) any_free = true;
+    if (any_free && b->qhead) s_reserve_for_starved(b);
+    /* pass 0: held models, free memory, starved jobs; pass 1: idle swaps */
+    for (int pass = 0; pass < 2; pass++)
     for (bjob *j = b->qhead, *next; j && any_free; j = next) {
         next = j->qnext;
-        bworker *w = s_pick(b, j->job.model);
+        bool load = false;
+        bworker *w = s_pick(b, j, pass == 1, &load);
         if (!w) continue;
         j->job.attempt = j->attempts + 1;
         wg_msg_buf buf = {0};
@@ -416,7 +539,7 @@ static void s_dispatch(wg_broker_t *b) {
         if (st) {
             wg_warn("broker", "JOB job=%s to worker=%s not sent: %s", j->id, w->worker_id, wg_errmsg());
             if (st == WG_ERR_NOTFOUND) s_worker_gone(b, w, false, "unroutable");
-            break; /* the queue may have changed under us; next tick */
+            return; /* the queue may have changed under us; next tick */
         }
         s_q_remove(b, j);
         j->state = J_RUNNING;
@@ -426,12 +549,42 @@ static void s_dispatch(wg_broker_t *b) {
         w->inflight++;
         bmodel *m = s_model(b, j->job.model);
         if (m) m->running++;
-        wg_debug("broker", "dispatch job=%s worker=%s attempt=%u inflight=%u/%u", j->id,
-                 w->worker_id, j->attempts, w->inflight, w->credits);
+        wg_debug("broker", "dispatch job=%s worker=%s attempt=%u inflight=%u/%u%s", j->id,
+                 w->worker_id, j->attempts, w->inflight, w->credits, load ? " (load)" : "");
         any_free = false;
         for (bworker *x = b->workers; x; x = x->next)
             if (x->inflight < x->credits) any_free = true;
     }
+}
+
+/* Whether SUBMIT may accept jobs for `model` (cfg.require_registered): a live
+ * worker names it, or the registry has it. WG_OK, WG_ERR_NOTFOUND, or
+ * WG_ERR_REDIS when the registry cannot be asked. */
+static wg_status s_model_known(wg_broker_t *b, const char *model) {
+    for (bworker *w = b->workers; w; w = w->next)
+        if (s_worker_has(w, model)) return WG_OK;
+    if (!b->reg) return WG_ERR_NOTFOUND;
+    bmodel *m = NULL;
+    for (bmodel *x = b->models; x; x = x->next)
+        if (!strcmp(x->name, model)) m = x;
+    int64_t now = s_now();
+    if (m && m->reg_state == 1 && now - m->reg_checked_ms < 5000) return WG_OK;
+    wg_reg_model rm;
+    wg_status st = wg_registry_get(b->reg, model, &rm);
+    if (st == WG_OK) {
+        if ((m = s_model(b, model)) != NULL) {
+            m->reg_state = 1;
+            m->reg_bytes = (uint64_t)rm.bytes;
+            m->reg_checked_ms = now;
+        }
+        wg_reg_model_clear(&rm);
+        return WG_OK;
+    }
+    if (m && st == WG_ERR_NOTFOUND) {
+        m->reg_state = -1;
+        m->reg_checked_ms = now;
+    }
+    return st == WG_ERR_NOTFOUND ? WG_ERR_NOTFOUND : WG_ERR_REDIS;
 }
 
 /* ---- frontend ---- */
@@ -464,15 +617,37 @@ static void s_on_submit(wg_broker_t *b, const wg_msg_in *in) {
         wg_msg_submit_clear(&sub);
         return;
     }
+    const char *last_unknown = NULL; /* model just found unregistered in this SUBMIT */
     for (uint32_t i = 0; i < sub.n_jobs; i++) {
         wg_msg_job *src = &sub.jobs[i];
         wg_msg_submitted_item *it = &rep.items[i];
         it->index = i;
         it->custom_id = src->custom_id ? strdup(src->custom_id) : NULL;
         b->c_submitted++;
+        char why[512];
+        if (b->cfg.require_registered) {
+            wg_status ks = last_unknown && !strcmp(last_unknown, src->model) ? WG_ERR_NOTFOUND
+                                                                             : s_model_known(b, src->model);
+            if (ks != WG_OK) {
+                if (ks == WG_ERR_NOTFOUND) {
+                    snprintf(why, sizeof why,
+                             "model '%s' is not registered (waggle models add %s PATH) and no worker serves it",
+                             src->model, src->model);
+                    last_unknown = src->model;
+                    b->c_rejected_unknown++;
+                } else {
+                    snprintf(why, sizeof why, "model registry unavailable: %s", wg_errmsg());
+                    it->retry_after_ms = 1000;
+                }
+                it->code = ks;
+                it->reason = strdup(why);
+                b->c_rejected++;
+                wg_info("broker", "rejected model=%s: %s", src->model, why);
+                continue;
+            }
+        }
         bmodel *m = s_model(b, src->model);
         uint64_t est = wg_msg_job_prompt_tokens_est(src);
-        char why[256];
         if (m && (m->q_jobs + 1 > b->cfg.queue_max_jobs || m->q_tokens + est > b->cfg.queue_max_tokens)) {
             bool by_jobs = m->q_jobs + 1 > b->cfg.queue_max_jobs;
             snprintf(why, sizeof why, "queue for model '%s' is full (%llu/%llu %s)", src->model,
@@ -503,6 +678,7 @@ static void s_on_submit(wg_broker_t *b, const wg_msg_in *in) {
         j->job.attempt = 0;
         j->est_tokens = est;
         j->seq = b->seq++;
+        j->enq_ms = s_now();
         memcpy(j->owner, in->id, in->id_len);
         j->owner_len = in->id_len;
         wg_msg_buf blob = {0};
@@ -676,6 +852,12 @@ static void s_set_models(bworker *w, char ***models, uint32_t *n) {
     w->n_models = *n;
     *models = NULL;
     *n = 0;
+    /* a routed load is done once the worker lists it; a load that never shows
+     * up (failed, evicted) stops attracting jobs after 30 s */
+    if (w->pending && (s_worker_has(w, w->pending) || s_now() - w->pending_ms > 30000)) {
+        free(w->pending);
+        w->pending = NULL;
+    }
 }
 
 static void s_on_ready(wg_broker_t *b, const wg_msg_in *in, bworker *w) {
@@ -704,6 +886,8 @@ static void s_on_ready(wg_broker_t *b, const wg_msg_in *in, bworker *w) {
     w->stream_endpoint = r.stream_endpoint;
     r.stream_endpoint = NULL;
     w->credits = r.credits;
+    w->mem_budget = r.mem_budget;
+    w->mem_free = r.mem_free;
     s_set_models(w, &r.models, &r.n_models);
     wg_info("broker", "worker=%s ready credits=%u models=%u", w->worker_id, w->credits, w->n_models);
     wg_msg_ready_clear(&r);
@@ -797,6 +981,10 @@ static void s_on_backend(wg_broker_t *b) {
             wg_msg_heartbeat h;
             if (wg_msg_heartbeat_decode(in.body, in.body_len, &h) == WG_OK) {
                 if (h.has_credits) w->credits = h.credits;
+                if (h.has_mem) {
+                    w->mem_budget = h.mem_budget;
+                    w->mem_free = h.mem_free;
+                }
                 if (h.has_models) s_set_models(w, &h.models, &h.n_models);
                 if (h.has_metrics) {
                     wg_msg_metrics_clear(&w->metrics);
@@ -908,6 +1096,9 @@ static void s_render_metrics(wg_broker_t *b) {
          (unsigned long long)b->c_bad_frontend, (unsigned long long)b->c_bad_backend);
     s_pf(&s, "# TYPE waggle_broker_workers_lost_total counter\nwaggle_broker_workers_lost_total %llu\n", (unsigned long long)b->c_workers_lost);
     s_pf(&s, "# TYPE waggle_broker_zap_denied_total counter\nwaggle_broker_zap_denied_total %llu\n", (unsigned long long)b->c_zap_denied);
+    s_pf(&s, "# TYPE waggle_broker_jobs_rejected_unknown_model_total counter\nwaggle_broker_jobs_rejected_unknown_model_total %llu\n", (unsigned long long)b->c_rejected_unknown);
+    s_pf(&s, "# TYPE waggle_broker_routed_loads_total counter\nwaggle_broker_routed_loads_total{kind=\"beside\"} %llu\nwaggle_broker_routed_loads_total{kind=\"swap\"} %llu\n",
+         (unsigned long long)b->c_routed_load, (unsigned long long)b->c_routed_swap);
     s_pf(&s, "# TYPE waggle_broker_store_up gauge\nwaggle_broker_store_up %d\n", b->store->ops->healthy(b->store));
     uint32_t nw = 0;
     for (bworker *w = b->workers; w; w = w->next) nw++;
@@ -995,6 +1186,7 @@ static void s_recover_cb(void *arg, const wg_store_entry *e) {
     j->attempts = j->job.attempt;
     j->est_tokens = wg_msg_job_prompt_tokens_est(&j->job);
     j->seq = b->seq++;
+    j->enq_ms = s_now();
     s_table_add(b, j);
     s_q_push(b, j);
 }
@@ -1069,6 +1261,11 @@ wg_broker_t *wg_broker_new(const wg_broker_cfg *cfg) {
         b->store = wg_store_mem_new();
     }
     if (!b->store) goto err;
+    if (!b->cfg.starve_ms) b->cfg.starve_ms = 10000;
+    if (cfg->redis_url && wg_registry_connect_auth(cfg->redis_url, cfg->redis_user, cfg->redis_password, &b->reg) != WG_OK) {
+        if (cfg->require_registered) goto err;
+        wg_warn("broker", "model registry unavailable (%s): routing without model sizes", wg_errmsg());
+    }
     b->ctx = cfg->zmq_ctx;
     if (!b->ctx) {
         b->ctx = zmq_ctx_new();
@@ -1224,6 +1421,7 @@ void wg_broker_destroy(wg_broker_t **pb) {
         free(m);
     }
     wg_store_destroy(&b->store);
+    wg_registry_destroy(&b->reg);
     free(b->metrics_text);
     pthread_mutex_destroy(&b->mlock);
     free(b);

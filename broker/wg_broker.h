@@ -35,6 +35,11 @@ typedef struct wg_broker_cfg {
     const char *curve_secret_key;  /* Z85 (40 chars) broker secret key, or NULL = no CURVE */
     const char *const *curve_allow; /* (n_curve_allow,) Z85 client public keys */
     uint32_t n_curve_allow;        /* allow-list length */
+    bool require_registered;       /* reject SUBMIT for a model neither registered in the Redis
+                                      model registry (waggle models add) nor named by a live
+                                      worker's READY/HEARTBEAT `models` (memory store: workers only) */
+    uint32_t starve_ms;            /* a queued job older than this may make a loading-capable
+                                      worker switch models even while it is busy; 0 = 10000 */
 } wg_broker_cfg;
 
 /* Create the broker: binds both endpoints, connects the store and recovers

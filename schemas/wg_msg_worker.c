@@ -15,11 +15,16 @@ wg_status wg_msg_ready_encode(const wg_msg_ready *m, wg_msg_buf *out) {
     if (!m->worker_id) return wg_error(WG_ERR_INVAL, "READY: worker_id is required");
     wg_mp_wr w;
     wg_mp_wr_init(&w);
-    msgpack_pack_map(&w.pk, 3 + (m->stream_endpoint != NULL));
+    bool mem = m->mem_budget > 0;
+    msgpack_pack_map(&w.pk, 3 + (m->stream_endpoint != NULL) + 2 * mem);
     wg_mp_put_kstr(&w, "worker_id", m->worker_id);
     wg_mp_put_kuint(&w, "credits", m->credits);
     wg_mp_put_kstrs(&w, "models", m->models, m->n_models);
     if (m->stream_endpoint) wg_mp_put_kstr(&w, "stream_endpoint", m->stream_endpoint);
+    if (mem) {
+        wg_mp_put_kuint(&w, "mem_budget", m->mem_budget);
+        wg_mp_put_kuint(&w, "mem_free", m->mem_free);
+    }
     return wg_mp_finish(&w, out);
 }
 
@@ -46,9 +51,12 @@ wg_status wg_msg_ready_decode(const uint8_t *data, size_t len, wg_msg_ready *out
         else if (wg_mp_key_is(k, kl, "credits")) { TRY(wg_mp_u32(&r, "credits", 1, WG_MSG_MAX_CREDITS, &out->credits)); have_credits = true; }
         else if (wg_mp_key_is(k, kl, "models")) TRY(wg_mp_str_array(&r, "models", WG_MSG_MAX_MODELS, 1, WG_MSG_MAX_MODEL, &out->models, &out->n_models));
         else if (wg_mp_key_is(k, kl, "stream_endpoint")) TRY(wg_mp_strdup(&r, "stream_endpoint", 1, WG_MSG_MAX_ENDPOINT, &out->stream_endpoint));
+        else if (wg_mp_key_is(k, kl, "mem_budget")) TRY(wg_mp_uint(&r, "mem_budget", UINT64_MAX, &out->mem_budget));
+        else if (wg_mp_key_is(k, kl, "mem_free")) TRY(wg_mp_uint(&r, "mem_free", UINT64_MAX, &out->mem_free));
         else TRY(wg_mp_skip(&r));
     }
     TRY(wg_mp_end(&r));
+    if (out->mem_free > out->mem_budget) out->mem_free = out->mem_budget;
     if (!out->worker_id) { st = wg_mp_missing(&r, "worker_id"); goto err; }
     if (!have_credits) { st = wg_mp_missing(&r, "credits"); goto err; }
     return WG_OK;
@@ -60,9 +68,13 @@ err:
 wg_status wg_msg_heartbeat_encode(const wg_msg_heartbeat *m, wg_msg_buf *out) {
     wg_mp_wr w;
     wg_mp_wr_init(&w);
-    msgpack_pack_map(&w.pk, (uint32_t)m->has_credits + m->has_models + m->has_metrics);
+    msgpack_pack_map(&w.pk, (uint32_t)m->has_credits + m->has_models + m->has_metrics + 2u * m->has_mem);
     if (m->has_credits) wg_mp_put_kuint(&w, "credits", m->credits);
     if (m->has_models) wg_mp_put_kstrs(&w, "models", m->models, m->n_models);
+    if (m->has_mem) {
+        wg_mp_put_kuint(&w, "mem_budget", m->mem_budget);
+        wg_mp_put_kuint(&w, "mem_free", m->mem_free);
+    }
     if (m->has_metrics) {
         wg_mp_put_key(&w, "metrics");
         wg_mp_put_metrics(&w, &m->metrics);
@@ -90,9 +102,12 @@ wg_status wg_msg_heartbeat_decode(const uint8_t *data, size_t len, wg_msg_heartb
         if (wg_mp_key_is(k, kl, "credits")) { TRY(wg_mp_u32(&r, "credits", 1, WG_MSG_MAX_CREDITS, &out->credits)); out->has_credits = true; }
         else if (wg_mp_key_is(k, kl, "models")) { TRY(wg_mp_str_array(&r, "models", WG_MSG_MAX_MODELS, 1, WG_MSG_MAX_MODEL, &out->models, &out->n_models)); out->has_models = true; }
         else if (wg_mp_key_is(k, kl, "metrics")) { TRY(wg_mp_read_metrics(&r, &out->metrics)); out->has_metrics = true; }
+        else if (wg_mp_key_is(k, kl, "mem_budget")) { TRY(wg_mp_uint(&r, "mem_budget", UINT64_MAX, &out->mem_budget)); out->has_mem = true; }
+        else if (wg_mp_key_is(k, kl, "mem_free")) { TRY(wg_mp_uint(&r, "mem_free", UINT64_MAX, &out->mem_free)); out->has_mem = true; }
         else TRY(wg_mp_skip(&r));
     }
     TRY(wg_mp_end(&r));
+    if (out->mem_free > out->mem_budget) out->mem_free = out->mem_budget;
     return WG_OK;
 err:
     wg_msg_heartbeat_clear(out);

@@ -15,6 +15,8 @@ typedef struct wg_msg_ready {
     char **models;         /* (n_models,) names held or loadable; empty = any */
     uint32_t n_models;     /* <= 64 */
     char *stream_endpoint; /* XPUB endpoint consumers connect to, or NULL */
+    uint64_t mem_budget;   /* bytes it may keep resident (weights + KV); 0 = not given: cannot load */
+    uint64_t mem_free;     /* mem_budget minus resident bytes; meaningful when mem_budget > 0 */
 } wg_msg_ready;
 
 wg_status wg_msg_ready_encode(const wg_msg_ready *m, wg_msg_buf *out);
@@ -29,6 +31,9 @@ typedef struct wg_msg_heartbeat {
     bool has_models;          /* models present */
     char **models;            /* (n_models,) */
     uint32_t n_models;        /* <= 64 */
+    bool has_mem;             /* mem_budget / mem_free present */
+    uint64_t mem_budget;      /* as in READY */
+    uint64_t mem_free;        /* as in READY */
     bool has_metrics;         /* metrics present */
     wg_msg_metrics metrics;   /* latest figures (§8.2) */
 } wg_msg_heartbeat;

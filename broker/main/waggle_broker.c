@@ -24,6 +24,9 @@ static void s_usage(FILE *f) {
             "  --backend EP               worker endpoint to bind (e.g. tcp://127.0.0.1:7701)\n"
             "  --redis URL                durable Redis Streams store (default: in-memory, not durable)\n"
             "  --redis-user USER          Redis ACL user (overrides the URL)\n"
+            "  --require-registered       reject SUBMIT for a model neither in the Redis model registry\n"
+            "                             (waggle models add) nor served by a live worker\n"
+            "  --starve-ms MS             age after which a queued job may make a busy worker switch models (10000)\n"
             "  --redis-password PASS      Redis password (overrides the URL; or env WAGGLE_REDIS_PASSWORD)\n"
             "  --name NAME                consumer name in the Redis group (default broker)\n"
             "  --metrics-http HOST:PORT   serve Prometheus text on GET /metrics\n"
@@ -94,7 +97,8 @@ int main(int argc, char **argv) {
         {"queue-max-jobs", required_argument, 0, 'j'}, {"queue-max-tokens", required_argument, 0, 't'},
         {"heartbeat-ms", required_argument, 0, 'H'}, {"liveness", required_argument, 0, 'L'},
         {"result-ttl", required_argument, 0, 'T'}, {"curve-secret-key-file", required_argument, 0, 'S'},
-        {"curve-allow-file", required_argument, 0, 'A'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"curve-allow-file", required_argument, 0, 'A'}, {"require-registered", no_argument, 0, 'R'},
+        {"starve-ms", required_argument, 0, 'W'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     unsigned long long v;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -122,6 +126,8 @@ int main(int argc, char **argv) {
         case 'A':
             if (s_read_keys(optarg, &allow, &n_allow)) return 2;
             break;
+        case 'R': cfg.require_registered = true; break;
+        case 'W': if (s_num("--starve-ms", optarg, &v)) return 2; cfg.starve_ms = (uint32_t)v; break;
         case 'h': s_usage(stdout); return 0;
         default: s_usage(stderr); return 2;
         }

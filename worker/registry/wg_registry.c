@@ -167,10 +167,17 @@ static wg_status s_connect(wg_registry_t *r) {
 }
 
 wg_status wg_registry_connect(const char *url, wg_registry_t **out) {
+    return wg_registry_connect_auth(url, NULL, NULL, out);
+}
+
+wg_status wg_registry_connect_auth(const char *url, const char *user, const char *password,
+                                   wg_registry_t **out) {
     *out = NULL;
     wg_registry_t *r = calloc(1, sizeof *r);
     if (!r) return wg_error(WG_ERR_NOMEM, "registry");
     wg_status st = s_parse_url(r, url);
+    if (st == WG_OK && user) snprintf(r->user, sizeof r->user, "%s", user);
+    if (st == WG_OK && password) snprintf(r->password, sizeof r->password, "%s", password);
     if (st == WG_OK) st = s_connect(r);
     if (st) {
         free(r);

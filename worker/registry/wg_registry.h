@@ -77,6 +77,9 @@ typedef struct wg_registry_stats {
  * ERR_INVAL (bad URL), ERR_REDIS ("redis 127.0.0.1:1 unreachable: ...", AUTH
  * refused). The connection is re-established once per call when it broke. */
 wg_status wg_registry_connect(const char *url, wg_registry_t **out);
+/* Same, with `user` / `password` (each may be NULL) overriding the URL's. */
+wg_status wg_registry_connect_auth(const char *url, const char *user, const char *password,
+                                   wg_registry_t **out);
 /* Close; accepts NULL, NULLs *r. */
 void wg_registry_destroy(wg_registry_t **r);
 
