@@ -753,3 +753,85 @@ Test(fleet, waggle_run_gives_the_same_outputs_as_the_distributed_path, .timeout 
     json_decref(a);
     json_decref(c);
 }
+
+/* ---- drain and tail ---- */
+
+Test(fleet, sigterm_drains_worker_exit_0_and_every_job_still_completes, .timeout = 90) {
+    WG_REQUIRE_CORPUS();
+    fl_redis r = {0};
+    fl_redis_start(&r);
+    fl_broker b = {0};
+    fl_broker_start(&b, &r, NULL);
+    fl_worker w1 = {0}, w2 = {0};
+    const char *ex[] = {"--max-seqs", "8", NULL};
+    fl_worker_start(&w1, &b, "drained", ex);
+    fl_worker_start(&w2, &b, "stays", ex);
+    const char *in = fl_path("jobs.jsonl"), *out = fl_path("out.jsonl");
+    fl_write_jobs(in, 100, 64, 0);
+    pid_t sp = fl_submit_start(&b, in, out, NULL);
+    s_wait_lines(out, 15, 30000);
+    kill(w1.pid, SIGTERM);
+    cr_assert_eq(fl_wait(&w1.pid, 20000), 0, "a draining worker must exit 0");
+    cr_assert(fl_file_has(w1.log, "drained"), "no drain summary in %s", w1.log);
+    cr_assert_eq(fl_wait(&sp, 60000), 0, "waggle submit did not finish after the drain");
+    json_t *rows = fl_rows(out);
+    s_expect_all_ok(rows, 100);
+    cr_assert_eq(fl_redis_count(&r, "waggle:result:*"), 100);
+    json_decref(rows);
+}
+
+Test(fleet, tail_finds_the_worker_in_the_registry_and_prints_the_job_text, .timeout = 60) {
+    WG_REQUIRE_CORPUS();
+    fl_redis r = {0};
+    fl_redis_start(&r);
+    fl_broker b = {0};
+    fl_broker_start(&b, &r, NULL);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", r.port);
+    fl_worker w = {0};
+    const char *ex[] = {"--redis", url, NULL};
+    fl_worker_start(&w, &b, "tailed", ex);
+    fl_sleep(1500); /* first registry refresh */
+    const char *tout = fl_path("tail.out");
+    const char *targv[] = {FL_WAGGLE, "tail", "--broker", b.fe, "--all", "--redis", url, "--json", "--timeout", "8", NULL};
+    pid_t tp = fl_spawn(targv, tout);
+    fl_sleep(700);
+    const char *in = fl_path("jobs.jsonl"), *out = fl_path("out.jsonl");
+    fl_write_jobs(in, 3, 40, 0);
+    const char *sx[] = {"--stream", NULL};
+    pid_t sp = fl_submit_start(&b, in, out, sx);
+    cr_assert_eq(fl_wait(&sp, 30000), 0);
+    cr_assert_eq(fl_wait(&tp, 15000), 0);
+    /* Rebuild each job's text from the tail output and compare with the results. */
+    json_t *rows = fl_rows(out), *texts = json_object();
+    FILE *f = fopen(tout, "r");
+    cr_assert(f);
+    char *line = NULL;
+    size_t cap = 0;
+    int finals = 0;
+    while (getline(&line, &cap, f) > 0) {
+        json_t *e = json_loads(line, 0, NULL);
+        if (!e) continue;
+        const char *id = json_string_value(json_object_get(e, "job_id"));
+        json_t *cur = json_object_get(texts, id);
+        char *acc = NULL;
+        if (asprintf(&acc, "%s%s", cur ? json_string_value(cur) : "", json_string_value(json_object_get(e, "text_delta"))) < 0) acc = NULL;
+        json_object_set_new(texts, id, json_string(acc ? acc : ""));
+        free(acc);
+        finals += json_is_true(json_object_get(e, "final"));
+        json_decref(e);
+    }
+    free(line);
+    fclose(f);
+    cr_assert_eq(finals, 3, "tail saw %d final events", finals);
+    const char *cid;
+    json_t *row;
+    json_object_foreach(rows, cid, row) {
+        const char *jid = json_string_value(json_object_get(json_object_get(row, "response"), "request_id"));
+        json_t *t = json_object_get(texts, jid);
+        cr_assert(t, "no tailed events for %s", cid);
+        cr_assert_str_eq(json_string_value(t), fl_row_text(row), "%s: tail text differs from the result", cid);
+    }
+    json_decref(texts);
+    json_decref(rows);
+}
