@@ -131,7 +131,7 @@ wg_status wg_stopper_push(wg_stopper_t *s, const char *text, size_t len, char **
     if (!e) return wg_error(WG_ERR_NOMEM, "stop: %zu bytes to emit", release);
     if (s->stopped) {
         s->n_held = 0;
-    } else {
+    } else if (release > 0) { /* held may still be NULL when nothing was ever held */
         memmove(s->held, s->held + release, s->n_held - release);
         s->n_held -= release;
     }

@@ -180,3 +180,24 @@ Test(stop, result_does_not_depend_on_the_token_split) {
         wg_stopper_free(&s);
     }
 }
+
+/* An empty push before anything was ever held must not touch the (NULL) buffer. */
+Test(stop, empty_first_push_then_text) {
+    const char *stops[] = {"END"};
+    wg_stopper_t *s = wg_stopper_new(stops, 1);
+    cr_assert_not_null(s);
+    char *e = NULL;
+    bool stopped = true;
+    cr_assert_eq(wg_stopper_push(s, "", 0, &e, &stopped), WG_OK);
+    cr_assert_str_eq(e, "");
+    cr_assert_not(stopped);
+    free(e);
+    cr_assert_eq(wg_stopper_push(s, "abcEN", 5, &e, &stopped), WG_OK);
+    cr_assert_str_eq(e, "abc");
+    free(e);
+    cr_assert_eq(wg_stopper_push(s, "Dx", 2, &e, &stopped), WG_OK);
+    cr_assert(stopped);
+    cr_assert_str_eq(e, "");
+    free(e);
+    wg_stopper_free(&s);
+}
