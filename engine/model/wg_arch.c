@@ -48,6 +48,13 @@ static const struct {
     [WG_T_FFN_UP_EXPS_B] = {"blk.%d.ffn_up_exps.bias", NULL},
     [WG_T_FFN_DOWN_EXPS_B] = {"blk.%d.ffn_down_exps.bias", NULL},
     [WG_T_ATTN_SINKS] = {"blk.%d.attn_sinks.weight", "model.layers.%d.self_attn.sinks"},
+    [WG_T_MLA_Q_A] = {"blk.%d.attn_q_a.weight", NULL},
+    [WG_T_MLA_Q_A_NORM] = {"blk.%d.attn_q_a_norm.weight", NULL},
+    [WG_T_MLA_Q_B] = {"blk.%d.attn_q_b.weight", NULL},
+    [WG_T_MLA_KV_A] = {"blk.%d.attn_kv_a_mqa.weight", NULL},
+    [WG_T_MLA_KV_A_NORM] = {"blk.%d.attn_kv_a_norm.weight", NULL},
+    [WG_T_MLA_K_B] = {"blk.%d.attn_k_b.weight", NULL},
+    [WG_T_MLA_V_B] = {"blk.%d.attn_v_b.weight", NULL},
     [WG_T_FFN_GATE_SHEXP] = {"blk.%d.ffn_gate_shexp.weight", "model.layers.%d.mlp.shared_expert.gate_proj.weight"},
     [WG_T_FFN_UP_SHEXP] = {"blk.%d.ffn_up_shexp.weight", "model.layers.%d.mlp.shared_expert.up_proj.weight"},
     [WG_T_FFN_DOWN_SHEXP] = {"blk.%d.ffn_down_shexp.weight", "model.layers.%d.mlp.shared_expert.down_proj.weight"},
@@ -160,6 +167,10 @@ static const wg_arch_t s_archs[] = {
      .hf_archs = {NULL},
      .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SWIGLU_OAI, .gating = WG_GATE_SOFTMAX_SELECTED,
      .flags = WG_F_GATED_FFN, .swa_pattern = 2, .gguf_names = s_gguf_gpt_oss},
+    {.gguf_arch = "deepseek2",
+     .hf_archs = {NULL},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NORM, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
+     .flags = WG_F_GATED_FFN | WG_F_MLA},
     {.gguf_arch = "olmo2",
      .hf_archs = {"Olmo2ForCausalLM"},
      .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
@@ -199,4 +210,4 @@ const char *wg_tensor_hf_name(const wg_arch_t *a, wg_tensor_id_t id) {
     return s_names[id].hf;
 }
 
-const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, olmo, olmo2, stablelm, phi2, starcoder2, falcon, minimax-m2, gpt-oss"; }
+const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, olmo, olmo2, stablelm, phi2, starcoder2, falcon, minimax-m2, gpt-oss, deepseek2"; }

@@ -54,6 +54,13 @@ typedef enum {
     WG_T_FFN_UP_EXPS_B,
     WG_T_FFN_DOWN_EXPS_B,
     WG_T_ATTN_SINKS,
+    WG_T_MLA_Q_A,
+    WG_T_MLA_Q_A_NORM,
+    WG_T_MLA_Q_B,
+    WG_T_MLA_KV_A,
+    WG_T_MLA_KV_A_NORM,
+    WG_T_MLA_K_B,
+    WG_T_MLA_V_B,
     WG_T_FFN_GATE_SHEXP,
     WG_T_FFN_UP_SHEXP,
     WG_T_FFN_DOWN_SHEXP,
@@ -76,6 +83,7 @@ enum {
     WG_F_HF_PERMUTE_QK = 1u << 11, /* HF q/k rows are rotate-half: permute to interleaved */
     WG_F_MOE_RENORM = 1u << 12,    /* renormalize the selected experts' weights */
     WG_F_HF_NORM_PLUS1 = 1u << 14, /* HF norm weights are stored minus 1 (gemma) */
+    WG_F_MLA = 1u << 15,           /* multi-head latent attention, absorbed k_b/v_b (deepseek2) */
 };
 
 /* Router: softmax over all experts, sigmoid, or top-k of the raw logits then
@@ -153,6 +161,13 @@ typedef struct {
     const float *up_exps_b;    /* [n_expert][n_ff_exp] */
     const float *down_exps_b;  /* [n_expert][n_embd] */
     const float *attn_sinks;   /* [n_head] attention sink logits */
+    wg_weight_t wq_a;          /* MLA: [q_lora][n_embd] */
+    const float *q_a_norm;     /* MLA: [q_lora] */
+    wg_weight_t wq_b;          /* MLA: [n_head*(nope+rope)][q_lora] */
+    wg_weight_t wkv_a;         /* MLA: [kv_lora+rope][n_embd] latent + shared rope key */
+    const float *kv_a_norm;    /* MLA: [kv_lora] */
+    wg_weight_t wk_b;          /* MLA: n_head x [kv_lora][nope] (absorbed into the query) */
+    wg_weight_t wv_b;          /* MLA: n_head x [v_mla][kv_lora] (applied to the attended latent) */
     wg_weight_t gate_shexp;    /* [n_ff_shexp][n_embd] shared expert */
     wg_weight_t up_shexp;      /* [n_ff_shexp][n_embd] */
     wg_weight_t down_shexp;    /* [n_embd][n_ff_shexp] */

@@ -64,9 +64,66 @@ static void s_clamp(float *x, int64_t n, float c) {
     for (int64_t i = 0; i < n; i++) x[i] = x[i] < -c ? -c : (x[i] > c ? c : x[i]);
 }
 
+/* Multi-head latent attention (deepseek2), absorbed form as llama.cpp runs it:
+ * the cache holds one "kv head" per token = [normed latent c; roped shared
+ * rope key], values = c. Each head's query is [k_b_h q_nope_h; q_pe_h], the
+ * attended latent goes through v_b_h, then the output projection. */
+static wg_status s_build_attn_mla(s_fwd_t *f, int il, const float *cur, float *out) {
+    const wg_model_t *m = f->m;
+    const wg_hparams_t *hp = &m->hp;
+    const wg_layer_t *L = &m->layers[il];
+    const int64_t n = f->n, H = hp->n_head, R = hp->n_rot, C = hp->kv_lora, Dq = hp->head_dim_mla;
+    const int64_t Nope = Dq - R, KD = hp->head_dim, Dv = hp->head_dim_v_mla;
+    float *qraw = f->qkv; /* [n][H*Dq] */
+    wg_status st;
+    if (L->wq_a.data) {
+        if ((st = s_mm(f, &L->wq_a, 0, cur, n, f->g, NULL))) return st;
+        s_rms(f, f->g, n, hp->q_lora, L->q_a_norm);
+        if ((st = s_mm(f, &L->wq_b, 0, f->g, n, qraw, NULL))) return st;
+    } else if ((st = s_mm(f, &L->wq, 0, cur, n, qraw, NULL))) {
+        return st;
+    }
+    /* kv_a: [c (C); k_pe (R)] per token, straight into the cache layout. */
+    if ((st = s_mm(f, &L->wkv_a, 0, cur, n, f->k, NULL))) return st;
+    f->be->norm(f->bctx, WG_NORM_RMS, f->k, n, C, KD, L->kv_a_norm, NULL, hp->norm_eps);
+    wg_rope_t rope = {.style = m->arch->rope, .n_rot = (int32_t)R, .base = hp->rope_base,
+                      .freq_scale = hp->rope_freq_scale, .attn_factor = 1.0f};
+    f->be->rope(f->bctx, &rope, f->k + C, n, 1, (int32_t)R, KD, f->pos);
+    f->be->rope(f->bctx, &rope, qraw + Nope, n, (int32_t)H, (int32_t)Dq, H * Dq, f->pos);
+    for (int64_t h = 0; h < H; h++) {
+        for (int64_t t = 0; t < n; t++)
+            memcpy(f->g + t * Nope, qraw + t * H * Dq + h * Dq, (size_t)Nope * sizeof(float));
+        if ((st = s_mm(f, &L->wk_b, h, f->g, n, f->u, NULL))) return st;
+        for (int64_t t = 0; t < n; t++) {
+            float *q = f->q + t * H * KD + h * KD;
+            memcpy(q, f->u + t * C, (size_t)C * sizeof(float));
+            memcpy(q + C, qraw + t * H * Dq + h * Dq + Nope, (size_t)R * sizeof(float));
+        }
+    }
+    for (int64_t t = 0; t < n; t++) {
+        memcpy(wg_kv_k(f->kv, il, f->seq[t], f->pos[t]), f->k + t * KD, (size_t)KD * sizeof(float));
+        memcpy(wg_kv_v(f->kv, il, f->seq[t], f->pos[t]), f->k + t * KD, (size_t)C * sizeof(float));
+    }
+    wg_attn_args_t a = {
+        .kv = f->kv, .layer = il, .n_tok = n, .seq = f->seq, .pos = f->pos, .q = f->q, .q_stride = H * KD,
+        .out = f->att, .n_head = (int32_t)H, .n_head_kv = 1, .head_dim = (int32_t)KD, .head_dim_v = (int32_t)C,
+        .scale = hp->attn_scale, .window = 0, .softcap = 0.0f, .sinks = NULL,
+    };
+    if ((st = f->be->attention(f->bctx, &a))) return st;
+    float *o = f->qkv; /* [n][H*Dv], qraw is no longer needed */
+    for (int64_t h = 0; h < H; h++) {
+        for (int64_t t = 0; t < n; t++)
+            memcpy(f->g + t * C, f->att + t * H * C + h * C, (size_t)C * sizeof(float));
+        if ((st = s_mm(f, &L->wv_b, h, f->g, n, f->u, NULL))) return st;
+        for (int64_t t = 0; t < n; t++) memcpy(o + t * H * Dv + h * Dv, f->u + t * Dv, (size_t)Dv * sizeof(float));
+    }
+    return s_mm(f, &L->wo, 0, o, n, out, L->bo);
+}
+
 /* Self-attention of one layer: cur [n][n_embd] -> out [n][n_embd]. */
 static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) {
     const wg_model_t *m = f->m;
+    if (m->arch->flags & WG_F_MLA) return s_build_attn_mla(f, il, cur, out);
     const wg_hparams_t *hp = &m->hp;
     const wg_layer_t *L = &m->layers[il];
     const uint32_t fl = m->arch->flags;
@@ -316,6 +373,11 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
         if (m->layers[il].ffn_up.n > ff) ff = m->layers[il].ffn_up.n;
         if (m->layers[il].up_shexp.n > ff) ff = m->layers[il].up_shexp.n;
     }
+    if (hp->q_lora > ff) ff = hp->q_lora;
+    if (hp->kv_lora > ff) ff = hp->kv_lora;
+    int64_t qkv_w = qd + kd + vd;
+    if ((int64_t)hp->n_head * hp->head_dim_mla > qkv_w) qkv_w = (int64_t)hp->n_head * hp->head_dim_mla;
+    if ((int64_t)hp->n_head * hp->head_dim_v_mla > qkv_w) qkv_w = (int64_t)hp->n_head * hp->head_dim_v_mla;
     const int64_t K = hp->n_expert_used > 0 ? hp->n_expert_used : 1;
     const int64_t X = hp->n_expert > 0 ? hp->n_expert : 1;
 
@@ -329,7 +391,7 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
     f.q = malloc((size_t)(n * qd) * sizeof(float));
     f.k = malloc((size_t)(n * kd) * sizeof(float));
     f.v = malloc((size_t)(n * vd) * sizeof(float));
-    f.qkv = malloc((size_t)(n * (qd + kd + vd)) * sizeof(float));
+    f.qkv = malloc((size_t)(n * qkv_w) * sizeof(float));
     f.att = malloc((size_t)(n * od) * sizeof(float));
     f.g = malloc((size_t)(n * K * ff) * sizeof(float));
     f.u = malloc((size_t)(n * K * ff) * sizeof(float));

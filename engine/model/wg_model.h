@@ -58,6 +58,10 @@ typedef struct {
     float attn_scale;        /* query/key logit scale (1/sqrt(head_dim) by default) */
     float attn_softcap;      /* attention logit soft-cap (0 = off) */
     float final_softcap;     /* output logit soft-cap (0 = off) */
+    int32_t q_lora;          /* MLA: query low-rank width (0 = plain wq) */
+    int32_t kv_lora;         /* MLA: latent width (cached) */
+    int32_t head_dim_mla;    /* MLA: per-head key dims before absorption (nope + rope) */
+    int32_t head_dim_v_mla;  /* MLA: per-head value dims */
     int32_t moe_gating;      /* router function: 0 softmax, 1 sigmoid, 2 softmax over the selected */
     bool moe_renorm;         /* renormalize the selected experts' weights */
     float moe_w_scale;       /* selected weights multiplied by this (1 = none) */

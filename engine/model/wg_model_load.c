@@ -360,6 +360,11 @@ static wg_status s_hparams_gguf(wg_model_t *m) {
         (st = s_gguf_f32(g, a, "final_logit_softcapping", 0.0f, &hp->final_softcap)) ||
         (st = s_gguf_f32(g, a, "attention.clamp_kqv", 0.0f, &hp->clamp_kqv)))
         return st;
+    if ((st = s_gguf_i32(g, a, "attention.q_lora_rank", false, 0, &hp->q_lora)) ||
+        (st = s_gguf_i32(g, a, "attention.kv_lora_rank", false, 0, &hp->kv_lora)) ||
+        (st = s_gguf_i32(g, a, "attention.key_length_mla", false, hp->head_dim, &hp->head_dim_mla)) ||
+        (st = s_gguf_i32(g, a, "attention.value_length_mla", false, hp->head_dim_v, &hp->head_dim_v_mla)))
+        return st;
     int32_t gf = 0;
     if ((st = s_gguf_i32(g, a, "expert_gating_func", false, 0, &gf))) return st;
     if (gf == 1) hp->moe_gating = WG_GATE_SOFTMAX;
@@ -468,6 +473,18 @@ static wg_status s_check_hparams(wg_model_t *m) {
         return wg_error(WG_ERR_RANGE, "%s: bad sliding_window=%d pattern=%d softcaps=%g/%g", m->path, hp->n_swa,
                         hp->swa_pattern, (double)hp->attn_softcap, (double)hp->final_softcap);
     hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+    if (m->arch->flags & WG_F_MLA) {
+        /* Absorbed MLA: one cached "kv head" = [latent; rope key], values = latent. */
+        if (hp->kv_lora <= 0 || hp->n_head_kv != 1 || hp->head_dim != hp->kv_lora + hp->n_rot ||
+            hp->head_dim_v != hp->kv_lora || hp->head_dim_mla <= hp->n_rot || hp->head_dim_v_mla <= 0 ||
+            hp->q_lora < 0)
+            return wg_error(WG_ERR_FORMAT,
+                            "%s: MLA shape kv_lora=%d n_head_kv=%d key_length=%d value_length=%d n_rot=%d "
+                            "key_length_mla=%d",
+                            m->path, hp->kv_lora, hp->n_head_kv, hp->head_dim, hp->head_dim_v, hp->n_rot,
+                            hp->head_dim_mla);
+        hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim_mla);
+    }
     if (!(hp->norm_eps > 0.0f) || !(hp->rope_base > 0.0f))
         return wg_error(WG_ERR_RANGE, "%s: bad norm_eps=%g rope_base=%g", m->path, (double)hp->norm_eps,
                         (double)hp->rope_base);
@@ -547,7 +564,23 @@ static wg_status s_load_tensors(s_ld_t *ld) {
         if ((st = s_vec(ld, WG_T_ATTN_NORM, il, E, pre, &L->attn_norm)) ||
             (st = s_vec(ld, WG_T_ATTN_NORM_B, il, E, false, &L->attn_norm_b)))
             return st;
-        if ((fl & WG_F_FUSED_QKV) || s_has(ld, WG_T_ATTN_QKV, il)) {
+        if (fl & WG_F_MLA) {
+            const int64_t R = hp->n_rot, C = hp->kv_lora, H = hp->n_head, Dq = hp->head_dim_mla;
+            const int64_t Nope = Dq - R;
+            if (hp->q_lora > 0) {
+                if ((st = s_weight(ld, WG_T_MLA_Q_A, il, E, hp->q_lora, 1, true, &L->wq_a)) ||
+                    (st = s_vec(ld, WG_T_MLA_Q_A_NORM, il, hp->q_lora, true, &L->q_a_norm)) ||
+                    (st = s_weight(ld, WG_T_MLA_Q_B, il, hp->q_lora, H * Dq, 1, true, &L->wq_b)))
+                    return st;
+            } else if ((st = s_weight(ld, WG_T_ATTN_Q, il, E, H * Dq, 1, true, &L->wq))) {
+                return st;
+            }
+            if ((st = s_weight(ld, WG_T_MLA_KV_A, il, E, C + R, 1, true, &L->wkv_a)) ||
+                (st = s_vec(ld, WG_T_MLA_KV_A_NORM, il, C, true, &L->kv_a_norm)) ||
+                (st = s_weight(ld, WG_T_MLA_K_B, il, Nope, C, H, true, &L->wk_b)) ||
+                (st = s_weight(ld, WG_T_MLA_V_B, il, C, hp->head_dim_v_mla, H, true, &L->wv_b)))
+                return st;
+        } else if ((fl & WG_F_FUSED_QKV) || s_has(ld, WG_T_ATTN_QKV, il)) {
             if ((st = s_weight(ld, WG_T_ATTN_QKV, il, E, qd + kd + vd, 1, true, &L->wqkv)) ||
                 (st = s_vec(ld, WG_T_ATTN_QKV_B, il, qd + kd + vd, false, &L->bqkv)))
                 return st;
@@ -567,7 +600,8 @@ static wg_status s_load_tensors(s_ld_t *ld) {
             }
         }
         if ((st = s_vec(ld, WG_T_ATTN_SINKS, il, hp->n_head, false, &L->attn_sinks))) return st;
-        if ((st = s_weight(ld, WG_T_ATTN_OUT, il, od, E, 1, true, &L->wo)) ||
+        const int64_t wo_k = (fl & WG_F_MLA) ? (int64_t)hp->n_head * hp->head_dim_v_mla : od;
+        if ((st = s_weight(ld, WG_T_ATTN_OUT, il, wo_k, E, 1, true, &L->wo)) ||
             (st = s_vec(ld, WG_T_ATTN_OUT_B, il, E, false, &L->bo)))
             return st;
         if (fl & WG_F_QK_NORM_HEAD) {

@@ -103,6 +103,7 @@ Test(forward, batched_equals_alone_q4_k_m) { s_batched_equals_alone("models/llam
 Test(forward, batched_equals_alone_moe) { s_batched_equals_alone("models/llama-moe/llama-moe-Q8_0.gguf"); }
 Test(forward, batched_equals_alone_qwen3) { s_batched_equals_alone("models/qwen3/qwen3-f32.gguf"); }
 Test(forward, batched_equals_alone_gemma2_swa) { s_batched_equals_alone("models/gemma2/gemma2-Q8_0.gguf"); }
+Test(forward, batched_equals_alone_deepseek2_mla) { s_batched_equals_alone("models/deepseek2/deepseek2-Q4_0.gguf"); }
 
 static void s_chunked_equals_one_chunk(const char *rel) {
     WG_REQUIRE_CORPUS();
