@@ -39,11 +39,19 @@ struct wg_registry {
     char user[128];         /* ACL user or "" */
     char password[256];     /* password or "" */
     wg_registry_stats stats; /* counters */
+    int64_t next_try_ms;    /* after a failed connect: no new attempt before this */
+    int64_t backoff_ms;     /* current reconnect backoff (200 ms .. 2 s) */
 };
 
 /* ---------------------------------------------------------------- helpers */
 
 static char *s_strdup(const char *s) { return s ? strdup(s) : NULL; }
+
+static int64_t s_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int64_t s_unix_ms(void) {
     struct timespec ts;
@@ -135,6 +143,9 @@ static wg_status s_connect(wg_registry_t *r) {
         wg_status st = wg_error(WG_ERR_REDIS, "redis %s:%d unreachable: %s", r->host, r->port,
                                 c ? c->errstr : "out of memory");
         if (c) redisFree(c);
+        /* callers on a serving loop (the broker) must not stall on a dead Redis */
+        r->backoff_ms = r->backoff_ms ? (r->backoff_ms * 2 > 2000 ? 2000 : r->backoff_ms * 2) : 200;
+        r->next_try_ms = s_mono_ms() + r->backoff_ms;
         return st;
     }
     redisSetTimeout(c, (struct timeval){10, 0});
@@ -163,7 +174,15 @@ static wg_status s_connect(wg_registry_t *r) {
         freeReplyObject(rep);
     }
     r->c = c;
+    r->backoff_ms = 0;
     return WG_OK;
+}
+
+/* Reconnect unless a recent attempt failed (then fail fast). */
+static wg_status s_reconnect(wg_registry_t *r) {
+    if (r->next_try_ms && s_mono_ms() < r->next_try_ms)
+        return wg_error(WG_ERR_REDIS, "redis %s:%d unavailable (reconnecting)", r->host, r->port);
+    return s_connect(r);
 }
 
 wg_status wg_registry_connect(const char *url, wg_registry_t **out) {
@@ -201,7 +220,7 @@ void wg_registry_get_stats(const wg_registry_t *r, wg_registry_stats *out) { *ou
  * returned as ERR_REDIS too (and freed). */
 static redisReply *s_cmd(wg_registry_t *r, int argc, const char **argv, const size_t *lens) {
     for (int attempt = 0; attempt < 2; attempt++) {
-        if ((!r->c || r->c->err) && s_connect(r)) return NULL;
+        if ((!r->c || r->c->err) && s_reconnect(r)) return NULL;
         redisReply *rep = redisCommandArgv(r->c, argc, argv, lens);
         if (!rep) {
             wg_error(WG_ERR_REDIS, "redis %s:%d: %s", r->host, r->port, r->c->errstr);
@@ -222,7 +241,7 @@ static redisReply *s_cmd(wg_registry_t *r, int argc, const char **argv, const si
 /* Run `n` commands as MULTI ... EXEC in one pipeline. */
 static wg_status s_multi(wg_registry_t *r, int n, int *argcs, const char ***argvs, size_t **lens) {
     for (int attempt = 0; attempt < 2; attempt++) {
-        if ((!r->c || r->c->err) && s_connect(r)) return WG_ERR_REDIS;
+        if ((!r->c || r->c->err) && s_reconnect(r)) return WG_ERR_REDIS;
         redisAppendCommand(r->c, "MULTI");
         for (int i = 0; i < n; i++) redisAppendCommandArgv(r->c, argcs[i], argvs[i], lens[i]);
         redisAppendCommand(r->c, "EXEC");
