@@ -459,7 +459,7 @@ static wg_status s_check_hparams(wg_model_t *m) {
     wg_hparams_t *hp = &m->hp;
     if (hp->n_layer <= 0 || hp->n_layer > 4096 || hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv ||
         hp->head_dim <= 0 || hp->head_dim > 4096 || hp->head_dim_v <= 0 || hp->head_dim_v > 4096 ||
-        hp->n_rot < 0 || hp->n_rot > hp->head_dim || hp->n_rot % 2)
+        hp->n_rot < 0 || hp->n_rot > hp->head_dim || hp->n_rot > 1024 || hp->n_rot % 2)
         return wg_error(WG_ERR_RANGE,
                         "%s: bad hparams n_layer=%d n_head=%d n_head_kv=%d head_dim=%d head_dim_v=%d n_rot=%d",
                         m->path, hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim, hp->head_dim_v,
