@@ -290,7 +290,8 @@ Test(gpu_kernels, rope_styles_partial_and_freq_factors_match_cpu) {
         const wg_rope_style_t style = c % 2 ? WG_ROPE_NEOX : WG_ROPE_NORM;
         const int32_t n_rot = c < 2 ? D : 64;
         const bool use_ff = c == 3;
-        wg_rope_t r = {style, n_rot, 10000.0f, c == 2 ? 0.25f : 1.0f, use_ff ? ff : NULL};
+        wg_rope_t r = {.style = style, .n_rot = n_rot, .base = 10000.0f, .freq_scale = c == 2 ? 0.25f : 1.0f,
+                       .freq_factors = use_ff ? ff : NULL, .ext_factor = 0.0f, .attn_factor = 1.0f};
         wg_cuda_rope_t cr = {style == WG_ROPE_NEOX ? WG_CUDA_ROPE_NEOX : WG_CUDA_ROPE_NORM, n_rot, 10000.0f,
                              r.freq_scale, use_ff ? dff : NULL};
         wg_fill(x, T * stride, 77 + (uint32_t)c, 1.0f);
