@@ -108,7 +108,8 @@ struct wg_worker {
     int64_t next_metrics_ms;     /* metrics timer */
     int64_t metrics_t0;          /* start of the metrics interval */
     uint64_t metrics_tok0;       /* tokens at its start */
-    wg_msg_metrics last_metrics; /* latest figures (for HEARTBEAT) */
+    wg_msg_metrics last_metrics; /* latest figures (for HEARTBEAT); models point into model_names */
+    char *model_names[WG_MSG_MAX_MODELS]; /* (n_models,) borrowed names for the metrics map */
     wg_registry_t *registry;     /* worker directory connection or NULL */
     int64_t redis_retry_ms;      /* next connection attempt */
     wg_worker_stats st;          /* counters */
@@ -796,9 +797,8 @@ static void s_metrics(wg_worker_t *w, int64_t now) {
     m->kv_used_blocks = used;
     m->kv_total_blocks = total;
     m->kv_usage = total ? (double)used / (double)total : 0;
-    static char *names[WG_MSG_MAX_MODELS];
-    for (uint32_t i = 0; i < w->n_models; i++) names[i] = w->models[i].name;
-    m->models = names;
+    for (uint32_t i = 0; i < w->n_models; i++) w->model_names[i] = w->models[i].name;
+    m->models = w->model_names;
     m->n_models = w->n_models;
     m->mem_used_bytes = s_rss_bytes();
     m->mem_total_bytes = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
