@@ -1056,6 +1056,12 @@ static void s_fail_model(wg_worker_t *w, uint32_t mi, wg_status st) {
 }
 
 static void s_goodbye(wg_worker_t *w, const char *reason) {
+    wg_info(S_MOD, "worker=%s exit: reason=\"%s\" jobs_done=%llu jobs_failed=%llu tokens=%llu bad_frames=%llu "
+            "events_published=%llu streams_abandoned=%llu reconnects=%llu", w->id, reason,
+            (unsigned long long)w->st.jobs_done, (unsigned long long)w->st.jobs_failed,
+            (unsigned long long)w->st.tokens, (unsigned long long)w->st.bad_frames,
+            (unsigned long long)w->st.events_published, (unsigned long long)w->st.streams_abandoned,
+            (unsigned long long)w->st.reconnects);
     if (w->registry) wg_registry_worker_rm(w->registry, w->id);
     wg_msg_disconnect d = {.reason = (char *)reason};
     wg_msg_buf b = {0};
