@@ -187,8 +187,10 @@ Test(residency, loading_never_blocks_the_owner_thread) {
         if (dt > worst) worst = dt;
         served++;
     }
-    cr_assert_lt(worst, 0.02, "an owner-thread call took %.3f s during a load", worst);
-    cr_assert_gt(served, 100);
+    /* A call that waited for the load would take the rest of its 400 ms (>= 0.2 s
+     * here); 0.1 s leaves room for scheduler noise on a loaded 2-core machine. */
+    cr_assert_lt(worst, 0.1, "an owner-thread call took %.3f s during a load", worst);
+    cr_assert_gt(served, 20);
     cr_assert_eq(s_get(r, "slow", &h), WG_OK);
     wg_res_release(r, "slow");
     wg_res_destroy(&r);
