@@ -18,6 +18,7 @@ typedef int (*wg_cmd_fn)(int argc, char **argv);
     XX(submit, "submit a JSONL batch of jobs to a broker")                     \
     XX(tail, "stream token events of a job from a worker")                     \
     XX(status, "show broker and fleet status")                                 \
+    XX(top, "live terminal view of the fleet: workers, models, queues, tokens/s") \
     XX(models, "manage the Redis model registry")
 
 #define WG_XX_DECL(name, help) int wg_cmd_##name(int argc, char **argv);
