@@ -23,11 +23,35 @@ typedef void (*wg_cpu_vdot_fn)(int64_t k, const void *w, const void *xq, size_t 
                                int nr, float *s);
 typedef void (*wg_cpu_quant_fn)(const float *x, void *y, int64_t k);
 
+/* A tile kernel computes y[m*ldy + i] = dot(weight row i, activation row m)
+ * for i < nw (1..WG_CPU_TILE_N rows, w row i at w + i*wrow) and m < M, from
+ * prepared activation rows (xp + m*xps, see wg_cpu_xprep_size). Each weight
+ * chunk is unpacked once and used for all M rows; every output follows the
+ * same float operation sequence whatever M, nw or the tile position. */
+#define WG_CPU_TILE_N 8
+typedef void (*wg_cpu_tile_fn)(int64_t K, const uint8_t *w, size_t wrow, int nw,
+                               const uint8_t *xp, size_t xps, int64_t M, float *y, int64_t ldy);
+/* Prepare one quantized activation row (vec_dot_type blocks) for tile kernels. */
+typedef void (*wg_cpu_prep_fn)(const void *xq, uint8_t *xp, int64_t k);
+
+/* Bytes of one prepared activation row of K values of activation type vt:
+ * K unsigned bytes (quant + 128), a float scale per block, then a float sum
+ * per block (Q8_1) or an int16 sum per 16 values (Q8_K); padded to 64. */
+static inline size_t wg_cpu_xprep_size(wg_type_t vt, int64_t K) {
+    size_t n = (size_t)K;
+    if (vt == WG_TYPE_Q8_K) n += (size_t)K / 256 * 4 + (size_t)K / 16 * 2;
+    else if (vt == WG_TYPE_Q8_1) n += (size_t)K / 32 * 8;
+    else n += (size_t)K / 32 * 4;
+    return (n + 63) / 64 * 64;
+}
+
 typedef struct {
     const char *name;                      /* "avx512", "avx2", "scalar" */
     wg_cpu_vdot_fn vdot[WG_TYPE_COUNT];    /* by weight type; NULL = generic path */
     wg_type_t vdot_x[WG_TYPE_COUNT];       /* activation type each vdot expects */
     wg_cpu_quant_fn quant[WG_TYPE_COUNT];  /* by activation (vec_dot) type; NULL = ref */
+    wg_cpu_tile_fn tile[WG_TYPE_COUNT];    /* by weight type; preferred over vdot */
+    wg_cpu_prep_fn prep[WG_TYPE_COUNT];    /* by activation type, for tile kernels */
 } wg_cpu_kernels_t;
 
 /* Fill `k` with the kernels of one SIMD level (defined in wg_vec_x86.c builds). */

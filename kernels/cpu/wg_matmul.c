@@ -92,6 +92,10 @@ typedef struct {
     uint8_t *xq;                 /* [M][xrow] quantized activations */
     size_t xrow;                 /* bytes per quantized activation row */
     wg_cpu_vdot_fn vdot;         /* SIMD multi-row kernel, or NULL for the ref vec_dot */
+    wg_cpu_tile_fn tile;         /* tile kernel (preferred), or NULL */
+    wg_cpu_prep_fn prep;         /* activation preparation for tile */
+    uint8_t *xp;                 /* [M][xps] prepared activations (tile path) */
+    size_t xps;                  /* bytes per prepared activation row */
     _Atomic int64_t next_tile;   /* next tile of WG_CPU_NB weight rows to hand out */
     _Atomic int64_t next_row;    /* next activation row to quantize */
 } s_mm;
@@ -104,6 +108,7 @@ static void s_quant_rows(void *arg, int ith, int nth) {
         const int64_t m = atomic_fetch_add_explicit(&c->next_row, 1, memory_order_relaxed);
         if (m >= c->M) break;
         c->quant(c->X + m * c->K, c->xq + (size_t)m * c->xrow, c->K);
+        if (c->tile) c->prep(c->xq + (size_t)m * c->xrow, c->xp + (size_t)m * c->xps, c->K);
     }
 }
 
@@ -133,6 +138,18 @@ static void s_dot_rows(void *arg, int ith, int nth) {
     (void)ith;
     (void)nth;
     s_mm *c = arg;
+    if (c->tile) {
+        const int64_t n_tiles = (c->N + WG_CPU_TILE_N - 1) / WG_CPU_TILE_N;
+        for (;;) {
+            const int64_t t = atomic_fetch_add_explicit(&c->next_tile, 1, memory_order_relaxed);
+            if (t >= n_tiles) break;
+            const int64_t nb = t * WG_CPU_TILE_N;
+            const int nw = (int)(c->N - nb < WG_CPU_TILE_N ? c->N - nb : WG_CPU_TILE_N);
+            c->tile(c->K, c->W + (size_t)nb * c->wrow, c->wrow, nw, c->xp, c->xps, c->M, c->Y + nb,
+                    c->N);
+        }
+        return;
+    }
     const int64_t n_tiles = (c->N + WG_CPU_NB - 1) / WG_CPU_NB;
     for (;;) {
         const int64_t t = atomic_fetch_add_explicit(&c->next_tile, 1, memory_order_relaxed);
@@ -164,6 +181,10 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
         .tr = tr, .W = W, .wrow = wg_row_size(wt, K), .N = N, .K = K, .M = M, .X = X, .Y = Y,
         .vdot = s_kern.vdot_x[wt] == tr->vec_dot_type ? s_kern.vdot[wt] : NULL,
     };
+    if (s_kern.tile[wt] && s_kern.vdot_x[wt] == vt && s_kern.prep[vt]) {
+        c.tile = s_kern.tile[wt];
+        c.prep = s_kern.prep[vt];
+    }
     atomic_init(&c.next_tile, 0);
     atomic_init(&c.next_row, 0);
     uint8_t *buf = NULL;
@@ -173,11 +194,14 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
     } else {
         c.quant = s_kern.quant[vt] ? s_kern.quant[vt] : vtr->from_float;
         c.xrow = wg_row_size(vt, K);
-        buf = malloc(c.xrow * (size_t)M + 64);
+        c.xps = c.tile ? wg_cpu_xprep_size(vt, K) : 0;
+        const size_t xq_bytes = (c.xrow * (size_t)M + 63) / 64 * 64;
+        buf = aligned_alloc(64, xq_bytes + c.xps * (size_t)M + 64);
         if (!buf)
             return wg_error(WG_ERR_NOMEM, "wg_k_matmul_cpu: %zu bytes of activations",
-                            c.xrow * (size_t)M);
+                            xq_bytes + c.xps * (size_t)M);
         c.xq = buf;
+        c.xp = buf + xq_bytes;
         if (M == 1 || !pool)
             s_quant_rows(&c, 0, 1);
         else
