@@ -121,8 +121,14 @@ cmd_start() {
         *) usage >&2; exit 2 ;;
         esac
     done
-    [[ $WORKERS =~ ^[0-9]+$ ]] && [ "$WORKERS" -ge 1 ] && [ "$WORKERS" -le 64 ] || die "--workers must be 1..64, got '$WORKERS'"
-    [ ${#MODELS[@]} -gt 0 ] || MODELS=("$(default_model)") || exit 1
+    if ! [[ $WORKERS =~ ^[0-9]+$ ]] || [ "$WORKERS" -lt 1 ] || [ "$WORKERS" -gt 64 ]; then
+        die "--workers must be 1..64, got '$WORKERS'"
+    fi
+    if [ ${#MODELS[@]} -eq 0 ]; then
+        local dm
+        dm=$(default_model) || exit 1
+        MODELS=("$dm")
+    fi
     local m
     for m in "${MODELS[@]}"; do
         [[ $m == ?*=?* ]] || die "--model needs NAME=PATH, got '$m'"

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -286,4 +287,42 @@ Test(ops_cluster, bad_arguments_start_nothing, .fini = s_fini) {
         snprintf(cmd, sizeof cmd, "ls %s/pids/*.pid", s_cdir);
         cr_expect_neq(s_sh(cmd, NULL), 0, "start %s left pid files", bad[i]);
     }
+}
+
+/* Can something be connected to on 127.0.0.1:port? */
+static int s_listening(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* A worker that cannot load its model makes start fail and take down what it
+ * had started (redis, broker) instead of leaving a half cluster. */
+Test(ops_cluster, failed_start_cleans_up, .fini = s_fini, .timeout = 60) {
+    strcpy(s_dir, "/tmp/wgops-XXXXXX");
+    cr_assert(mkdtemp(s_dir));
+    atexit(s_stop_cluster);
+    snprintf(s_cdir, sizeof s_cdir, "%s/cluster", s_dir);
+    setenv("WAGGLE_BIN", WG_BINARY_DIR, 1);
+    char bogus[128], cmd[1024], *out;
+    snprintf(bogus, sizeof bogus, "%s/bogus.gguf", s_dir);
+    FILE *f = fopen(bogus, "w");
+    cr_assert(f);
+    fputs("this is not a GGUF file\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s start --workers 1 --model m=%s --dir %s", OPS_SCRIPT, bogus, s_cdir);
+    int rc = s_sh(cmd, &out);
+    cr_assert_neq(rc, 0, "start with an unloadable model succeeded:\n%s", out);
+    cr_expect(strstr(out, "worker-0"), "the failure should name the worker:\n%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "ls %s/pids/*.pid", s_cdir);
+    cr_expect_neq(s_sh(cmd, NULL), 0, "pid files left after a failed start");
+    char redis[128], mh[128];
+    s_env("WAGGLE_REDIS", redis, sizeof redis);
+    s_env("WAGGLE_METRICS", mh, sizeof mh);
+    cr_expect(!s_listening(atoi(strrchr(redis, ':') + 1)), "redis still up after a failed start");
+    cr_expect(!s_listening(atoi(strrchr(mh, ':') + 1)), "broker still up after a failed start");
 }
