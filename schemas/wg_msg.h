@@ -27,9 +27,10 @@
 #define WG_MSG_MAX_MESSAGES 256           /* chat messages per job */
 #define WG_MSG_MAX_ROLE 32                /* chat role */
 #define WG_MSG_MAX_BATCH 1024             /* jobs per SUBMIT */
-#define WG_MSG_MAX_STOP 16                /* stop strings */
+#define WG_MSG_MAX_STOP 8                 /* stop strings (= the scheduler's WG_MAX_STOP) */
 #define WG_MSG_MAX_STOP_LEN 128           /* bytes per stop string */
 #define WG_MSG_MAX_STOP_IDS 64            /* stop_token_ids */
+#define WG_MSG_MAX_LOGIT_BIAS 1024        /* logit_bias entries */
 #define WG_MSG_MAX_TOKENS 131072          /* max_tokens, token_ids, logprobs */
 #define WG_MSG_MAX_TEXT (4u << 20)        /* result text bytes */
 #define WG_MSG_MAX_MODELS 64              /* models in READY/HEARTBEAT/METRICS */

@@ -4,6 +4,7 @@
  * bytes), then check required fields; any error clears the output. */
 #include "wg_msg_producer.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,8 @@ void wg_msg_job_clear(wg_msg_job *j) {
     free(j->messages);
     wg_mp_str_array_free(&j->stop, &j->n_stop);
     free(j->stop_token_ids);
+    free(j->prompt_ids);
+    free(j->logit_bias);
     wg_msg_job_init(j);
 }
 
@@ -58,6 +61,25 @@ wg_status wg_msg_job_copy(wg_msg_job *dst, const wg_msg_job *src) {
     dst->messages = NULL;
     dst->stop = NULL;
     dst->stop_token_ids = NULL;
+    dst->prompt_ids = NULL;
+    dst->logit_bias = NULL;
+    dst->n_prompt_ids = dst->n_logit_bias = 0;
+    if (src->n_prompt_ids) {
+        dst->prompt_ids = malloc(src->n_prompt_ids * sizeof *dst->prompt_ids);
+        if (!dst->prompt_ids) fail = 1;
+        else {
+            memcpy(dst->prompt_ids, src->prompt_ids, src->n_prompt_ids * sizeof *dst->prompt_ids);
+            dst->n_prompt_ids = src->n_prompt_ids;
+        }
+    }
+    if (src->n_logit_bias) {
+        dst->logit_bias = malloc(src->n_logit_bias * sizeof *dst->logit_bias);
+        if (!dst->logit_bias) fail = 1;
+        else {
+            memcpy(dst->logit_bias, src->logit_bias, src->n_logit_bias * sizeof *dst->logit_bias);
+            dst->n_logit_bias = src->n_logit_bias;
+        }
+    }
     uint32_t nm = src->n_messages, ns = src->n_stop, nt = src->n_stop_token_ids;
     dst->n_messages = dst->n_stop = dst->n_stop_token_ids = 0;
     if (nm) {
@@ -98,11 +120,12 @@ uint64_t wg_msg_job_prompt_tokens_est(const wg_msg_job *j) {
     uint64_t bytes = j->prompt ? strlen(j->prompt) : 0;
     for (uint32_t i = 0; i < j->n_messages; i++)
         bytes += j->messages[i].content ? strlen(j->messages[i].content) : 0;
-    return (bytes + 3) / 4;
+    return (bytes + 3) / 4 + j->n_prompt_ids;
 }
 
 static void s_pack_sampling(wg_mp_wr *w, const wg_msg_sampling *s) {
-    msgpack_pack_map(&w->pk, 8 + (s->has_seed ? 1 : 0));
+    bool rl = s->chosen_logprob && s->logprobs == 0;
+    msgpack_pack_map(&w->pk, 8 + (s->has_seed ? 1 : 0) + rl);
     wg_mp_put_kfloat(w, "temperature", s->temperature);
     wg_mp_put_kuint(w, "top_k", s->top_k);
     wg_mp_put_kfloat(w, "top_p", s->top_p);
@@ -112,6 +135,7 @@ static void s_pack_sampling(wg_mp_wr *w, const wg_msg_sampling *s) {
     wg_mp_put_kfloat(w, "frequency_penalty", s->frequency_penalty);
     wg_mp_put_kuint(w, "logprobs", s->logprobs);
     if (s->has_seed) wg_mp_put_kuint(w, "seed", s->seed);
+    if (rl) wg_mp_put_kbool(w, "return_logprob", true);
 }
 
 static void s_pack_job(wg_mp_wr *w, const wg_msg_job *j) {
@@ -121,6 +145,7 @@ static void s_pack_job(wg_mp_wr *w, const wg_msg_job *j) {
     n += j->attempt != 0;
     n += j->n_stop != 0;
     n += j->n_stop_token_ids != 0;
+    n += j->n_logit_bias != 0;
     msgpack_pack_map(&w->pk, n);
     if (j->job_id) wg_mp_put_kstr(w, "job_id", j->job_id);
     if (j->custom_id) wg_mp_put_kstr(w, "custom_id", j->custom_id);
@@ -133,6 +158,8 @@ static void s_pack_job(wg_mp_wr *w, const wg_msg_job *j) {
             wg_mp_put_kstr(w, "role", j->messages[i].role);
             wg_mp_put_kstr(w, "content", j->messages[i].content);
         }
+    } else if (j->n_prompt_ids) {
+        wg_mp_put_ku32s(w, "prompt", j->prompt_ids, j->n_prompt_ids);
     } else {
         wg_mp_put_kstr(w, "prompt", j->prompt);
     }
@@ -145,6 +172,41 @@ static void s_pack_job(wg_mp_wr *w, const wg_msg_job *j) {
     if (j->n_stop) wg_mp_put_kstrs(w, "stop", j->stop, j->n_stop);
     if (j->n_stop_token_ids)
         wg_mp_put_ku32s(w, "stop_token_ids", j->stop_token_ids, j->n_stop_token_ids);
+    if (j->n_logit_bias) {
+        wg_mp_put_key(w, "logit_bias");
+        msgpack_pack_array(&w->pk, j->n_logit_bias);
+        for (uint32_t i = 0; i < j->n_logit_bias; i++) {
+            msgpack_pack_array(&w->pk, 2);
+            msgpack_pack_uint32(&w->pk, j->logit_bias[i].token_id);
+            msgpack_pack_float(&w->pk, j->logit_bias[i].bias);
+        }
+    }
+}
+
+/* logit_bias: array of [token_id uint, bias float]; bias finite or -inf. */
+static wg_status s_read_logit_bias(wg_mp_rd *r, wg_msg_job *j, uint32_t index) {
+    uint32_t c;
+    wg_status st = wg_mp_array(r, "logit_bias", WG_MSG_MAX_LOGIT_BIAS, &c);
+    if (st) return st;
+    if (j->logit_bias) return wg_error(WG_ERR_FORMAT, "%s: job %u: duplicate 'logit_bias'", r->msg, index);
+    j->logit_bias = calloc(c ? c : 1, sizeof *j->logit_bias);
+    if (!j->logit_bias) return wg_error(WG_ERR_NOMEM, "logit_bias");
+    j->n_logit_bias = c;
+    for (uint32_t q = 0; q < c; q++) {
+        uint32_t two;
+        double d;
+        if ((st = wg_mp_array(r, "logit_bias[]", 2, &two))) return st;
+        if (two != 2)
+            return wg_error(WG_ERR_FORMAT, "%s: job %u: logit_bias[%u] has %u items, expected [token_id, bias]",
+                            r->msg, index, q, two);
+        if ((st = wg_mp_u32(r, "logit_bias[].token_id", 0, UINT32_MAX, &j->logit_bias[q].token_id))) return st;
+        if ((st = wg_mp_float(r, "logit_bias[].bias", &d))) return st;
+        if (d != d || d == (double)INFINITY)
+            return wg_error(WG_ERR_RANGE, "%s: job %u: logit_bias[%u].bias=%g must be finite or -inf", r->msg,
+                            index, q, d);
+        j->logit_bias[q].bias = (float)d;
+    }
+    return WG_OK;
 }
 
 static wg_status s_read_sampling(wg_mp_rd *r, wg_msg_sampling *s) {
@@ -185,6 +247,8 @@ static wg_status s_read_sampling(wg_mp_rd *r, wg_msg_sampling *s) {
         } else if (wg_mp_key_is(k, kl, "logprobs")) {
             if ((st = wg_mp_u32(r, "sampling.logprobs", 0, WG_MSG_MAX_TOP_LOGPROBS, &s->logprobs)))
                 return st;
+        } else if (wg_mp_key_is(k, kl, "return_logprob")) {
+            if ((st = wg_mp_bool(r, "sampling.return_logprob", &s->chosen_logprob))) return st;
         } else if ((st = wg_mp_skip(r))) {
             return st;
         }
@@ -209,8 +273,19 @@ static wg_status s_read_job(wg_mp_rd *r, wg_msg_job *j, bool need_id, uint32_t i
         } else if (wg_mp_key_is(k, kl, "model")) {
             st = wg_mp_strdup(r, "model", 1, WG_MSG_MAX_MODEL, &j->model);
         } else if (wg_mp_key_is(k, kl, "prompt")) {
-            st = wg_mp_strdup(r, "prompt", 0, WG_MSG_MAX_PROMPT, &j->prompt);
-            if (!st) prompt_bytes += strlen(j->prompt);
+            if (j->prompt || j->prompt_ids)
+                return wg_error(WG_ERR_FORMAT, "%s: job %u: duplicate 'prompt'", r->msg, index);
+            if (r->p < r->end && ((*r->p >= 0x90 && *r->p <= 0x9f) || *r->p == 0xdc || *r->p == 0xdd)) {
+                st = wg_mp_u32_array(r, "prompt", WG_MSG_MAX_TOKENS, &j->prompt_ids, &j->n_prompt_ids);
+                if (!st && j->n_prompt_ids == 0) {
+                    free(j->prompt_ids);
+                    j->prompt_ids = NULL;
+                    return wg_error(WG_ERR_RANGE, "%s: job %u: token-id 'prompt' is empty", r->msg, index);
+                }
+            } else {
+                st = wg_mp_strdup(r, "prompt", 0, WG_MSG_MAX_PROMPT, &j->prompt);
+                if (!st) prompt_bytes += strlen(j->prompt);
+            }
         } else if (wg_mp_key_is(k, kl, "messages")) {
             uint32_t m;
             if ((st = wg_mp_array(r, "messages", WG_MSG_MAX_MESSAGES, &m))) return st;
@@ -251,7 +326,14 @@ static wg_status s_read_job(wg_mp_rd *r, wg_msg_job *j, bool need_id, uint32_t i
             st = wg_mp_u32(r, "attempt", 1, UINT32_MAX, &j->attempt);
         } else if (wg_mp_key_is(k, kl, "sampling")) {
             st = s_read_sampling(r, &j->sampling);
+        } else if (wg_mp_key_is(k, kl, "logit_bias")) {
+            st = s_read_logit_bias(r, j, index);
         } else if (wg_mp_key_is(k, kl, "stop")) {
+            uint32_t ns;
+            wg_mp_rd peek = *r;
+            if (wg_mp_array(&peek, "stop", UINT32_MAX, &ns) == WG_OK && ns > WG_MSG_MAX_STOP)
+                return wg_error(WG_ERR_RANGE, "%s: job %u: 'stop' has %u strings, at most %d are allowed",
+                                r->msg, index, ns, WG_MSG_MAX_STOP);
             st = wg_mp_str_array(r, "stop", WG_MSG_MAX_STOP, 1, WG_MSG_MAX_STOP_LEN, &j->stop,
                                  &j->n_stop);
         } else if (wg_mp_key_is(k, kl, "stop_token_ids")) {
@@ -265,7 +347,7 @@ static wg_status s_read_job(wg_mp_rd *r, wg_msg_job *j, bool need_id, uint32_t i
     if (need_id && !j->job_id) return wg_mp_missing(r, "job_id");
     if (!j->model)
         return wg_error(WG_ERR_FORMAT, "%s: job %u: required field 'model' is missing", r->msg, index);
-    if ((j->prompt != NULL) == (j->messages != NULL))
+    if ((j->prompt != NULL || j->prompt_ids != NULL) == (j->messages != NULL))
         return wg_error(WG_ERR_INVAL, "%s: job %u: exactly one of 'prompt' or 'messages' is required",
                         r->msg, index);
     if (prompt_bytes > WG_MSG_MAX_PROMPT)
@@ -615,11 +697,16 @@ wg_status wg_msg_result_encode(wg_msg_cmd cmd, const wg_msg_result *m, wg_msg_bu
     if (m->n_logprobs && m->n_logprobs != m->n_tokens)
         return wg_error(WG_ERR_INVAL, "%s: %u logprobs for %u tokens", wg_msg_cmd_name(cmd),
                         m->n_logprobs, m->n_tokens);
+    if (m->n_top)
+        for (uint32_t i = 0; i < m->n_tokens; i++)
+            if (m->n_top[i] > WG_MSG_MAX_TOP_LOGPROBS)
+                return wg_error(WG_ERR_RANGE, "%s: top_logprobs[%u] has %u entries (max %d)",
+                                wg_msg_cmd_name(cmd), i, m->n_top[i], WG_MSG_MAX_TOP_LOGPROBS);
     wg_mp_wr w;
     wg_mp_wr_init(&w);
     uint32_t n = 1 + (res ? 3 : 0) + (m->custom_id != NULL) + (m->text != NULL) + 1 /*token_ids*/ +
                  (m->n_logprobs != 0) + (m->finish_reason != NULL) + 1 /*usage*/ +
-                 (m->code != NULL) + (m->error != NULL);
+                 (m->code != NULL) + (m->error != NULL) + (m->n_top != NULL && m->n_tokens);
     msgpack_pack_map(&w.pk, n);
     wg_mp_put_kstr(&w, "job_id", m->job_id);
     if (res) {
@@ -634,6 +721,19 @@ wg_status wg_msg_result_encode(wg_msg_cmd cmd, const wg_msg_result *m, wg_msg_bu
         wg_mp_put_key(&w, "logprobs");
         msgpack_pack_array(&w.pk, m->n_logprobs);
         for (uint32_t i = 0; i < m->n_logprobs; i++) msgpack_pack_float(&w.pk, m->logprobs[i]);
+    }
+    if (m->n_top && m->n_tokens) {
+        wg_mp_put_key(&w, "top_logprobs");
+        msgpack_pack_array(&w.pk, m->n_tokens);
+        size_t at = 0;
+        for (uint32_t i = 0; i < m->n_tokens; i++) {
+            msgpack_pack_array(&w.pk, m->n_top[i]);
+            for (uint32_t q = 0; q < m->n_top[i]; q++, at++) {
+                msgpack_pack_array(&w.pk, 2);
+                msgpack_pack_uint32(&w.pk, m->top[at].token_id);
+                msgpack_pack_float(&w.pk, m->top[at].logprob);
+            }
+        }
     }
     if (m->finish_reason) wg_mp_put_kstr(&w, "finish_reason", m->finish_reason);
     wg_mp_put_key(&w, "usage");
@@ -653,10 +753,51 @@ void wg_msg_result_clear(wg_msg_result *m) {
     free(m->text);
     free(m->token_ids);
     free(m->logprobs);
+    free(m->n_top);
+    free(m->top);
     free(m->finish_reason);
     free(m->code);
     free(m->error);
     memset(m, 0, sizeof *m);
+}
+
+/* top_logprobs in a result: one array per generated token of [token_id, logprob]
+ * pairs (<= 20 each); stored flat in out->top with per-token counts in n_top. */
+static wg_status s_read_top_rows(wg_mp_rd *r, wg_msg_result *out, uint32_t *rows) {
+    uint32_t c;
+    wg_status st = wg_mp_array(r, "top_logprobs", WG_MSG_MAX_TOKENS, &c);
+    if (st) return st;
+    if (out->n_top) return wg_error(WG_ERR_FORMAT, "%s: duplicate 'top_logprobs'", r->msg);
+    out->n_top = calloc(c ? c : 1, 1);
+    if (!out->n_top) return wg_error(WG_ERR_NOMEM, "top_logprobs");
+    size_t total = 0, cap = 0;
+    for (uint32_t i = 0; i < c; i++) {
+        uint32_t k;
+        if ((st = wg_mp_array(r, "top_logprobs[]", WG_MSG_MAX_TOP_LOGPROBS, &k))) return st;
+        if (total + k > cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            while (nc < total + k) nc *= 2;
+            wg_msg_top_logprob *nt = realloc(out->top, nc * sizeof *nt);
+            if (!nt) return wg_error(WG_ERR_NOMEM, "top_logprobs");
+            out->top = nt;
+            cap = nc;
+        }
+        for (uint32_t q = 0; q < k; q++) {
+            uint32_t two;
+            double d;
+            if ((st = wg_mp_array(r, "top_logprobs[][]", 2, &two))) return st;
+            if (two != 2)
+                return wg_error(WG_ERR_FORMAT, "%s: top_logprobs[%u][%u] has %u items, expected 2", r->msg, i, q,
+                                two);
+            if ((st = wg_mp_u32(r, "top_logprobs[][].token_id", 0, UINT32_MAX, &out->top[total].token_id)))
+                return st;
+            if ((st = wg_mp_float(r, "top_logprobs[][].logprob", &d))) return st;
+            out->top[total++].logprob = (float)d;
+        }
+        out->n_top[i] = (uint8_t)k;
+    }
+    *rows = c;
+    return WG_OK;
 }
 
 static bool s_state_ok(const char *s) {
@@ -669,6 +810,7 @@ wg_status wg_msg_result_decode(wg_msg_cmd cmd, const uint8_t *data, size_t len,
     wg_status st;
     uint32_t n;
     bool res = cmd == WG_CMD_RESULT;
+    uint32_t n_top_rows = 0;
     memset(out, 0, sizeof *out);
     TRY(wg_mp_begin(&r, data, len, wg_msg_cmd_name(cmd), &n));
     for (uint32_t i = 0; i < n; i++) {
@@ -694,6 +836,8 @@ wg_status wg_msg_result_decode(wg_msg_cmd cmd, const uint8_t *data, size_t len,
                 TRY(wg_mp_float(&r, "logprobs[]", &d));
                 out->logprobs[q] = (float)d;
             }
+        } else if (wg_mp_key_is(k, kl, "top_logprobs")) {
+            TRY(s_read_top_rows(&r, out, &n_top_rows));
         } else if (wg_mp_key_is(k, kl, "finish_reason")) TRY(wg_mp_strdup(&r, "finish_reason", 1, 16, &out->finish_reason));
         else if (wg_mp_key_is(k, kl, "usage")) {
             uint32_t u;
@@ -719,6 +863,11 @@ wg_status wg_msg_result_decode(wg_msg_cmd cmd, const uint8_t *data, size_t len,
     }
     if (out->n_logprobs && out->n_logprobs != out->n_tokens) {
         st = wg_error(WG_ERR_FORMAT, "%s: %u logprobs for %u token_ids", r.msg, out->n_logprobs,
+                      out->n_tokens);
+        goto err;
+    }
+    if (out->n_top && n_top_rows != out->n_tokens) {
+        st = wg_error(WG_ERR_FORMAT, "%s: %u top_logprobs rows for %u token_ids", r.msg, n_top_rows,
                       out->n_tokens);
         goto err;
     }

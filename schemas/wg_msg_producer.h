@@ -9,6 +9,7 @@
 #define WG_MSG_PRODUCER_H
 
 #include "wg_msg.h"
+#include "wg_msg_stream.h"
 
 typedef struct wg_msg_sampling {
     double temperature;        /* >= 0; 0 = greedy; default 1 */
@@ -21,7 +22,14 @@ typedef struct wg_msg_sampling {
     bool has_seed;             /* seed given by the producer */
     uint64_t seed;             /* per-request seed when has_seed */
     uint32_t logprobs;         /* 0..20 top alternatives; 0 = none */
+    bool chosen_logprob;       /* return the chosen token's logprob even when logprobs == 0
+                                  (wire key `return_logprob`; implied by logprobs > 0) */
 } wg_msg_sampling;
+
+typedef struct wg_msg_logit_bias {
+    uint32_t token_id; /* token whose logit is shifted */
+    float bias;        /* added to the logit; -inf bans the token (finite or -inf only) */
+} wg_msg_logit_bias;
 
 typedef struct wg_msg_chat {
     char *role;    /* "system", "user", "assistant"…, 1..32 bytes */
@@ -41,9 +49,14 @@ typedef struct wg_msg_job {
     uint32_t attempt;           /* JOB only: 1 on first delivery; 0 = absent */
     wg_msg_sampling sampling;   /* sampling parameters */
     char **stop;                /* (n_stop,) stop strings */
-    uint32_t n_stop;            /* <= 16 */
+    uint32_t n_stop;            /* <= 8 (WG_MSG_MAX_STOP) */
     uint32_t *stop_token_ids;   /* (n_stop_token_ids,) */
     uint32_t n_stop_token_ids;  /* <= 64 */
+    uint32_t *prompt_ids;       /* (n_prompt_ids,) token-id prompt (wire: `prompt` as an array
+                                   of uint), or NULL; exclusive with prompt and messages */
+    uint32_t n_prompt_ids;      /* 1..131072 when prompt_ids is set */
+    wg_msg_logit_bias *logit_bias; /* (n_logit_bias,) or NULL */
+    uint32_t n_logit_bias;      /* <= 1024 */
 } wg_msg_job;
 
 /* Defaults of PROTOCOL.md §4.1/4.2, all pointers NULL. */
@@ -51,7 +64,8 @@ void wg_msg_job_init(wg_msg_job *j);
 void wg_msg_job_clear(wg_msg_job *j);
 /* Deep copy; dst is initialised first. Errors: ERR_NOMEM. */
 wg_status wg_msg_job_copy(wg_msg_job *dst, const wg_msg_job *src);
-/* Estimated prompt tokens: ceil(prompt bytes / 4) (the broker has no tokenizer). */
+/* Estimated prompt tokens: ceil(prompt bytes / 4) (the broker has no tokenizer);
+ * a token-id prompt counts its ids. */
 uint64_t wg_msg_job_prompt_tokens_est(const wg_msg_job *j);
 
 /* JOB body (broker -> worker): the job map, job_id required. */
@@ -123,6 +137,8 @@ typedef struct wg_msg_result {
     uint32_t n_tokens;        /* <= 131072 */
     float *logprobs;          /* (n_logprobs,) or NULL */
     uint32_t n_logprobs;      /* 0 or n_tokens */
+    uint8_t *n_top;           /* (n_tokens,) alternatives per token (<= 20), or NULL = none */
+    wg_msg_top_logprob *top;  /* (sum of n_top,) alternatives, token-major, best first */
     char *finish_reason;      /* stop|length|cancelled, or NULL */
     uint32_t prompt_tokens;   /* usage */
     uint32_t completion_tokens; /* usage */

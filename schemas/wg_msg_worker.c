@@ -48,7 +48,7 @@ wg_status wg_msg_ready_decode(const uint8_t *data, size_t len, wg_msg_ready *out
         uint32_t kl;
         TRY(wg_mp_key(&r, &k, &kl));
         if (wg_mp_key_is(k, kl, "worker_id")) TRY(wg_mp_strdup(&r, "worker_id", 1, WG_MSG_MAX_ID, &out->worker_id));
-        else if (wg_mp_key_is(k, kl, "credits")) { TRY(wg_mp_u32(&r, "credits", 1, WG_MSG_MAX_CREDITS, &out->credits)); have_credits = true; }
+        else if (wg_mp_key_is(k, kl, "credits")) { TRY(wg_mp_u32(&r, "credits", 0, WG_MSG_MAX_CREDITS, &out->credits)); have_credits = true; }
         else if (wg_mp_key_is(k, kl, "models")) TRY(wg_mp_str_array(&r, "models", WG_MSG_MAX_MODELS, 1, WG_MSG_MAX_MODEL, &out->models, &out->n_models));
         else if (wg_mp_key_is(k, kl, "stream_endpoint")) TRY(wg_mp_strdup(&r, "stream_endpoint", 1, WG_MSG_MAX_ENDPOINT, &out->stream_endpoint));
         else if (wg_mp_key_is(k, kl, "mem_budget")) TRY(wg_mp_uint(&r, "mem_budget", UINT64_MAX, &out->mem_budget));
@@ -99,7 +99,7 @@ wg_status wg_msg_heartbeat_decode(const uint8_t *data, size_t len, wg_msg_heartb
         const char *k;
         uint32_t kl;
         TRY(wg_mp_key(&r, &k, &kl));
-        if (wg_mp_key_is(k, kl, "credits")) { TRY(wg_mp_u32(&r, "credits", 1, WG_MSG_MAX_CREDITS, &out->credits)); out->has_credits = true; }
+        if (wg_mp_key_is(k, kl, "credits")) { TRY(wg_mp_u32(&r, "credits", 0, WG_MSG_MAX_CREDITS, &out->credits)); out->has_credits = true; }
         else if (wg_mp_key_is(k, kl, "models")) { TRY(wg_mp_str_array(&r, "models", WG_MSG_MAX_MODELS, 1, WG_MSG_MAX_MODEL, &out->models, &out->n_models)); out->has_models = true; }
         else if (wg_mp_key_is(k, kl, "metrics")) { TRY(wg_mp_read_metrics(&r, &out->metrics)); out->has_metrics = true; }
         else if (wg_mp_key_is(k, kl, "mem_budget")) { TRY(wg_mp_uint(&r, "mem_budget", UINT64_MAX, &out->mem_budget)); out->has_mem = true; }

@@ -11,7 +11,7 @@
 
 typedef struct wg_msg_ready {
     char *worker_id;       /* 1..128 bytes, unique per worker process */
-    uint32_t credits;      /* 1..4096 sequence slots */
+    uint32_t credits;      /* 0..4096 sequence slots; 0 = take no new jobs (draining) */
     char **models;         /* (n_models,) names held or loadable; empty = any */
     uint32_t n_models;     /* <= 64 */
     char *stream_endpoint; /* XPUB endpoint consumers connect to, or NULL */
@@ -27,7 +27,7 @@ void wg_msg_ready_clear(wg_msg_ready *m);
  * (wg_msg_empty_encode / this decoder accepts it too). */
 typedef struct wg_msg_heartbeat {
     bool has_credits;         /* credits present */
-    uint32_t credits;         /* new credit limit, 1..4096 */
+    uint32_t credits;         /* new credit limit, 0..4096 (0 = take no new jobs) */
     bool has_models;          /* models present */
     char **models;            /* (n_models,) */
     uint32_t n_models;        /* <= 64 */

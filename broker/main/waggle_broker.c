@@ -8,6 +8,7 @@
 
 #include "broker/wg_broker.h"
 #include "common/wg_log.h"
+#include "schemas/wg_msg_keys.h"
 
 static wg_broker_t *s_broker;
 
@@ -37,7 +38,8 @@ static void s_usage(FILE *f) {
             "  --liveness N               missed heartbeats before a worker is dead, 3..5 (default 3)\n"
             "  --result-ttl S             seconds results are kept (default 86400)\n"
             "  --curve-secret-key-file F  broker CURVE secret key (Z85, 40 chars) enables CURVE\n"
-            "  --curve-allow-file F       allowed client public keys, one Z85 key per line\n"
+            "  --curve-allow-file F       allowed client public keys, one Z85 key per line (40 chars;\n"
+            "                             '#' lines of another length are comments)\n"
             "  --help                     this text\n");
 }
 
@@ -51,37 +53,16 @@ static int s_num(const char *flag, const char *v, unsigned long long *out) {
     return 0;
 }
 
-/* First token of each non-comment line; keys are 40 Z85 chars. */
+/* Key files (PROTOCOL.md §10.1): a line of exactly 40 Z85 chars is a key even
+ * when it starts with '#' or holds '='; other '#' lines are comments; zcert
+ * `name = "KEY"` lines are accepted. */
 static int s_read_keys(const char *path, char ***out, unsigned *n) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "waggle-broker: cannot open %s\n", path);
+    uint32_t got = 0;
+    if (wg_msg_keys_read(path, out, &got) != WG_OK) {
+        fprintf(stderr, "waggle-broker: %s\n", wg_errmsg());
         return -1;
     }
-    char line[512];
-    *out = NULL;
-    *n = 0;
-    while (fgets(line, sizeof line, f)) {
-        char *p = line;
-        while (*p == ' ' || *p == '\t') p++;
-        if (*p == '#' || *p == '\n' || !*p) continue;
-        char *eq = strchr(p, '=');
-        if (eq) { /* accept `key = "..."` certificate lines too */
-            p = eq + 1;
-            while (*p == ' ' || *p == '"') p++;
-        }
-        size_t len = strcspn(p, " \t\r\n\"");
-        if (len != 40) {
-            fprintf(stderr, "waggle-broker: %s: key of %zu chars (Z85 keys are 40)\n", path, len);
-            fclose(f);
-            return -1;
-        }
-        char **g = realloc(*out, (*n + 1) * sizeof **out);
-        if (!g) break;
-        *out = g;
-        (*out)[(*n)++] = strndup(p, len);
-    }
-    fclose(f);
+    *n = got;
     return 0;
 }
 

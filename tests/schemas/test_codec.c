@@ -2,10 +2,14 @@
  * trailing-byte and unknown-version input for every WGL/1 message. */
 #include <criterion/criterion.h>
 #include <msgpack.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "schemas/wg_msg.h"
+#include "schemas/wg_msg_keys.h"
 #include "schemas/wg_msg_producer.h"
 #include "schemas/wg_msg_stream.h"
 #include "schemas/wg_msg_worker.h"
@@ -551,11 +555,244 @@ Test(codec, worker_messages_round_trip) {
     wg_msg_failed_clear(&f);
     wg_msg_buf_free(&b);
 
-    /* READY with 0 credits is out of range */
+    /* READY / HEARTBEAT with 0 credits mean "take no new jobs" (draining) */
     wg_msg_ready z = {.worker_id = "w", .credits = 0};
     cr_assert_eq(wg_msg_ready_encode(&z, &b), WG_OK);
-    cr_assert_eq(wg_msg_ready_decode(b.data, b.len, &r), WG_ERR_RANGE);
+    cr_assert_eq(wg_msg_ready_decode(b.data, b.len, &r), WG_OK, "%s", wg_errmsg());
+    cr_assert_eq(r.credits, 0);
+    wg_msg_ready_clear(&r);
     wg_msg_buf_free(&b);
+    wg_msg_heartbeat hz = {.has_credits = true, .credits = 0}, hd;
+    cr_assert_eq(wg_msg_heartbeat_encode(&hz, &b), WG_OK);
+    cr_assert_eq(wg_msg_heartbeat_decode(b.data, b.len, &hd), WG_OK, "%s", wg_errmsg());
+    cr_assert(hd.has_credits && hd.credits == 0);
+    wg_msg_heartbeat_clear(&hd);
+    wg_msg_buf_free(&b);
+    /* over the limit is still rejected */
+    z.credits = WG_MSG_MAX_CREDITS + 1;
+    cr_assert_eq(wg_msg_ready_encode(&z, &b), WG_OK);
+    cr_assert_eq(wg_msg_ready_decode(b.data, b.len, &r), WG_ERR_RANGE);
+    cr_assert(strstr(wg_errmsg(), "credits"));
+    wg_msg_buf_free(&b);
+}
+
+/* ---- v1 additions: token-id prompts, logit_bias, return_logprob, top_logprobs in results ---- */
+
+Test(codec, token_prompt_and_logit_bias_round_trip) {
+    wg_msg_job a, b, c;
+    wg_msg_buf buf = {0};
+    s_sample_job(&a, true);
+    for (uint32_t i = 0; i < a.n_messages; i++) {
+        free(a.messages[i].role);
+        free(a.messages[i].content);
+    }
+    free(a.messages);
+    a.messages = NULL;
+    a.n_messages = 0;
+    uint32_t ids[] = {1, 0, 511, 70000, 4000000000u};
+    a.prompt_ids = malloc(sizeof ids);
+    memcpy(a.prompt_ids, ids, sizeof ids);
+    a.n_prompt_ids = 5;
+    a.logit_bias = calloc(3, sizeof *a.logit_bias);
+    a.n_logit_bias = 3;
+    a.logit_bias[0] = (wg_msg_logit_bias){7, 2.5f};
+    a.logit_bias[1] = (wg_msg_logit_bias){9, -INFINITY};
+    a.logit_bias[2] = (wg_msg_logit_bias){300, -0.125f};
+    a.sampling.logprobs = 0;
+    a.sampling.chosen_logprob = true;
+    cr_assert_eq(wg_msg_job_encode(&a, &buf), WG_OK);
+    cr_assert_eq(wg_msg_job_decode(buf.data, buf.len, &b), WG_OK, "%s", wg_errmsg());
+    s_job_eq(&a, &b);
+    cr_assert_null(b.prompt);
+    cr_assert_eq(b.n_prompt_ids, 5);
+    for (int i = 0; i < 5; i++) cr_assert_eq(b.prompt_ids[i], ids[i]);
+    cr_assert_eq(b.n_logit_bias, 3);
+    cr_assert_eq(b.logit_bias[0].token_id, 7);
+    cr_assert_eq(b.logit_bias[0].bias, 2.5f);
+    cr_assert(isinf(b.logit_bias[1].bias) && b.logit_bias[1].bias < 0);
+    cr_assert_eq(b.logit_bias[2].token_id, 300);
+    cr_assert_eq(b.logit_bias[2].bias, -0.125f);
+    cr_assert(b.sampling.chosen_logprob);
+    cr_assert_eq(b.sampling.logprobs, 0);
+    cr_assert_eq(wg_msg_job_copy(&c, &b), WG_OK);
+    cr_assert_eq(c.n_prompt_ids, 5);
+    cr_assert_neq(c.prompt_ids, b.prompt_ids);
+    cr_assert_eq(c.prompt_ids[3], 70000);
+    cr_assert_eq(c.n_logit_bias, 3);
+    cr_assert_eq(c.logit_bias[2].token_id, 300);
+    cr_assert_eq(wg_msg_job_prompt_tokens_est(&a), 5);
+    /* without return_logprob the flag stays false */
+    wg_msg_buf_free(&buf);
+    a.sampling.chosen_logprob = false;
+    cr_assert_eq(wg_msg_job_encode(&a, &buf), WG_OK);
+    wg_msg_job d;
+    cr_assert_eq(wg_msg_job_decode(buf.data, buf.len, &d), WG_OK);
+    cr_assert(!d.sampling.chosen_logprob);
+    wg_msg_job_clear(&d);
+    wg_msg_job_clear(&a);
+    wg_msg_job_clear(&b);
+    wg_msg_job_clear(&c);
+    wg_msg_buf_free(&buf);
+}
+
+/* {"jobs":[{"model":"m", <key>: <raw bytes>}]} as a SUBMIT body. */
+static wg_status s_submit_with(const char *key, const uint8_t *raw, size_t n_raw, bool with_prompt) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "jobs", 4);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_map(&pk, with_prompt ? 3 : 2);
+    msgpack_pack_str_with_body(&pk, "model", 5);
+    msgpack_pack_str_with_body(&pk, "m", 1);
+    if (with_prompt) {
+        msgpack_pack_str_with_body(&pk, "prompt", 6);
+        msgpack_pack_str_with_body(&pk, "p", 1);
+    }
+    msgpack_pack_str_with_body(&pk, key, strlen(key));
+    msgpack_sbuffer_write(&sb, (const char *)raw, n_raw);
+    wg_msg_submit m;
+    wg_status st = wg_msg_submit_decode((uint8_t *)sb.data, sb.size, &m);
+    if (st == WG_OK) wg_msg_submit_clear(&m);
+    msgpack_sbuffer_destroy(&sb);
+    return st;
+}
+
+Test(codec, bad_token_prompts_and_logit_bias_are_rejected) {
+    /* prompt = [] */
+    uint8_t empty[] = {0x90};
+    cr_assert_eq(s_submit_with("prompt", empty, sizeof empty, false), WG_ERR_RANGE);
+    cr_assert(strstr(wg_errmsg(), "prompt"), "%s", wg_errmsg());
+    /* prompt = [1, -1] (negative id) */
+    uint8_t neg[] = {0x92, 0x01, 0xff};
+    cr_assert_neq(s_submit_with("prompt", neg, sizeof neg, false), WG_OK);
+    cr_assert(strstr(wg_errmsg(), "prompt"), "%s", wg_errmsg());
+    /* prompt = [1, "x"] */
+    uint8_t mixed[] = {0x92, 0x01, 0xa1, 'x'};
+    cr_assert_eq(s_submit_with("prompt", mixed, sizeof mixed, false), WG_ERR_FORMAT);
+    /* a token prompt is fine alone */
+    uint8_t ok[] = {0x93, 0x01, 0x02, 0xcd, 0x01, 0x00};
+    cr_assert_eq(s_submit_with("prompt", ok, sizeof ok, false), WG_OK, "%s", wg_errmsg());
+    /* logit_bias entry with 3 items */
+    uint8_t three[] = {0x91, 0x93, 0x01, 0x02, 0x03};
+    cr_assert_neq(s_submit_with("logit_bias", three, sizeof three, true), WG_OK);
+    cr_assert(strstr(wg_errmsg(), "logit_bias"), "%s", wg_errmsg());
+    /* logit_bias as a map (not the wire shape) */
+    uint8_t map[] = {0x81, 0xa1, '5', 0x01};
+    cr_assert_eq(s_submit_with("logit_bias", map, sizeof map, true), WG_ERR_FORMAT);
+    /* bias = +inf, NaN */
+    uint8_t pinf[] = {0x91, 0x92, 0x05, 0xcb, 0x7f, 0xf0, 0, 0, 0, 0, 0, 0};
+    cr_assert_eq(s_submit_with("logit_bias", pinf, sizeof pinf, true), WG_ERR_RANGE);
+    uint8_t nan[] = {0x91, 0x92, 0x05, 0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0};
+    cr_assert_eq(s_submit_with("logit_bias", nan, sizeof nan, true), WG_ERR_RANGE);
+    /* -inf is allowed (ban) */
+    uint8_t ninf[] = {0x91, 0x92, 0x05, 0xcb, 0xff, 0xf0, 0, 0, 0, 0, 0, 0};
+    cr_assert_eq(s_submit_with("logit_bias", ninf, sizeof ninf, true), WG_OK, "%s", wg_errmsg());
+    /* return_logprob must be a bool */
+    uint8_t rl[] = {0x81, 0xae, 'r', 'e', 't', 'u', 'r', 'n', '_', 'l', 'o', 'g', 'p', 'r', 'o', 'b', 0x01};
+    cr_assert_eq(s_submit_with("sampling", rl, sizeof rl, true), WG_ERR_FORMAT);
+    /* too many logit_bias entries */
+    size_t nb = 3 + (size_t)(WG_MSG_MAX_LOGIT_BIAS + 1) * 3;
+    uint8_t *big = malloc(nb);
+    big[0] = 0xdc;
+    big[1] = (uint8_t)((WG_MSG_MAX_LOGIT_BIAS + 1) >> 8);
+    big[2] = (uint8_t)((WG_MSG_MAX_LOGIT_BIAS + 1) & 0xff);
+    for (size_t i = 3; i < nb; i += 3) {
+        big[i] = 0x92;
+        big[i + 1] = 0x01;
+        big[i + 2] = 0x00;
+    }
+    cr_assert_eq(s_submit_with("logit_bias", big, nb, true), WG_ERR_RANGE);
+    free(big);
+}
+
+Test(codec, more_than_eight_stop_strings_are_rejected_at_submit_with_a_reason) {
+    cr_assert_eq(WG_MSG_MAX_STOP, 8);
+    wg_msg_submit s = {.n_jobs = 2};
+    s.jobs = calloc(2, sizeof *s.jobs);
+    for (int q = 0; q < 2; q++) {
+        wg_msg_job_init(&s.jobs[q]);
+        s.jobs[q].model = S("m");
+        s.jobs[q].prompt = S("p");
+    }
+    s.jobs[1].n_stop = 9;
+    s.jobs[1].stop = calloc(9, sizeof(char *));
+    for (int i = 0; i < 9; i++) s.jobs[1].stop[i] = S("x");
+    wg_msg_buf buf = {0};
+    cr_assert_eq(wg_msg_submit_encode(&s, &buf), WG_OK);
+    wg_msg_submit m;
+    cr_assert_eq(wg_msg_submit_decode(buf.data, buf.len, &m), WG_ERR_RANGE);
+    cr_assert(strstr(wg_errmsg(), "job 1") && strstr(wg_errmsg(), "9") && strstr(wg_errmsg(), "at most 8"),
+              "%s", wg_errmsg());
+    wg_msg_buf_free(&buf);
+    /* exactly 8 is fine */
+    free(s.jobs[1].stop[8]);
+    s.jobs[1].n_stop = 8;
+    cr_assert_eq(wg_msg_submit_encode(&s, &buf), WG_OK);
+    cr_assert_eq(wg_msg_submit_decode(buf.data, buf.len, &m), WG_OK, "%s", wg_errmsg());
+    cr_assert_eq(m.jobs[1].n_stop, 8);
+    wg_msg_submit_clear(&m);
+    wg_msg_buf_free(&buf);
+    wg_msg_submit_clear(&s);
+}
+
+Test(codec, result_top_logprobs_round_trip_and_rejections) {
+    wg_msg_result a;
+    memset(&a, 0, sizeof a);
+    uint32_t toks[] = {5, 6, 7};
+    float lps[] = {-0.5f, -1.25f, -3.0f};
+    uint8_t nt[] = {2, 0, 3};
+    wg_msg_top_logprob top[] = {{5, -0.5f}, {8, -1.0f}, {7, -3.0f}, {1, -3.5f}, {2, -4.0f}};
+    a.job_id = "j";
+    a.text = "abc";
+    a.token_ids = toks;
+    a.n_tokens = 3;
+    a.logprobs = lps;
+    a.n_logprobs = 3;
+    a.n_top = nt;
+    a.top = top;
+    a.finish_reason = "stop";
+    wg_msg_buf b = {0};
+    cr_assert_eq(wg_msg_result_encode(WG_CMD_DONE, &a, &b), WG_OK);
+    wg_msg_result r;
+    cr_assert_eq(wg_msg_result_decode(WG_CMD_DONE, b.data, b.len, &r), WG_OK, "%s", wg_errmsg());
+    cr_assert_not_null(r.n_top);
+    cr_assert(r.n_top[0] == 2 && r.n_top[1] == 0 && r.n_top[2] == 3);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(r.top[i].token_id, top[i].token_id);
+        cr_assert_eq(r.top[i].logprob, top[i].logprob);
+    }
+    wg_msg_result_clear(&r);
+    wg_msg_buf_free(&b);
+    /* rows must match token_ids */
+    a.n_tokens = 2;
+    a.n_logprobs = 2;
+    cr_assert_eq(wg_msg_result_encode(WG_CMD_DONE, &a, &b), WG_OK);
+    uint8_t *d = malloc(b.len + 8);
+    memcpy(d, b.data, b.len);
+    cr_assert_eq(wg_msg_result_decode(WG_CMD_DONE, d, b.len, &r), WG_OK);
+    wg_msg_result_clear(&r);
+    free(d);
+    wg_msg_buf_free(&b);
+    /* a row over 20 entries: encoder refuses; hand-made body: decoder refuses */
+    uint8_t many[] = {21};
+    a.n_tokens = 1;
+    a.n_logprobs = 1;
+    a.n_top = many;
+    cr_assert_eq(wg_msg_result_encode(WG_CMD_DONE, &a, &b), WG_ERR_RANGE);
+    /* {"job_id":"j","token_ids":[1],"top_logprobs":[[1,2]]} -> inner pair is not an array */
+    uint8_t bad[] = {0x83, 0xa6, 'j', 'o', 'b', '_', 'i', 'd', 0xa1, 'j', 0xa9, 't', 'o', 'k', 'e', 'n', '_', 'i', 'd',
+                     's', 0x91, 0x01, 0xac, 't', 'o', 'p', '_', 'l', 'o', 'g', 'p', 'r', 'o', 'b', 's', 0x91, 0x92,
+                     0x01, 0x02};
+    cr_assert_neq(wg_msg_result_decode(WG_CMD_DONE, bad, sizeof bad, &r), WG_OK);
+    /* {"job_id":"j","token_ids":[1,2],"top_logprobs":[[]]} -> 1 row for 2 tokens */
+    uint8_t rows[] = {0x83, 0xa6, 'j', 'o', 'b', '_', 'i', 'd', 0xa1, 'j', 0xa9, 't', 'o', 'k', 'e', 'n', '_', 'i', 'd',
+                      's', 0x92, 0x01, 0x02, 0xac, 't', 'o', 'p', '_', 'l', 'o', 'g', 'p', 'r', 'o', 'b', 's', 0x91,
+                      0x90};
+    cr_assert_eq(wg_msg_result_decode(WG_CMD_DONE, rows, sizeof rows, &r), WG_ERR_FORMAT);
+    cr_assert(strstr(wg_errmsg(), "top_logprobs"), "%s", wg_errmsg());
 }
 
 Test(codec, stream_messages_round_trip) {
@@ -646,4 +883,78 @@ Test(codec, zmq_framing_detects_version_frames_and_commands) {
     zmq_close(rt);
     zmq_close(dl);
     zmq_ctx_term(ctx);
+}
+
+/* ---- CURVE key files: '#' and '=' are Z85 digits ---- */
+
+Test(codec, key_files_accept_keys_with_hash_and_equals) {
+    /* Real Z85 keys may start with '#' or contain '='. */
+    const char *k1 = "#bcdefghij0123456789ABCDEFGHIJ=+-.:^!/*?";
+    const char *k2 = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+    const char *k3 = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
+    char text[1024];
+    snprintf(text, sizeof text,
+             "# allowed producers\n"
+             "%s\n"
+             "\n"
+             "   %s  \r\n"
+             "#  a comment that is not 40 chars\n"
+             "public-key = \"%s\"\n",
+             k1, k2, k3);
+    char **keys = NULL;
+    uint32_t n = 0;
+    cr_assert_eq(wg_msg_keys_parse(text, strlen(text), &keys, &n), WG_OK, "%s", wg_errmsg());
+    cr_assert_eq(n, 3);
+    cr_assert_str_eq(keys[0], k1);
+    cr_assert_str_eq(keys[1], k2);
+    cr_assert_str_eq(keys[2], k3);
+    wg_msg_keys_free(&keys, &n);
+    cr_assert_null(keys);
+    /* a key ending in '=' on a zcert line */
+    const char *k4 = "abcdefghij0123456789ABCDEFGHIJabcdefghi=";
+    snprintf(text, sizeof text, "secret-key = \"%s\"\n", k4);
+    cr_assert_eq(wg_msg_keys_parse(text, strlen(text), &keys, &n), WG_OK, "%s", wg_errmsg());
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(keys[0], k4);
+    wg_msg_keys_free(&keys, &n);
+    /* and alone on a line */
+    snprintf(text, sizeof text, "%s", k4);
+    cr_assert_eq(wg_msg_keys_parse(text, strlen(text), &keys, &n), WG_OK);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(keys[0], k4);
+    wg_msg_keys_free(&keys, &n);
+}
+
+Test(codec, key_files_reject_malformed_lines_naming_the_line) {
+    char **keys = NULL;
+    uint32_t n = 0;
+    const char *bad[] = {
+        "abcdefghij0123456789ABCDEFGHIJabcdefghi\n",           /* 39 chars */
+        "abcdefghij0123456789ABCDEFGHIJabcdefghijk\n",         /* 41 chars */
+        "abcdefghij0123456789ABCDEFGHIJabcdefgh\"j\n",          /* '\"' is not Z85 */
+        "public-key = \"short\"\n",
+        "x = abcdefghij0123456789ABCDEFGHIJabcdefghij\n",      /* unquoted */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "# header\n%s", bad[i]);
+        cr_assert_eq(wg_msg_keys_parse(text, strlen(text), &keys, &n), WG_ERR_FORMAT, "case %zu", i);
+        cr_assert(strstr(wg_errmsg(), "line 2"), "case %zu: %s", i, wg_errmsg());
+        cr_assert_null(keys);
+        cr_assert_eq(n, 0);
+    }
+    cr_assert(wg_msg_z85_key_ok("#bcdefghij0123456789ABCDEFGHIJ=+-.:^!/*?", 40));
+    cr_assert(!wg_msg_z85_key_ok("#bcdefghij0123456789ABCDEFGHIJ=+-.:^!/*,", 40));
+    char path[] = "/tmp/wg_keys_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    const char *body = "#bcdefghij0123456789ABCDEFGHIJ=+-.:^!/*?\n";
+    cr_assert_eq(write(fd, body, strlen(body)), (ssize_t)strlen(body));
+    close(fd);
+    cr_assert_eq(wg_msg_keys_read(path, &keys, &n), WG_OK, "%s", wg_errmsg());
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(keys[0], "#bcdefghij0123456789ABCDEFGHIJ=+-.:^!/*?");
+    wg_msg_keys_free(&keys, &n);
+    unlink(path);
+    cr_assert_eq(wg_msg_keys_read(path, &keys, &n), WG_ERR_IO);
 }
