@@ -59,11 +59,15 @@ find_bin() { # name subdir
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# Pick a range of $1 consecutive ports with nothing listening on any of them.
+# Pick a range of $1 consecutive ports with nothing listening on any of them, below the
+# kernel's ephemeral range (so an outgoing connection cannot grab one before we bind it).
 free_base() {
-    local n=$1 tries=0 b i ok
+    local n=$1 tries=0 b i ok lo=32768 span
+    read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+    span=$((lo - n - 10000))
+    [ $span -gt 100 ] || span=20000
     while [ $tries -lt 50 ]; do
-        b=$((20000 + (RANDOM * 32768 + RANDOM) % 30000))
+        b=$((10000 + (RANDOM * 32768 + RANDOM) % span))
         ok=1
         for ((i = 0; i < n; i++)); do
             if port_busy $((b + i)); then ok=0; break; fi
