@@ -706,7 +706,10 @@ wg_status wg_msg_result_encode(wg_msg_cmd cmd, const wg_msg_result *m, wg_msg_bu
     wg_mp_wr_init(&w);
     uint32_t n = 1 + (res ? 3 : 0) + (m->custom_id != NULL) + (m->text != NULL) + 1 /*token_ids*/ +
                  (m->n_logprobs != 0) + (m->finish_reason != NULL) + 1 /*usage*/ +
-                 (m->code != NULL) + (m->error != NULL) + (m->n_top != NULL && m->n_tokens);
+                 (m->code != NULL) + (m->error != NULL) + (m->n_top != NULL && m->n_tokens) + m->has_end;
+    if (m->has_end && m->end_n_top > WG_MSG_MAX_TOP_LOGPROBS)
+        return wg_error(WG_ERR_RANGE, "%s: end_token has %u alternatives (max %d)", wg_msg_cmd_name(cmd),
+                        m->end_n_top, WG_MSG_MAX_TOP_LOGPROBS);
     msgpack_pack_map(&w.pk, n);
     wg_mp_put_kstr(&w, "job_id", m->job_id);
     if (res) {
@@ -733,6 +736,18 @@ wg_status wg_msg_result_encode(wg_msg_cmd cmd, const wg_msg_result *m, wg_msg_bu
                 msgpack_pack_uint32(&w.pk, m->top[at].token_id);
                 msgpack_pack_float(&w.pk, m->top[at].logprob);
             }
+        }
+    }
+    if (m->has_end) {
+        wg_mp_put_key(&w, "end_token");
+        msgpack_pack_array(&w.pk, 3);
+        msgpack_pack_uint32(&w.pk, m->end_token);
+        msgpack_pack_float(&w.pk, m->end_logprob);
+        msgpack_pack_array(&w.pk, m->end_n_top);
+        for (uint32_t q = 0; q < m->end_n_top; q++) {
+            msgpack_pack_array(&w.pk, 2);
+            msgpack_pack_uint32(&w.pk, m->end_top[q].token_id);
+            msgpack_pack_float(&w.pk, m->end_top[q].logprob);
         }
     }
     if (m->finish_reason) wg_mp_put_kstr(&w, "finish_reason", m->finish_reason);
@@ -800,6 +815,30 @@ static wg_status s_read_top_rows(wg_mp_rd *r, wg_msg_result *out, uint32_t *rows
     return WG_OK;
 }
 
+/* end_token: [token_id uint, logprob float, [[token_id, logprob]…] (<= 20)]. */
+static wg_status s_read_end_token(wg_mp_rd *r, wg_msg_result *out) {
+    uint32_t c, k;
+    double d;
+    wg_status st = wg_mp_array(r, "end_token", 3, &c);
+    if (st) return st;
+    if (c != 3) return wg_error(WG_ERR_FORMAT, "%s: end_token has %u items, expected 3", r->msg, c);
+    if ((st = wg_mp_u32(r, "end_token[0]", 0, UINT32_MAX, &out->end_token))) return st;
+    if ((st = wg_mp_float(r, "end_token[1]", &d))) return st;
+    out->end_logprob = (float)d;
+    if ((st = wg_mp_array(r, "end_token[2]", WG_MSG_MAX_TOP_LOGPROBS, &k))) return st;
+    for (uint32_t q = 0; q < k; q++) {
+        uint32_t two;
+        if ((st = wg_mp_array(r, "end_token[2][]", 2, &two))) return st;
+        if (two != 2) return wg_error(WG_ERR_FORMAT, "%s: end_token[2][%u] has %u items, expected 2", r->msg, q, two);
+        if ((st = wg_mp_u32(r, "end_token[2][].token_id", 0, UINT32_MAX, &out->end_top[q].token_id))) return st;
+        if ((st = wg_mp_float(r, "end_token[2][].logprob", &d))) return st;
+        out->end_top[q].logprob = (float)d;
+    }
+    out->end_n_top = k;
+    out->has_end = true;
+    return WG_OK;
+}
+
 static bool s_state_ok(const char *s) {
     return !strcmp(s, "done") || !strcmp(s, "failed") || !strcmp(s, "cancelled");
 }
@@ -838,6 +877,8 @@ wg_status wg_msg_result_decode(wg_msg_cmd cmd, const uint8_t *data, size_t len,
             }
         } else if (wg_mp_key_is(k, kl, "top_logprobs")) {
             TRY(s_read_top_rows(&r, out, &n_top_rows));
+        } else if (wg_mp_key_is(k, kl, "end_token")) {
+            TRY(s_read_end_token(&r, out));
         } else if (wg_mp_key_is(k, kl, "finish_reason")) TRY(wg_mp_strdup(&r, "finish_reason", 1, 16, &out->finish_reason));
         else if (wg_mp_key_is(k, kl, "usage")) {
             uint32_t u;

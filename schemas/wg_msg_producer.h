@@ -139,6 +139,12 @@ typedef struct wg_msg_result {
     uint32_t n_logprobs;      /* 0 or n_tokens */
     uint8_t *n_top;           /* (n_tokens,) alternatives per token (<= 20), or NULL = none */
     wg_msg_top_logprob *top;  /* (sum of n_top,) alternatives, token-major, best first */
+    bool has_end;             /* end_token present: the token that ended the job (EOS or a
+                                 stop token id), sampled but not part of token_ids */
+    uint32_t end_token;       /* its id */
+    float end_logprob;        /* its logprob */
+    uint32_t end_n_top;       /* <= 20 */
+    wg_msg_top_logprob end_top[WG_MSG_MAX_TOP_LOGPROBS]; /* (end_n_top,) its alternatives */
     char *finish_reason;      /* stop|length|cancelled, or NULL */
     uint32_t prompt_tokens;   /* usage */
     uint32_t completion_tokens; /* usage */

@@ -754,10 +754,18 @@ Test(codec, result_top_logprobs_round_trip_and_rejections) {
     a.n_top = nt;
     a.top = top;
     a.finish_reason = "stop";
+    a.has_end = true;
+    a.end_token = 2;
+    a.end_logprob = -0.75f;
+    a.end_n_top = 2;
+    a.end_top[0] = (wg_msg_top_logprob){2, -0.75f};
+    a.end_top[1] = (wg_msg_top_logprob){9, -2.0f};
     wg_msg_buf b = {0};
     cr_assert_eq(wg_msg_result_encode(WG_CMD_DONE, &a, &b), WG_OK);
     wg_msg_result r;
     cr_assert_eq(wg_msg_result_decode(WG_CMD_DONE, b.data, b.len, &r), WG_OK, "%s", wg_errmsg());
+    cr_assert(r.has_end && r.end_token == 2 && r.end_logprob == -0.75f && r.end_n_top == 2);
+    cr_assert(r.end_top[1].token_id == 9 && r.end_top[1].logprob == -2.0f);
     cr_assert_not_null(r.n_top);
     cr_assert(r.n_top[0] == 2 && r.n_top[1] == 0 && r.n_top[2] == 3);
     for (int i = 0; i < 5; i++) {
@@ -767,6 +775,7 @@ Test(codec, result_top_logprobs_round_trip_and_rejections) {
     wg_msg_result_clear(&r);
     wg_msg_buf_free(&b);
     /* rows must match token_ids */
+    a.has_end = false;
     a.n_tokens = 2;
     a.n_logprobs = 2;
     cr_assert_eq(wg_msg_result_encode(WG_CMD_DONE, &a, &b), WG_OK);
