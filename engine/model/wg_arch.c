@@ -58,6 +58,49 @@ static const struct {
     [WG_T_FFN_GATE_SHEXP] = {"blk.%d.ffn_gate_shexp.weight", "model.layers.%d.mlp.shared_expert.gate_proj.weight"},
     [WG_T_FFN_UP_SHEXP] = {"blk.%d.ffn_up_shexp.weight", "model.layers.%d.mlp.shared_expert.up_proj.weight"},
     [WG_T_FFN_DOWN_SHEXP] = {"blk.%d.ffn_down_shexp.weight", "model.layers.%d.mlp.shared_expert.down_proj.weight"},
+    [WG_T_TOK_EMBD_NORM] = {"token_embd_norm.weight", NULL},
+    [WG_T_TOK_EMBD_NORM_B] = {"token_embd_norm.bias", NULL},
+    [WG_T_SSM_IN] = {"blk.%d.ssm_in.weight", NULL},
+    [WG_T_SSM_CONV1D] = {"blk.%d.ssm_conv1d.weight", NULL},
+    [WG_T_SSM_CONV1D_B] = {"blk.%d.ssm_conv1d.bias", NULL},
+    [WG_T_SSM_X] = {"blk.%d.ssm_x.weight", NULL},
+    [WG_T_SSM_DT] = {"blk.%d.ssm_dt.weight", NULL},
+    [WG_T_SSM_DT_B] = {"blk.%d.ssm_dt.bias", NULL},
+    [WG_T_SSM_A] = {"blk.%d.ssm_a", NULL},
+    [WG_T_SSM_D] = {"blk.%d.ssm_d", NULL},
+    [WG_T_SSM_OUT] = {"blk.%d.ssm_out.weight", NULL},
+    [WG_T_TM_W0] = {"blk.%d.time_mix_w0.weight", NULL},
+    [WG_T_TM_W1] = {"blk.%d.time_mix_w1.weight", NULL},
+    [WG_T_TM_W2] = {"blk.%d.time_mix_w2.weight", NULL},
+    [WG_T_TM_A0] = {"blk.%d.time_mix_a0.weight", NULL},
+    [WG_T_TM_A1] = {"blk.%d.time_mix_a1.weight", NULL},
+    [WG_T_TM_A2] = {"blk.%d.time_mix_a2.weight", NULL},
+    [WG_T_TM_V0] = {"blk.%d.time_mix_v0.weight", NULL},
+    [WG_T_TM_V1] = {"blk.%d.time_mix_v1.weight", NULL},
+    [WG_T_TM_V2] = {"blk.%d.time_mix_v2.weight", NULL},
+    [WG_T_TM_G1] = {"blk.%d.time_mix_g1.weight", NULL},
+    [WG_T_TM_G2] = {"blk.%d.time_mix_g2.weight", NULL},
+    [WG_T_TM_LERP_X] = {"blk.%d.time_mix_lerp_x.weight", NULL},
+    [WG_T_TM_LERP_FUSED] = {"blk.%d.time_mix_lerp_fused.weight", NULL},
+    [WG_T_TM_FIRST] = {"blk.%d.time_mix_first.weight", NULL},
+    [WG_T_TM_DECAY] = {"blk.%d.time_mix_decay.weight", NULL},
+    [WG_T_TM_DECAY_W1] = {"blk.%d.time_mix_decay_w1.weight", NULL},
+    [WG_T_TM_DECAY_W2] = {"blk.%d.time_mix_decay_w2.weight", NULL},
+    [WG_T_TM_K_K] = {"blk.%d.time_mix_k_k.weight", NULL},
+    [WG_T_TM_K_A] = {"blk.%d.time_mix_k_a.weight", NULL},
+    [WG_T_TM_R_K] = {"blk.%d.time_mix_r_k.weight", NULL},
+    [WG_T_TM_KEY] = {"blk.%d.time_mix_key.weight", NULL},
+    [WG_T_TM_VALUE] = {"blk.%d.time_mix_value.weight", NULL},
+    [WG_T_TM_RECEPTANCE] = {"blk.%d.time_mix_receptance.weight", NULL},
+    [WG_T_TM_GATE] = {"blk.%d.time_mix_gate.weight", NULL},
+    [WG_T_TM_LN] = {"blk.%d.time_mix_ln.weight", NULL},
+    [WG_T_TM_LN_B] = {"blk.%d.time_mix_ln.bias", NULL},
+    [WG_T_TM_OUTPUT] = {"blk.%d.time_mix_output.weight", NULL},
+    [WG_T_CM_LERP_K] = {"blk.%d.channel_mix_lerp_k.weight", NULL},
+    [WG_T_CM_LERP_R] = {"blk.%d.channel_mix_lerp_r.weight", NULL},
+    [WG_T_CM_KEY] = {"blk.%d.channel_mix_key.weight", NULL},
+    [WG_T_CM_VALUE] = {"blk.%d.channel_mix_value.weight", NULL},
+    [WG_T_CM_RECEPTANCE] = {"blk.%d.channel_mix_receptance.weight", NULL},
 };
 
 static const wg_hf_name_t s_hf_mixtral[] = {
@@ -91,6 +134,13 @@ static const wg_hf_name_t s_hf_gemma2[] = {
 static const wg_gguf_name_t s_gguf_gpt_oss[] = {
     {WG_T_FFN_NORM, "blk.%d.post_attention_norm.weight"},
     {WG_T_ATTN_POST_NORM, NULL},
+    {WG_T_COUNT, NULL},
+};
+
+/* RWKV's second per-layer norm (before the channel mix) is attn_norm_2. */
+static const wg_gguf_name_t s_gguf_rwkv[] = {
+    {WG_T_FFN_NORM, "blk.%d.attn_norm_2.weight"},
+    {WG_T_FFN_NORM_B, "blk.%d.attn_norm_2.bias"},
     {WG_T_COUNT, NULL},
 };
 
@@ -175,6 +225,19 @@ static const wg_arch_t s_archs[] = {
      .hf_archs = {"Olmo2ForCausalLM"},
      .norm = WG_NORM_RMS, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
      .flags = WG_F_GATED_FFN | WG_F_NO_PRE_NORM | WG_F_QK_NORM_FULL, .hf_names = s_hf_olmo2},
+    /* Recurrent families: one state block per sequence, no K/V, no rope. */
+    {.gguf_arch = "mamba",
+     .hf_archs = {NULL},
+     .norm = WG_NORM_RMS, .rope = WG_ROPE_NONE, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
+     .block = WG_BLOCK_MAMBA},
+    {.gguf_arch = "rwkv6",
+     .hf_archs = {NULL},
+     .norm = WG_NORM_LAYER, .rope = WG_ROPE_NONE, .act = WG_ACT_RELU2, .gating = WG_GATE_SOFTMAX,
+     .block = WG_BLOCK_RWKV6, .gguf_names = s_gguf_rwkv},
+    {.gguf_arch = "rwkv7",
+     .hf_archs = {NULL},
+     .norm = WG_NORM_LAYER, .rope = WG_ROPE_NONE, .act = WG_ACT_RELU2, .gating = WG_GATE_SOFTMAX,
+     .block = WG_BLOCK_RWKV7, .gguf_names = s_gguf_rwkv},
 };
 
 #define S_N_ARCHS (sizeof s_archs / sizeof s_archs[0])
@@ -210,4 +273,4 @@ const char *wg_tensor_hf_name(const wg_arch_t *a, wg_tensor_id_t id) {
     return s_names[id].hf;
 }
 
-const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, olmo, olmo2, stablelm, phi2, starcoder2, falcon, minimax-m2, gpt-oss, deepseek2"; }
+const char *wg_arch_list(void) { return "llama, mistral3, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, olmo, olmo2, stablelm, phi2, starcoder2, falcon, minimax-m2, gpt-oss, deepseek2, mamba, rwkv6, rwkv7"; }

@@ -64,6 +64,50 @@ typedef enum {
     WG_T_FFN_GATE_SHEXP,
     WG_T_FFN_UP_SHEXP,
     WG_T_FFN_DOWN_SHEXP,
+    /* recurrent families: embedding norm (rwkv ln0), Mamba-1 SSM, RWKV 6/7 time/channel mix */
+    WG_T_TOK_EMBD_NORM,
+    WG_T_TOK_EMBD_NORM_B,
+    WG_T_SSM_IN,
+    WG_T_SSM_CONV1D,
+    WG_T_SSM_CONV1D_B,
+    WG_T_SSM_X,
+    WG_T_SSM_DT,
+    WG_T_SSM_DT_B,
+    WG_T_SSM_A,
+    WG_T_SSM_D,
+    WG_T_SSM_OUT,
+    WG_T_TM_W0,
+    WG_T_TM_W1,
+    WG_T_TM_W2,
+    WG_T_TM_A0,
+    WG_T_TM_A1,
+    WG_T_TM_A2,
+    WG_T_TM_V0,
+    WG_T_TM_V1,
+    WG_T_TM_V2,
+    WG_T_TM_G1,
+    WG_T_TM_G2,
+    WG_T_TM_LERP_X,
+    WG_T_TM_LERP_FUSED,
+    WG_T_TM_FIRST,
+    WG_T_TM_DECAY,
+    WG_T_TM_DECAY_W1,
+    WG_T_TM_DECAY_W2,
+    WG_T_TM_K_K,
+    WG_T_TM_K_A,
+    WG_T_TM_R_K,
+    WG_T_TM_KEY,
+    WG_T_TM_VALUE,
+    WG_T_TM_RECEPTANCE,
+    WG_T_TM_GATE,
+    WG_T_TM_LN,
+    WG_T_TM_LN_B,
+    WG_T_TM_OUTPUT,
+    WG_T_CM_LERP_K,
+    WG_T_CM_LERP_R,
+    WG_T_CM_KEY,
+    WG_T_CM_VALUE,
+    WG_T_CM_RECEPTANCE,
     WG_T_COUNT
 } wg_tensor_id_t;
 
@@ -90,6 +134,15 @@ enum {
  * softmax over the selected ones (gpt-oss). */
 typedef enum { WG_GATE_SOFTMAX, WG_GATE_SIGMOID, WG_GATE_SOFTMAX_SELECTED } wg_gating_t;
 
+/* The sequence mixer of every block: attention over the paged K/V cache, or
+ * a recurrence over a fixed-size per-sequence state (wg_kv_new_recurrent). */
+typedef enum {
+    WG_BLOCK_ATTN = 0,  /* transformer: attention + FFN (all flags above apply) */
+    WG_BLOCK_MAMBA,     /* Mamba-1: RMS norm, conv1d + selective scan, gated by silu(z) */
+    WG_BLOCK_RWKV6,     /* RWKV-6 Finch: ln0, time mix (data-dependent decay, wkv6), channel mix */
+    WG_BLOCK_RWKV7,     /* RWKV-7 Goose: ln0, time mix (wkv7 delta rule, value residual), channel mix */
+} wg_block_t;
+
 /* One GGUF tensor-name override for a row (name NULL: the tensor is absent). */
 typedef struct {
     wg_tensor_id_t id;    /* logical tensor (WG_T_COUNT ends the list) */
@@ -110,6 +163,7 @@ typedef struct {
     wg_act_t act;                 /* FFN activation */
     wg_gating_t gating;           /* MoE router function */
     uint32_t flags;               /* WG_F_* */
+    wg_block_t block;             /* sequence mixer (attention or a recurrence) */
     int32_t swa_pattern;          /* default sliding-window layer pattern (see wg_hparams_t) */
     float rope_base_swa;          /* default rope base of local layers (0 = the global base) */
     const wg_gguf_name_t *gguf_names; /* overrides of the default GGUF names, or NULL */
@@ -124,6 +178,16 @@ const char *wg_tensor_gguf_name(const wg_arch_t *a, wg_tensor_id_t id);
 const char *wg_tensor_hf_name(const wg_arch_t *a, wg_tensor_id_t id);
 /* Comma-separated list of supported GGUF architectures (for error messages). */
 const char *wg_arch_list(void);
+
+struct wg_model;
+/* The recurrent forward pass (wg_forward_rnn.c): same contract as
+ * wg_model_forward after validation and state reservation, lengths not yet
+ * updated. Tokens of one sequence are scanned in batch order; products run
+ * over the whole batch. */
+wg_status wg_forward_recurrent(const struct wg_model *m, wg_kv_t *kv, wg_pool_t *pool,
+                               const wg_batch_tok_t *batch, int64_t n, float *logits);
+/* Floats of one sequence's recurrent state (all layers), 0 for attention models. */
+size_t wg_model_state_floats(const struct wg_model *m);
 
 /* One transformer block's weights. Shapes are [rows][row length]; absent
  * matrices have data == NULL, absent vectors are NULL. */
@@ -171,6 +235,50 @@ typedef struct {
     wg_weight_t gate_shexp;    /* [n_ff_shexp][n_embd] shared expert */
     wg_weight_t up_shexp;      /* [n_ff_shexp][n_embd] */
     wg_weight_t down_shexp;    /* [n_embd][n_ff_shexp] */
+    /* Mamba-1 (DI = ssm_d_inner, DS = ssm_d_state, DC = ssm_d_conv, R = ssm_dt_rank) */
+    wg_weight_t ssm_in;        /* [2*DI][n_embd] -> x | z */
+    const float *ssm_conv1d;   /* [DI][DC] depthwise causal conv taps, oldest first */
+    const float *ssm_conv1d_b; /* [DI] */
+    wg_weight_t ssm_x;         /* [R+2*DS][DI] -> dt | B | C */
+    wg_weight_t ssm_dt;        /* [DI][R] */
+    const float *ssm_dt_b;     /* [DI] */
+    const float *ssm_a;        /* [DI][DS] A = -exp(A_log) */
+    const float *ssm_d;        /* [DI] skip */
+    wg_weight_t ssm_out;       /* [n_embd][DI] */
+    /* RWKV 6/7 time mix (E = n_embd, H = E / head size, Dm/Dd/Dw/Da/Dv/Dg = lora widths) */
+    const float *tm_lerp_x;    /* rwkv6: [E] */
+    const float *tm_lerp_fused; /* rwkv6: [5][E] (w,k,v,r,g); rwkv7: [6][E] (r,w,k,v,a,g) */
+    wg_weight_t tm_w1;         /* rwkv6: [5*Dm][E]; rwkv7: [Dw][E] decay lora down */
+    wg_weight_t tm_w2;         /* rwkv6: 5 x [E][Dm]; rwkv7: [E][Dw] decay lora up */
+    const float *tm_first;     /* rwkv6: [H][head] bonus u */
+    const float *tm_decay;     /* rwkv6: [E] */
+    wg_weight_t tm_decay_w1;   /* rwkv6: [Dd][E] */
+    wg_weight_t tm_decay_w2;   /* rwkv6: [E][Dd] */
+    const float *tm_w0;        /* rwkv7: [E] decay bias */
+    const float *tm_a0;        /* rwkv7: [E] in-context learning rate bias */
+    wg_weight_t tm_a1;         /* rwkv7: [Da][E] */
+    wg_weight_t tm_a2;         /* rwkv7: [E][Da] */
+    const float *tm_v0;        /* rwkv7: [E] value residual bias (unused in layer 0) */
+    wg_weight_t tm_v1;         /* rwkv7: [Dv][E] */
+    wg_weight_t tm_v2;         /* rwkv7: [E][Dv] */
+    wg_weight_t tm_g1;         /* rwkv7: [Dg][E] output gate lora (optional) */
+    wg_weight_t tm_g2;         /* rwkv7: [E][Dg] */
+    const float *tm_k_k;       /* rwkv7: [E] key normalisation scale */
+    const float *tm_k_a;       /* rwkv7: [E] */
+    const float *tm_r_k;       /* rwkv7: [H][head] bonus */
+    wg_weight_t tm_key;        /* [E][E] */
+    wg_weight_t tm_value;      /* [E][E] */
+    wg_weight_t tm_receptance; /* [E][E] */
+    wg_weight_t tm_gate;       /* rwkv6: [E][E] */
+    const float *tm_ln;        /* [E] group norm weight (per head groups) */
+    const float *tm_ln_b;      /* [E] */
+    wg_weight_t tm_output;     /* [E][E] */
+    /* RWKV channel mix (ffn_norm / ffn_norm_b hold attn_norm_2) */
+    const float *cm_lerp_k;    /* [E] */
+    const float *cm_lerp_r;    /* rwkv6: [E] */
+    wg_weight_t cm_key;        /* [n_ff][E] */
+    wg_weight_t cm_value;      /* [E][n_ff] */
+    wg_weight_t cm_receptance; /* rwkv6: [E][E] */
 } wg_layer_t;
 
 struct wg_gguf;
@@ -188,6 +296,8 @@ struct wg_model {
     const float *out_norm_b;   /* [n_embd] */
     const float *out_b;        /* [n_vocab] */
     const float *rope_freqs;   /* [n_rot/2] rope frequency divisors (llama3 scaling), or NULL */
+    const float *tok_norm;     /* [n_embd] norm of the embeddings (rwkv ln0), or NULL */
+    const float *tok_norm_b;   /* [n_embd] */
     wg_layer_t *layers;        /* [n_layer] */
     void **owned;              /* buffers owned by the model (converted/permuted) */
     size_t n_owned;            /* entries in owned */

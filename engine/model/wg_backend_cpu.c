@@ -1,14 +1,47 @@
 /* wg_backend_cpu — the CPU op table: matmuls through wg_k_matmul_cpu (which
  * quantizes activations like llama.cpp), attention over the paged cache split
- * over (token, head) pairs on the pool, and scalar norm/rope/activations that
- * follow ggml's CPU arithmetic (double-accumulated norms, incremental rope
- * angles, float softmax with a double sum) so results sit at the F32 floor. */
+ * over (token, head) pairs on the pool, and norm/rope/activations that follow
+ * ggml's CPU arithmetic (double-accumulated norms, incremental rope angles,
+ * float softmax with a double sum) so results sit at the F32 floor.
+ *
+ * SIMD: AVX2+FMA and AVX-512 paths are `target`-attributed functions picked
+ * at run time from the kernel library's level (wg_cpu_simd_name, so
+ * WAGGLE_SIMD=scalar forces the scalar code here too), with a scalar fallback
+ * for other CPUs and for head sizes that are not a multiple of 8.
+ *
+ * Batch invariance: the path and the operation order of one (token, head)
+ * attention item depend only on the level, the head size and that token's own
+ * key range, never on which other tokens share the call or which thread runs
+ * the item. Every key's dot product goes through the same 8-key kernel (a
+ * short last group repeats its last key and drops the extra lanes), and each
+ * output element accumulates its values in key order. */
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define S_X86 1
+#else
+#define S_X86 0
+#endif
+
 #include "../../kernels/cpu/wg_cpu.h"
+#include "../../kernels/cpu/wg_cpu_impl.h" /* wg_pool_run_any */
 #include "wg_backend.h"
+
+typedef enum { S_SCALAR, S_AVX2, S_AVX512 } s_level_t;
+
+/* The SIMD level the kernel library runs at (it checked the CPU). */
+static s_level_t s_level(void) {
+    if (!S_X86) return S_SCALAR;
+    const char *n = wg_cpu_simd_name();
+    if (strcmp(n, "avx512") == 0) return S_AVX512;
+    if (strcmp(n, "avx2") == 0) return S_AVX2;
+    return S_SCALAR;
+}
 
 static wg_status s_matmul(void *ctx, const wg_weight_t *w, int64_t expert, const float *X, int64_t M,
                           float *Y) {
@@ -16,45 +49,283 @@ static wg_status s_matmul(void *ctx, const wg_weight_t *w, int64_t expert, const
     return wg_k_matmul_cpu((wg_pool_t *)ctx, w->type, wg_weight_rows(w, expert), w->n, w->k, X, M, Y);
 }
 
-static void s_norm(void *ctx, wg_norm_kind_t kind, float *x, int64_t n_rows, int64_t n, int64_t stride,
-                   const float *w, const float *b, float eps) {
-    (void)ctx;
-    for (int64_t r = 0; r < n_rows; r++) {
-        float *v = x + r * stride;
-        if (kind == WG_NORM_RMS) {
-            double sum = 0.0;
-            for (int64_t i = 0; i < n; i++) sum += (double)(v[i] * v[i]);
-            const float mean = (float)(sum / (double)n);
-            const float scale = 1.0f / sqrtf(mean + eps);
-            for (int64_t i = 0; i < n; i++) v[i] *= scale;
-        } else {
-            double sum = 0.0;
-            for (int64_t i = 0; i < n; i++) sum += (double)v[i];
-            const float mean = (float)(sum / (double)n);
-            double sum2 = 0.0;
-            for (int64_t i = 0; i < n; i++) {
-                v[i] -= mean;
-                sum2 += (double)(v[i] * v[i]);
-            }
-            const float variance = (float)(sum2 / (double)n);
-            const float scale = 1.0f / sqrtf(variance + eps);
-            for (int64_t i = 0; i < n; i++) v[i] *= scale;
+/* ------------------------------------------------------------------------ */
+/* AVX2 / AVX-512 building blocks                                            */
+/* ------------------------------------------------------------------------ */
+#if S_X86
+#define S_AVX2_FN __attribute__((target("avx2,fma")))
+#define S_AVX512_FN __attribute__((target("avx512f,avx2,fma")))
+
+/* e^x for 8 floats, Cephes-style: x = n ln2 + r, |r| <= ln2/2, degree-6
+ * polynomial, scaled by 2^n through the exponent bits. About 1 ulp; inputs
+ * below -87.3 (denormal results) give 0, above 88.37 give +inf; NaN stays NaN. */
+S_AVX2_FN static inline __m256 s_exp8(__m256 x) {
+    const __m256 zero = _mm256_cmp_ps(x, _mm256_set1_ps(-87.33654f), _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), _mm256_max_ps(_mm256_set1_ps(-88.3762626647949f), x));
+    const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    const __m256 r2 = _mm256_mul_ps(r, r);
+    __m256 y = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(zero, y);
+}
+
+/* [sum(a0), ..., sum(a7)]: the eight horizontal sums in one vector. */
+S_AVX2_FN static inline __m256 s_hsum8x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5,
+                                         __m256 a6, __m256 a7) {
+    const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* out[j] = scale * dot(q, k + j*ks) for j < nk; d % 8 == 0. Keys go 8 at a
+ * time; out must have room for nk rounded up to 8 (the extra lanes repeat the
+ * last key and are written, to be overwritten or ignored by the caller). */
+S_AVX2_FN static void s_scores_avx2(const float *q, const float *k, int64_t ks, int32_t nk, int32_t d, float scale,
+                                    float *out) {
+    for (int32_t j0 = 0; j0 < nk; j0 += 8) {
+        const float *kp[8];
+        for (int r = 0; r < 8; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int32_t i = 0; i < d; i += 8) {
+            const __m256 qv = _mm256_loadu_ps(q + i);
+            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp[0] + i), a0);
+            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp[1] + i), a1);
+            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp[2] + i), a2);
+            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp[3] + i), a3);
+            a4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp[4] + i), a4);
+            a5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp[5] + i), a5);
+            a6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp[6] + i), a6);
+            a7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp[7] + i), a7);
         }
-        if (w && kind != WG_NORM_LAYER_NOPARAM)
-            for (int64_t i = 0; i < n; i++) v[i] *= w[i];
-        if (b && kind != WG_NORM_LAYER_NOPARAM)
-            for (int64_t i = 0; i < n; i++) v[i] += b[i];
+        const __m256 s = s_hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7);
+        _mm256_storeu_ps(out + j0, _mm256_mul_ps(s, _mm256_set1_ps(scale)));
     }
 }
 
+/* Same contract with d % 16 == 0: 16-lane products, folded to 8 lanes. */
+S_AVX512_FN static inline __m256 s_fold512(__m512 a) {
+    return _mm256_add_ps(_mm512_castps512_ps256(a),
+                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+}
+
+S_AVX512_FN static void s_scores_avx512(const float *q, const float *k, int64_t ks, int32_t nk, int32_t d,
+                                        float scale, float *out) {
+    for (int32_t j0 = 0; j0 < nk; j0 += 8) {
+        const float *kp[8];
+        for (int r = 0; r < 8; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int32_t i = 0; i < d; i += 16) {
+            const __m512 qv = _mm512_loadu_ps(q + i);
+            a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kp[0] + i), a0);
+            a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kp[1] + i), a1);
+            a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kp[2] + i), a2);
+            a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kp[3] + i), a3);
+            a4 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kp[4] + i), a4);
+            a5 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kp[5] + i), a5);
+            a6 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kp[6] + i), a6);
+            a7 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kp[7] + i), a7);
+        }
+        const __m256 s = s_hsum8x8(s_fold512(a0), s_fold512(a1), s_fold512(a2), s_fold512(a3), s_fold512(a4),
+                                   s_fold512(a5), s_fold512(a6), s_fold512(a7));
+        _mm256_storeu_ps(out + j0, _mm256_mul_ps(s, _mm256_set1_ps(scale)));
+    }
+}
+
+/* Max of x[0..n) (n % 8 == 0). */
+S_AVX2_FN static float s_max_avx2(const float *x, int32_t n) {
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    for (int32_t j = 0; j < n; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + j));
+    float t[8];
+    _mm256_storeu_ps(t, m);
+    float r = t[0];
+    for (int i = 1; i < 8; i++) r = t[i] > r ? t[i] : r;
+    return r;
+}
+
+/* x[j] = exp(x[j] - mx) for j < n (n % 8 == 0); returns the sum in double. */
+S_AVX2_FN static double s_expsum_avx2(float *x, int32_t n, float mx) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    const __m256 m = _mm256_set1_ps(mx);
+    for (int32_t j = 0; j < n; j += 8) {
+        const __m256 e = s_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), m));
+        _mm256_storeu_ps(x + j, e);
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(s0, s1));
+    return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+S_AVX2_FN static void s_scale_avx2(float *x, int32_t n, float s) {
+    const __m256 v = _mm256_set1_ps(s);
+    for (int32_t j = 0; j < n; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), v));
+}
+
+/* o[i] += sum_j w[j] * v[j*vs + i] for i < d (d % 8 == 0), keys in order. */
+S_AVX2_FN static void s_vacc_avx2(float *o, const float *w, const float *v, int64_t vs, int32_t nk, int32_t d) {
+    int32_t i = 0;
+    for (; i + 32 <= d; i += 32) {
+        __m256 o0 = _mm256_loadu_ps(o + i), o1 = _mm256_loadu_ps(o + i + 8);
+        __m256 o2 = _mm256_loadu_ps(o + i + 16), o3 = _mm256_loadu_ps(o + i + 24);
+        for (int32_t j = 0; j < nk; j++) {
+            const __m256 wj = _mm256_set1_ps(w[j]);
+            const float *vp = v + j * vs + i;
+            o0 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vp), o0);
+            o1 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vp + 8), o1);
+            o2 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vp + 16), o2);
+            o3 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vp + 24), o3);
+        }
+        _mm256_storeu_ps(o + i, o0);
+        _mm256_storeu_ps(o + i + 8, o1);
+        _mm256_storeu_ps(o + i + 16, o2);
+        _mm256_storeu_ps(o + i + 24, o3);
+    }
+    for (; i < d; i += 8) {
+        __m256 o0 = _mm256_loadu_ps(o + i);
+        for (int32_t j = 0; j < nk; j++) o0 = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(v + j * vs + i), o0);
+        _mm256_storeu_ps(o + i, o0);
+    }
+}
+
+/* Same with d % 16 == 0. */
+S_AVX512_FN static void s_vacc_avx512(float *o, const float *w, const float *v, int64_t vs, int32_t nk, int32_t d) {
+    int32_t i = 0;
+    for (; i + 64 <= d; i += 64) {
+        __m512 o0 = _mm512_loadu_ps(o + i), o1 = _mm512_loadu_ps(o + i + 16);
+        __m512 o2 = _mm512_loadu_ps(o + i + 32), o3 = _mm512_loadu_ps(o + i + 48);
+        for (int32_t j = 0; j < nk; j++) {
+            const __m512 wj = _mm512_set1_ps(w[j]);
+            const float *vp = v + j * vs + i;
+            o0 = _mm512_fmadd_ps(wj, _mm512_loadu_ps(vp), o0);
+            o1 = _mm512_fmadd_ps(wj, _mm512_loadu_ps(vp + 16), o1);
+            o2 = _mm512_fmadd_ps(wj, _mm512_loadu_ps(vp + 32), o2);
+            o3 = _mm512_fmadd_ps(wj, _mm512_loadu_ps(vp + 48), o3);
+        }
+        _mm512_storeu_ps(o + i, o0);
+        _mm512_storeu_ps(o + i + 16, o1);
+        _mm512_storeu_ps(o + i + 32, o2);
+        _mm512_storeu_ps(o + i + 48, o3);
+    }
+    for (; i < d; i += 16) {
+        __m512 o0 = _mm512_loadu_ps(o + i);
+        for (int32_t j = 0; j < nk; j++) o0 = _mm512_fmadd_ps(_mm512_set1_ps(w[j]), _mm512_loadu_ps(v + j * vs + i), o0);
+        _mm512_storeu_ps(o + i, o0);
+    }
+}
+
+/* Sum of x[i]^2 (squares rounded to float, as the scalar loop) and sum of x[i],
+ * both in double; i < n8 (n8 % 8 == 0). */
+S_AVX2_FN static void s_sums_avx2(const float *x, int64_t n8, double *sq, double *sm) {
+    __m256d q0 = _mm256_setzero_pd(), q1 = q0, s0 = q0, s1 = q0;
+    for (int64_t i = 0; i < n8; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 v2 = _mm256_mul_ps(v, v);
+        q0 = _mm256_add_pd(q0, _mm256_cvtps_pd(_mm256_castps256_ps128(v2)));
+        q1 = _mm256_add_pd(q1, _mm256_cvtps_pd(_mm256_extractf128_ps(v2, 1)));
+        if (sm) {
+            s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+            s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+        }
+    }
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(q0, q1));
+    *sq = (t[0] + t[1]) + (t[2] + t[3]);
+    if (sm) {
+        _mm256_storeu_pd(t, _mm256_add_pd(s0, s1));
+        *sm = (t[0] + t[1]) + (t[2] + t[3]);
+    }
+}
+
+/* x[i] = (x[i] - sub) * s (* w[i]) (+ b[i]) for i < n8. */
+S_AVX2_FN static void s_affine_avx2(float *x, int64_t n8, float sub, float s, const float *w, const float *b) {
+    const __m256 vs = _mm256_set1_ps(s), vsub = _mm256_set1_ps(sub);
+    for (int64_t i = 0; i < n8; i += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vsub), vs);
+        if (w) v = _mm256_mul_ps(v, _mm256_loadu_ps(w + i));
+        if (b) v = _mm256_add_ps(v, _mm256_loadu_ps(b + i));
+        _mm256_storeu_ps(x + i, v);
+    }
+}
+
+/* gate[i] = silu(gate[i]) (* up[i]) for i < n8. */
+S_AVX2_FN static void s_silu_avx2(float *g, const float *up, int64_t n8) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n8; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        __m256 y = _mm256_div_ps(x, _mm256_add_ps(one, s_exp8(_mm256_sub_ps(zero, x))));
+        if (up) y = _mm256_mul_ps(y, _mm256_loadu_ps(up + i));
+        _mm256_storeu_ps(g + i, y);
+    }
+}
+#endif /* S_X86 */
+
+/* ------------------------------------------------------------------------ */
+/* Norms                                                                     */
+/* ------------------------------------------------------------------------ */
+static void s_norm(void *ctx, wg_norm_kind_t kind, float *x, int64_t n_rows, int64_t n, int64_t stride,
+                   const float *w, const float *b, float eps) {
+    (void)ctx;
+    const s_level_t lv = s_level();
+    const int64_t n8 = lv == S_SCALAR ? 0 : n / 8 * 8;
+    if (kind == WG_NORM_LAYER_NOPARAM) w = b = NULL;
+    for (int64_t r = 0; r < n_rows; r++) {
+        float *v = x + r * stride;
+        double sq = 0.0, sm = 0.0;
+        float mean = 0.0f;
+        if (kind == WG_NORM_RMS) {
+#if S_X86
+            if (n8) s_sums_avx2(v, n8, &sq, NULL);
+#endif
+            for (int64_t i = n8; i < n; i++) sq += (double)(v[i] * v[i]);
+        } else {
+            /* Two passes as ggml: mean, then the variance of the centred row. */
+#if S_X86
+            if (n8) s_sums_avx2(v, n8, &sq, &sm);
+#endif
+            for (int64_t i = n8; i < n; i++) sm += (double)v[i];
+            mean = (float)(sm / (double)n);
+            sq = 0.0;
+            for (int64_t i = 0; i < n; i++) {
+                const float c = v[i] - mean;
+                sq += (double)(c * c);
+            }
+        }
+        const float scale = 1.0f / sqrtf((float)(sq / (double)n) + eps);
+#if S_X86
+        if (n8) s_affine_avx2(v, n8, mean, scale, w, b);
+#endif
+        for (int64_t i = n8; i < n; i++) {
+            float y = (v[i] - mean) * scale;
+            if (w) y *= w[i];
+            if (b) y += b[i];
+            v[i] = y;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Rope                                                                      */
+/* ------------------------------------------------------------------------ */
 static void s_rope(void *ctx, const wg_rope_t *r, float *x, int64_t n_tok, int32_t n_heads,
                    int32_t head_dim, int64_t stride, const int32_t *pos) {
     (void)ctx;
     if (r->style == WG_ROPE_NONE || r->n_rot <= 0) return;
     const int32_t nr = r->n_rot;
     const float theta_scale = powf(r->base, -2.0f / (float)nr);
-    float cs[2 * 512]; /* cos/sin per pair; head dims beyond 1024 are not supported */
+    float cs[2 * 512]; /* cos/sin per pair; head dims beyond 1024 are refused at load */
     WG_ASSERT(nr <= 1024 && nr <= head_dim);
+    const float mscale = r->ext_factor != 0.0f ? 1.0f + 0.1f * logf(1.0f / r->freq_scale) : 1.0f;
     for (int64_t t = 0; t < n_tok; t++) {
         /* Same incremental angle as ggml: theta_i = p * theta_scale^i, in float. */
         float theta = (float)pos[t];
@@ -68,108 +339,238 @@ static void s_rope(void *ctx, const wg_rope_t *r, float *x, int64_t n_tok, int32
                 const float y = ((float)i - r->corr_dims[0]) / fmaxf(0.001f, r->corr_dims[1] - r->corr_dims[0]);
                 const float ramp = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * r->ext_factor;
                 th = th * (1.0f - ramp) + extrap * ramp;
-                ms *= 1.0f + 0.1f * logf(1.0f / r->freq_scale);
+                ms *= mscale;
             }
             cs[2 * i] = cosf(th) * ms;
             cs[2 * i + 1] = sinf(th) * ms;
             theta *= theta_scale;
         }
+        /* The rotation itself is a few multiplies per pair (the angles above
+         * dominate); the compiler vectorizes the NEOX halves loop. */
         for (int32_t h = 0; h < n_heads; h++) {
             float *v = x + t * stride + (int64_t)h * head_dim;
-            for (int32_t i = 0; i < nr / 2; i++) {
-                const float c = cs[2 * i], s = cs[2 * i + 1];
-                const int32_t i0 = r->style == WG_ROPE_NORM ? 2 * i : i;
-                const int32_t i1 = r->style == WG_ROPE_NORM ? 2 * i + 1 : i + nr / 2;
-                const float x0 = v[i0], x1 = v[i1];
-                v[i0] = x0 * c - x1 * s;
-                v[i1] = x0 * s + x1 * c;
+            if (r->style == WG_ROPE_NORM) {
+                for (int32_t i = 0; i < nr / 2; i++) {
+                    const float c = cs[2 * i], s = cs[2 * i + 1];
+                    const float x0 = v[2 * i], x1 = v[2 * i + 1];
+                    v[2 * i] = x0 * c - x1 * s;
+                    v[2 * i + 1] = x0 * s + x1 * c;
+                }
+            } else {
+                float *v1 = v + nr / 2;
+                for (int32_t i = 0; i < nr / 2; i++) {
+                    const float c = cs[2 * i], s = cs[2 * i + 1];
+                    const float x0 = v[i], x1 = v1[i];
+                    v[i] = x0 * c - x1 * s;
+                    v1[i] = x0 * s + x1 * c;
+                }
             }
         }
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/* Attention                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Scores kept on the stack up to this many keys per item (16 KiB). */
+#define S_STACK_SCORES 4096
+/* Below this many multiply-adds a call runs on the caller alone: waking the
+ * pool costs more than it saves for short decode steps. */
+#define S_ATTN_PAR_MIN 32768
+/* (token, head) items claimed per grab from the shared counter. */
+#define S_ATTN_GRAB 4
+
 typedef struct {
     const wg_attn_args_t *a;  /* the call */
-    int32_t max_len;          /* longest key range of any token (score buffer size) */
-    wg_status st;             /* first failure (only allocation) */
+    s_level_t lv;             /* SIMD path (fixed for the call) */
+    int32_t bt;               /* cache block tokens */
+    int64_t ks, vs;           /* floats between consecutive positions' K / V inside a block */
+    int32_t max_len;          /* longest key range of any token */
+    _Atomic int64_t next;     /* next unclaimed item */
+    _Atomic int failed;       /* a worker could not get its score buffer */
 } s_attn_job_t;
 
-static void s_attn_worker(void *vctx, int ith, int nth) {
-    s_attn_job_t *job = vctx;
+/* Scores of one query head over keys [p0, p] of its sequence, block by block. */
+static void s_attn_scores(const s_attn_job_t *job, const float *q, int32_t seq, int32_t hk, int32_t p0, int32_t p,
+                          float *sc) {
     const wg_attn_args_t *a = job->a;
-    float *sc = malloc((size_t)(job->max_len + 1) * sizeof(float));
-    if (!sc) {
-        job->st = WG_ERR_NOMEM;
-        return;
+    const int32_t d = a->head_dim;
+    for (int32_t j = p0; j <= p;) {
+        const int32_t end = j - j % job->bt + job->bt - 1 < p ? j - j % job->bt + job->bt - 1 : p;
+        const int32_t nk = end - j + 1;
+        const float *k = wg_kv_k(a->kv, a->layer, seq, j) + (int64_t)hk * d;
+        float *out = sc + (j - p0);
+#if S_X86
+        if (job->lv == S_AVX512 && d % 16 == 0) {
+            s_scores_avx512(q, k, job->ks, nk, d, a->scale, out);
+        } else if (job->lv != S_SCALAR && d % 8 == 0) {
+            s_scores_avx2(q, k, job->ks, nk, d, a->scale, out);
+        } else
+#endif
+        {
+            for (int32_t jj = 0; jj < nk; jj++) {
+                const float *kk = k + jj * job->ks;
+                float s = 0.0f;
+                for (int32_t i = 0; i < d; i++) s += q[i] * kk[i];
+                out[jj] = s * a->scale;
+            }
+        }
+        j = end + 1;
     }
-    const int64_t n_items = a->n_tok * a->n_head;
-    const int32_t group = a->n_head / a->n_head_kv;
-    for (int64_t it = ith; it < n_items; it += nth) {
-        const int64_t t = it / a->n_head;
-        const int32_t h = (int32_t)(it % a->n_head);
-        const int32_t hk = h / group;
-        const int32_t p = a->pos[t];
-        int32_t p0 = 0;
-        if (a->window > 0 && p - a->window + 1 > 0) p0 = p - a->window + 1;
-        const float *q = a->q + t * a->q_stride + (int64_t)h * a->head_dim;
-        float mx = -INFINITY;
-        for (int32_t j = p0; j <= p; j++) {
-            const float *k = wg_kv_k(a->kv, a->layer, a->seq[t], j) + (int64_t)hk * a->head_dim;
-            float d = 0.0f;
-            for (int32_t i = 0; i < a->head_dim; i++) d += q[i] * k[i];
-            d *= a->scale;
-            if (a->softcap > 0.0f) d = a->softcap * tanhf(d / a->softcap);
-            sc[j - p0] = d;
-            if (d > mx) mx = d;
+}
+
+/* o = sum_j w[j] * V[p0 + j] over its sequence, block by block. */
+static void s_attn_values(const s_attn_job_t *job, const float *w, int32_t seq, int32_t hk, int32_t p0, int32_t p,
+                          float *o) {
+    const wg_attn_args_t *a = job->a;
+    const int32_t d = a->head_dim_v;
+    for (int32_t i = 0; i < d; i++) o[i] = 0.0f;
+    for (int32_t j = p0; j <= p;) {
+        const int32_t end = j - j % job->bt + job->bt - 1 < p ? j - j % job->bt + job->bt - 1 : p;
+        const int32_t nk = end - j + 1;
+        const float *v = wg_kv_v(a->kv, a->layer, seq, j) + (int64_t)hk * d;
+        const float *wj = w + (j - p0);
+#if S_X86
+        if (job->lv == S_AVX512 && d % 16 == 0) {
+            s_vacc_avx512(o, wj, v, job->vs, nk, d);
+        } else if (job->lv != S_SCALAR && d % 8 == 0) {
+            s_vacc_avx2(o, wj, v, job->vs, nk, d);
+        } else
+#endif
+        {
+            for (int32_t jj = 0; jj < nk; jj++) {
+                const float *vv = v + jj * job->vs;
+                for (int32_t i = 0; i < d; i++) o[i] += wj[jj] * vv[i];
+            }
         }
-        const int32_t n = p - p0 + 1;
-        float sink = 0.0f;
-        if (a->sinks) {
-            sink = a->sinks[h];
-            if (sink > mx) mx = sink;
-        }
-        double sum = 0.0;
+        j = end + 1;
+    }
+}
+
+/* One (token, head) item: softmax(q K^T * scale) V into its output slot.
+ * `sc` holds at least the key count rounded up to 8, plus 8. */
+static void s_attn_item(const s_attn_job_t *job, int64_t t, int32_t h, float *sc) {
+    const wg_attn_args_t *a = job->a;
+    const int32_t hk = h / (a->n_head / a->n_head_kv);
+    const int32_t p = a->pos[t], seq = a->seq[t];
+    const int32_t p0 = a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
+    const int32_t n = p - p0 + 1;
+    const float *q = a->q + t * a->q_stride + (int64_t)h * a->head_dim;
+    s_attn_scores(job, q, seq, hk, p0, p, sc);
+    if (a->softcap > 0.0f)
+        for (int32_t j = 0; j < n; j++) sc[j] = a->softcap * tanhf(sc[j] / a->softcap);
+    const bool vec = job->lv != S_SCALAR;
+    (void)vec;
+    const int32_t n8 = (n + 7) / 8 * 8;
+    for (int32_t j = n; j < n8; j++) sc[j] = -INFINITY; /* padding: exp gives 0 */
+    float mx = -INFINITY;
+    double sum = 0.0;
+#if S_X86
+    if (vec) {
+        mx = s_max_avx2(sc, n8);
+        if (a->sinks && a->sinks[h] > mx) mx = a->sinks[h];
+        sum = s_expsum_avx2(sc, n8, mx);
+    } else
+#endif
+    {
+        for (int32_t j = 0; j < n; j++) mx = sc[j] > mx ? sc[j] : mx;
+        if (a->sinks && a->sinks[h] > mx) mx = a->sinks[h];
         for (int32_t j = 0; j < n; j++) {
             sc[j] = expf(sc[j] - mx);
             sum += (double)sc[j];
         }
-        if (a->sinks) sum += (double)expf(sink - mx);
-        const float inv = (float)(1.0 / sum);
-        for (int32_t j = 0; j < n; j++) sc[j] *= inv;
-        float *o = a->out + t * (int64_t)a->n_head * a->head_dim_v + (int64_t)h * a->head_dim_v;
-        for (int32_t i = 0; i < a->head_dim_v; i++) o[i] = 0.0f;
-        for (int32_t j = 0; j < n; j++) {
-            const float *v = wg_kv_v(a->kv, a->layer, a->seq[t], p0 + j) + (int64_t)hk * a->head_dim_v;
-            const float w = sc[j];
-            for (int32_t i = 0; i < a->head_dim_v; i++) o[i] += w * v[i];
-        }
     }
-    free(sc);
+    if (a->sinks) sum += (double)expf(a->sinks[h] - mx);
+    const float inv = (float)(1.0 / sum);
+#if S_X86
+    if (vec)
+        s_scale_avx2(sc, n8, inv);
+    else
+#endif
+        for (int32_t j = 0; j < n; j++) sc[j] *= inv;
+    float *o = a->out + t * (int64_t)a->n_head * a->head_dim_v + (int64_t)h * a->head_dim_v;
+    s_attn_values(job, sc, seq, hk, p0, p, o);
 }
 
-static void s_attn_single(void *ctx, int ith, int nth) { s_attn_worker(ctx, ith, nth); }
+static void s_attn_worker(void *vctx, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    s_attn_job_t *job = vctx;
+    const wg_attn_args_t *a = job->a;
+    float stack_sc[S_STACK_SCORES + 16];
+    float *sc = stack_sc;
+    const int64_t need = (int64_t)job->max_len + 16;
+    if (need > S_STACK_SCORES + 16) {
+        sc = malloc((size_t)need * sizeof(float));
+        if (!sc) {
+            atomic_store(&job->failed, 1);
+            return;
+        }
+    }
+    const int64_t n_items = a->n_tok * a->n_head;
+    for (;;) {
+        const int64_t it0 = atomic_fetch_add_explicit(&job->next, S_ATTN_GRAB, memory_order_relaxed);
+        if (it0 >= n_items) break;
+        const int64_t it1 = it0 + S_ATTN_GRAB < n_items ? it0 + S_ATTN_GRAB : n_items;
+        for (int64_t it = it0; it < it1; it++) s_attn_item(job, it / a->n_head, (int32_t)(it % a->n_head), sc);
+    }
+    if (sc != stack_sc) free(sc);
+}
 
 static wg_status s_attention(void *ctx, const wg_attn_args_t *a) {
     WG_ASSERT(a->n_head_kv > 0 && a->n_head % a->n_head_kv == 0);
-    s_attn_job_t job = {.a = a, .max_len = 0, .st = WG_OK};
-    for (int64_t t = 0; t < a->n_tok; t++)
-        if (a->pos[t] + 1 > job.max_len) job.max_len = a->pos[t] + 1;
+    if (a->n_tok == 0) return WG_OK;
+    s_attn_job_t job = {.a = a, .lv = s_level(), .bt = wg_kv_block_tokens(a->kv), .max_len = 0};
+    atomic_init(&job.next, 0);
+    atomic_init(&job.failed, 0);
+    int64_t work = 0;
+    for (int64_t t = 0; t < a->n_tok; t++) {
+        const int32_t p = a->pos[t];
+        const int32_t len = a->window > 0 && a->window < p + 1 ? a->window : p + 1;
+        if (len > job.max_len) job.max_len = len;
+        work += (int64_t)len;
+    }
+    work *= (int64_t)a->n_head * (a->head_dim + a->head_dim_v);
+    /* Floats between neighbouring positions inside a block (the cache is
+     * [token][dim] per layer and block; every block is reserved whole). */
+    if (job.bt > 1) {
+        const int32_t b0 = a->pos[0] - a->pos[0] % job.bt;
+        job.ks = wg_kv_k(a->kv, a->layer, a->seq[0], b0 + 1) - wg_kv_k(a->kv, a->layer, a->seq[0], b0);
+        job.vs = wg_kv_v(a->kv, a->layer, a->seq[0], b0 + 1) - wg_kv_v(a->kv, a->layer, a->seq[0], b0);
+    }
     wg_pool_t *pool = ctx;
-    if (pool && wg_pool_size(pool) > 1 && a->n_tok * a->n_head > 1)
-        wg_pool_run(pool, s_attn_worker, &job);
+    if (pool && wg_pool_size(pool) > 1 && a->n_tok * a->n_head > 1 && work >= S_ATTN_PAR_MIN)
+        wg_pool_run_any(pool, s_attn_worker, &job);
     else
-        s_attn_single(&job, 0, 1);
-    if (job.st != WG_OK) return wg_error(job.st, "attention: no memory for %d scores", job.max_len);
+        s_attn_worker(&job, 0, 1);
+    if (atomic_load(&job.failed)) return wg_error(WG_ERR_NOMEM, "attention: no memory for %d scores", job.max_len);
     return WG_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Activations                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* ggml evaluates GELU through a table indexed by the fp16 bits of x, so the
+ * result is a function of f16(x): the same table gives the same numbers. */
+static wg_half s_gelu_tab[1 << 16];
+static pthread_once_t s_gelu_once = PTHREAD_ONCE_INIT;
+
+static void s_gelu_init(void) {
+    for (uint32_t h = 0; h < (1u << 16); h++) {
+        const float xh = wg_fp16_to_fp32((wg_half)h);
+        const float y = 0.5f * xh * (1.0f + tanhf(0.79788456080286535587989211986876f * xh *
+                                                  (1.0f + 0.044715f * xh * xh)));
+        s_gelu_tab[h] = wg_fp32_to_fp16(y);
+    }
 }
 
 float wg_gelu_ggml(float x) {
     if (x <= -10.0f) return 0.0f;
     if (x >= 10.0f) return x;
-    const float xh = wg_fp16_to_fp32(wg_fp32_to_fp16(x));
-    const float y = 0.5f * xh * (1.0f + tanhf(0.79788456080286535587989211986876f * xh *
-                                              (1.0f + 0.044715f * xh * xh)));
-    return wg_fp16_to_fp32(wg_fp32_to_fp16(y));
+    pthread_once(&s_gelu_once, s_gelu_init);
+    return wg_fp16_to_fp32(s_gelu_tab[wg_fp32_to_fp16(x)]);
 }
 
 static inline float s_act1(wg_act_t act, float x) {
@@ -193,10 +594,26 @@ static void s_act(void *ctx, wg_act_t act, float *gate, const float *up, int64_t
         }
         return;
     }
+    int64_t i0 = 0;
+#if S_X86
+    if (act == WG_ACT_SILU && s_level() != S_SCALAR) {
+        i0 = n / 8 * 8;
+        s_silu_avx2(gate, up, i0);
+    }
+#endif
+    if (act == WG_ACT_GELU) {
+        pthread_once(&s_gelu_once, s_gelu_init);
+        for (int64_t i = 0; i < n; i++) {
+            const float x = gate[i];
+            const float y = x <= -10.0f ? 0.0f : x >= 10.0f ? x : wg_fp16_to_fp32(s_gelu_tab[wg_fp32_to_fp16(x)]);
+            gate[i] = up ? y * up[i] : y;
+        }
+        return;
+    }
     if (up)
-        for (int64_t i = 0; i < n; i++) gate[i] = s_act1(act, gate[i]) * up[i];
+        for (int64_t i = i0; i < n; i++) gate[i] = s_act1(act, gate[i]) * up[i];
     else
-        for (int64_t i = 0; i < n; i++) gate[i] = s_act1(act, gate[i]);
+        for (int64_t i = i0; i < n; i++) gate[i] = s_act1(act, gate[i]);
 }
 
 const wg_backend_ops_t wg_backend_cpu = {

@@ -362,8 +362,20 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
     if (n < 0 || n > (1 << 24)) return wg_error(WG_ERR_INVAL, "batch: n=%lld", (long long)n);
     const wg_hparams_t *hp = &m->hp;
     int32_t *next = NULL, n_slots = 0;
+    if (wg_kv_is_recurrent(kv) != hp->recurrent)
+        return wg_error(WG_ERR_INVAL, "forward: %s model given a %s cache (use wg_model_kv_new)", hp->arch,
+                        wg_kv_is_recurrent(kv) ? "recurrent-state" : "K/V");
     wg_status st = s_prepare(m, kv, batch, n, &next, &n_slots);
     if (st) return st;
+    if (hp->recurrent) {
+        /* States were reserved (zeroed for new sequences) by s_prepare. */
+        st = wg_forward_recurrent(m, kv, pool, batch, n, logits);
+        if (!st)
+            for (int32_t s = 0; s < n_slots; s++)
+                if (next[s] >= 0) wg_kv_seq_set_len(kv, s, next[s]);
+        free(next);
+        return st;
+    }
 
     const int64_t E = hp->n_embd, V = hp->n_vocab;
     const int64_t qd = (int64_t)hp->n_head * hp->head_dim, kd = (int64_t)hp->n_head_kv * hp->head_dim;

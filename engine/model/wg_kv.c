@@ -25,6 +25,7 @@ struct wg_kv {
     float *pool;           /* [n_blocks][n_layer][K: bt*k_dim | V: bt*v_dim] */
     int32_t *free_stack;   /* [n_blocks] free block ids; top at n_free-1 */
     int32_t n_free;        /* free blocks */
+    size_t state_floats;   /* recurrent cache: floats per block (one sequence's state); 0 for K/V */
     s_seq_t *seqs;         /* [n_seqs] sequence slots */
     int32_t n_seqs;        /* allocated slots */
 };
@@ -64,6 +65,36 @@ nomem:
     wg_kv_free(&kv);
     return NULL;
 }
+
+wg_kv_t *wg_kv_new_recurrent(size_t state_floats, size_t budget_bytes) {
+    if (state_floats == 0 || state_floats > ((size_t)1 << 40) / sizeof(float)) {
+        wg_error(WG_ERR_INVAL, "kv: bad recurrent state size %zu floats", state_floats);
+        return NULL;
+    }
+    wg_kv_t *kv = calloc(1, sizeof *kv);
+    if (!kv) goto nomem;
+    kv->n_layer = 1;
+    kv->bt = WG_KV_STATE_TOKENS;
+    kv->state_floats = state_floats;
+    kv->layer_floats = state_floats;
+    size_t nb = budget_bytes / (state_floats * sizeof(float));
+    if (nb < 1) nb = 1;
+    if (nb > 1 << 20) nb = 1 << 20;
+    kv->n_blocks = (int32_t)nb;
+    kv->pool = malloc(nb * state_floats * sizeof(float));
+    kv->free_stack = malloc(nb * sizeof(int32_t));
+    if (!kv->pool || !kv->free_stack) goto nomem;
+    for (int32_t i = 0; i < kv->n_blocks; i++) kv->free_stack[i] = kv->n_blocks - 1 - i;
+    kv->n_free = kv->n_blocks;
+    return kv;
+nomem:
+    wg_error(WG_ERR_NOMEM, "kv: cannot allocate %zu bytes of recurrent state", budget_bytes);
+    wg_kv_free(&kv);
+    return NULL;
+}
+
+bool wg_kv_is_recurrent(const wg_kv_t *kv) { return kv->state_floats > 0; }
+size_t wg_kv_state_floats(const wg_kv_t *kv) { return kv->state_floats; }
 
 void wg_kv_free(wg_kv_t **pkv) {
     if (!pkv || !*pkv) return;
@@ -133,6 +164,7 @@ int32_t wg_kv_seq_len(const wg_kv_t *kv, int32_t seq) {
 int32_t wg_kv_blocks_needed(const wg_kv_t *kv, int32_t seq, int32_t new_len) {
     const s_seq_t *s = s_seq(kv, seq);
     if (!s || new_len <= 0) return 0;
+    if (kv->state_floats) return s->n_blocks ? 0 : 1; /* one state block, any length */
     int32_t need = (int32_t)(((int64_t)new_len + kv->bt - 1) / kv->bt);
     return need > s->n_blocks ? need - s->n_blocks : 0;
 }
@@ -156,13 +188,16 @@ wg_status wg_kv_reserve(wg_kv_t *kv, int32_t seq, int32_t new_len) {
         s->cap = cap;
     }
     while (s->n_blocks < need) s->table[s->n_blocks++] = kv->free_stack[--kv->n_free];
+    /* A recurrent sequence starts from a zero state (fresh or recomputed after preemption). */
+    if (kv->state_floats) memset(kv->pool + (size_t)s->table[0] * kv->state_floats, 0, kv->state_floats * sizeof(float));
     return WG_OK;
 }
 
 wg_status wg_kv_seq_set_len(wg_kv_t *kv, int32_t seq, int32_t len) {
     s_seq_t *s = s_seq(kv, seq);
     if (!s) return wg_error(WG_ERR_INVAL, "kv: unknown sequence %d", seq);
-    if (len < 0 || (int64_t)len > (int64_t)s->n_blocks * kv->bt)
+    const int64_t cap = kv->state_floats ? (s->n_blocks ? (int64_t)INT32_MAX : 0) : (int64_t)s->n_blocks * kv->bt;
+    if (len < 0 || (int64_t)len > cap)
         return wg_error(WG_ERR_RANGE, "kv: length %d beyond reserved %d", len, s->n_blocks * kv->bt);
     s->len = len;
     return WG_OK;
@@ -173,6 +208,9 @@ wg_status wg_kv_truncate(wg_kv_t *kv, int32_t seq, int32_t new_len) {
     if (!s) return wg_error(WG_ERR_INVAL, "kv: unknown sequence %d", seq);
     if (new_len < 0) return wg_error(WG_ERR_INVAL, "kv: bad length %d", new_len);
     if (new_len >= s->len) return WG_OK;
+    if (kv->state_floats && new_len > 0)
+        return wg_error(WG_ERR_UNSUPPORTED, "kv: recurrent state of sequence %d cannot be rewound from %d to %d", seq,
+                        s->len, new_len);
     s->len = new_len;
     s_release(kv, s, (new_len + kv->bt - 1) / kv->bt);
     return WG_OK;
@@ -180,6 +218,7 @@ wg_status wg_kv_truncate(wg_kv_t *kv, int32_t seq, int32_t new_len) {
 
 static float *s_slot(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, bool v) {
     s_seq_t *s = s_seq(kv, seq);
+    WG_ASSERT(!kv->state_floats);
     WG_ASSERT(s && layer >= 0 && layer < kv->n_layer && pos >= 0 && pos / kv->bt < s->n_blocks);
     int32_t blk = s->table[pos / kv->bt];
     int32_t off = pos % kv->bt;
@@ -194,4 +233,10 @@ float *wg_kv_k(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos) {
 
 float *wg_kv_v(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos) {
     return s_slot(kv, layer, seq, pos, true);
+}
+
+float *wg_kv_state(wg_kv_t *kv, int32_t seq) {
+    s_seq_t *s = s_seq(kv, seq);
+    WG_ASSERT(kv->state_floats && s && s->n_blocks == 1);
+    return kv->pool + (size_t)s->table[0] * kv->state_floats;
 }

@@ -8,10 +8,19 @@
  * (the budget); sequences only move block ids between the free list and their
  * tables, so admission control is a count of free blocks.
  *
+ * Recurrent models (Mamba, RWKV) keep a fixed-size state per sequence instead
+ * of per-token K/V: wg_kv_new_recurrent makes a cache whose "block" is one
+ * sequence's whole state. A sequence takes its block on the first reserve
+ * (zeroed: a fresh recurrent state) and holds it whatever its length, so the
+ * same admission / preemption bookkeeping (blocks needed, free blocks) drives
+ * both kinds, and a preempted sequence restarts from a zero state. Its
+ * nominal block_tokens is WG_KV_STATE_TOKENS, the longest sequence it takes.
+ *
  * Not thread-safe: one owner (the engine loop) at a time. */
 #ifndef WG_KV_H
 #define WG_KV_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,13 +29,26 @@
 typedef struct wg_kv wg_kv_t;
 
 #define WG_KV_DEFAULT_BLOCK 16
+#define WG_KV_STATE_TOKENS (1 << 20) /* positions one recurrent-state block covers */
 
 /* n_layer layers of k_dim (= n_head_kv*head_dim) keys and v_dim values per
  * token, blocks of block_tokens (0 = WG_KV_DEFAULT_BLOCK), as many blocks as
  * fit in budget_bytes (at least 1). NULL on failure (wg_errmsg). */
 wg_kv_t *wg_kv_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
                    size_t budget_bytes);
+/* A recurrent-state cache: one block = state_floats floats (one sequence's
+ * whole state, all layers), as many as fit in budget_bytes (at least 1).
+ * NULL on failure (wg_errmsg). */
+wg_kv_t *wg_kv_new_recurrent(size_t state_floats, size_t budget_bytes);
 void wg_kv_free(wg_kv_t **kv);
+
+/* True for a wg_kv_new_recurrent cache. */
+bool wg_kv_is_recurrent(const wg_kv_t *kv);
+/* Floats of one sequence's state (0 for a K/V cache). */
+size_t wg_kv_state_floats(const wg_kv_t *kv);
+/* The state of `seq` (state_floats floats), which must hold its block
+ * (reserved with a length >= 1; asserted). Zero right after that reserve. */
+float *wg_kv_state(wg_kv_t *kv, int32_t seq);
 
 int32_t wg_kv_block_tokens(const wg_kv_t *kv);
 int32_t wg_kv_n_blocks(const wg_kv_t *kv);       /* total blocks */
@@ -47,7 +69,9 @@ int32_t wg_kv_blocks_needed(const wg_kv_t *kv, int32_t seq, int32_t new_len);
 wg_status wg_kv_reserve(wg_kv_t *kv, int32_t seq, int32_t new_len);
 /* Set the stored length (<= reserved capacity). */
 wg_status wg_kv_seq_set_len(wg_kv_t *kv, int32_t seq, int32_t len);
-/* Drop positions >= new_len and free the blocks no longer used. */
+/* Drop positions >= new_len and free the blocks no longer used. A recurrent
+ * state cannot be rewound: only new_len 0 (or >= len) is accepted there,
+ * other lengths give WG_ERR_UNSUPPORTED. */
 wg_status wg_kv_truncate(wg_kv_t *kv, int32_t seq, int32_t new_len);
 
 /* Key / value vector of `seq` at position `pos` in `layer` (k_dim / v_dim

@@ -66,6 +66,18 @@ typedef struct {
     bool moe_renorm;         /* renormalize the selected experts' weights */
     float moe_w_scale;       /* selected weights multiplied by this (1 = none) */
     float clamp_kqv;         /* clamp q/k/v projections to [-c, c] (0 = off; olmo) */
+    bool recurrent;          /* fixed-size per-sequence state instead of a K/V cache (mamba, rwkv) */
+    int32_t ssm_d_conv;      /* mamba: conv kernel width */
+    int32_t ssm_d_inner;     /* mamba: inner width */
+    int32_t ssm_d_state;     /* mamba: state size per channel */
+    int32_t ssm_dt_rank;     /* mamba: rank of the dt projection */
+    int32_t wkv_head_size;   /* rwkv: head size (n_embd / head_size heads) */
+    int32_t rwkv_mix_lora;   /* rwkv6: time_mix_extra_dim */
+    int32_t rwkv_decay_lora; /* rwkv6: time_decay_extra_dim; rwkv7: decay_lora_rank */
+    int32_t rwkv_iclr_lora;  /* rwkv7: iclr_lora_rank */
+    int32_t rwkv_value_lora; /* rwkv7: value_residual_mix_lora_rank */
+    int32_t rwkv_gate_lora;  /* rwkv7: gate_lora_rank */
+    int32_t rwkv_rescale;    /* rwkv6: halve the residual every n layers (0 = never) */
 } wg_hparams_t;
 
 /* Load a GGUF file or an HF model directory (config.json + safetensors).
@@ -83,8 +95,15 @@ const char *wg_model_path(const wg_model_t *m);
 size_t wg_model_weight_bytes(const wg_model_t *m);
 
 /* A paged KV cache shaped for this model: `budget_bytes` of F32 K/V in blocks
- * of `block_tokens` tokens (0 = default 16). NULL on failure (wg_errmsg). */
+ * of `block_tokens` tokens (0 = default 16). For a recurrent model (hparams
+ * `recurrent`) it is a state cache instead (wg_kv_new_recurrent): one block
+ * per sequence of wg_model_state_bytes, block_tokens ignored. NULL on failure
+ * (wg_errmsg). */
 wg_kv_t *wg_model_kv_new(const wg_model_t *m, size_t budget_bytes, int32_t block_tokens);
+
+/* Bytes of one sequence's recurrent state (0 for attention-only models): what
+ * a running sequence costs a recurrent cache, whatever its length. */
+size_t wg_model_state_bytes(const wg_model_t *m);
 
 /* One token of a batch. */
 typedef struct {

@@ -193,6 +193,8 @@ static bool s_is_norm(wg_tensor_id_t id) {
 /* A 1-D tensor of n floats (converted to an owned F32 copy if needed). */
 static wg_status s_vec2(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t n, int64_t n1, bool required,
                         const float **out);
+static wg_status s_vec_core(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t n, int64_t n1, bool flat,
+                            bool required, const float **out);
 
 static wg_status s_vec(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t n, bool required,
                        const float **out) {
@@ -202,13 +204,27 @@ static wg_status s_vec(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t n, bool
 /* An F32 [n1][n] table (n1 = 1: a vector). */
 static wg_status s_vec2(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t n, int64_t n1, bool required,
                         const float **out) {
+    return s_vec_core(ld, id, layer, n, n1, false, required, out);
+}
+
+/* An F32 table of n1 rows of n whatever its outer dims ([n,1,1,n1] as rwkv's
+ * fused lerp weights are stored), as long as ne[0] == n and the count is n*n1. */
+static wg_status s_flat(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t n, int64_t n1, bool required,
+                        const float **out) {
+    return s_vec_core(ld, id, layer, n, n1, true, required, out);
+}
+
+static wg_status s_vec_core(s_ld_t *ld, wg_tensor_id_t id, int layer, int64_t n, int64_t n1, bool flat,
+                            bool required, const float **out) {
     wg_model_t *m = ld->m;
     *out = NULL;
     s_tinfo_t ti;
     wg_status st = s_find(ld, id, layer, 0, &ti);
     if (st == WG_ERR_NOTFOUND) return required ? s_missing(ld, id, layer) : WG_OK;
     if (st) return st;
-    if (ti.ne[0] != n || ti.ne[1] != n1 || ti.ne[2] * ti.ne[3] != 1)
+    const bool shape_ok = flat ? ti.ne[0] == n && ti.ne[1] * ti.ne[2] * ti.ne[3] == n1
+                               : ti.ne[0] == n && ti.ne[1] == n1 && ti.ne[2] * ti.ne[3] == 1;
+    if (!shape_ok)
         return wg_error(WG_ERR_FORMAT, "tensor %s: shape [%lld,%lld], expected [%lld,%lld]", ti.name,
                         (long long)ti.ne[0], (long long)ti.ne[1], (long long)n, (long long)n1);
     n *= n1;
@@ -295,6 +311,59 @@ static wg_status s_gguf_f32(const wg_gguf_t *g, const char *arch, const char *su
     return st;
 }
 
+/* Recurrent families (mamba, rwkv6, rwkv7): no attention keys; the state
+ * shape comes from the ssm.* / wkv.* / lora-rank keys, all required. */
+static wg_status s_hparams_recurrent(wg_model_t *m, const char *a) {
+    const wg_gguf_t *g = m->gguf;
+    wg_hparams_t *hp = &m->hp;
+    wg_status st;
+    hp->recurrent = true;
+    hp->rope_base = 10000.0f;
+    hp->rope_base_swa = hp->rope_base;
+    hp->rope_freq_scale = 1.0f;
+    if ((st = s_gguf_i32(g, a, "embedding_length", true, 0, &hp->n_embd)) ||
+        (st = s_gguf_i32(g, a, "block_count", true, 0, &hp->n_layer)) ||
+        (st = s_gguf_i32(g, a, "context_length", false, 4096, &hp->n_ctx_train)))
+        return st;
+    float eps_rms, eps_ln;
+    if ((st = s_gguf_f32(g, a, "attention.layer_norm_rms_epsilon", 0.0f, &eps_rms)) ||
+        (st = s_gguf_f32(g, a, "attention.layer_norm_epsilon", 0.0f, &eps_ln)))
+        return st;
+    hp->norm_eps = m->arch->norm == WG_NORM_RMS ? eps_rms : eps_ln;
+    if (hp->norm_eps == 0.0f) hp->norm_eps = 1e-5f;
+    switch (m->arch->block) {
+    case WG_BLOCK_MAMBA:
+        if ((st = s_gguf_i32(g, a, "ssm.conv_kernel", true, 0, &hp->ssm_d_conv)) ||
+            (st = s_gguf_i32(g, a, "ssm.inner_size", true, 0, &hp->ssm_d_inner)) ||
+            (st = s_gguf_i32(g, a, "ssm.state_size", true, 0, &hp->ssm_d_state)) ||
+            (st = s_gguf_i32(g, a, "ssm.time_step_rank", true, 0, &hp->ssm_dt_rank)))
+            return st;
+        break;
+    case WG_BLOCK_RWKV6:
+        if ((st = s_gguf_i32(g, a, "wkv.head_size", true, 0, &hp->wkv_head_size)) ||
+            (st = s_gguf_i32(g, a, "time_mix_extra_dim", true, 0, &hp->rwkv_mix_lora)) ||
+            (st = s_gguf_i32(g, a, "time_decay_extra_dim", true, 0, &hp->rwkv_decay_lora)) ||
+            (st = s_gguf_i32(g, a, "feed_forward_length", true, 0, &hp->n_ff)) ||
+            (st = s_gguf_i32(g, a, "rescale_every_n_layers", false, 0, &hp->rwkv_rescale)))
+            return st;
+        break;
+    case WG_BLOCK_RWKV7:
+        if ((st = s_gguf_i32(g, a, "wkv.head_size", true, 0, &hp->wkv_head_size)) ||
+            (st = s_gguf_i32(g, a, "attention.decay_lora_rank", true, 0, &hp->rwkv_decay_lora)) ||
+            (st = s_gguf_i32(g, a, "attention.iclr_lora_rank", true, 0, &hp->rwkv_iclr_lora)) ||
+            (st = s_gguf_i32(g, a, "attention.value_residual_mix_lora_rank", true, 0, &hp->rwkv_value_lora)) ||
+            (st = s_gguf_i32(g, a, "attention.gate_lora_rank", false, 0, &hp->rwkv_gate_lora)) ||
+            (st = s_gguf_i32(g, a, "feed_forward_length", true, 0, &hp->n_ff)))
+            return st;
+        break;
+    default: break;
+    }
+    int64_t v;
+    hp->bos = wg_gguf_get_i64(g, "tokenizer.ggml.bos_token_id", &v) == WG_OK ? (int32_t)v : -1;
+    hp->eos = wg_gguf_get_i64(g, "tokenizer.ggml.eos_token_id", &v) == WG_OK ? (int32_t)v : -1;
+    return WG_OK;
+}
+
 static wg_status s_hparams_gguf(wg_model_t *m) {
     const wg_gguf_t *g = m->gguf;
     const char *an = NULL;
@@ -308,6 +377,7 @@ static wg_status s_hparams_gguf(wg_model_t *m) {
     hp->arch = m->arch->gguf_arch;
     s_moe_defaults(m);
     const char *a = an;
+    if (m->arch->block != WG_BLOCK_ATTN) return s_hparams_recurrent(m, a);
     if ((st = s_gguf_i32(g, a, "embedding_length", true, 0, &hp->n_embd)) ||
         (st = s_gguf_i32(g, a, "block_count", true, 0, &hp->n_layer)) ||
         (st = s_gguf_i32(g, a, "attention.head_count", true, 0, &hp->n_head)) ||
@@ -455,8 +525,36 @@ static wg_status s_hparams_hf(wg_model_t *m, json_t *cfg) {
     return WG_OK;
 }
 
+/* Shapes of the recurrent families: every width positive and bounded so the
+ * state size cannot overflow; heads must tile n_embd. */
+static wg_status s_check_recurrent(wg_model_t *m) {
+    const wg_hparams_t *hp = &m->hp;
+    if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_layer > 4096 || !(hp->norm_eps > 0.0f))
+        return wg_error(WG_ERR_RANGE, "%s: bad hparams n_embd=%d n_layer=%d norm_eps=%g", m->path, hp->n_embd,
+                        hp->n_layer, (double)hp->norm_eps);
+    if (m->arch->block == WG_BLOCK_MAMBA) {
+        if (hp->ssm_d_conv < 1 || hp->ssm_d_conv > 64 || hp->ssm_d_inner <= 0 || hp->ssm_d_inner > (1 << 16) ||
+            hp->ssm_d_state <= 0 || hp->ssm_d_state > 1024 || hp->ssm_dt_rank <= 0 || hp->ssm_dt_rank > (1 << 16))
+            return wg_error(WG_ERR_RANGE, "%s: bad ssm shape conv_kernel=%d inner_size=%d state_size=%d time_step_rank=%d",
+                            m->path, hp->ssm_d_conv, hp->ssm_d_inner, hp->ssm_d_state, hp->ssm_dt_rank);
+        return WG_OK;
+    }
+    if (hp->wkv_head_size <= 0 || hp->wkv_head_size > 1024 || hp->n_embd % hp->wkv_head_size || hp->n_embd > (1 << 16) ||
+        hp->n_ff <= 0 || hp->rwkv_rescale < 0)
+        return wg_error(WG_ERR_RANGE, "%s: bad rwkv shape n_embd=%d wkv.head_size=%d feed_forward_length=%d", m->path,
+                        hp->n_embd, hp->wkv_head_size, hp->n_ff);
+    const bool v6 = m->arch->block == WG_BLOCK_RWKV6;
+    if (v6 ? (hp->rwkv_mix_lora <= 0 || hp->rwkv_decay_lora <= 0)
+           : (hp->rwkv_decay_lora <= 0 || hp->rwkv_iclr_lora <= 0 || hp->rwkv_value_lora <= 0 || hp->rwkv_gate_lora < 0))
+        return wg_error(WG_ERR_RANGE, "%s: bad rwkv lora widths mix=%d decay=%d iclr=%d value=%d gate=%d", m->path,
+                        hp->rwkv_mix_lora, hp->rwkv_decay_lora, hp->rwkv_iclr_lora, hp->rwkv_value_lora,
+                        hp->rwkv_gate_lora);
+    return WG_OK;
+}
+
 static wg_status s_check_hparams(wg_model_t *m) {
     wg_hparams_t *hp = &m->hp;
+    if (hp->recurrent) return s_check_recurrent(m);
     if (hp->n_layer <= 0 || hp->n_layer > 4096 || hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv ||
         hp->head_dim <= 0 || hp->head_dim > 4096 || hp->head_dim_v <= 0 || hp->head_dim_v > 4096 ||
         hp->n_rot < 0 || hp->n_rot > hp->head_dim || hp->n_rot > 1024 || hp->n_rot % 2)
@@ -527,6 +625,89 @@ static wg_status s_llama3_factors(s_ld_t *ld) {
 
 /* ---- tensors ---- */
 
+/* Weights of the recurrent families (names and shapes as llama.cpp loads them). */
+static wg_status s_load_recurrent(s_ld_t *ld) {
+    wg_model_t *m = ld->m;
+    const wg_hparams_t *hp = &m->hp;
+    const int64_t E = hp->n_embd, F = hp->n_ff;
+    const wg_block_t blk = m->arch->block;
+    wg_status st;
+    if ((st = s_vec(ld, WG_T_TOK_EMBD_NORM, 0, E, blk != WG_BLOCK_MAMBA, &m->tok_norm)) ||
+        (st = s_vec(ld, WG_T_TOK_EMBD_NORM_B, 0, E, false, &m->tok_norm_b)))
+        return st;
+    for (int il = 0; il < hp->n_layer; il++) {
+        wg_layer_t *L = &m->layers[il];
+        if ((st = s_vec(ld, WG_T_ATTN_NORM, il, E, true, &L->attn_norm)) ||
+            (st = s_vec(ld, WG_T_ATTN_NORM_B, il, E, false, &L->attn_norm_b)))
+            return st;
+        if (blk == WG_BLOCK_MAMBA) {
+            const int64_t DI = hp->ssm_d_inner, DS = hp->ssm_d_state, DC = hp->ssm_d_conv, R = hp->ssm_dt_rank;
+            if ((st = s_weight(ld, WG_T_SSM_IN, il, E, 2 * DI, 1, true, &L->ssm_in)) ||
+                (st = s_vec2(ld, WG_T_SSM_CONV1D, il, DC, DI, true, &L->ssm_conv1d)) ||
+                (st = s_vec(ld, WG_T_SSM_CONV1D_B, il, DI, true, &L->ssm_conv1d_b)) ||
+                (st = s_weight(ld, WG_T_SSM_X, il, DI, R + 2 * DS, 1, true, &L->ssm_x)) ||
+                (st = s_weight(ld, WG_T_SSM_DT, il, R, DI, 1, true, &L->ssm_dt)) ||
+                (st = s_vec(ld, WG_T_SSM_DT_B, il, DI, true, &L->ssm_dt_b)) ||
+                (st = s_vec2(ld, WG_T_SSM_A, il, DS, DI, true, &L->ssm_a)) ||
+                (st = s_vec(ld, WG_T_SSM_D, il, DI, true, &L->ssm_d)) ||
+                (st = s_weight(ld, WG_T_SSM_OUT, il, DI, E, 1, true, &L->ssm_out)))
+                return st;
+            continue;
+        }
+        const int64_t HS = hp->wkv_head_size, H = E / HS;
+        if ((st = s_vec(ld, WG_T_FFN_NORM, il, E, true, &L->ffn_norm)) ||
+            (st = s_vec(ld, WG_T_FFN_NORM_B, il, E, true, &L->ffn_norm_b)) ||
+            (st = s_weight(ld, WG_T_TM_KEY, il, E, E, 1, true, &L->tm_key)) ||
+            (st = s_weight(ld, WG_T_TM_VALUE, il, E, E, 1, true, &L->tm_value)) ||
+            (st = s_weight(ld, WG_T_TM_RECEPTANCE, il, E, E, 1, true, &L->tm_receptance)) ||
+            (st = s_weight(ld, WG_T_TM_OUTPUT, il, E, E, 1, true, &L->tm_output)) ||
+            (st = s_vec(ld, WG_T_TM_LN, il, E, true, &L->tm_ln)) ||
+            (st = s_vec(ld, WG_T_TM_LN_B, il, E, true, &L->tm_ln_b)) ||
+            (st = s_flat(ld, WG_T_CM_LERP_K, il, E, 1, true, &L->cm_lerp_k)) ||
+            (st = s_weight(ld, WG_T_CM_KEY, il, E, F, 1, true, &L->cm_key)) ||
+            (st = s_weight(ld, WG_T_CM_VALUE, il, F, E, 1, true, &L->cm_value)))
+            return st;
+        if (blk == WG_BLOCK_RWKV6) {
+            const int64_t Dm = hp->rwkv_mix_lora, Dd = hp->rwkv_decay_lora;
+            if ((st = s_weight(ld, WG_T_TM_W1, il, E, 5 * Dm, 1, true, &L->tm_w1)) ||
+                (st = s_weight(ld, WG_T_TM_W2, il, Dm, E, 5, true, &L->tm_w2)) ||
+                (st = s_flat(ld, WG_T_TM_LERP_X, il, E, 1, true, &L->tm_lerp_x)) ||
+                (st = s_flat(ld, WG_T_TM_LERP_FUSED, il, E, 5, true, &L->tm_lerp_fused)) ||
+                (st = s_vec2(ld, WG_T_TM_FIRST, il, HS, H, true, &L->tm_first)) ||
+                (st = s_vec(ld, WG_T_TM_DECAY, il, E, true, &L->tm_decay)) ||
+                (st = s_weight(ld, WG_T_TM_DECAY_W1, il, E, Dd, 1, true, &L->tm_decay_w1)) ||
+                (st = s_weight(ld, WG_T_TM_DECAY_W2, il, Dd, E, 1, true, &L->tm_decay_w2)) ||
+                (st = s_weight(ld, WG_T_TM_GATE, il, E, E, 1, true, &L->tm_gate)) ||
+                (st = s_flat(ld, WG_T_CM_LERP_R, il, E, 1, true, &L->cm_lerp_r)) ||
+                (st = s_weight(ld, WG_T_CM_RECEPTANCE, il, E, E, 1, true, &L->cm_receptance)))
+                return st;
+            continue;
+        }
+        const int64_t Dw = hp->rwkv_decay_lora, Da = hp->rwkv_iclr_lora, Dv = hp->rwkv_value_lora;
+        const int64_t Dg = hp->rwkv_gate_lora;
+        const bool vres = il > 0; /* layer 0's value is the residual source; its v0/v1/v2 are unused */
+        if ((st = s_flat(ld, WG_T_TM_LERP_FUSED, il, E, 6, true, &L->tm_lerp_fused)) ||
+            (st = s_vec(ld, WG_T_TM_W0, il, E, true, &L->tm_w0)) ||
+            (st = s_weight(ld, WG_T_TM_W1, il, E, Dw, 1, true, &L->tm_w1)) ||
+            (st = s_weight(ld, WG_T_TM_W2, il, Dw, E, 1, true, &L->tm_w2)) ||
+            (st = s_vec(ld, WG_T_TM_A0, il, E, true, &L->tm_a0)) ||
+            (st = s_weight(ld, WG_T_TM_A1, il, E, Da, 1, true, &L->tm_a1)) ||
+            (st = s_weight(ld, WG_T_TM_A2, il, Da, E, 1, true, &L->tm_a2)) ||
+            (st = s_vec(ld, WG_T_TM_K_K, il, E, true, &L->tm_k_k)) ||
+            (st = s_vec(ld, WG_T_TM_K_A, il, E, true, &L->tm_k_a)) ||
+            (st = s_vec(ld, WG_T_TM_R_K, il, E, true, &L->tm_r_k)))
+            return st;
+        if (vres && ((st = s_vec(ld, WG_T_TM_V0, il, E, true, &L->tm_v0)) ||
+                     (st = s_weight(ld, WG_T_TM_V1, il, E, Dv, 1, true, &L->tm_v1)) ||
+                     (st = s_weight(ld, WG_T_TM_V2, il, Dv, E, 1, true, &L->tm_v2))))
+            return st;
+        if (Dg > 0 && ((st = s_weight(ld, WG_T_TM_G1, il, E, Dg, 1, false, &L->tm_g1)) ||
+                       (st = s_weight(ld, WG_T_TM_G2, il, Dg, E, 1, L->tm_g1.data != NULL, &L->tm_g2))))
+            return st;
+    }
+    return WG_OK;
+}
+
 static wg_status s_load_tensors(s_ld_t *ld) {
     wg_model_t *m = ld->m;
     wg_hparams_t *hp = &m->hp;
@@ -554,6 +735,7 @@ static wg_status s_load_tensors(s_ld_t *ld) {
 
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return wg_error(WG_ERR_NOMEM, "layers");
+    if (hp->recurrent) return s_load_recurrent(ld);
     const int64_t qd = (int64_t)hp->n_head * hp->head_dim;
     const int64_t kd = (int64_t)hp->n_head_kv * hp->head_dim;
     const int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v;
@@ -727,8 +909,22 @@ const wg_gguf_t *wg_model_gguf(const wg_model_t *m) { return m->gguf; }
 const char *wg_model_path(const wg_model_t *m) { return m->path; }
 size_t wg_model_weight_bytes(const wg_model_t *m) { return m->weight_bytes; }
 
+size_t wg_model_state_floats(const wg_model_t *m) {
+    const wg_hparams_t *hp = &m->hp;
+    if (!hp->recurrent) return 0;
+    size_t per_layer;
+    if (m->arch->block == WG_BLOCK_MAMBA) /* conv window [DI][DC-1] + scan state [DI][DS] */
+        per_layer = (size_t)hp->ssm_d_inner * (size_t)(hp->ssm_d_conv - 1 + hp->ssm_d_state);
+    else /* token shifts (time mix, channel mix) + wkv [H][head][head] */
+        per_layer = (size_t)hp->n_embd * (2 + (size_t)hp->wkv_head_size);
+    return per_layer * (size_t)hp->n_layer;
+}
+
+size_t wg_model_state_bytes(const wg_model_t *m) { return wg_model_state_floats(m) * sizeof(float); }
+
 wg_kv_t *wg_model_kv_new(const wg_model_t *m, size_t budget_bytes, int32_t block_tokens) {
     const wg_hparams_t *hp = &m->hp;
+    if (hp->recurrent) return wg_kv_new_recurrent(wg_model_state_floats(m), budget_bytes);
     return wg_kv_new(hp->n_layer, hp->n_head_kv * hp->head_dim, hp->n_head_kv * hp->head_dim_v,
                      block_tokens, budget_bytes);
 }

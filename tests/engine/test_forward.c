@@ -3,7 +3,9 @@
  * gives the same logits as its GGUF twin. Bad batches are errors. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "engine/formats/wg_gguf.h"
 #include "engine/model/wg_model.h"
 #include "wg_test.h"
 
@@ -183,9 +185,25 @@ Test(forward, load_errors_name_the_problem) {
     cr_assert_eq(wg_model_load("/nonexistent/model.gguf", &m), WG_ERR_IO);
     cr_assert_null(m);
     char p[4096];
-    snprintf(p, sizeof p, "%s", wg_test_corpus("models/mamba/mamba-f32.gguf"));
+    /* An architecture with no table row (the mamba file renamed "mamba2"). */
+    wg_gguf_t *g = NULL;
+    cr_assert_eq(wg_gguf_open(wg_test_corpus("models/mamba/mamba-f32.gguf"), &g), WG_OK);
+    wg_gguf_writer_t *w = wg_gguf_writer_new();
+    for (int64_t i = 0; i < wg_gguf_n_kv(g); i++)
+        cr_assert_eq(wg_gguf_writer_set_value(w, wg_gguf_kv_key(g, i), wg_gguf_kv_value(g, i)), WG_OK);
+    cr_assert_eq(wg_gguf_writer_set_str(w, "general.architecture", "mamba2"), WG_OK);
+    for (int64_t i = 0; i < wg_gguf_n_tensors(g); i++) {
+        const wg_gguf_tensor_t *t = wg_gguf_tensor(g, i);
+        cr_assert_eq(wg_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data), WG_OK);
+    }
+    snprintf(p, sizeof p, "/tmp/wg_unknown_arch_%d.gguf", (int)getpid());
+    cr_assert_eq(wg_gguf_writer_write(w, p), WG_OK, "%s", wg_errmsg());
+    wg_gguf_writer_destroy(&w);
+    wg_gguf_close(&g);
     cr_assert_eq(wg_model_load(p, &m), WG_ERR_UNSUPPORTED);
-    cr_assert(strstr(wg_errmsg(), "mamba"), "message: %s", wg_errmsg());
+    cr_assert(strstr(wg_errmsg(), "mamba2"), "message: %s", wg_errmsg());
+    cr_assert_null(m);
+    unlink(p);
     snprintf(p, sizeof p, "%s", wg_test_corpus("tokenizer/ggml-vocab-gpt-2.gguf"));
     cr_assert_neq(wg_model_load(p, &m), WG_OK);
     cr_assert_null(m);
