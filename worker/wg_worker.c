@@ -27,6 +27,7 @@
 #include "schemas/wg_msg_worker.h"
 #include "schemas/wg_msg_zmq.h"
 #include "worker/registry/wg_registry.h"
+#include "worker/registry/wg_residency.h"
 
 #define S_MOD "worker"
 #define S_TOPIC_CAP (3 + WG_MSG_MAX_ID + 1)
@@ -40,6 +41,8 @@ typedef struct s_model {
     wg_chat_kind_t chat;     /* chat family of its template */
     wg_sched_t *sched;       /* continuous batching over it */
     int32_t n_vocab;         /* logits width */
+    void *res_h;             /* residency handle (heap s_model this slot was installed from) or NULL */
+    uint32_t unpins;         /* residency: finished sequences whose pin is released at the end of the turn */
 } s_model;
 
 typedef struct s_job {
@@ -70,6 +73,9 @@ typedef struct s_job {
     wg_msg_buf *held;           /* (n_held - head,) encoded TOKEN bodies waiting for the pipe */
     size_t head, n_held, cap_held; /* ring-less queue: [head, n_held) pending */
     int64_t held_progress_ms;   /* last time a held event went out (or was first held) */
+    bool pinned;                /* residency: holds a pin on models[pin_slot] */
+    bool waiting;               /* residency: held_job waits for its model's load */
+    uint32_t pin_slot;          /* residency: slot of the pinned model */
 } s_job;
 
 struct wg_worker {
@@ -113,6 +119,14 @@ struct wg_worker {
     wg_registry_t *registry;     /* worker directory connection or NULL */
     int64_t redis_retry_ms;      /* next connection attempt */
     wg_worker_stats st;          /* counters */
+    wg_residency_t *res;         /* residency manager (mem_budget > 0) or NULL */
+    uint64_t mem_budget;         /* bytes of weights + KV (0 = no residency) */
+    uint32_t load_delay_ms;      /* test hook: extra sleep per load */
+    wg_registry_t *load_reg;     /* loader thread's own registry connection */
+    size_t kv_budget;            /* KV bytes per model (cfg.kv_budget_bytes) */
+    int n_threads;               /* forward threads per model */
+    uint32_t n_waiting;          /* jobs waiting for a load */
+    uint64_t swaps_logged;       /* loads + evictions already logged */
 };
 
 static int64_t s_now_ms(void) {
@@ -171,6 +185,8 @@ static wg_status s_job_add(wg_worker_t *w, s_job *j) {
 }
 
 static void s_job_remove(wg_worker_t *w, s_job *j) {
+    if (j->pinned) w->models[j->pin_slot].unpins++; /* released after this turn's steps (s_res_turn) */
+    if (j->waiting && w->n_waiting) w->n_waiting--;
     for (uint32_t i = 0; i < w->n_jobs; i++)
         if (w->jobs[i] == j) {
             w->jobs[i] = w->jobs[--w->n_jobs];
@@ -203,12 +219,18 @@ static void s_send_failed(wg_worker_t *w, const char *job_id, wg_status code, co
             wg_status_name(code), r);
 }
 
+static uint32_t s_model_names(const wg_worker_t *w, char **names);
+
 static wg_status s_send_ready(wg_worker_t *w) {
     char *names[WG_MSG_MAX_MODELS];
-    for (uint32_t i = 0; i < w->n_models; i++) names[i] = w->models[i].name;
+    uint32_t n_names = s_model_names(w, names);
     uint32_t credits = w->draining ? 1u : (uint32_t)w->max_seqs;
     wg_msg_ready r = {.worker_id = w->id, .credits = credits, .models = names,
-                      .n_models = w->n_models, .stream_endpoint = w->advertise};
+                      .n_models = n_names, .stream_endpoint = w->advertise};
+    if (w->res) {
+        r.mem_budget = w->mem_budget;
+        r.mem_free = wg_res_mem_free(w->res);
+    }
     wg_msg_buf b = {0};
     wg_status st = wg_msg_ready_encode(&r, &b);
     if (st) return st;
@@ -272,7 +294,7 @@ static void s_registry_refresh(wg_worker_t *w) {
         return;
     }
     char *names[WG_MSG_MAX_MODELS];
-    for (uint32_t i = 0; i < w->n_models; i++) names[i] = w->models[i].name;
+    uint32_t n_names = s_model_names(w, names);
     uint32_t credits = w->draining ? 1u : (uint32_t)w->max_seqs;
     uint32_t running = w->last_metrics.running;
     wg_reg_worker e = {0};
@@ -283,8 +305,12 @@ static void s_registry_refresh(wg_worker_t *w) {
     e.mem_free = w->last_metrics.mem_total_bytes > w->last_metrics.mem_used_bytes
                      ? w->last_metrics.mem_total_bytes - w->last_metrics.mem_used_bytes
                      : 0;
+    if (w->res) { /* the residency budget, not the host's memory */
+        e.mem_budget = w->mem_budget;
+        e.mem_free = wg_res_mem_free(w->res);
+    }
     e.models = names;
-    e.n_models = w->n_models;
+    e.n_models = n_names;
     e.credits = credits;
     e.free_slots = credits > running ? credits - running : 0;
     e.ts_ms = (int64_t)s_unix_ms();
@@ -541,7 +567,7 @@ static void s_on_event(wg_worker_t *w, const wg_sched_event_t *ev, int64_t now) 
 
 static s_model *s_model_find(wg_worker_t *w, const char *name, uint32_t *idx) {
     for (uint32_t i = 0; i < w->n_models; i++)
-        if (strcmp(w->models[i].name, name) == 0) {
+        if (w->models[i].name && strcmp(w->models[i].name, name) == 0) {
             *idx = i;
             return &w->models[i];
         }
@@ -667,6 +693,9 @@ static char *s_peek_job_id(const uint8_t *data, size_t len) {
     return NULL;
 }
 
+static void s_res_admit(wg_worker_t *w, s_job *j, wg_msg_job *job);
+static void s_heartbeat(wg_worker_t *w);
+
 static void s_on_job(wg_worker_t *w, const wg_msg_in *in) {
     wg_msg_job *job = calloc(1, sizeof *job);
     if (!job) return;
@@ -703,6 +732,10 @@ static void s_on_job(wg_worker_t *w, const wg_msg_in *in) {
     wg_msg_token_topic(j->job_id, j->topic, sizeof j->topic);
     if (w->draining) { /* handed back by the DISCONNECT that ends the drain */
         j->held_job = job;
+        return;
+    }
+    if (w->res) { /* residency: pin its model, or wait for its load */
+        s_res_admit(w, j, job);
         return;
     }
     s_start_job(w, j, job);
@@ -759,6 +792,224 @@ static void s_read_broker(wg_worker_t *w) {
     }
 }
 
+/* ---------------------------------------------------------------- residency */
+
+/* Names advertised in READY/HEARTBEAT/METRICS/registry: the resident models
+ * (residency, most recently used first) or every served one. Borrowed. */
+static uint32_t s_model_names(const wg_worker_t *w, char **names) {
+    if (w->res) return wg_res_models(w->res, (const char **)names, WG_MSG_MAX_MODELS);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < w->n_models; i++)
+        if (w->models[i].name) names[n++] = w->models[i].name;
+    return n;
+}
+
+/* Free what a slot (or a loaded-but-never-installed model) owns; zeroes it. */
+static void s_model_clear(s_model *m) {
+    wg_sched_free(&m->sched);
+    wg_tok_free(&m->tok_owned);
+    wg_model_free(&m->owned);
+    free(m->name);
+    memset(m, 0, sizeof *m);
+}
+
+/* Bytes a resident model holds: weights + its scheduler's KV cache. */
+static uint64_t s_model_bytes(const s_model *m) {
+    wg_sched_stats_t s;
+    wg_sched_stats(m->sched, &s);
+    return (uint64_t)wg_model_weight_bytes(m->m) + (uint64_t)s.kv_blocks * s.kv_block_bytes;
+}
+
+static wg_status s_load_model(s_model *sm, const wg_worker_model *spec, const wg_worker_cfg *cfg);
+
+/* wg_res_ops.load (loader thread): registry entry -> budget check -> sha256
+ * verify -> model, tokenizer, scheduler. The handle is a heap s_model that the
+ * owner thread installs into a slot on first acquire (s_res_slot). */
+static wg_status s_res_load(void *arg, const char *name, void **handle, uint64_t *bytes) {
+    wg_worker_t *w = arg;
+    if (!w->redis_url)
+        return wg_error(WG_ERR_NOTFOUND, "model '%s' is not resident and worker %s has no registry (--redis)",
+                        name, w->id);
+    wg_status st;
+    if (!w->load_reg && (st = wg_registry_connect(w->redis_url, &w->load_reg))) return st;
+    wg_reg_model rm = {0};
+    s_model *m = NULL;
+    if ((st = wg_registry_get(w->load_reg, name, &rm))) goto out;
+    if ((uint64_t)rm.bytes > w->mem_budget) {
+        st = wg_error(WG_ERR_FULL, "model '%s' has %lld bytes of weights, over the memory budget of %llu of worker %s",
+                      name, (long long)rm.bytes, (unsigned long long)w->mem_budget, w->id);
+        goto out;
+    }
+    if ((st = wg_registry_verify(w->load_reg, name, NULL, NULL, NULL))) goto out;
+    if (w->load_delay_ms) usleep((useconds_t)w->load_delay_ms * 1000u);
+    if (!(m = calloc(1, sizeof *m))) {
+        st = wg_error(WG_ERR_NOMEM, "model '%s'", name);
+        goto out;
+    }
+    wg_worker_model spec = {.name = name, .path = rm.path};
+    wg_worker_cfg c = {.kv_budget_bytes = w->kv_budget, .max_seqs = w->max_seqs, .n_threads = w->n_threads};
+    if ((st = s_load_model(m, &spec, &c))) goto out;
+    *handle = m;
+    *bytes = s_model_bytes(m);
+    m = NULL;
+out:
+    if (st) {
+        char keep[1024];
+        snprintf(keep, sizeof keep, "%s", wg_errmsg());
+        if (m) s_model_clear(m);
+        wg_error(st, "%s", keep);
+    }
+    free(m);
+    wg_reg_model_clear(&rm);
+    return st;
+}
+
+/* wg_res_ops.unload (owner thread): free the model's slot (if installed) and handle. */
+static void s_res_unload(void *arg, const char *name, void *handle) {
+    wg_worker_t *w = arg;
+    s_model *h = handle;
+    bool installed = false;
+    for (uint32_t i = 0; i < w->n_models && !installed; i++)
+        if (w->models[i].res_h == h) {
+            s_model_clear(&w->models[i]); /* the slot owns what h pointed to */
+            installed = true;
+        }
+    if (!installed) s_model_clear(h);
+    free(h);
+    wg_info(S_MOD, "worker=%s model=%s unloaded", w->id, name);
+}
+
+/* Slot of a resident model's handle, installing it in a free slot the first
+ * time. -1 when all WG_MSG_MAX_MODELS slots are taken. */
+static int s_res_slot(wg_worker_t *w, void *h) {
+    int free_i = -1;
+    for (uint32_t i = 0; i < w->n_models; i++) {
+        if (w->models[i].res_h == h) return (int)i;
+        if (!w->models[i].name && free_i < 0) free_i = (int)i;
+    }
+    if (free_i < 0) {
+        if (w->n_models == WG_MSG_MAX_MODELS) return -1;
+        free_i = (int)w->n_models++;
+    }
+    w->models[free_i] = *(s_model *)h;
+    w->models[free_i].res_h = h;
+    w->models[free_i].unpins = 0;
+    return free_i;
+}
+
+/* Start the manager and hand it the preloaded models (they become evictable). */
+static wg_status s_res_start(wg_worker_t *w) {
+    w->res = wg_res_new(&(wg_res_cfg){.budget = w->mem_budget}, &(wg_res_ops){.load = s_res_load, .unload = s_res_unload, .arg = w});
+    if (!w->res) return WG_ERR;
+    for (uint32_t i = 0; i < w->n_models; i++) {
+        s_model *h = malloc(sizeof *h);
+        if (!h) return wg_error(WG_ERR_NOMEM, "worker: residency handle");
+        *h = w->models[i];
+        h->res_h = NULL;
+        w->models[i].res_h = h;
+        wg_status st = wg_res_adopt(w->res, w->models[i].name, h, s_model_bytes(h));
+        if (st) {
+            w->models[i].res_h = NULL;
+            free(h);
+            return st;
+        }
+    }
+    return WG_OK;
+}
+
+/* A job under residency: pin its model and start it, or keep it waiting
+ * (held_job, credit taken) while the model loads, or fail it with the load's
+ * reason. Takes ownership of `job`. */
+static void s_res_admit(wg_worker_t *w, s_job *j, wg_msg_job *job) {
+    void *h = NULL;
+    wg_status st = wg_res_acquire(w->res, job->model, 0, &h);
+    if (st == WG_ERR_AGAIN) {
+        if (!j->waiting) {
+            j->waiting = true;
+            w->n_waiting++;
+            w->st.jobs_waited++;
+        }
+        j->held_job = job;
+        return;
+    }
+    if (j->waiting) {
+        j->waiting = false;
+        w->n_waiting--;
+    }
+    j->held_job = NULL;
+    if (st == WG_OK) {
+        int slot = s_res_slot(w, h);
+        if (slot < 0) {
+            wg_res_release(w->res, job->model);
+            st = wg_error(WG_ERR_FULL, "worker %s: %d models resident already", w->id, WG_MSG_MAX_MODELS);
+        } else {
+            j->pinned = true;
+            j->pin_slot = (uint32_t)slot;
+            s_start_job(w, j, job); /* its failures release the pin through s_job_remove */
+        }
+    }
+    if (st != WG_OK) {
+        char reason[WG_MSG_MAX_REASON];
+        snprintf(reason, sizeof reason, "%s", wg_errmsg());
+        /* a broken or oversized file fails for good; a missing one may exist elsewhere */
+        bool retry = !(st == WG_ERR_CHECKSUM || st == WG_ERR_TRUNCATED || st == WG_ERR_FULL);
+        s_send_failed(w, j->job_id, st, reason, retry);
+        s_job_remove(w, j);
+    }
+    wg_msg_job_clear(job);
+    free(job);
+}
+
+static void s_res_log(wg_worker_t *w, const char *why) {
+    char line[2048];
+    size_t o = 0;
+    line[0] = '\0';
+    char *names[WG_MSG_MAX_MODELS];
+    uint32_t n = s_model_names(w, names);
+    for (uint32_t i = 0; i < n && o < sizeof line - 300; i++)
+        o += (size_t)snprintf(line + o, sizeof line - o, "%s%s:%llu", i ? "," : "", names[i],
+                              (unsigned long long)wg_res_bytes(w->res, names[i]));
+    wg_info(S_MOD, "worker=%s residency %s: loads=%llu load_seconds=%.3f load_failures=%llu evictions=%llu "
+            "resident_bytes=%llu resident=[%s]", w->id, why, (unsigned long long)w->st.loads, w->st.load_seconds,
+            (unsigned long long)w->st.load_failures, (unsigned long long)w->st.evictions,
+            (unsigned long long)w->st.resident_bytes, line);
+}
+
+/* Once per loop turn: release the pins of sequences that ended, swap in
+ * finished loads / evict, retry the jobs waiting for a load, refresh the figures. */
+static void s_res_turn(wg_worker_t *w) {
+    for (uint32_t i = 0; i < w->n_models; i++) {
+        s_model *m = &w->models[i];
+        if (!m->unpins) continue;
+        uint32_t k = m->unpins;
+        m->unpins = 0;
+        char nm[WG_MSG_MAX_MODEL + 1];
+        snprintf(nm, sizeof nm, "%s", m->name);
+        while (k--) wg_res_release(w->res, nm); /* the last one may unload the slot */
+    }
+    wg_res_poll(w->res);
+    if (w->n_waiting && !w->draining) {
+        s_job **wl = malloc(w->n_jobs * sizeof *wl);
+        uint32_t n = 0;
+        for (uint32_t i = 0; wl && i < w->n_jobs; i++)
+            if (w->jobs[i]->waiting) wl[n++] = w->jobs[i];
+        for (uint32_t i = 0; i < n; i++) s_res_admit(w, wl[i], wl[i]->held_job);
+        free(wl);
+    }
+    wg_res_stats rs;
+    wg_res_get_stats(w->res, &rs);
+    w->st.loads = rs.loads;
+    w->st.load_failures = rs.load_failures;
+    w->st.load_seconds = rs.load_seconds;
+    w->st.evictions = rs.evictions;
+    w->st.resident_bytes = rs.resident_bytes;
+    if (rs.loads + rs.evictions + rs.load_failures != w->swaps_logged) {
+        w->swaps_logged = rs.loads + rs.evictions + rs.load_failures;
+        s_res_log(w, "changed");
+        s_heartbeat(w); /* the broker routes by the resident set: tell it now */
+    }
+}
+
 /* ---------------------------------------------------------------- metrics */
 
 static uint64_t s_rss_bytes(void) {
@@ -781,6 +1032,7 @@ static void s_metrics(wg_worker_t *w, int64_t now) {
     uint32_t running = 0, waiting = 0;
     uint64_t used = 0, total = 0, kv_bytes = 0;
     for (uint32_t i = 0; i < w->n_models; i++) {
+        if (!w->models[i].sched) continue; /* free residency slot */
         wg_sched_stats_t s;
         wg_sched_stats(w->models[i].sched, &s);
         running += (uint32_t)s.n_running;
@@ -797,11 +1049,16 @@ static void s_metrics(wg_worker_t *w, int64_t now) {
     m->kv_used_blocks = used;
     m->kv_total_blocks = total;
     m->kv_usage = total ? (double)used / (double)total : 0;
-    for (uint32_t i = 0; i < w->n_models; i++) w->model_names[i] = w->models[i].name;
     m->models = w->model_names;
-    m->n_models = w->n_models;
+    m->n_models = s_model_names(w, w->model_names);
     m->mem_used_bytes = s_rss_bytes();
     m->mem_total_bytes = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+    if (w->res) { /* residency: resident weights + KV against the budget */
+        wg_res_stats rs;
+        wg_res_get_stats(w->res, &rs);
+        m->mem_used_bytes = rs.resident_bytes;
+        m->mem_total_bytes = w->mem_budget;
+    }
     if (w->xpub) {
         char topic[S_TOPIC_CAP];
         wg_msg_metrics_topic(w->id, topic, sizeof topic);
@@ -818,6 +1075,15 @@ static void s_heartbeat(wg_worker_t *w) {
     if (w->last_metrics.worker_id) {
         h.has_metrics = true;
         h.metrics = w->last_metrics;
+    }
+    char *names[WG_MSG_MAX_MODELS];
+    if (w->res) { /* resident set and memory change with every swap */
+        h.has_models = true;
+        h.models = names;
+        h.n_models = s_model_names(w, names);
+        h.has_mem = true;
+        h.mem_budget = w->mem_budget;
+        h.mem_free = wg_res_mem_free(w->res);
     }
     wg_msg_buf b = {0};
     if (wg_msg_heartbeat_encode(&h, &b) == WG_OK) s_send(w, WG_CMD_HEARTBEAT, &b);
@@ -898,8 +1164,9 @@ wg_worker_t *wg_worker_new(const wg_worker_cfg *cfg) {
         wg_error(WG_ERR_INVAL, "worker: broker endpoint is required");
         return NULL;
     }
-    if (cfg->n_models < 1 || cfg->n_models > WG_MSG_MAX_MODELS) {
-        wg_error(WG_ERR_INVAL, "worker: %u models (1..%d)", cfg->n_models, WG_MSG_MAX_MODELS);
+    if (cfg->n_models < (cfg->mem_budget ? 0u : 1u) || cfg->n_models > WG_MSG_MAX_MODELS) {
+        wg_error(WG_ERR_INVAL, "worker: %u models (1..%d, or 0 with a memory budget)", cfg->n_models,
+                 WG_MSG_MAX_MODELS);
         return NULL;
     }
     if (cfg->max_seqs < 0 || cfg->max_seqs > WG_MSG_MAX_CREDITS) {
@@ -968,7 +1235,11 @@ wg_worker_t *wg_worker_new(const wg_worker_cfg *cfg) {
             goto err;
         }
     }
-    w->models = calloc(cfg->n_models, sizeof *w->models);
+    w->mem_budget = cfg->mem_budget;
+    w->load_delay_ms = cfg->load_delay_ms;
+    w->kv_budget = cfg->kv_budget_bytes;
+    w->n_threads = cfg->n_threads;
+    w->models = calloc(WG_MSG_MAX_MODELS, sizeof *w->models); /* residency installs into free slots */
     if (!w->models) {
         wg_error(WG_ERR_NOMEM, "worker: models");
         goto err;
@@ -982,6 +1253,7 @@ wg_worker_t *wg_worker_new(const wg_worker_cfg *cfg) {
             }
         if ((st = s_load_model(&w->models[i], &cfg->models[i], cfg))) goto err;
     }
+    if (w->mem_budget && (st = s_res_start(w))) goto err;
     if (cfg->zmq_ctx) {
         w->ctx = cfg->zmq_ctx;
     } else {
@@ -1024,7 +1296,7 @@ void wg_worker_get_stats(const wg_worker_t *w, wg_worker_stats *out) {
 
 static bool s_any_busy(const wg_worker_t *w) {
     for (uint32_t i = 0; i < w->n_models; i++)
-        if (wg_sched_busy(w->models[i].sched)) return true;
+        if (w->models[i].sched && wg_sched_busy(w->models[i].sched)) return true;
     return false;
 }
 
@@ -1056,6 +1328,7 @@ static void s_fail_model(wg_worker_t *w, uint32_t mi, wg_status st) {
 }
 
 static void s_goodbye(wg_worker_t *w, const char *reason) {
+    if (w->res) s_res_log(w, "exit");
     wg_info(S_MOD, "worker=%s exit: reason=\"%s\" jobs_done=%llu jobs_failed=%llu tokens=%llu bad_frames=%llu "
             "events_published=%llu streams_abandoned=%llu reconnects=%llu", w->id, reason,
             (unsigned long long)w->st.jobs_done, (unsigned long long)w->st.jobs_failed,
@@ -1104,7 +1377,7 @@ wg_status wg_worker_run(wg_worker_t *w) {
         for (uint32_t i = 0; i < w->n_jobs && !held; i++) held = w->jobs[i]->head < w->jobs[i]->n_held;
         zmq_pollitem_t items[2] = {{w->dealer, 0, ZMQ_POLLIN, 0}, {w->xpub, 0, ZMQ_POLLIN, 0}};
         int n_items = w->xpub ? 2 : 1;
-        long timeout = busy ? 0 : held ? 1 : 100;
+        long timeout = busy ? 0 : held ? 1 : w->n_waiting ? 2 : 100;
         if (zmq_poll(items, n_items, timeout) < 0 && errno != EINTR) {
             wg_err(S_MOD, "worker=%s poll: %s", w->id, zmq_strerror(errno));
             return wg_error(WG_ERR_ZMQ, "worker: poll: %s", zmq_strerror(errno));
@@ -1114,7 +1387,7 @@ wg_status wg_worker_run(wg_worker_t *w) {
         now = s_now_ms();
         /* Engine: one step per busy model. */
         for (uint32_t mi = 0; mi < w->n_models; mi++) {
-            if (!wg_sched_busy(w->models[mi].sched)) continue;
+            if (!w->models[mi].sched || !wg_sched_busy(w->models[mi].sched)) continue;
             const wg_sched_event_t *ev = NULL;
             size_t n_ev = 0;
             double t0 = s_now_s();
@@ -1140,6 +1413,7 @@ wg_status wg_worker_run(wg_worker_t *w) {
             }
             i++;
         }
+        if (w->res) s_res_turn(w);
         now = s_now_ms();
         if (now >= w->next_metrics_ms) {
             s_metrics(w, now);
@@ -1160,13 +1434,9 @@ void wg_worker_destroy(wg_worker_t **pw) {
     if (w->dealer) zmq_close(w->dealer);
     if (w->xpub) zmq_close(w->xpub);
     if (w->own_ctx && w->ctx) zmq_ctx_term(w->ctx);
-    for (uint32_t i = 0; i < w->n_models; i++) {
-        s_model *m = &w->models[i];
-        wg_sched_free(&m->sched);
-        wg_tok_free(&m->tok_owned);
-        wg_model_free(&m->owned);
-        free(m->name);
-    }
+    wg_res_destroy(&w->res); /* unloads (and clears the slots of) every resident model */
+    wg_registry_destroy(&w->load_reg);
+    for (uint32_t i = 0; i < w->n_models; i++) s_model_clear(&w->models[i]);
     free(w->models);
     wg_registry_destroy(&w->registry);
     free(w->broker_ep);

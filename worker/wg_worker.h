@@ -45,6 +45,17 @@ typedef struct wg_worker_model {
     const wg_tok_t *tok;       /* its tokenizer (borrowed) when model is given */
 } wg_worker_model;
 
+/* Residency (cfg.mem_budget > 0): `models` are preloaded and handed to the
+ * residency manager (worker/registry/wg_residency.h), so they may be evicted
+ * like any other; n_models may be 0. A JOB for a model that is not resident
+ * queues a background load (registry lookup by name -> path, sha256 verify,
+ * load, one scheduler) and waits unstarted, its credit held, while the other
+ * models keep stepping and heartbeats keep going; when the load completes the
+ * least recently used models beyond the budget drain their sequences and are
+ * freed. A load that fails (not registered, missing/truncated/corrupted file,
+ * over the budget) fails that model's jobs with the reason (checksum and file
+ * named) for the manager's retry window; other models are unaffected. */
+
 typedef struct wg_worker_cfg {
     const char *broker;            /* backend endpoint to connect, e.g. tcp://127.0.0.1:7701 */
     const char *stream;            /* XPUB endpoint to bind, or NULL (no streams, metrics only in HEARTBEAT) */
@@ -53,7 +64,7 @@ typedef struct wg_worker_cfg {
     const char *redis_url;         /* redis://[user:pass@]host:port: registry of workers, or NULL */
     const char *worker_id;         /* unique id; NULL = "<host>-<pid>-<rand>" */
     const wg_worker_model *models; /* (n_models,) served models */
-    uint32_t n_models;             /* 1..64 */
+    uint32_t n_models;             /* 1..64 (0..64 with mem_budget) */
     int n_threads;                 /* forward threads per model; 0 = 1 */
     int32_t max_seqs;              /* sequence slots = credits; 0 = 64 */
     size_t kv_budget_bytes;        /* KV bytes per model; 0 = scheduler default */
@@ -66,6 +77,11 @@ typedef struct wg_worker_cfg {
     size_t max_buffered_events;    /* held events per paused job before abandoning; 0 = 65536 */
     const char *curve_server_key;  /* broker public key (Z85, 40 chars) enables CURVE, or NULL */
     const char *curve_secret_key;  /* this worker's secret key (Z85); NULL = a fresh ephemeral pair */
+    uint64_t mem_budget;           /* bytes of weights + KV kept resident; > 0 enables residency:
+                                    * any model registered in redis_url is loaded on demand in the
+                                    * background (sha256 verified) and LRU-evicted; 0 = serve only
+                                    * `models`, all kept */
+    uint32_t load_delay_ms;        /* test hook: sleep this long inside each on-demand load; 0 = none */
 } wg_worker_cfg;
 
 /* Figures for tests and benchmarks (all since wg_worker_new). */
@@ -81,6 +97,12 @@ typedef struct wg_worker_stats {
     uint64_t reconnects;         /* broker sessions re-established */
     double step_seconds;         /* time inside wg_sched_step */
     double publish_seconds;      /* time encoding + sending TOKEN events */
+    uint64_t loads;              /* residency: on-demand loads completed */
+    uint64_t load_failures;      /* residency: loads that failed (checksum, I/O, budget...) */
+    double load_seconds;         /* residency: seconds spent loading (loader thread) */
+    uint64_t evictions;          /* residency: models evicted to respect mem_budget */
+    uint64_t resident_bytes;     /* residency: bytes of resident models now (draining included) */
+    uint64_t jobs_waited;        /* residency: jobs that waited for a load before starting */
 } wg_worker_stats;
 
 /* Load models, bind the stream socket, connect to the broker (READY is sent

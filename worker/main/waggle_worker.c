@@ -23,11 +23,16 @@ static void s_on_signal(int sig) {
 static void s_usage(FILE *f) {
     fprintf(f,
             "usage: waggle-worker --broker EP --model NAME=PATH [--model NAME=PATH ...] [options]\n"
+            "       waggle-worker --broker EP --redis URL --mem-budget BYTES [--model NAME=PATH ...] [options]\n"
             "  --broker EP                  broker backend endpoint to connect (e.g. tcp://10.0.0.1:7701)\n"
             "  --model NAME=PATH            serve the GGUF file / HF directory PATH as NAME (repeatable, 1..64)\n"
             "  --stream EP                  bind the token/metrics XPUB here (e.g. tcp://*:7710, tcp://*:* = any port)\n"
             "  --stream-advertise EP        endpoint announced to the broker and registry (default: the bound one)\n"
             "  --redis URL                  redis://[user:pass@]HOST:PORT[/db]: publish this worker in the registry\n"
+            "  --mem-budget BYTES           keep models resident within BYTES of weights + KV (suffix K, M, G):\n"
+            "                               serve any model registered in --redis (loaded on demand, sha256\n"
+            "                               verified, least recently used evicted); --model preloads\n"
+            "  --load-delay-ms N            test hook: sleep N ms inside every on-demand load (default 0)\n"
             "  --id ID                      worker id, 1..128 bytes (default HOST-PID-RAND)\n"
             "  --threads N                  forward-pass threads per model (default 1)\n"
             "  --max-seqs N                 sequence slots = credits, 1..4096 (default 64)\n"
@@ -105,7 +110,7 @@ static int s_read_key(const char *path, const char *prefer, char out[41]) {
 
 int main(int argc, char **argv) {
     enum { O_BROKER = 1, O_MODEL, O_STREAM, O_ADV, O_REDIS, O_ID, O_THREADS, O_MAXSEQS, O_KV, O_HB, O_LIVE,
-           O_DRAIN, O_HWM, O_STALL, O_SNDBUF, O_CSRV, O_CSEC, O_LOG, O_HELP };
+           O_DRAIN, O_HWM, O_STALL, O_SNDBUF, O_CSRV, O_CSEC, O_LOG, O_HELP, O_MEM, O_DELAY };
     static const struct option opts[] = {
         {"broker", required_argument, 0, O_BROKER},   {"model", required_argument, 0, O_MODEL},
         {"stream", required_argument, 0, O_STREAM},   {"stream-advertise", required_argument, 0, O_ADV},
@@ -118,6 +123,7 @@ int main(int argc, char **argv) {
         {"curve-server-key-file", required_argument, 0, O_CSRV},
         {"curve-secret-key-file", required_argument, 0, O_CSEC},
         {"log-level", required_argument, 0, O_LOG},   {"help", no_argument, 0, O_HELP},
+        {"mem-budget", required_argument, 0, O_MEM},  {"load-delay-ms", required_argument, 0, O_DELAY},
         {0, 0, 0, 0}};
     wg_worker_cfg cfg = {0};
     wg_worker_model models[64];
@@ -145,6 +151,15 @@ int main(int argc, char **argv) {
         case O_STREAM: cfg.stream = optarg; break;
         case O_ADV: cfg.stream_advertise = optarg; break;
         case O_REDIS: cfg.redis_url = optarg; break;
+        case O_MEM:
+            if (s_num("--mem-budget", optarg, &v)) return 2;
+            if (!v) {
+                fprintf(stderr, "waggle-worker: --mem-budget must be > 0, got '%s'\n", optarg);
+                return 2;
+            }
+            cfg.mem_budget = v;
+            break;
+        case O_DELAY: if (s_num("--load-delay-ms", optarg, &v)) return 2; cfg.load_delay_ms = (uint32_t)v; break;
         case O_ID: cfg.worker_id = optarg; break;
         case O_THREADS: if (s_num("--threads", optarg, &v)) return 2; cfg.n_threads = (int)v; break;
         case O_MAXSEQS:
@@ -190,8 +205,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "waggle-worker: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    if (!cfg.broker || !n_models) {
-        fprintf(stderr, "waggle-worker: --broker and at least one --model are required\n");
+    if (!cfg.broker || (!n_models && !cfg.mem_budget)) {
+        fprintf(stderr, "waggle-worker: --broker and at least one --model (or --mem-budget) are required\n");
         s_usage(stderr);
         return 2;
     }
@@ -210,6 +225,13 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     wg_status st = wg_worker_run(s_worker);
     if (st) fprintf(stderr, "waggle-worker: %s\n", wg_errmsg());
+    wg_worker_stats ws;
+    wg_worker_get_stats(s_worker, &ws);
+    if (cfg.mem_budget)
+        wg_info("worker", "residency totals: loads=%llu load_seconds=%.3f load_failures=%llu evictions=%llu "
+                "jobs_waited=%llu", (unsigned long long)ws.loads, ws.load_seconds,
+                (unsigned long long)ws.load_failures, (unsigned long long)ws.evictions,
+                (unsigned long long)ws.jobs_waited);
     wg_worker_t *w = s_worker;
     s_worker = NULL;
     wg_worker_destroy(&w);
