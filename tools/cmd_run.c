@@ -27,11 +27,19 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pthread.h>
+#include <zmq.h>
+
+#include "broker/wg_broker.h"
 #include "engine/model/wg_model.h"
 #include "engine/sampler/wg_chat.h"
 #include "engine/sched/wg_sched.h"
 #include "engine/tokenizer/wg_tok.h"
+#include "schemas/wg_msg_producer.h"
+#include "schemas/wg_msg_stream.h"
+#include "schemas/wg_msg_zmq.h"
 #include "waggle.h"
+#include "worker/wg_worker.h"
 
 typedef struct {
     char *custom_id;            /* request id from the input */
@@ -54,6 +62,11 @@ typedef struct {
     size_t n_lp, cap_lp;        /* count, capacity */
     int32_t n_gen;              /* generated tokens */
     bool done;                  /* result written */
+    /* embedded path */
+    char *job_id;               /* broker's id once SUBMITTED accepted it */
+    size_t printed;             /* --stream: bytes of text already printed */
+    uint64_t next_seq;          /* --stream: next TOKEN seq expected (gap = stop live printing) */
+    bool stream_gap;            /* --stream: a TOKEN event was missed; print from the result */
 } s_job_t;
 
 typedef struct {
@@ -75,7 +88,9 @@ static void s_usage(FILE *f) {
             "  --threads N          compute threads (default: online CPUs)\n"
             "  --kv-budget BYTES    KV cache size (suffixes K, M, G; default from concurrency)\n"
             "  --max-batch-tokens N tokens per engine step (default 512)\n"
-            "  --stream N           print the text of the first N jobs to stdout as it is generated\n");
+            "  --stream N           print the text of the first N jobs to stdout as it is generated\n"
+            "  --direct             drive the engine directly instead of through the embedded broker + worker\n"
+            "                       (inproc://, in-memory queue; the default, same code path as the fleet)\n");
 }
 
 static double s_now(void) {
@@ -249,6 +264,7 @@ static void s_job_free(s_job_t *j) {
     for (size_t i = 0; i < j->n_stop; i++) free(j->stop[i]);
     free(j->text);
     free(j->lp);
+    free(j->job_id);
 }
 
 typedef struct {
@@ -655,10 +671,409 @@ static void s_progress(s_prog_t *p, size_t done, long long toks, bool force) {
     fflush(stderr);
 }
 
+/* ---- the default path: embedded broker + worker over inproc:// ---- */
+
+typedef struct {
+    s_job_t *jobs;              /* (n_jobs,) parsed jobs */
+    size_t n_jobs;              /* count */
+    s_out_t *out;               /* output file */
+    const wg_tok_t *tok;        /* for logprob rendering */
+    s_prog_t *prog;             /* progress */
+    long stream_n;              /* --stream N */
+    size_t n_done;              /* jobs with a row written */
+    size_t n_bad;               /* error rows */
+    long long n_tokens;         /* generated tokens */
+    size_t stream_at;           /* job whose text streams live */
+} s_emb_t;
+
+static void *s_broker_thread(void *arg) {
+    wg_broker_run((wg_broker_t *)arg);
+    return NULL;
+}
+
+static void *s_worker_thread(void *arg) {
+    wg_worker_run((wg_worker_t *)arg);
+    return NULL;
+}
+
+static wg_finish_t s_finish_from(const char *f) {
+    if (f && !strcmp(f, "length")) return WG_FINISH_LENGTH;
+    if (f && !strcmp(f, "cancelled")) return WG_FINISH_CANCELLED;
+    return WG_FINISH_STOP;
+}
+
+/* The wire job of input job i: token-id prompt (tokenized here, exactly as
+ * --direct does), every sampling field, the wire custom_id "<i>". */
+static wg_status s_wire_job(const s_job_t *j, size_t i, const char *model, bool stream, wg_msg_job *w, char *cid,
+                            size_t cid_cap) {
+    wg_msg_job_init(w);
+    snprintf(cid, cid_cap, "%zu", i);
+    w->custom_id = cid;
+    w->model = (char *)model;
+    w->prompt_ids = (uint32_t *)j->ids; /* int32 ids >= 0: same bits as uint32 */
+    w->n_prompt_ids = (uint32_t)j->n_ids;
+    w->max_tokens = j->max_tokens > WG_MSG_MAX_TOKENS ? WG_MSG_MAX_TOKENS : (uint32_t)j->max_tokens;
+    w->stream = stream;
+    w->sampling.temperature = j->sp.temperature;
+    w->sampling.top_k = j->sp.top_k > (1 << 20) ? (1u << 20) : (uint32_t)j->sp.top_k;
+    w->sampling.top_p = j->sp.top_p;
+    w->sampling.min_p = j->sp.min_p;
+    w->sampling.repetition_penalty = j->sp.repeat_penalty;
+    w->sampling.presence_penalty = j->sp.presence_penalty;
+    w->sampling.frequency_penalty = j->sp.frequency_penalty;
+    w->sampling.has_seed = j->sp.has_seed;
+    w->sampling.seed = j->sp.seed;
+    w->sampling.logprobs = (uint32_t)j->top_logprobs;
+    w->sampling.chosen_logprob = j->logprobs;
+    w->stop = (char **)j->stop;
+    w->n_stop = (uint32_t)j->n_stop;
+    if (j->sp.n_logit_bias > WG_MSG_MAX_LOGIT_BIAS)
+        return wg_error(WG_ERR_RANGE, "body.logit_bias has %zu entries (at most %d)", j->sp.n_logit_bias,
+                        WG_MSG_MAX_LOGIT_BIAS);
+    if (j->sp.n_logit_bias) {
+        w->logit_bias = malloc(j->sp.n_logit_bias * sizeof *w->logit_bias);
+        if (!w->logit_bias) return wg_error(WG_ERR_NOMEM, "logit_bias");
+        for (size_t q = 0; q < j->sp.n_logit_bias; q++)
+            w->logit_bias[q] = (wg_msg_logit_bias){(uint32_t)j->bias[q].token, j->bias[q].bias};
+        w->n_logit_bias = (uint32_t)j->sp.n_logit_bias;
+    }
+    return WG_OK;
+}
+
+/* Print the streaming job's pending text, then move on in input order. */
+static void s_emb_stream_advance(s_emb_t *e) {
+    while ((long)e->stream_at < e->stream_n && e->stream_at < e->n_jobs) {
+        s_job_t *j = &e->jobs[e->stream_at];
+        if (!j->done) break;
+        if (j->printed < j->n_text) fwrite(j->text + j->printed, 1, j->n_text - j->printed, stdout);
+        j->printed = j->n_text;
+        fputc('\n', stdout);
+        e->stream_at++;
+        if ((long)e->stream_at < e->stream_n && e->stream_at < e->n_jobs) {
+            s_job_t *nj = &e->jobs[e->stream_at];
+            printf("--- %s ---\n", nj->custom_id);
+            if (!nj->stream_gap && nj->n_text) {
+                fwrite(nj->text, 1, nj->n_text, stdout);
+                nj->printed = nj->n_text;
+            }
+        }
+        fflush(stdout);
+    }
+}
+
+static void s_emb_on_result(s_emb_t *e, const wg_msg_result *r) {
+    char *end = NULL;
+    unsigned long long i = r->custom_id ? strtoull(r->custom_id, &end, 10) : ~0ull;
+    if (!r->custom_id || *end || i >= e->n_jobs || e->jobs[i].done) return;
+    s_job_t *j = &e->jobs[i];
+    if (strcmp(r->state, "done") != 0) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "%s", r->error ? r->error : r->state);
+        s_write_error(e->out, j->custom_id, j->line, msg);
+        j->done = true;
+        e->n_bad++;
+        e->n_done++;
+        return;
+    }
+    free(j->text);
+    j->text = NULL;
+    j->n_text = j->cap_text = 0;
+    if (j->printed && (j->stream_gap || j->printed > (r->text ? strlen(r->text) : 0))) j->printed = 0;
+    if (r->text) s_append(&j->text, &j->n_text, &j->cap_text, r->text, strlen(r->text));
+    j->n_gen = (int32_t)r->completion_tokens;
+    e->n_tokens += r->completion_tokens;
+    if (j->logprobs) {
+        size_t n = r->n_logprobs + (r->has_end ? 1 : 0);
+        free(j->lp);
+        j->lp = calloc(n ? n : 1, sizeof *j->lp);
+        j->n_lp = j->cap_lp = j->lp ? n : 0;
+        size_t at = 0;
+        for (size_t t = 0; j->lp && t < n; t++) {
+            wg_sample_t *s = &j->lp[t];
+            bool last = t == r->n_logprobs;
+            s->token = last ? (int32_t)r->end_token : (int32_t)r->token_ids[t];
+            s->logprob = last ? r->end_logprob : r->logprobs[t];
+            uint32_t k = last ? r->end_n_top : (r->n_top ? r->n_top[t] : 0);
+            if (k > WG_MAX_TOP_LOGPROBS) k = WG_MAX_TOP_LOGPROBS;
+            s->n_top = (int32_t)k;
+            for (uint32_t q = 0; q < k; q++) {
+                const wg_msg_top_logprob *tp = last ? &r->end_top[q] : &r->top[at + q];
+                s->top_tokens[q] = (int32_t)tp->token_id;
+                s->top_logprobs[q] = tp->logprob;
+            }
+            if (!last && r->n_top) at += r->n_top[t];
+        }
+    }
+    s_write_result(e->out, e->tok, j, s_finish_from(r->finish_reason));
+    e->n_done++;
+}
+
+/* A TOKEN event for a --stream job: append and print live when it is the one streaming. */
+static void s_emb_on_token(s_emb_t *e, const wg_msg_token *t) {
+    for (size_t i = 0; i < e->n_jobs && (long)i < e->stream_n; i++) {
+        s_job_t *j = &e->jobs[i];
+        if (!j->job_id || strcmp(j->job_id, t->job_id) != 0) continue;
+        if (j->done || j->stream_gap) return;
+        if (t->seq != j->next_seq) {
+            j->stream_gap = true; /* subscribed late or an attempt restarted: the result has it all */
+            return;
+        }
+        j->next_seq++;
+        size_t len = t->text_delta ? strlen(t->text_delta) : 0;
+        if (len) s_append(&j->text, &j->n_text, &j->cap_text, t->text_delta, len);
+        if (i == e->stream_at && j->n_text > j->printed) {
+            fwrite(j->text + j->printed, 1, j->n_text - j->printed, stdout);
+            j->printed = j->n_text;
+            fflush(stdout);
+        }
+        return;
+    }
+}
+
+/* Receive one published message (topic, WGL1, command, body) from a SUB socket. */
+static bool s_sub_recv(void *sub, wg_msg_token *t) {
+    zmq_msg_t f[4];
+    int n = 0, more = 1;
+    bool ok = true;
+    while (more) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, sub, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            ok = false;
+            break;
+        }
+        more = zmq_msg_more(&m);
+        if (n < 4) f[n++] = m;
+        else {
+            zmq_msg_close(&m);
+            ok = false;
+        }
+    }
+    bool res = false;
+    if (ok && n == 4 && zmq_msg_size(&f[2]) == 5 && memcmp(zmq_msg_data(&f[2]), "TOKEN", 5) == 0)
+        res = wg_msg_token_decode(zmq_msg_data(&f[3]), zmq_msg_size(&f[3]), t) == WG_OK;
+    for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+    return res;
+}
+
+/* Run every job through an embedded broker (memory store) and one embedded
+ * worker holding the already-loaded model, over inproc://, as a producer:
+ * SUBMIT in batches, rows written as RESULT pushes arrive. 0 on success. */
+static int s_run_embedded(s_emb_t *e, const wg_model_t *m, const char *model_name, long concurrency, long threads,
+                          size_t kv_budget) {
+    int rc = 1;
+    char fe[96], be[96], se[96];
+    snprintf(fe, sizeof fe, "inproc://waggle-run-%d-frontend", (int)getpid());
+    snprintf(be, sizeof be, "inproc://waggle-run-%d-backend", (int)getpid());
+    snprintf(se, sizeof se, "inproc://waggle-run-%d-stream", (int)getpid());
+    void *ctx = zmq_ctx_new();
+    wg_broker_t *b = NULL;
+    wg_worker_t *w = NULL;
+    void *dealer = NULL, *sub = NULL;
+    pthread_t bt, wt;
+    bool bt_on = false, wt_on = false;
+    if (!ctx) {
+        fprintf(stderr, "waggle run: zmq context: %s\n", zmq_strerror(zmq_errno()));
+        return 1;
+    }
+    wg_broker_cfg bc = {0};
+    bc.frontend = fe;
+    bc.backend = be;
+    bc.zmq_ctx = ctx;
+    bc.queue_max_jobs = e->n_jobs + 16;
+    bc.queue_max_tokens = UINT64_MAX / 4;
+    bc.max_attempts = 1; /* a failure here is the request's, not a lost worker's */
+    b = wg_broker_new(&bc);
+    if (!b) {
+        fprintf(stderr, "waggle run: cannot start the embedded broker: %s\n", wg_errmsg());
+        goto done;
+    }
+    wg_worker_model wm = {.name = model_name, .model = m, .tok = e->tok};
+    wg_worker_cfg wc = {0};
+    wc.broker = be;
+    wc.stream = e->stream_n > 0 ? se : NULL;
+    wc.zmq_ctx = ctx;
+    wc.worker_id = "waggle-run";
+    wc.models = &wm;
+    wc.n_models = 1;
+    wc.n_threads = (int)threads;
+    wc.max_seqs = (int32_t)concurrency;
+    wc.kv_budget_bytes = kv_budget;
+    w = wg_worker_new(&wc);
+    if (!w) {
+        fprintf(stderr, "waggle run: cannot start the embedded worker: %s\n", wg_errmsg());
+        goto done;
+    }
+    if (pthread_create(&bt, NULL, s_broker_thread, b) != 0) goto done;
+    bt_on = true;
+    if (pthread_create(&wt, NULL, s_worker_thread, w) != 0) goto done;
+    wt_on = true;
+    dealer = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_connect(dealer, fe) != 0) {
+        fprintf(stderr, "waggle run: connect %s: %s\n", fe, zmq_strerror(zmq_errno()));
+        goto done;
+    }
+    if (e->stream_n > 0) {
+        sub = zmq_socket(ctx, ZMQ_SUB);
+        zmq_setsockopt(sub, ZMQ_LINGER, &zero, sizeof zero);
+        if (zmq_connect(sub, se) != 0) {
+            fprintf(stderr, "waggle run: connect %s: %s\n", se, zmq_strerror(zmq_errno()));
+            goto done;
+        }
+    }
+    if (e->stream_n > 0 && e->n_jobs > 0) {
+        printf("--- %s ---\n", e->jobs[0].custom_id);
+        fflush(stdout);
+    }
+    /* SUBMIT everything in batches (<= 1024 jobs, ~4 MiB); the broker queues it. */
+    uint64_t req = 0;
+    size_t next = 0, pending_replies = 0;
+    while (next < e->n_jobs) {
+        wg_msg_submit sm = {.req = ++req};
+        sm.jobs = calloc(WG_MSG_MAX_BATCH, sizeof *sm.jobs);
+        char(*cids)[24] = calloc(WG_MSG_MAX_BATCH, sizeof *cids);
+        size_t *idx = calloc(WG_MSG_MAX_BATCH, sizeof *idx);
+        if (!sm.jobs || !cids || !idx) {
+            free(sm.jobs), free(cids), free(idx);
+            fprintf(stderr, "waggle run: out of memory\n");
+            goto done;
+        }
+        size_t bytes = 0;
+        while (next < e->n_jobs && sm.n_jobs < WG_MSG_MAX_BATCH && bytes < (4u << 20)) {
+            s_job_t *j = &e->jobs[next];
+            wg_msg_job *wj = &sm.jobs[sm.n_jobs];
+            if (s_wire_job(j, next, model_name, (long)next < e->stream_n, wj, cids[sm.n_jobs], sizeof cids[0])) {
+                s_write_error(e->out, j->custom_id, j->line, wg_errmsg());
+                j->done = true;
+                e->n_bad++;
+                e->n_done++;
+                free(wj->logit_bias);
+                next++;
+                continue;
+            }
+            bytes += j->n_ids * 5 + j->sp.n_logit_bias * 12 + 256;
+            for (size_t q = 0; q < j->n_stop; q++) bytes += strlen(j->stop[q]) + 2;
+            idx[sm.n_jobs++] = next++;
+        }
+        wg_msg_buf buf = {0};
+        wg_status st = sm.n_jobs ? wg_msg_submit_encode(&sm, &buf) : WG_OK;
+        for (uint32_t q = 0; q < sm.n_jobs; q++) free(sm.jobs[q].logit_bias);
+        free(sm.jobs), free(cids), free(idx);
+        if (st) {
+            fprintf(stderr, "waggle run: cannot encode SUBMIT: %s\n", wg_errmsg());
+            goto done;
+        }
+        if (buf.len) {
+            if (wg_msg_send(dealer, NULL, 0, WG_CMD_SUBMIT, &buf, 0) != WG_OK) {
+                wg_msg_buf_free(&buf);
+                fprintf(stderr, "waggle run: SUBMIT failed: %s\n", wg_errmsg());
+                goto done;
+            }
+            pending_replies++;
+        }
+        wg_msg_buf_free(&buf);
+    }
+    /* Collect: SUBMITTED replies, RESULT pushes, TOKEN events. */
+    while (e->n_done < e->n_jobs) {
+        zmq_pollitem_t items[2] = {{dealer, 0, ZMQ_POLLIN, 0}, {sub, 0, ZMQ_POLLIN, 0}};
+        int np = sub ? 2 : 1;
+        if (zmq_poll(items, np, 100) < 0) {
+            if (zmq_errno() == EINTR) continue;
+            fprintf(stderr, "waggle run: poll: %s\n", zmq_strerror(zmq_errno()));
+            goto done;
+        }
+        if (sub && (items[1].revents & ZMQ_POLLIN)) {
+            for (int k = 0; k < 256; k++) {
+                wg_msg_token t;
+                memset(&t, 0, sizeof t);
+                int ev = 0;
+                size_t sz = sizeof ev;
+                if (zmq_getsockopt(sub, ZMQ_EVENTS, &ev, &sz) != 0 || !(ev & ZMQ_POLLIN)) break;
+                if (s_sub_recv(sub, &t)) {
+                    s_emb_on_token(e, &t);
+                    wg_msg_token_clear(&t);
+                }
+            }
+        }
+        while (items[0].revents & ZMQ_POLLIN) {
+            wg_msg_in in;
+            memset(&in, 0, sizeof in);
+            wg_status st = wg_msg_recv(dealer, false, &in, ZMQ_DONTWAIT);
+            if (st == WG_ERR_AGAIN) {
+                wg_msg_in_clear(&in);
+                break;
+            }
+            if (st == WG_OK && in.cmd == WG_CMD_RESULT) {
+                wg_msg_result r;
+                if (wg_msg_result_decode(WG_CMD_RESULT, in.body, in.body_len, &r) == WG_OK) {
+                    s_emb_on_result(e, &r);
+                    wg_msg_result_clear(&r);
+                }
+            } else if (st == WG_OK && in.cmd == WG_CMD_SUBMITTED) {
+                wg_msg_submitted sd;
+                if (wg_msg_submitted_decode(in.body, in.body_len, &sd) == WG_OK) {
+                    pending_replies--;
+                    for (uint32_t q = 0; q < sd.n_items; q++) {
+                        const wg_msg_submitted_item *it = &sd.items[q];
+                        char *endp = NULL;
+                        unsigned long long i = it->custom_id ? strtoull(it->custom_id, &endp, 10) : ~0ull;
+                        if (!it->custom_id || *endp || i >= e->n_jobs) continue;
+                        s_job_t *j = &e->jobs[i];
+                        if (it->accepted) {
+                            free(j->job_id);
+                            j->job_id = it->job_id ? strdup(it->job_id) : NULL;
+                            if (sub && (long)i < e->stream_n && j->job_id) {
+                                char topic[3 + WG_MSG_MAX_ID + 1];
+                                size_t tl = wg_msg_token_topic(j->job_id, topic, sizeof topic);
+                                zmq_setsockopt(sub, ZMQ_SUBSCRIBE, topic, tl);
+                            }
+                        } else if (!j->done) {
+                            s_write_error(e->out, j->custom_id, j->line, it->reason ? it->reason : "rejected");
+                            j->done = true;
+                            e->n_bad++;
+                            e->n_done++;
+                        }
+                    }
+                    wg_msg_submitted_clear(&sd);
+                }
+            } else if (st == WG_OK && in.cmd == WG_CMD_ERROR) {
+                wg_msg_error er;
+                if (wg_msg_error_decode(in.body, in.body_len, &er) == WG_OK) {
+                    fprintf(stderr, "\nwaggle run: the embedded broker refused a request: %s: %s\n",
+                            wg_status_name(er.code), er.reason ? er.reason : "");
+                    wg_msg_error_clear(&er);
+                }
+                wg_msg_in_clear(&in);
+                goto done;
+            }
+            wg_msg_in_clear(&in);
+        }
+        s_emb_stream_advance(e);
+        s_progress(e->prog, e->n_done, e->n_tokens, false);
+    }
+    (void)pending_replies;
+    rc = 0;
+done:
+    if (w) wg_worker_stop(w);
+    if (wt_on) pthread_join(wt, NULL);
+    if (b) wg_broker_stop(b);
+    if (bt_on) pthread_join(bt, NULL);
+    if (dealer) zmq_close(dealer);
+    if (sub) zmq_close(sub);
+    wg_worker_destroy(&w);
+    wg_broker_destroy(&b);
+    zmq_ctx_term(ctx);
+    return rc;
+}
+
 int wg_cmd_run(int argc, char **argv) {
     const char *model_path = NULL, *in_path = NULL, *out_path = NULL;
     long concurrency = 64, threads = 0, stream_n = 0, max_batch = 0;
     size_t kv_budget = 0;
+    bool direct = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -706,6 +1121,8 @@ int wg_cmd_run(int argc, char **argv) {
                 fprintf(stderr, "waggle run: --max-batch-tokens '%s' must be a positive integer\n", val);
                 return 2;
             }
+        } else if (!strcmp(a, "--direct")) {
+            direct = true;
         } else if (!strcmp(a, "--stream")) {
             NEED_VAL;
             if (!s_parse_int(val, 0, 1 << 30, &stream_n)) {
@@ -841,6 +1258,20 @@ int wg_cmd_run(int argc, char **argv) {
     fclose(in);
     in = NULL;
 
+    if (!direct) {
+        s_prog_t eprog = {isatty(2) != 0, s_now(), 0, n_jobs};
+        s_emb_t e = {.jobs = jobs, .n_jobs = n_jobs, .out = &out, .tok = tok, .prog = &eprog, .stream_n = stream_n};
+        if (s_run_embedded(&e, m, model_name, concurrency, threads, kv_budget) != 0) goto done;
+        s_progress(&eprog, e.n_done, e.n_tokens, true);
+        if (eprog.tty) fputc('\n', stderr);
+        double ewall = s_now() - t0;
+        fprintf(stderr,
+                "waggle run: %zu jobs done, %zu bad lines, %zu skipped (already in output); %lld tokens in %.2f s, "
+                "%.1f tok/s\n",
+                e.n_done, n_bad + e.n_bad, n_skipped, e.n_tokens, ewall, ewall > 0 ? (double)e.n_tokens / ewall : 0.0);
+        rc = 0;
+        goto done;
+    }
     wg_sched_cfg_t cfg = wg_sched_defaults();
     cfg.max_seqs = (int32_t)concurrency;
     cfg.n_threads = (int)threads;
