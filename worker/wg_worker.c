@@ -66,6 +66,12 @@ typedef struct s_job {
     size_t n_text, cap_text;    /* bytes used / allocated */
     uint32_t *toks;             /* (n_toks,) generated ids */
     float *lps;                 /* (n_toks,) chosen logprobs when want_lp */
+    uint32_t want_top;          /* top alternatives per token to return (sampling.logprobs) */
+    uint8_t *n_top;             /* (n_toks,) alternatives kept per token when want_top */
+    wg_msg_top_logprob *top;    /* (n_top_total,) alternatives, token-major */
+    size_t n_top_total, cap_top; /* used / allocated entries of top */
+    bool has_end;               /* end_sample holds the token that ended it (not in toks) */
+    wg_sample_t end_sample;     /* that token's sample when want_lp */
     uint32_t n_toks, cap_toks;  /* used / allocated */
     uint32_t prompt_tokens;     /* usage */
     uint32_t completion_tokens; /* usage */
@@ -161,6 +167,8 @@ static void s_job_free(s_job *j) {
     free(j->text);
     free(j->toks);
     free(j->lps);
+    free(j->n_top);
+    free(j->top);
     for (size_t i = j->head; i < j->n_held; i++) wg_msg_buf_free(&j->held[i]);
     free(j->held);
     free(j);
@@ -453,6 +461,20 @@ static void s_finish_job(wg_worker_t *w, s_job *j) {
         r.logprobs = j->lps;
         r.n_logprobs = j->n_toks;
     }
+    if (j->want_top && j->n_top) {
+        r.n_top = j->n_top;
+        r.top = j->top;
+    }
+    if (j->want_lp && j->has_end) {
+        r.has_end = true;
+        r.end_token = (uint32_t)j->end_sample.token;
+        r.end_logprob = j->end_sample.logprob;
+        uint32_t k = j->end_sample.n_top > 0 ? (uint32_t)j->end_sample.n_top : 0;
+        if (k > j->want_top) k = j->want_top;
+        r.end_n_top = k;
+        for (uint32_t q = 0; q < k; q++)
+            r.end_top[q] = (wg_msg_top_logprob){(uint32_t)j->end_sample.top_tokens[q], j->end_sample.top_logprobs[q]};
+    }
     r.finish_reason = (char *)(wg_finish_name(j->finish) ? wg_finish_name(j->finish) : "stop");
     r.prompt_tokens = j->prompt_tokens;
     r.completion_tokens = j->completion_tokens;
@@ -492,7 +514,28 @@ static wg_status s_job_append(s_job *j, const wg_sched_event_t *ev, bool keep_to
             float *nl = realloc(j->lps, nc * sizeof *nl);
             if (!nl) return wg_error(WG_ERR_NOMEM, "worker: %u logprobs", nc);
             j->lps = nl;
+            if (j->want_top) {
+                uint8_t *nn = realloc(j->n_top, nc);
+                if (!nn) return wg_error(WG_ERR_NOMEM, "worker: %u top_logprobs rows", nc);
+                j->n_top = nn;
+            }
             j->cap_toks = nc;
+        }
+        if (j->want_top) {
+            uint32_t k = ev->has_logprobs && ev->sample.n_top > 0 ? (uint32_t)ev->sample.n_top : 0;
+            if (k > j->want_top) k = j->want_top;
+            if (j->n_top_total + k > j->cap_top) {
+                size_t nc = j->cap_top ? j->cap_top * 2 : 64;
+                while (nc < j->n_top_total + k) nc *= 2;
+                wg_msg_top_logprob *nt = realloc(j->top, nc * sizeof *nt);
+                if (!nt) return wg_error(WG_ERR_NOMEM, "worker: %zu top_logprobs", nc);
+                j->top = nt;
+                j->cap_top = nc;
+            }
+            for (uint32_t q = 0; q < k; q++)
+                j->top[j->n_top_total++] =
+                    (wg_msg_top_logprob){(uint32_t)ev->sample.top_tokens[q], ev->sample.top_logprobs[q]};
+            j->n_top[j->n_toks] = (uint8_t)k;
         }
         j->lps[j->n_toks] = ev->sample.logprob;
         j->toks[j->n_toks++] = (uint32_t)ev->token;
@@ -514,6 +557,10 @@ static void s_on_event(wg_worker_t *w, const wg_sched_event_t *ev, int64_t now) 
     bool keep = ev->token >= 0 && !(ev->finish == WG_FINISH_STOP && ev->text_len == 0 &&
                                     s_is_stop_token(w, j, ev->token));
     if (ev->token >= 0) w->st.tokens++;
+    if (!keep && ev->token >= 0 && j->want_lp && ev->has_logprobs) {
+        j->has_end = true;
+        j->end_sample = ev->sample;
+    }
     if (s_job_append(j, ev, keep)) wg_warn(S_MOD, "worker=%s job=%s: %s", w->id, j->job_id, wg_errmsg());
     j->prompt_tokens = (uint32_t)ev->n_prompt;
     j->completion_tokens = (uint32_t)ev->n_generated;
@@ -576,6 +623,21 @@ static s_model *s_model_find(wg_worker_t *w, const char *name, uint32_t *idx) {
 
 /* Tokenize the job's prompt or chat messages. */
 static wg_status s_prompt_ids(const s_model *m, const wg_msg_job *job, int32_t **ids, size_t *n) {
+    if (job->n_prompt_ids) { /* token-id prompt: used verbatim */
+        *ids = malloc(job->n_prompt_ids * sizeof **ids);
+        if (!*ids) return wg_error(WG_ERR_NOMEM, "prompt: %u token ids", job->n_prompt_ids);
+        for (uint32_t i = 0; i < job->n_prompt_ids; i++) {
+            if (job->prompt_ids[i] >= (uint32_t)m->n_vocab) {
+                free(*ids);
+                *ids = NULL;
+                return wg_error(WG_ERR_INVAL, "prompt[%u]: token id %u >= n_vocab %d", i, job->prompt_ids[i],
+                                m->n_vocab);
+            }
+            (*ids)[i] = (int32_t)job->prompt_ids[i];
+        }
+        *n = job->n_prompt_ids;
+        return WG_OK;
+    }
     if (!m->tok) return wg_error(WG_ERR_UNSUPPORTED, "model '%s' has no tokenizer", m->name);
     if (job->prompt) return wg_tok_encode(m->tok, job->prompt, strlen(job->prompt), true, false, ids, n);
     if (m->chat == WG_CHAT_UNKNOWN)
@@ -609,6 +671,7 @@ static void s_start_job(wg_worker_t *w, s_job *j, wg_msg_job *job) {
     j->model = mi;
     wg_status st;
     int32_t *ids = NULL;
+    wg_logit_bias_t *bias = NULL;
     size_t n = 0;
     char reason[WG_MSG_MAX_REASON];
     if ((st = s_prompt_ids(m, job, &ids, &n))) goto fail;
@@ -651,8 +714,25 @@ static void s_start_job(wg_worker_t *w, s_job *j, wg_msg_job *job) {
     req.sampling.frequency_penalty = (float)sp->frequency_penalty;
     req.sampling.has_seed = sp->has_seed;
     req.sampling.seed = sp->seed;
-    req.sampling.logprobs = sp->logprobs > 0;
+    req.sampling.logprobs = sp->logprobs > 0 || sp->chosen_logprob;
     req.sampling.n_logprobs = (int32_t)sp->logprobs;
+    if (job->n_logit_bias) {
+        bias = malloc(job->n_logit_bias * sizeof *bias);
+        if (!bias) {
+            st = wg_error(WG_ERR_NOMEM, "logit_bias");
+            goto fail;
+        }
+        for (uint32_t i = 0; i < job->n_logit_bias; i++) {
+            if (job->logit_bias[i].token_id >= (uint32_t)m->n_vocab) {
+                st = wg_error(WG_ERR_INVAL, "logit_bias[%u]: token id %u >= n_vocab %d", i,
+                              job->logit_bias[i].token_id, m->n_vocab);
+                goto fail;
+            }
+            bias[i] = (wg_logit_bias_t){(int32_t)job->logit_bias[i].token_id, job->logit_bias[i].bias};
+        }
+        req.sampling.logit_bias = bias; /* copied by wg_sched_submit */
+        req.sampling.n_logit_bias = job->n_logit_bias;
+    }
     req.stop = (const char *const *)job->stop;
     req.n_stop = job->n_stop;
     req.stop_ids = j->stop_ids;
@@ -661,14 +741,17 @@ static void s_start_job(wg_worker_t *w, s_job *j, wg_msg_job *job) {
     req.priority = job->priority;
     req.user = j;
     j->stream = job->stream;
-    j->want_lp = sp->logprobs > 0;
+    j->want_lp = sp->logprobs > 0 || sp->chosen_logprob;
+    j->want_top = sp->logprobs;
     if ((st = wg_sched_submit(m->sched, &req, &j->handle))) goto fail;
     free(ids);
+    free(bias);
     w->st.jobs_received++;
     return;
 fail:
     snprintf(reason, sizeof reason, "%s", wg_errmsg());
     free(ids);
+    free(bias);
     /* Bad requests fail for good; resource trouble may succeed elsewhere. */
     s_send_failed(w, j->job_id, st, reason, st == WG_ERR_NOMEM);
     s_job_remove(w, j);
