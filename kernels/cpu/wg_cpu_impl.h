@@ -35,13 +35,13 @@ typedef void (*wg_cpu_tile_fn)(int64_t K, const uint8_t *w, size_t wrow, int nw,
 typedef void (*wg_cpu_prep_fn)(const void *xq, uint8_t *xp, int64_t k);
 
 /* Bytes of one prepared activation row of K values of activation type vt:
- * K unsigned bytes (quant + 128), a float scale per block, then a float sum
- * per block (Q8_1) or an int16 sum per 16 values (Q8_K); padded to 64. */
+ * K unsigned bytes (quant + 128), the K signed quants, a float scale per
+ * block, then an int32 quant sum per block (Q8_0), a float sum per block
+ * (Q8_1) or an int16 sum per 16 values (Q8_K); padded to 64. */
 static inline size_t wg_cpu_xprep_size(wg_type_t vt, int64_t K) {
-    size_t n = (size_t)K;
+    size_t n = 2 * (size_t)K;
     if (vt == WG_TYPE_Q8_K) n += (size_t)K / 256 * 4 + (size_t)K / 16 * 2;
-    else if (vt == WG_TYPE_Q8_1) n += (size_t)K / 32 * 8;
-    else n += (size_t)K / 32 * 4;
+    else n += (size_t)K / 32 * 8;
     return (n + 63) / 64 * 64;
 }
 
