@@ -409,3 +409,135 @@ Test(run, rerun_skips_finished_and_repairs_partial_row) {
     json_decref(third);
     rm_tmp();
 }
+
+/* ---- the default path (embedded broker + worker over inproc://) vs --direct ---- */
+
+/* JSON equality with reals within 1e-5 (logprobs: the batch a token ran in
+ * may round its last bits differently); everything else exact. */
+static bool json_close(json_t *a, json_t *b) {
+    if (!a || !b) return a == b;
+    if (json_is_real(a) && json_is_real(b)) return fabs(json_real_value(a) - json_real_value(b)) <= 1e-5;
+    if (json_typeof(a) != json_typeof(b)) return false;
+    if (json_is_array(a)) {
+        if (json_array_size(a) != json_array_size(b)) return false;
+        for (size_t i = 0; i < json_array_size(a); i++)
+            if (!json_close(json_array_get(a, i), json_array_get(b, i))) return false;
+        return true;
+    }
+    if (json_is_object(a)) {
+        if (json_object_size(a) != json_object_size(b)) return false;
+        const char *k;
+        json_t *v;
+        json_object_foreach(a, k, v) {
+            json_t *w = json_object_get(b, k);
+            if (!w || !json_close(v, w)) return false;
+        }
+        return true;
+    }
+    return json_equal(a, b);
+}
+
+/* Everything of a row that generation decides: choices (text, finish, logprobs) and usage. */
+static json_t *gen_part(json_t *row) {
+    json_t *resp = json_object_get(row, "response");
+    if (json_is_null(resp) || !resp) return json_deep_copy(json_object_get(json_object_get(row, "error"), "message"));
+    json_t *body = json_object_get(resp, "body");
+    return json_pack("{s:O, s:O}", "choices", json_object_get(body, "choices"), "usage", json_object_get(body, "usage"));
+}
+
+Test(run, embedded_broker_path_equals_direct_path_on_forty_mixed_jobs, .timeout = 120) {
+    WG_REQUIRE_CORPUS();
+    mkdir_tmp();
+    enum { N = 40 };
+    char in[512], out_e[512], out_d[512];
+    snprintf(in, sizeof in, "%s/jobs.jsonl", g_dir);
+    snprintf(out_e, sizeof out_e, "%s/embedded.jsonl", g_dir);
+    snprintf(out_d, sizeof out_d, "%s/direct.jsonl", g_dir);
+    FILE *f = fopen(in, "wb");
+    cr_assert_not_null(f);
+    int n_bias = 0, n_ids = 0, n_lp = 0, n_chat = 0;
+    for (int i = 0; i < N; i++) {
+        json_t *body = json_object();
+        const bool chat = i % 5 == 4;
+        if (chat) {
+            n_chat++;
+            json_object_set_new(body, "messages", json_pack("[{s:s, s:s}]", "role", "user", "content", g_words[i % 10]));
+            if (i % 2 == 0) {
+                json_object_set_new(body, "logprobs", json_true());
+                json_object_set_new(body, "top_logprobs", json_integer(i % 4));
+                n_lp++;
+            }
+        } else if (i % 5 == 1) {
+            json_object_set_new(body, "prompt", json_pack("[i, i, i]", 1, 10 + i * 7, 100 + i));
+            n_ids++;
+        } else {
+            json_object_set_new(body, "prompt", json_string(g_words[i % 10]));
+        }
+        if (!chat && i % 3 == 0) {
+            json_object_set_new(body, "logprobs", json_integer(i % 6));
+            n_lp++;
+        }
+        if (i % 4 == 2) {
+            json_object_set_new(body, "logit_bias", json_pack("{s:i, s:f}", "400", -100, "7", 3.5));
+            n_bias++;
+        }
+        if (i % 7 == 3) json_object_set_new(body, "stop", json_pack("[s, s]", ".", "the"));
+        json_object_set_new(body, "max_tokens", json_integer(1 + (i * 11) % 48));
+        json_object_set_new(body, "temperature", json_real(i % 2 ? 0.8 : 0));
+        if (i % 4 == 1) json_object_set_new(body, "seed", json_integer(i * 31));
+        if (i % 6 == 5) json_object_set_new(body, "top_k", json_integer(12));
+        json_t *row = json_pack("{s:s, s:s, s:s, s:o}", "custom_id", "", "method", "POST", "url",
+                                chat ? "/v1/chat/completions" : "/v1/completions", "body", body);
+        char cid[32];
+        snprintf(cid, sizeof cid, "job-%d", i);
+        json_object_set_new(row, "custom_id", json_string(cid));
+        char *s = json_dumps(row, JSON_COMPACT);
+        fprintf(f, "%s\n", s);
+        free(s);
+        json_decref(row);
+    }
+    /* one token id out of range: an error row on both paths */
+    fprintf(f, "{\"custom_id\":\"bad-id\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":[1,99999999]}}\n");
+    fclose(f);
+    cr_assert(n_bias > 0 && n_ids > 0 && n_lp > 0 && n_chat > 0);
+    cr_assert_eq(run_waggle(in, out_e, "--concurrency 8"), 0);
+    cr_assert_eq(run_waggle(in, out_d, "--direct --concurrency 8"), 0);
+    json_t *re = read_rows(out_e), *rd = read_rows(out_d);
+    cr_assert_eq(json_array_size(re), N + 1);
+    cr_assert_eq(json_array_size(rd), N + 1);
+    int with_lp = 0;
+    for (int i = 0; i <= N; i++) {
+        char cid[32];
+        if (i < N) snprintf(cid, sizeof cid, "job-%d", i);
+        else snprintf(cid, sizeof cid, "bad-id");
+        int ce = 0, cd = 0;
+        json_t *a = find_row(re, cid, &ce), *b = find_row(rd, cid, &cd);
+        cr_assert(ce == 1 && cd == 1, "%s: %d/%d rows", cid, ce, cd);
+        json_t *ga = gen_part(a), *gb = gen_part(b);
+        char *sa = json_dumps(ga, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY),
+             *sb = json_dumps(gb, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+        cr_assert(json_close(ga, gb), "%s differs:\nembedded %s\ndirect   %s", cid, sa, sb);
+        /* texts and token strings are exact */
+        json_t *ca = json_object_get(ga, "choices"), *cb = json_object_get(gb, "choices");
+        if (ca) {
+            json_t *a0 = json_array_get(ca, 0), *b0 = json_array_get(cb, 0);
+            json_t *ta = json_object_get(a0, "text"), *tb = json_object_get(b0, "text");
+            if (!ta) ta = json_object_get(json_object_get(a0, "message"), "content");
+            if (!tb) tb = json_object_get(json_object_get(b0, "message"), "content");
+            cr_assert(ta && tb && json_equal(ta, tb), "%s text", cid);
+            json_t *la = json_object_get(json_object_get(a0, "logprobs"), "tokens");
+            json_t *lb = json_object_get(json_object_get(b0, "logprobs"), "tokens");
+            cr_assert(!la == !lb && (!la || json_equal(la, lb)), "%s tokens", cid);
+        }
+        json_t *c0 = json_array_get(json_object_get(ga, "choices"), 0);
+        if (c0 && json_is_object(json_object_get(c0, "logprobs"))) with_lp++;
+        free(sa);
+        free(sb);
+        json_decref(ga);
+        json_decref(gb);
+    }
+    cr_assert_eq(with_lp, n_lp, "every job that asked for logprobs has them (%d of %d)", with_lp, n_lp);
+    json_decref(re);
+    json_decref(rd);
+    rm_tmp();
+}
