@@ -4,6 +4,7 @@
  * batch; attention runs per token over its own sequence in the paged cache.
  * Nothing here reduces across tokens, so results are batch-invariant. */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +35,50 @@ typedef struct {
     float *selw;                   /* [n][n_expert_used] their weights */
     int32_t *rows;                 /* [n] scratch row list */
 } s_fwd_t;
+
+/* Scratch reuse: each thread that runs forward passes keeps one grow-only
+ * buffer (freed when the thread exits), so steady-state decode and prefill
+ * allocate nothing and touch no fresh pages. Per thread rather than per cache
+ * because a forward call is single-owner and a thread runs one at a time; its
+ * size is the largest batch the thread has run. */
+typedef struct {
+    void *buf;   /* 64-byte aligned */
+    size_t cap;  /* bytes */
+} s_arena_t;
+
+static pthread_key_t s_arena_key;
+static pthread_once_t s_arena_once = PTHREAD_ONCE_INIT;
+static bool s_arena_ok;
+
+static void s_arena_free(void *p) {
+    s_arena_t *a = p;
+    if (a) free(a->buf);
+    free(a);
+}
+
+static void s_arena_init(void) { s_arena_ok = pthread_key_create(&s_arena_key, s_arena_free) == 0; }
+
+/* The calling thread's scratch of at least `bytes` (contents undefined), or NULL. */
+static char *s_scratch(size_t bytes) {
+    pthread_once(&s_arena_once, s_arena_init);
+    if (!s_arena_ok) return NULL;
+    s_arena_t *a = pthread_getspecific(s_arena_key);
+    if (!a) {
+        if (!(a = calloc(1, sizeof *a))) return NULL;
+        if (pthread_setspecific(s_arena_key, a) != 0) {
+            free(a);
+            return NULL;
+        }
+    }
+    if (a->cap < bytes) {
+        const size_t cap = (bytes + bytes / 4 + 4095) & ~(size_t)4095;
+        free(a->buf);
+        a->cap = 0;
+        if (!(a->buf = aligned_alloc(64, cap))) return NULL;
+        a->cap = cap;
+    }
+    return a->buf;
+}
 
 static void s_add_bias(float *y, const float *b, int64_t M, int64_t N) {
     if (!b) return;
@@ -394,30 +439,42 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
     const int64_t X = hp->n_expert > 0 ? hp->n_expert : 1;
 
     s_fwd_t f = {.m = m, .be = &wg_backend_cpu, .bctx = pool, .kv = kv, .n = n};
-    float *x = malloc((size_t)(n * E) * sizeof(float));
-    float *cur = malloc((size_t)(n * E) * sizeof(float));
-    float *a_out = malloc((size_t)(n * E) * sizeof(float));
-    float *f_out = malloc((size_t)(n * E) * sizeof(float));
-    f.seq = malloc((size_t)n * sizeof(int32_t));
-    f.pos = malloc((size_t)n * sizeof(int32_t));
-    f.q = malloc((size_t)(n * qd) * sizeof(float));
-    f.k = malloc((size_t)(n * kd) * sizeof(float));
-    f.v = malloc((size_t)(n * vd) * sizeof(float));
-    f.qkv = malloc((size_t)(n * qkv_w) * sizeof(float));
-    f.att = malloc((size_t)(n * od) * sizeof(float));
-    f.g = malloc((size_t)(n * K * ff) * sizeof(float));
-    f.u = malloc((size_t)(n * K * ff) * sizeof(float));
-    f.moe_x = malloc((size_t)(n * K * E) * sizeof(float));
-    f.moe_y = malloc((size_t)(n * K * E) * sizeof(float));
-    f.moe_slots = malloc((size_t)(n * K * E) * sizeof(float));
-    f.router = malloc((size_t)(n * X) * sizeof(float));
-    f.sel = malloc((size_t)(n * K) * sizeof(int32_t));
-    f.selw = malloc((size_t)(n * K) * sizeof(float));
-    f.rows = malloc((size_t)(n * K) * sizeof(int32_t));
-    if (!x || !cur || !a_out || !f_out || !f.seq || !f.pos || !f.q || !f.k || !f.v || !f.qkv || !f.att ||
-        !f.g || !f.u || !f.moe_x || !f.moe_y || !f.moe_slots || !f.router || !f.sel || !f.selw || !f.rows) {
-        st = wg_error(WG_ERR_NOMEM, "forward scratch for %lld tokens", (long long)n);
-        goto done;
+    float *x = NULL, *cur = NULL, *a_out = NULL, *f_out = NULL;
+    /* Scratch rows carved from the thread's grow-only arena: pass 0 sizes,
+     * pass 1 points (64-byte aligned pieces). */
+    char *base = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t off = 0;
+#define S_TAKE(dst, bytes)                                     \
+    do {                                                       \
+        if (base) (dst) = (void *)(base + off);                \
+        off += ((size_t)(bytes) + 63) & ~(size_t)63;           \
+    } while (0)
+        S_TAKE(x, (size_t)(n * E) * sizeof(float));
+        S_TAKE(cur, (size_t)(n * E) * sizeof(float));
+        S_TAKE(a_out, (size_t)(n * E) * sizeof(float));
+        S_TAKE(f_out, (size_t)(n * E) * sizeof(float));
+        S_TAKE(f.seq, (size_t)n * sizeof(int32_t));
+        S_TAKE(f.pos, (size_t)n * sizeof(int32_t));
+        S_TAKE(f.q, (size_t)(n * qd) * sizeof(float));
+        S_TAKE(f.k, (size_t)(n * kd) * sizeof(float));
+        S_TAKE(f.v, (size_t)(n * vd) * sizeof(float));
+        S_TAKE(f.qkv, (size_t)(n * qkv_w) * sizeof(float));
+        S_TAKE(f.att, (size_t)(n * od) * sizeof(float));
+        S_TAKE(f.g, (size_t)(n * K * ff) * sizeof(float));
+        S_TAKE(f.u, (size_t)(n * K * ff) * sizeof(float));
+        S_TAKE(f.moe_x, (size_t)(n * K * E) * sizeof(float));
+        S_TAKE(f.moe_y, (size_t)(n * K * E) * sizeof(float));
+        S_TAKE(f.moe_slots, (size_t)(n * K * E) * sizeof(float));
+        S_TAKE(f.router, (size_t)(n * X) * sizeof(float));
+        S_TAKE(f.sel, (size_t)(n * K) * sizeof(int32_t));
+        S_TAKE(f.selw, (size_t)(n * K) * sizeof(float));
+        S_TAKE(f.rows, (size_t)(n * K) * sizeof(int32_t));
+#undef S_TAKE
+        if (pass == 0 && !(base = s_scratch(off))) {
+            st = wg_error(WG_ERR_NOMEM, "forward scratch of %zu bytes for %lld tokens", off, (long long)n);
+            goto done;
+        }
     }
     const uint32_t fl = m->arch->flags;
     const wg_type_traits_t *etr = wg_type_traits(m->tok_embd.type);
@@ -476,25 +533,5 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
         if (next[s] >= 0) wg_kv_seq_set_len(kv, s, next[s]);
 done:
     free(next);
-    free(x);
-    free(cur);
-    free(a_out);
-    free(f_out);
-    free(f.seq);
-    free(f.pos);
-    free(f.q);
-    free(f.k);
-    free(f.v);
-    free(f.qkv);
-    free(f.att);
-    free(f.g);
-    free(f.u);
-    free(f.moe_x);
-    free(f.moe_y);
-    free(f.moe_slots);
-    free(f.router);
-    free(f.sel);
-    free(f.selw);
-    free(f.rows);
     return st;
 }
