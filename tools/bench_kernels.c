@@ -5,7 +5,13 @@
  *
  * The weights are cycled through enough copies to fill --mem-mb so each run
  * reads them from DRAM, not from a warm last-level cache (the figure a real
- * model, gigabytes of weights, sees). Times are medians after warm-up. */
+ * model, gigabytes of weights, sees). Times are medians after warm-up.
+ *
+ * The compute roofline is measured too: a loop of independent 8-bit dot
+ * instructions (vpdpbusd on 256-bit and, where the CPU has it, 512-bit
+ * registers; maddubs+madd on AVX2-only CPUs) on every thread, the integer
+ * peak the quantized kernels' inner loops run on. Each M=32 result reports
+ * its GFLOP/s as a fraction of that peak (compute_frac). */
 #include "bench_kernels.h"
 
 #include <immintrin.h>
@@ -32,6 +38,8 @@ typedef struct {
     int64_t K, N;                    /* --k, --n */
     int reps;                        /* --reps timed runs per point */
     size_t mem_bytes;                /* --mem-mb buffer for bandwidth and weight copies */
+    double peak[S_MAX_LIST];         /* measured 256-bit int8 GOPS per thread count (best) */
+    double peak512[S_MAX_LIST];      /* same with 512-bit registers (0 if unavailable) */
 } s_opts;
 
 typedef struct {
@@ -42,6 +50,8 @@ typedef struct {
     double wgbs;       /* weight bytes / time, GB/s */
     double gflops;     /* 2*M*N*K / time */
     double frac;       /* wgbs / measured read bandwidth at this thread count */
+    double cfrac;      /* gflops / measured 256-bit int8 peak at this thread count */
+    double cfrac512;   /* gflops / measured 512-bit int8 peak (0 without AVX-512 VNNI) */
 } s_result;
 
 static double s_now(void) {
@@ -135,6 +145,103 @@ static double s_read_bw(const uint8_t *buf, size_t bytes, int nth, int reps, dou
     return (double)(chunk * (size_t)nth) / med / 1e9;
 }
 
+/* ---- int8 compute peak ---- */
+
+#define S_PEAK_ACC 12        /* independent accumulators: covers latency x throughput */
+#define S_PEAK_ITERS 200000  /* loop trips per thread per run */
+
+typedef struct {
+    int width;            /* 256 or 512 */
+    uint64_t sums[64];    /* per-thread result, so the loop is not elided */
+} s_pk;
+
+/* Twelve named accumulators (an array would be kept in memory at -O2). */
+#define S_PEAK_BODY(T, OP, INIT, X)                                                      \
+    T a0 = INIT(0), a1 = INIT(1), a2 = INIT(2), a3 = INIT(3), a4 = INIT(4), a5 = INIT(5), \
+      a6 = INIT(6), a7 = INIT(7), a8 = INIT(8), a9 = INIT(9), a10 = INIT(10),             \
+      a11 = INIT(11);                                                                    \
+    for (int it = 0; it < S_PEAK_ITERS; it++) {                                          \
+        a0 = OP(a0); a1 = OP(a1); a2 = OP(a2); a3 = OP(a3); a4 = OP(a4); a5 = OP(a5);    \
+        a6 = OP(a6); a7 = OP(a7); a8 = OP(a8); a9 = OP(a9); a10 = OP(a10); a11 = OP(a11); \
+        __asm__ volatile("" : "+" X(a0), "+" X(a1), "+" X(a2), "+" X(a3));                \
+    }
+
+__attribute__((target("avx2,avx512f,avx512vl,avx512vnni"))) static uint64_t s_peak_vnni256(void) {
+    const __m256i x = _mm256_set1_epi8(3), y = _mm256_set1_epi8(-5);
+#define S_OP(a) _mm256_dpbusd_epi32(a, x, y)
+    S_PEAK_BODY(__m256i, S_OP, _mm256_set1_epi32, "x")
+#undef S_OP
+    const __m256i s = _mm256_add_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)),
+                         _mm256_add_epi32(_mm256_add_epi32(a4, a5), _mm256_add_epi32(a6, a7))),
+        _mm256_add_epi32(_mm256_add_epi32(a8, a9), _mm256_add_epi32(a10, a11)));
+    return (uint64_t)(uint32_t)_mm256_extract_epi32(s, 0);
+}
+
+__attribute__((target("avx2,avx512f,avx512vl,avx512vnni"))) static uint64_t s_peak_vnni512(void) {
+    const __m512i x = _mm512_set1_epi8(3), y = _mm512_set1_epi8(-5);
+#define S_OP(a) _mm512_dpbusd_epi32(a, x, y)
+    S_PEAK_BODY(__m512i, S_OP, _mm512_set1_epi32, "v")
+#undef S_OP
+    const __m512i s = _mm512_add_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
+                         _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7))),
+        _mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)));
+    return (uint64_t)(uint32_t)_mm512_reduce_add_epi32(s);
+}
+
+/* AVX2 without VNNI: maddubs + madd + add per 32 byte products. */
+__attribute__((target("avx2"))) static uint64_t s_peak_avx2(void) {
+    const __m256i x = _mm256_set1_epi8(3), y = _mm256_set1_epi8(-5), one = _mm256_set1_epi16(1);
+#define S_OP(a) _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), one))
+    S_PEAK_BODY(__m256i, S_OP, _mm256_set1_epi32, "x")
+#undef S_OP
+    const __m256i s = _mm256_add_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)),
+                         _mm256_add_epi32(_mm256_add_epi32(a4, a5), _mm256_add_epi32(a6, a7))),
+        _mm256_add_epi32(_mm256_add_epi32(a8, a9), _mm256_add_epi32(a10, a11)));
+    return (uint64_t)(uint32_t)_mm256_extract_epi32(s, 0);
+}
+
+static int s_has_vnni(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vnni");
+}
+
+static void s_peak_job(void *arg, int ith, int nth) {
+    (void)nth;
+    s_pk *p = arg;
+    uint64_t v = 0;
+    if (p->width == 512) v = s_peak_vnni512();
+    else if (s_has_vnni()) v = s_peak_vnni256();
+    else if (__builtin_cpu_supports("avx2")) v = s_peak_avx2();
+    p->sums[ith & 63] += v;
+}
+
+/* Best-of-reps int8 GOPS (2 ops per byte product) with nth threads, at the
+ * given register width; 0 when the CPU cannot run it. *med gets the median. */
+static double s_int8_peak(int nth, int width, int reps, double *med) {
+    *med = 0.0;
+    if (width == 512 && !s_has_vnni()) return 0.0;
+    if (width == 256 && !s_has_vnni() && !__builtin_cpu_supports("avx2")) return 0.0;
+    wg_pool_t *pool = wg_pool_new(nth);
+    if (!pool) return 0.0;
+    s_pk p = {.width = width};
+    double t[64];
+    if (reps > 64) reps = 64;
+    wg_pool_run(pool, s_peak_job, &p); /* warm-up (and clock ramp) */
+    for (int i = 0; i < reps; i++) {
+        const double t0 = s_now();
+        wg_pool_run(pool, s_peak_job, &p);
+        t[i] = s_now() - t0;
+    }
+    wg_pool_destroy(&pool);
+    const double ops = 2.0 * (width / 8) * (double)S_PEAK_ACC * S_PEAK_ITERS * nth;
+    *med = ops / s_median(t, reps) / 1e9; /* sorts t */
+    return ops / t[0] / 1e9;
+}
+
 /* ---- matmul ---- */
 
 static float s_randf(uint64_t *s) {
@@ -213,10 +320,13 @@ static int s_bench_type(const s_opts *o, wg_type_t t, const double *bw, s_result
             x->wgbs = (double)wbytes / sec / 1e9;
             x->gflops = 2.0 * M * (double)N * (double)K / sec / 1e9;
             x->frac = bw[ti] > 0 ? x->wgbs / bw[ti] : 0.0;
+            x->cfrac = o->peak[ti] > 0 ? x->gflops / o->peak[ti] : 0.0;
+            x->cfrac512 = o->peak512[ti] > 0 ? x->gflops / o->peak512[ti] : 0.0;
             if (!o->json)
                 printf("%-7s M=%-3d threads=%d  %9.3f ms (min %.3f)  %7.2f GB/s  %8.2f GFLOP/s  %5.1f%% of "
-                       "start read bw\n",
-                       x->type, x->M, x->threads, x->ms, x->ms_min, x->wgbs, x->gflops, 100.0 * x->frac);
+                       "start read bw  %5.1f%% of int8 peak\n",
+                       x->type, x->M, x->threads, x->ms, x->ms_min, x->wgbs, x->gflops, 100.0 * x->frac,
+                       100.0 * x->cfrac);
             fflush(stdout);
         }
     }
@@ -253,7 +363,8 @@ static void s_usage(FILE *f) {
             "                            [--m 1,32] [--k 4096] [--n 4096] [--reps 15]\n"
             "                            [--mem-mb 1024]\n"
             "Times wg_k_matmul_cpu (Y = X @ W^T, W N x K of each type) and reports weight\n"
-            "GB/s, GFLOP/s and the fraction of the measured memory read bandwidth.\n");
+            "GB/s, GFLOP/s, the fraction of the measured memory read bandwidth and the\n"
+            "fraction of the measured int8 dot-product peak (compute roofline).\n");
 }
 
 int wg_bench_kernels(int argc, char **argv) {
@@ -317,6 +428,15 @@ int wg_bench_kernels(int argc, char **argv) {
      * processes on a shared machine can depress either. */
     double bw[S_MAX_LIST] = {0}, bw_best[S_MAX_LIST] = {0};
     if (s_measure_bw(&o, bw, bw_best) != 0) return 1;
+    for (int ti = 0; ti < o.n_threads; ti++) {
+        double m256, m512;
+        o.peak[ti] = s_int8_peak(o.threads[ti], 256, 7, &m256);
+        o.peak512[ti] = s_int8_peak(o.threads[ti], 512, 7, &m512);
+        if (!o.json)
+            printf("int8 peak, %d thread%s: 256-bit best %.1f GOPS (median %.1f), 512-bit best %.1f "
+                   "GOPS (median %.1f)\n",
+                   o.threads[ti], o.threads[ti] > 1 ? "s" : "", o.peak[ti], m256, o.peak512[ti], m512);
+    }
     if (!o.json) printf("simd=%s K=%ld N=%ld\n", wg_cpu_simd_name(), (long)o.K, (long)o.N);
 
     s_result *res = calloc((size_t)(o.n_types * o.n_ms * o.n_threads) + 1, sizeof *res);
@@ -342,13 +462,20 @@ int wg_bench_kernels(int argc, char **argv) {
         printf("},\"read_bw_best_gbs\":{");
         for (int ti = 0; ti < o.n_threads; ti++)
             printf("%s\"%d\":%.3f", ti ? "," : "", o.threads[ti], bw_best[ti]);
+        printf("},\"int8_peak_gops\":{");
+        for (int ti = 0; ti < o.n_threads; ti++)
+            printf("%s\"%d\":%.1f", ti ? "," : "", o.threads[ti], o.peak[ti]);
+        printf("},\"int8_peak_512_gops\":{");
+        for (int ti = 0; ti < o.n_threads; ti++)
+            printf("%s\"%d\":%.1f", ti ? "," : "", o.threads[ti], o.peak512[ti]);
         printf("},\"mem_mb\":%zu},\"K\":%ld,\"N\":%ld,\"results\":[", o.mem_bytes >> 20,
                (long)o.K, (long)o.N);
         for (int i = 0; i < n_res; i++)
             printf("%s\n{\"type\":\"%s\",\"M\":%d,\"threads\":%d,\"ms\":%.4f,\"ms_min\":%.4f,\"weight_gbs\":%.3f,"
-                   "\"gflops\":%.3f,\"roofline_frac\":%.4f}",
+                   "\"gflops\":%.3f,\"roofline_frac\":%.4f,\"compute_frac\":%.4f,"
+                   "\"compute_frac_512\":%.4f}",
                    i ? "," : "", res[i].type, res[i].M, res[i].threads, res[i].ms, res[i].ms_min, res[i].wgbs,
-                   res[i].gflops, res[i].frac);
+                   res[i].gflops, res[i].frac, res[i].cfrac, res[i].cfrac512);
         printf("]}\n");
     }
     free(res);
