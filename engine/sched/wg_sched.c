@@ -107,6 +107,13 @@ static size_t s_kv_token_bytes(const wg_hparams_t *hp) {
            sizeof(float);
 }
 
+/* Default cache of a recurrent model (mamba, rwkv): one fixed-size state per
+ * running sequence, so max_seqs states (a running sequence never needs more;
+ * admission waits for a free state, and a preempted one restarts from zero). */
+static size_t s_recurrent_budget(const wg_model_t *m, int32_t max_seqs) {
+    return (size_t)max_seqs * wg_model_state_bytes(m);
+}
+
 wg_sched_t *wg_sched_new(const wg_model_t *model, const wg_tok_t *tok, const wg_sched_cfg_t *cfg) {
     WG_ASSERT(model);
     const wg_hparams_t *hp = wg_model_hparams(model);
@@ -136,6 +143,7 @@ wg_sched_t *wg_sched_new(const wg_model_t *model, const wg_tok_t *tok, const wg_
         int64_t ctx = hp->n_ctx_train > 0 && hp->n_ctx_train < 1024 ? hp->n_ctx_train : 1024;
         size_t b = (size_t)c.max_seqs * (size_t)ctx * s_kv_token_bytes(hp);
         c.kv_budget_bytes = b < ((size_t)1 << 30) ? b : ((size_t)1 << 30);
+        if (hp->recurrent) c.kv_budget_bytes = s_recurrent_budget(model, c.max_seqs);
     }
     wg_sched_t *s = calloc(1, sizeof *s);
     if (!s) {

@@ -106,6 +106,10 @@ Test(forward, batched_equals_alone_moe) { s_batched_equals_alone("models/llama-m
 Test(forward, batched_equals_alone_qwen3) { s_batched_equals_alone("models/qwen3/qwen3-f32.gguf"); }
 Test(forward, batched_equals_alone_gemma2_swa) { s_batched_equals_alone("models/gemma2/gemma2-Q8_0.gguf"); }
 Test(forward, batched_equals_alone_deepseek2_mla) { s_batched_equals_alone("models/deepseek2/deepseek2-Q4_0.gguf"); }
+/* Recurrent families: the scan/shift of each sequence runs in batch order over its own state. */
+Test(forward, batched_equals_alone_mamba) { s_batched_equals_alone("models/mamba/mamba-f32.gguf"); }
+Test(forward, batched_equals_alone_rwkv6) { s_batched_equals_alone("models/rwkv6/rwkv6-f32.gguf"); }
+Test(forward, batched_equals_alone_rwkv7) { s_batched_equals_alone("models/rwkv7/rwkv7-f32.gguf"); }
 
 static void s_chunked_equals_one_chunk(const char *rel) {
     WG_REQUIRE_CORPUS();
@@ -129,6 +133,9 @@ static void s_chunked_equals_one_chunk(const char *rel) {
 Test(forward, chunked_prefill_equals_one_chunk_f32) { s_chunked_equals_one_chunk("models/llama/llama-f32.gguf"); }
 Test(forward, chunked_prefill_equals_one_chunk_q4_0) { s_chunked_equals_one_chunk("models/llama/llama-Q4_0.gguf"); }
 Test(forward, chunked_prefill_equals_one_chunk_qwen2_bf16) { s_chunked_equals_one_chunk("models/qwen2/qwen2-BF16.gguf"); }
+Test(forward, chunked_prefill_equals_one_chunk_mamba) { s_chunked_equals_one_chunk("models/mamba/mamba-f32.gguf"); }
+Test(forward, chunked_prefill_equals_one_chunk_rwkv6) { s_chunked_equals_one_chunk("models/rwkv6/rwkv6-f32.gguf"); }
+Test(forward, chunked_prefill_equals_one_chunk_rwkv7) { s_chunked_equals_one_chunk("models/rwkv7/rwkv7-f32.gguf"); }
 
 static void s_twins(const char *gguf, const char *hf) {
     WG_REQUIRE_CORPUS();
