@@ -290,3 +290,61 @@ Test(forward, llama3_rope_scaling_hf_config_equals_gguf_rope_freqs) {
     unlink(gpath);
     rmdir(dir);
 }
+
+/* Yi runs as llama: its HF config differs from the corpus llama only in
+ * hyper-parameters (rope_theta 5e6, vocabulary, head counts). An HF directory
+ * with Yi's rope_theta over the llama weights must equal the GGUF carrying
+ * llama.rope.freq_base = 5e6, and differ from the base-1e4 model (so the value
+ * is really read from config.json). */
+Test(forward, hf_yi_config_equals_gguf_twin) {
+    WG_REQUIRE_CORPUS();
+    wg_gguf_t *g = NULL;
+    cr_assert_eq(wg_gguf_open(wg_test_corpus("models/llama/llama-f32.gguf"), &g), WG_OK);
+    wg_gguf_writer_t *w = wg_gguf_writer_new();
+    for (int64_t i = 0; i < wg_gguf_n_kv(g); i++)
+        cr_assert_eq(wg_gguf_writer_set_value(w, wg_gguf_kv_key(g, i), wg_gguf_kv_value(g, i)), WG_OK);
+    cr_assert_eq(wg_gguf_writer_set_f32(w, "llama.rope.freq_base", 5000000.0f), WG_OK);
+    for (int64_t i = 0; i < wg_gguf_n_tensors(g); i++) {
+        const wg_gguf_tensor_t *t = wg_gguf_tensor(g, i);
+        cr_assert_eq(wg_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data), WG_OK);
+    }
+    char dir[] = "/tmp/wg_yi_XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char gpath[4200], cpath[4200], spath[4200], target[4200];
+    snprintf(gpath, sizeof gpath, "%s/m.gguf", dir);
+    cr_assert_eq(wg_gguf_writer_write(w, gpath), WG_OK, "%s", wg_errmsg());
+    wg_gguf_writer_destroy(&w);
+    wg_gguf_close(&g);
+    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+    FILE *f = fopen(cpath, "w");
+    fprintf(f, "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"vocab_size\":320,"
+               "\"hidden_size\":256,\"intermediate_size\":512,\"num_hidden_layers\":2,\"num_attention_heads\":4,"
+               "\"num_key_value_heads\":2,\"rms_norm_eps\":1e-05,\"rope_theta\":5000000.0,"
+               "\"max_position_embeddings\":4096,\"tie_word_embeddings\":false,\"bos_token_id\":1,"
+               "\"eos_token_id\":2,\"hidden_act\":\"silu\"}");
+    fclose(f);
+    snprintf(spath, sizeof spath, "%s/model.safetensors", dir);
+    snprintf(target, sizeof target, "%s", wg_test_corpus("hf/llama/model.safetensors"));
+    cr_assert_eq(symlink(target, spath), 0);
+    wg_model_t *a = s_load("models/llama/llama-f32.gguf"), *b = NULL, *c = NULL;
+    cr_assert_eq(wg_model_load(gpath, &b), WG_OK, "%s", wg_errmsg());
+    cr_assert_eq(wg_model_load(dir, &c), WG_OK, "%s", wg_errmsg());
+    cr_assert_eq(wg_model_hparams(c)->rope_base, 5000000.0f);
+    cr_assert_str_eq(wg_model_hparams(c)->arch, "llama");
+    int32_t ids[12];
+    s_prompt(ids, 12, 5, 320);
+    float *la = s_run_chunked(a, ids, 12, 12, 1), *lb = s_run_chunked(b, ids, 12, 12, 1);
+    float *lc = s_run_chunked(c, ids, 12, 12, 1);
+    cr_assert(memcmp(lb, lc, 12 * 320 * sizeof(float)) == 0, "HF Yi-style config vs GGUF freq_base 5e6 differ");
+    cr_assert(memcmp(la, lb, 12 * 320 * sizeof(float)) != 0, "rope base had no effect");
+    free(la);
+    free(lb);
+    free(lc);
+    wg_model_free(&a);
+    wg_model_free(&b);
+    wg_model_free(&c);
+    unlink(spath);
+    unlink(cpath);
+    unlink(gpath);
+    rmdir(dir);
+}
