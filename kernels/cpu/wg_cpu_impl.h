@@ -24,11 +24,10 @@ typedef void (*wg_cpu_vdot_fn)(int64_t k, const void *w, const void *xq, size_t 
 typedef void (*wg_cpu_quant_fn)(const float *x, void *y, int64_t k);
 
 /* A tile kernel computes y[m*ldy + i] = dot(weight row i, activation row m)
- * for i < nw (1..WG_CPU_TILE_N rows, w row i at w + i*wrow) and m < M, from
+ * for i < nw (1..tile_n rows, w row i at w + i*wrow) and m < M, from
  * prepared activation rows (xp + m*xps, see wg_cpu_xprep_size). Each weight
  * chunk is unpacked once and used for all M rows; every output follows the
  * same float operation sequence whatever M, nw or the tile position. */
-#define WG_CPU_TILE_N 8
 typedef void (*wg_cpu_tile_fn)(int64_t K, const uint8_t *w, size_t wrow, int nw,
                                const uint8_t *xp, size_t xps, int64_t M, float *y, int64_t ldy);
 /* Prepare one quantized activation row (vec_dot_type blocks) for tile kernels. */
@@ -52,6 +51,7 @@ typedef struct {
     wg_cpu_quant_fn quant[WG_TYPE_COUNT];  /* by activation (vec_dot) type; NULL = ref */
     wg_cpu_tile_fn tile[WG_TYPE_COUNT];    /* by weight type; preferred over vdot */
     wg_cpu_prep_fn prep[WG_TYPE_COUNT];    /* by activation type, for tile kernels */
+    int tile_n;                            /* weight rows per tile kernel call (8 or 16) */
 } wg_cpu_kernels_t;
 
 /* Fill `k` with the kernels of one SIMD level (defined in wg_vec_x86.c builds). */

@@ -139,12 +139,13 @@ static void s_dot_rows(void *arg, int ith, int nth) {
     (void)nth;
     s_mm *c = arg;
     if (c->tile) {
-        const int64_t n_tiles = (c->N + WG_CPU_TILE_N - 1) / WG_CPU_TILE_N;
+        const int64_t tn = s_kern.tile_n;
+        const int64_t n_tiles = (c->N + tn - 1) / tn;
         for (;;) {
             const int64_t t = atomic_fetch_add_explicit(&c->next_tile, 1, memory_order_relaxed);
             if (t >= n_tiles) break;
-            const int64_t nb = t * WG_CPU_TILE_N;
-            const int nw = (int)(c->N - nb < WG_CPU_TILE_N ? c->N - nb : WG_CPU_TILE_N);
+            const int64_t nb = t * tn;
+            const int nw = (int)(c->N - nb < tn ? c->N - nb : tn);
             c->tile(c->K, c->W + (size_t)nb * c->wrow, c->wrow, nw, c->xp, c->xps, c->M, c->Y + nb,
                     c->N);
         }
