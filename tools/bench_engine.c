@@ -1,8 +1,23 @@
 /* waggle bench engine — throughput and latency of the continuous-batching
- * engine at several concurrencies, against the matrix-product roofline.
+ * engine at several concurrencies, against the matrix-product roofline; or,
+ * with --single, one sequence's prefill and decode speed per thread count
+ * against the memory roofline (issue 3).
  *
  *   waggle bench -m MODEL [--concurrency 1,8,32,64] [--prompt-len 128]
  *                [--gen-len 128] [--threads 2] [--json]
+ *   waggle bench -m MODEL --single [--threads 1,2] [--prompt-len 128]
+ *                [--gen-len 64] [--reps 3] [--mem-mb 512] [--json]
+ *
+ * --single: a wg_session (batch 1) prefills P random tokens in one call,
+ * then decodes G tokens one step at a time (greedy), `reps` times per thread
+ * count; medians are reported with every run. The roofline is the decode
+ * speed if each step only had to read its bytes once from DRAM: bytes per
+ * token (every weight matrix a step multiplies — not the embedding lookup —
+ * plus the K/V read at the mean decode position) over the read bandwidth
+ * measured in the same process before and after the runs with the kernel
+ * bench's STREAM-style loop (best of both). Peak RSS is VmHWM over the
+ * engine runs (the high-water mark is reset after the first bandwidth
+ * buffer is freed).
  *
  * Per concurrency C: C requests of random prompt tokens (greedy, EOS
  * ignored) are submitted at once and run to the end. Reported: aggregate
@@ -21,10 +36,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine/formats/wg_gguf.h"
 #include "engine/model/wg_model.h"
 #include "engine/sched/wg_sched.h"
+#include "bench_membw.h"
 #include "kernels/cpu/wg_cpu.h"
 #include "waggle.h"
 
@@ -221,15 +238,221 @@ static int s_bench_one(const wg_model_t *m, int32_t C, int32_t P, int32_t G, int
     return 0;
 }
 
+/* ---- --single: one sequence, per thread count, against the memory roofline ---- */
+
+/* Bytes one decode step reads from the weights: every matrix multiplied per
+ * token (token_embd only when it doubles as the output matrix) and 1-D
+ * tensors (norms, biases). Falls back to the model's weight bytes for an HF
+ * directory. */
+static double s_bytes_per_token(const wg_model_t *m) {
+    const wg_gguf_t *g = wg_model_gguf(m);
+    if (!g) return (double)wg_model_weight_bytes(m);
+    const bool has_output = wg_gguf_find_tensor(g, "output.weight") != NULL;
+    double b = 0;
+    for (int64_t i = 0; i < wg_gguf_n_tensors(g); i++) {
+        const wg_gguf_tensor_t *t = wg_gguf_tensor(g, i);
+        if (strcmp(t->name, "token_embd.weight") == 0 && has_output) continue;
+        b += (double)t->nbytes;
+    }
+    return b;
+}
+
+/* VmHWM of this process in bytes (0 when /proc is unavailable). */
+static size_t s_peak_rss(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %zu kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024;
+}
+
+/* Reset VmHWM to the current RSS (Linux >= 4.0); false when refused. */
+static bool s_reset_peak_rss(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return false;
+    const bool ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+static double s_median_d(double *v, int n) {
+    double t[64];
+    if (n > 64) n = 64;
+    memcpy(t, v, (size_t)n * sizeof *t);
+    qsort(t, (size_t)n, sizeof *t, s_cmp_d);
+    return n == 0 ? 0 : n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+typedef struct {
+    int threads;              /* pool size */
+    int reps;                 /* runs */
+    double prefill[64];       /* tokens/s per run */
+    double decode[64];        /* tokens/s per run */
+    double dec_cpu[64];       /* process CPU seconds / (wall seconds * threads) while decoding, per run */
+    double step_ms_p50;       /* median decode step over all runs */
+    double bw_med[2];         /* GB/s, median: before, after */
+    double bw_best[2];        /* GB/s, best: before, after */
+} s_single_t;
+
+/* CPU seconds used by every thread of the process so far. */
+static double s_cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int32_t s_argmax(const float *x, int32_t n) {
+    int32_t b = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+static int s_single_run(const wg_model_t *m, int32_t P, int32_t G, s_single_t *r) {
+    const wg_hparams_t *hp = wg_model_hparams(m);
+    wg_session_t *s = wg_session_new(m, r->threads, P + G + 1);
+    int32_t *prompt = malloc((size_t)P * sizeof *prompt);
+    double *steps = malloc((size_t)r->reps * (size_t)G * sizeof *steps);
+    if (!s || !prompt || !steps) {
+        fprintf(stderr, "waggle bench: session: %s\n", s ? "out of memory" : wg_errmsg());
+        wg_session_free(&s);
+        free(prompt);
+        free(steps);
+        return -1;
+    }
+    uint64_t rng = 0x853c49e6748fea9bull;
+    for (int32_t k = 0; k < P; k++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        prompt[k] = (int32_t)((rng >> 33) % (uint64_t)hp->n_vocab);
+    }
+    size_t n_steps = 0;
+    /* One untimed warm-up run pages the weights in and grows the scratch. */
+    for (int rep = -1; rep < r->reps; rep++) {
+        if (wg_session_truncate(s, 0) != WG_OK) goto fail;
+        double t0 = s_now();
+        if (wg_session_eval(s, prompt, P, false, NULL) != WG_OK) goto fail;
+        const double tp = s_now() - t0;
+        int32_t tok = s_argmax(wg_session_logits(s), hp->n_vocab);
+        const double td0 = s_now(), c0 = s_cpu_now();
+        for (int32_t i = 0; i < G; i++) {
+            const double ts = s_now();
+            if (wg_session_eval(s, &tok, 1, false, NULL) != WG_OK) goto fail;
+            tok = s_argmax(wg_session_logits(s), hp->n_vocab);
+            if (rep >= 0) steps[n_steps++] = (s_now() - ts) * 1e3;
+        }
+        const double td = s_now() - td0, tc = s_cpu_now() - c0;
+        if (rep < 0) continue;
+        r->dec_cpu[rep] = tc / (td * r->threads);
+        r->prefill[rep] = (double)P / tp;
+        r->decode[rep] = (double)G / td;
+    }
+    qsort(steps, n_steps, sizeof *steps, s_cmp_d);
+    r->step_ms_p50 = s_pct(steps, n_steps, 50);
+    wg_session_free(&s);
+    free(prompt);
+    free(steps);
+    return 0;
+fail:
+    fprintf(stderr, "waggle bench: eval: %s\n", wg_errmsg());
+    wg_session_free(&s);
+    free(prompt);
+    free(steps);
+    return -1;
+}
+
+static int s_bench_single(const char *model, const wg_model_t *m, const int *threads, int n_threads, int32_t P,
+                          int32_t G, int reps, size_t mem_bytes, bool json) {
+    const wg_hparams_t *hp = wg_model_hparams(m);
+    s_single_t res[16];
+    memset(res, 0, sizeof res);
+    for (int i = 0; i < n_threads; i++) {
+        res[i].threads = threads[i];
+        res[i].reps = reps;
+        res[i].bw_med[0] = wg_bench_read_bw(mem_bytes, threads[i], 9, &res[i].bw_best[0]);
+    }
+    const bool hwm_reset = s_reset_peak_rss();
+    for (int i = 0; i < n_threads; i++) {
+        if (s_single_run(m, P, G, &res[i]) != 0) return 1;
+        if (!json) fprintf(stderr, "%d thread%s done\n", threads[i], threads[i] > 1 ? "s" : "");
+    }
+    const size_t rss = s_peak_rss();
+    for (int i = 0; i < n_threads; i++)
+        res[i].bw_med[1] = wg_bench_read_bw(mem_bytes, threads[i], 9, &res[i].bw_best[1]);
+    const double wbytes = s_bytes_per_token(m);
+    /* K and V of every layer at the mean decode position, F32. */
+    const double kv_tok = (double)hp->n_layer * hp->n_head_kv * (hp->head_dim + hp->head_dim_v) * 4.0;
+    const double kvbytes = kv_tok * ((double)P + (double)G / 2.0);
+    const double bpt = wbytes + kvbytes;
+    double load[3] = {0, 0, 0};
+    if (getloadavg(load, 3) != 3) load[0] = load[1] = load[2] = -1;
+
+    json_t *rows = json_array();
+    for (int i = 0; i < n_threads; i++) {
+        s_single_t *r = &res[i];
+        const double bw = r->bw_best[0] > r->bw_best[1] ? r->bw_best[0] : r->bw_best[1];
+        const double roof = bw > 0 ? bw * 1e9 / bpt : 0;
+        const double dec = s_median_d(r->decode, reps);
+        json_t *pf = json_array(), *dc = json_array(), *cu = json_array();
+        for (int k = 0; k < reps; k++) {
+            json_array_append_new(pf, json_real(r->prefill[k]));
+            json_array_append_new(dc, json_real(r->decode[k]));
+            json_array_append_new(cu, json_real(r->dec_cpu[k]));
+        }
+        json_array_append_new(
+            rows, json_pack("{s:i, s:f, s:o, s:f, s:o, s:o, s:f, s:[f,f], s:[f,f], s:f, s:f}", "threads", r->threads,
+                            "prefill_tok_s", s_median_d(r->prefill, reps), "prefill_tok_s_runs", pf, "decode_tok_s",
+                            dec, "decode_tok_s_runs", dc, "decode_cpu_share_runs", cu, "decode_step_ms_p50",
+                            r->step_ms_p50,
+                            "read_bw_gbs_median_before_after", r->bw_med[0], r->bw_med[1],
+                            "read_bw_gbs_best_before_after", r->bw_best[0], r->bw_best[1], "roofline_decode_tok_s",
+                            roof, "decode_vs_roofline", roof > 0 ? dec / roof : 0.0));
+    }
+    json_t *doc = json_pack("{s:s, s:s, s:s, s:I, s:f, s:f, s:f, s:i, s:i, s:i, s:s, s:i, s:i, s:i, s:I, s:b, s:[f,f,f], s:o}",
+                            "mode", "single", "model", model, "arch", hp->arch, "weight_bytes",
+                            (json_int_t)wg_model_weight_bytes(m), "weight_bytes_per_token", wbytes,
+                            "kv_bytes_per_token_mean", kvbytes, "bytes_per_token", bpt, "n_layer", hp->n_layer,
+                            "n_embd", hp->n_embd, "n_vocab", hp->n_vocab, "simd", wg_cpu_simd_name(), "prompt_len",
+                            (int)P, "gen_len", (int)G, "reps", reps, "peak_rss_bytes", (json_int_t)rss,
+                            "peak_rss_excludes_bw_buffer", hwm_reset, "loadavg", load[0], load[1], load[2],
+                            "results", rows);
+    if (json) {
+        char *txt = json_dumps(doc, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+        puts(txt);
+        free(txt);
+    } else {
+        printf("model %s (%s, %.1f MB weights, %.1f MB read per decoded token), %s, prompt %d, gen %d, %d runs, "
+               "load %.1f\n",
+               model, hp->arch, (double)wg_model_weight_bytes(m) / 1e6, bpt / 1e6, wg_cpu_simd_name(), (int)P,
+               (int)G, reps, load[0]);
+        printf("%7s %12s %12s %10s %9s %12s %12s %7s\n", "threads", "prefill t/s", "decode t/s", "step p50", "cpu share",
+               "read GB/s", "roofline t/s", "ratio");
+        for (int i = 0; i < n_threads; i++) {
+            s_single_t *r = &res[i];
+            const double bw = r->bw_best[0] > r->bw_best[1] ? r->bw_best[0] : r->bw_best[1];
+            const double roof = bw > 0 ? bw * 1e9 / bpt : 0;
+            const double dec = s_median_d(r->decode, reps);
+            printf("%7d %12.1f %12.1f %8.2fms %9.2f %12.2f %12.1f %7.2f\n", r->threads, s_median_d(r->prefill, reps),
+                   dec, r->step_ms_p50, s_median_d(r->dec_cpu, reps), bw, roof, roof > 0 ? dec / roof : 0.0);
+        }
+        printf("peak RSS %.1f MB%s\n", (double)rss / 1e6, hwm_reset ? "" : " (includes the bandwidth buffer)");
+    }
+    json_decref(doc);
+    return 0;
+}
+
 static void s_usage(FILE *f) {
     fprintf(f, "usage: waggle bench [engine] -m MODEL [--concurrency 1,8,32,64] [--prompt-len 128] [--gen-len 128]\n"
-               "                    [--threads 2] [--json]\n");
+               "                    [--threads 2] [--json]\n"
+               "       waggle bench [engine] -m MODEL --single [--threads 1,2] [--prompt-len 128] [--gen-len 64]\n"
+               "                    [--reps 3] [--mem-mb 512] [--json]\n");
 }
 
 int wg_bench_engine_main(int argc, char **argv) {
-    const char *model = NULL, *conc = "1,8,32,64";
-    long P = 128, G = 128, threads = 2;
-    bool json = false;
+    const char *model = NULL, *conc = "1,8,32,64", *thr = NULL;
+    long P = 128, G = -1, threads = 2, reps = 3, mem_mb = 512;
+    bool json = false, single = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -237,6 +460,8 @@ int wg_bench_engine_main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--json")) {
             json = true;
+        } else if (!strcmp(a, "--single")) {
+            single = true;
         } else if (!v) {
             fprintf(stderr, "waggle bench: %s needs a value\n", a);
             return 2;
@@ -244,8 +469,10 @@ int wg_bench_engine_main(int argc, char **argv) {
             model = argv[++i];
         } else if (!strcmp(a, "--concurrency") || !strcmp(a, "-c")) {
             conc = argv[++i];
-        } else if (!strcmp(a, "--prompt-len") || !strcmp(a, "--gen-len") || !strcmp(a, "--threads") ||
-                   !strcmp(a, "-t")) {
+        } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
+            thr = argv[++i];
+        } else if (!strcmp(a, "--prompt-len") || !strcmp(a, "--gen-len") || !strcmp(a, "--reps") ||
+                   !strcmp(a, "--mem-mb")) {
             char *end;
             errno = 0;
             long x = strtol(v, &end, 10);
@@ -255,7 +482,8 @@ int wg_bench_engine_main(int argc, char **argv) {
             }
             if (!strcmp(a, "--prompt-len")) P = x;
             else if (!strcmp(a, "--gen-len")) G = x;
-            else threads = x;
+            else if (!strcmp(a, "--reps")) reps = x;
+            else mem_mb = x;
             i++;
         } else {
             fprintf(stderr, "waggle bench: unknown option '%s'\n", a);
@@ -266,6 +494,35 @@ int wg_bench_engine_main(int argc, char **argv) {
     if (!model) {
         s_usage(stderr);
         return 2;
+    }
+    int thr_list[16] = {2}, n_thr = 1;
+    if (thr) {
+        n_thr = 0;
+        for (const char *p = thr; *p && n_thr < 16;) {
+            char *end;
+            long t = strtol(p, &end, 10);
+            if (end == p || t < 1 || t > 1024 || (*end && *end != ',')) {
+                fprintf(stderr, "waggle bench: bad --threads list '%s'\n", thr);
+                return 2;
+            }
+            thr_list[n_thr++] = (int)t;
+            p = *end == ',' ? end + 1 : end;
+        }
+    }
+    if (!single && n_thr != 1) {
+        fprintf(stderr, "waggle bench: --threads takes one value without --single\n");
+        return 2;
+    }
+    if (single && reps > 64) {
+        fprintf(stderr, "waggle bench: --reps %ld is more than 64\n", reps);
+        return 2;
+    }
+    threads = thr_list[0];
+    if (G < 0) G = single ? 64 : 128;
+    if (single && !thr) {
+        thr_list[0] = 1;
+        thr_list[1] = 2;
+        n_thr = 2;
     }
     int32_t concs[32];
     int n_conc = 0;
@@ -287,6 +544,12 @@ int wg_bench_engine_main(int argc, char **argv) {
     if (wg_model_load(model, &m) != WG_OK) {
         fprintf(stderr, "waggle bench: cannot load '%s': %s\n", model, wg_errmsg());
         return 1;
+    }
+    if (single) {
+        const int rc = s_bench_single(model, m, thr_list, n_thr, (int32_t)P, (int32_t)G, (int)reps,
+                                      (size_t)mem_mb << 20, json);
+        wg_model_free(&m);
+        return rc;
     }
     const wg_hparams_t *hp = wg_model_hparams(m);
     s_res_t res[32];
