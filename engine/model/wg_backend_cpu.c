@@ -597,8 +597,19 @@ static void s_act(void *ctx, wg_act_t act, float *gate, const float *up, int64_t
     int64_t i0 = 0;
 #if S_X86
     if (act == WG_ACT_SILU && s_level() != S_SCALAR) {
+        /* `gate` is [n_tokens][width] flattened, so which elements would fall in
+         * a scalar tail depends on n_tokens. Batch invariance needs one formula
+         * per element: the tail goes through the same 8-lane kernel, padded. */
         i0 = n / 8 * 8;
         s_silu_avx2(gate, up, i0);
+        if (i0 < n) {
+            float g8[8] = {0}, u8[8] = {0};
+            memcpy(g8, gate + i0, (size_t)(n - i0) * sizeof(float));
+            if (up) memcpy(u8, up + i0, (size_t)(n - i0) * sizeof(float));
+            s_silu_avx2(g8, up ? u8 : NULL, 8);
+            memcpy(gate + i0, g8, (size_t)(n - i0) * sizeof(float));
+            i0 = n;
+        }
     }
 #endif
     if (act == WG_ACT_GELU) {

@@ -107,6 +107,9 @@ Test(forward, batched_equals_alone_qwen3) { s_batched_equals_alone("models/qwen3
 Test(forward, batched_equals_alone_gemma2_swa) { s_batched_equals_alone("models/gemma2/gemma2-Q8_0.gguf"); }
 Test(forward, batched_equals_alone_deepseek2_mla) { s_batched_equals_alone("models/deepseek2/deepseek2-Q4_0.gguf"); }
 /* Recurrent families: the scan/shift of each sequence runs in batch order over its own state. */
+/* n_ff = 172 is not a multiple of the SIMD width: elementwise ops over a whole
+ * batch must not give tail elements other arithmetic than the rest. */
+Test(forward, batched_equals_alone_odd_ffn_width) { s_batched_equals_alone("trained/stories260K-f32.gguf"); }
 Test(forward, batched_equals_alone_mamba) { s_batched_equals_alone("models/mamba/mamba-f32.gguf"); }
 Test(forward, batched_equals_alone_rwkv6) { s_batched_equals_alone("models/rwkv6/rwkv6-f32.gguf"); }
 Test(forward, batched_equals_alone_rwkv7) { s_batched_equals_alone("models/rwkv7/rwkv7-f32.gguf"); }
