@@ -110,6 +110,23 @@ Test(forward, batched_equals_alone_deepseek2_mla) { s_batched_equals_alone("mode
 /* n_ff = 172 is not a multiple of the SIMD width: elementwise ops over a whole
  * batch must not give tail elements other arithmetic than the rest. */
 Test(forward, batched_equals_alone_odd_ffn_width) { s_batched_equals_alone("trained/stories260K-f32.gguf"); }
+/* every family of the corpus: batch invariance is per architecture */
+Test(forward, batched_equals_alone_mistral3) { s_batched_equals_alone("models/mistral3/mistral3-f32.gguf"); }
+Test(forward, batched_equals_alone_qwen2_q8_0) { s_batched_equals_alone("models/qwen2/qwen2-Q8_0.gguf"); }
+Test(forward, batched_equals_alone_qwen3moe) { s_batched_equals_alone("models/qwen3moe/qwen3moe-f32.gguf"); }
+Test(forward, batched_equals_alone_phi2) { s_batched_equals_alone("models/phi2/phi2-f32.gguf"); }
+Test(forward, batched_equals_alone_phi3_q5_0) { s_batched_equals_alone("models/phi3/phi3-Q5_0.gguf"); }
+Test(forward, batched_equals_alone_gemma) { s_batched_equals_alone("models/gemma/gemma-f32.gguf"); }
+Test(forward, batched_equals_alone_gemma3) { s_batched_equals_alone("models/gemma3/gemma3-f32.gguf"); }
+Test(forward, batched_equals_alone_olmo) { s_batched_equals_alone("models/olmo/olmo-f32.gguf"); }
+Test(forward, batched_equals_alone_olmo2) { s_batched_equals_alone("models/olmo2/olmo2-f32.gguf"); }
+Test(forward, batched_equals_alone_stablelm) { s_batched_equals_alone("models/stablelm/stablelm-f32.gguf"); }
+Test(forward, batched_equals_alone_starcoder2) { s_batched_equals_alone("models/starcoder2/starcoder2-f32.gguf"); }
+Test(forward, batched_equals_alone_falcon) { s_batched_equals_alone("models/falcon/falcon-f32.gguf"); }
+Test(forward, batched_equals_alone_gpt_oss) { s_batched_equals_alone("models/gpt-oss/gpt-oss-f32.gguf"); }
+Test(forward, batched_equals_alone_minimax_m2) { s_batched_equals_alone("models/minimax-m2/minimax-m2-f32.gguf"); }
+Test(forward, batched_equals_alone_llama_iq4_xs) { s_batched_equals_alone("models/llama/llama-IQ4_XS.gguf"); }
+Test(forward, batched_equals_alone_llama_bf16) { s_batched_equals_alone("models/llama/llama-BF16.gguf"); }
 Test(forward, batched_equals_alone_mamba) { s_batched_equals_alone("models/mamba/mamba-f32.gguf"); }
 Test(forward, batched_equals_alone_rwkv6) { s_batched_equals_alone("models/rwkv6/rwkv6-f32.gguf"); }
 Test(forward, batched_equals_alone_rwkv7) { s_batched_equals_alone("models/rwkv7/rwkv7-f32.gguf"); }
