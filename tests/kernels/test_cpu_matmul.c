@@ -198,6 +198,71 @@ Test(cpu_matmul, batch_and_thread_invariant_bitwise, .timeout = 300) {
     wg_pool_destroy(&p2);
 }
 
+/* Raw random block bytes reach what quantizing random floats rarely does:
+ * every 6-bit scale and min at its limits, Q6_K scales of -128, IQ4 code
+ * values of -127 in every lane, all-max nibbles. Only the float scale fields
+ * are set to small finite values. The integer parts of the tile kernels must
+ * stay exact there (no 16-bit saturation on AVX2, no int32 overflow), which
+ * the same tolerance as above checks, at every SIMD level. */
+static void s_sane_scales(wg_type_t t, uint8_t *blk) {
+    const wg_half h1 = wg_fp32_to_fp16(0.01f + 0.02f * (float)(blk[5] % 7));
+    const wg_half h2 = wg_fp32_to_fp16(0.005f + 0.01f * (float)(blk[6] % 5));
+    size_t d = 0, m = (size_t)-1;
+    switch (t) {
+    case WG_TYPE_Q4_1: case WG_TYPE_Q5_1: d = 0; m = 2; break;
+    case WG_TYPE_Q2_K: d = 80; m = 82; break;
+    case WG_TYPE_Q3_K: d = 108; break;
+    case WG_TYPE_Q4_K: case WG_TYPE_Q5_K: d = 0; m = 2; break;
+    case WG_TYPE_Q6_K: d = 208; break;
+    case WG_TYPE_MXFP4: blk[0] = (uint8_t)(120 + blk[1] % 8); return;
+    default: d = 0; break; /* Q4_0 Q5_0 Q8_0 IQ4_NL IQ4_XS: d first */
+    }
+    memcpy(blk + d, &h1, 2);
+    if (m != (size_t)-1) memcpy(blk + m, &h2, 2);
+}
+
+Test(cpu_matmul, raw_random_blocks_match_reference_at_extremes, .timeout = 300) {
+    static const wg_type_t types[] = {
+        WG_TYPE_Q4_0, WG_TYPE_Q4_1, WG_TYPE_Q5_0, WG_TYPE_Q5_1, WG_TYPE_Q8_0, WG_TYPE_IQ4_NL,
+        WG_TYPE_MXFP4, WG_TYPE_Q2_K, WG_TYPE_Q3_K, WG_TYPE_Q4_K, WG_TYPE_Q5_K, WG_TYPE_Q6_K,
+        WG_TYPE_IQ4_XS};
+    const int64_t N = 21, K = 512, M = 9;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const wg_type_t t = types[ti];
+        const wg_type_traits_t *tr = wg_type_traits(t);
+        const size_t rs = wg_row_size(t, K);
+        uint8_t *W = malloc(rs * (size_t)N);
+        float *deq = malloc((size_t)(N * K) * sizeof(float));
+        cr_assert(W && deq);
+        for (size_t i = 0; i < rs * (size_t)N; i++) W[i] = (uint8_t)(s_randf() * 1e6f);
+        for (int64_t n = 0; n < N; n++) {
+            for (int64_t b = 0; b < K / tr->blck_size; b++)
+                s_sane_scales(t, W + (size_t)n * rs + (size_t)b * tr->type_size);
+            tr->to_float(W + (size_t)n * rs, deq + n * K, K);
+        }
+        /* Activations at full scale so quants hit +-127. */
+        float *X = s_rand_floats(M * K, 1.0f);
+        for (int64_t i = 0; i < M * K; i += 3) X[i] = i % 2 ? 1.0f : -1.0f;
+        float *Yr = malloc((size_t)(M * N) * sizeof(float)), *Y = malloc((size_t)(M * N) * sizeof(float));
+        s_ref_matmul(t, W, N, K, X, M, Yr);
+        for (int li = 1; li < 3; li++) {
+            if (!wg_cpu_force_simd(s_levels[li])) continue;
+            cr_assert_eq(wg_k_matmul_cpu(NULL, t, W, N, K, X, M, Y), WG_OK);
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t n = 0; n < N; n++) {
+                    double S = 0;
+                    for (int64_t k = 0; k < K; k++) S += fabs((double)deq[n * K + k] * X[m * K + k]);
+                    const double err = fabs((double)Y[m * N + n] - Yr[m * N + n]);
+                    cr_assert(err <= S_RTOL * S + S_ATOL, "%s %s [%ld,%ld]: %.9g vs ref %.9g (S %.3g)",
+                              wg_type_name(t), s_levels[li], (long)m, (long)n, Y[m * N + n],
+                              Yr[m * N + n], S);
+                }
+        }
+        wg_cpu_force_simd(NULL);
+        free(W), free(deq), free(X), free(Yr), free(Y);
+    }
+}
+
 /* AVX2 and AVX-512 builds differ only in the integer dot primitive, whose
  * sums are exact: their outputs must be bitwise equal. */
 Test(cpu_matmul, avx2_and_avx512_agree_bitwise) {
