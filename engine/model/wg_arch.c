@@ -130,6 +130,47 @@ static const wg_hf_name_t s_hf_gemma2[] = {
     {WG_T_COUNT, NULL},
 };
 
+/* Starcoder2: plain (non-gated) MLP named c_fc / c_proj, with biases. */
+static const wg_hf_name_t s_hf_starcoder2[] = {
+    {WG_T_FFN_UP, "model.layers.%d.mlp.c_fc.weight"},
+    {WG_T_FFN_UP_B, "model.layers.%d.mlp.c_fc.bias"},
+    {WG_T_FFN_DOWN, "model.layers.%d.mlp.c_proj.weight"},
+    {WG_T_FFN_DOWN_B, "model.layers.%d.mlp.c_proj.bias"},
+    {WG_T_COUNT, NULL},
+};
+
+/* Phi-2 (PhiForCausalLM): dense, fc1/fc2, final_layernorm, lm_head bias. */
+static const wg_hf_name_t s_hf_phi2[] = {
+    {WG_T_ATTN_OUT, "model.layers.%d.self_attn.dense.weight"},
+    {WG_T_ATTN_OUT_B, "model.layers.%d.self_attn.dense.bias"},
+    {WG_T_FFN_UP, "model.layers.%d.mlp.fc1.weight"},
+    {WG_T_FFN_UP_B, "model.layers.%d.mlp.fc1.bias"},
+    {WG_T_FFN_DOWN, "model.layers.%d.mlp.fc2.weight"},
+    {WG_T_FFN_DOWN_B, "model.layers.%d.mlp.fc2.bias"},
+    {WG_T_OUTPUT_NORM, "model.final_layernorm.weight"},
+    {WG_T_OUTPUT_NORM_B, "model.final_layernorm.bias"},
+    {WG_T_COUNT, NULL},
+};
+
+/* Falcon (FalconForCausalLM / RWForCausalLM): transformer.h.N.*; the fused
+ * query_key_value rows are regrouped per K/V head by the loader. */
+static const wg_hf_name_t s_hf_falcon[] = {
+    {WG_T_TOK_EMBD, "transformer.word_embeddings.weight"},
+    {WG_T_OUTPUT_NORM, "transformer.ln_f.weight"},
+    {WG_T_OUTPUT_NORM_B, "transformer.ln_f.bias"},
+    {WG_T_ATTN_NORM, "transformer.h.%d.input_layernorm.weight"},
+    {WG_T_ATTN_NORM_B, "transformer.h.%d.input_layernorm.bias"},
+    {WG_T_ATTN_QKV, "transformer.h.%d.self_attention.query_key_value.weight"},
+    {WG_T_ATTN_QKV_B, "transformer.h.%d.self_attention.query_key_value.bias"},
+    {WG_T_ATTN_OUT, "transformer.h.%d.self_attention.dense.weight"},
+    {WG_T_ATTN_OUT_B, "transformer.h.%d.self_attention.dense.bias"},
+    {WG_T_FFN_UP, "transformer.h.%d.mlp.dense_h_to_4h.weight"},
+    {WG_T_FFN_UP_B, "transformer.h.%d.mlp.dense_h_to_4h.bias"},
+    {WG_T_FFN_DOWN, "transformer.h.%d.mlp.dense_4h_to_h.weight"},
+    {WG_T_FFN_DOWN_B, "transformer.h.%d.mlp.dense_4h_to_h.bias"},
+    {WG_T_COUNT, NULL},
+};
+
 /* gpt-oss stores its FFN pre-norm as post_attention_norm. */
 static const wg_gguf_name_t s_gguf_gpt_oss[] = {
     {WG_T_FFN_NORM, "blk.%d.post_attention_norm.weight"},
@@ -194,17 +235,17 @@ static const wg_arch_t s_archs[] = {
      .norm = WG_NORM_LAYER, .rope = WG_ROPE_NEOX, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,
      .flags = WG_F_GATED_FFN | WG_F_QKV_BIAS},
     {.gguf_arch = "phi2",
-     .hf_archs = {NULL},
+     .hf_archs = {"PhiForCausalLM"},
      .norm = WG_NORM_LAYER, .rope = WG_ROPE_NEOX, .act = WG_ACT_GELU, .gating = WG_GATE_SOFTMAX,
-     .flags = WG_F_PARALLEL},
+     .flags = WG_F_PARALLEL, .hf_names = s_hf_phi2},
     {.gguf_arch = "starcoder2",
-     .hf_archs = {NULL},
+     .hf_archs = {"Starcoder2ForCausalLM"},
      .norm = WG_NORM_LAYER, .rope = WG_ROPE_NEOX, .act = WG_ACT_GELU, .gating = WG_GATE_SOFTMAX,
-     .flags = 0},
+     .flags = 0, .hf_names = s_hf_starcoder2},
     {.gguf_arch = "falcon",
-     .hf_archs = {NULL},
+     .hf_archs = {"FalconForCausalLM", "RWForCausalLM"},
      .norm = WG_NORM_LAYER, .rope = WG_ROPE_NEOX, .act = WG_ACT_GELU, .gating = WG_GATE_SOFTMAX,
-     .flags = WG_F_PARALLEL | WG_F_FUSED_QKV},
+     .flags = WG_F_PARALLEL | WG_F_FUSED_QKV, .hf_names = s_hf_falcon},
     {.gguf_arch = "olmo",
      .hf_archs = {"OlmoForCausalLM"},
      .norm = WG_NORM_LAYER_NOPARAM, .rope = WG_ROPE_NORM, .act = WG_ACT_SILU, .gating = WG_GATE_SOFTMAX,

@@ -274,6 +274,34 @@ static wg_status s_permute_qk(wg_model_t *m, wg_weight_t *w, int32_t n_heads, in
     return WG_OK;
 }
 
+/* HF Falcon's query_key_value rows are grouped per K/V head:
+ * [g][q (n_head/n_kv heads), k, v] x head_dim; ours are [q all; k all; v all].
+ * Identity when n_kv == 1 (multi-query), so it is always applied for HF. */
+static wg_status s_regroup_falcon_qkv(wg_model_t *m, wg_weight_t *w, const float **b, int32_t n_head,
+                                      int32_t n_kv, int32_t hd) {
+    if (!w->data || n_kv <= 1) return WG_OK;
+    const int32_t per = n_head / n_kv;
+    if ((int64_t)(n_head + 2 * n_kv) * hd != w->n)
+        return wg_error(WG_ERR_FORMAT, "query_key_value: %lld rows for %d+2*%d heads of %d", (long long)w->n,
+                        n_head, n_kv, hd);
+    char *dst = s_own(m, w->row_bytes * (size_t)w->n);
+    float *bd = *b ? s_own(m, (size_t)w->n * sizeof(float)) : NULL;
+    if (!dst || (*b && !bd)) return wg_error(WG_ERR_NOMEM, "falcon qkv regroup");
+    const char *src = w->data;
+    for (int32_t g = 0; g < n_kv; g++)
+        for (int32_t j = 0; j < per + 2; j++) {
+            /* head j of group g: a query head, then the group's k, then its v */
+            int64_t to_head = j < per ? (int64_t)g * per + j : (j == per ? n_head + g : n_head + n_kv + g);
+            int64_t from_head = (int64_t)g * (per + 2) + j;
+            memcpy(dst + (size_t)(to_head * hd) * w->row_bytes, src + (size_t)(from_head * hd) * w->row_bytes,
+                   w->row_bytes * (size_t)hd);
+            if (bd) memcpy(bd + to_head * hd, *b + from_head * hd, (size_t)hd * sizeof(float));
+        }
+    w->data = dst;
+    if (bd) *b = bd;
+    return WG_OK;
+}
+
 /* ---- hyper-parameters ---- */
 
 static void s_moe_defaults(wg_model_t *m) {
@@ -478,10 +506,31 @@ static wg_status s_hparams_hf(wg_model_t *m, json_t *cfg) {
         hp->moe_renorm = json_is_true(json_object_get(cfg, "norm_topk_prob"));
     hp->moe_w_scale = s_cfg_float(cfg, "routed_scaling_factor", 1.0f);
     hp->n_embd = s_cfg_int(cfg, "hidden_size", 0);
-    hp->n_layer = s_cfg_int(cfg, "num_hidden_layers", 0);
-    hp->n_head = s_cfg_int(cfg, "num_attention_heads", 0);
+    /* Falcon's older configs spell the counts n_layer / n_head */
+    hp->n_layer = s_cfg_int(cfg, "num_hidden_layers", s_cfg_int(cfg, "n_layer", 0));
+    hp->n_head = s_cfg_int(cfg, "num_attention_heads", s_cfg_int(cfg, "n_head", 0));
     hp->n_head_kv = s_cfg_int(cfg, "num_key_value_heads", hp->n_head);
-    hp->n_ff = s_cfg_int(cfg, "intermediate_size", 0);
+    if (strcmp(hp->arch, "falcon") == 0) {
+        /* Falcon: multi_query (one K/V head) unless the new decoder layout names num_kv_heads */
+        if (json_is_true(json_object_get(cfg, "new_decoder_architecture"))) {
+            hp->n_head_kv = s_cfg_int(cfg, "num_kv_heads", hp->n_head);
+            if (s_cfg_int(cfg, "num_ln_in_parallel_attn", 2) != 1)
+                return wg_error(WG_ERR_UNSUPPORTED,
+                                "%s/config.json: falcon with separate ln_attn/ln_mlp norms not supported", m->path);
+        } else if (json_is_false(json_object_get(cfg, "multi_query"))) {
+            return wg_error(WG_ERR_UNSUPPORTED,
+                            "%s/config.json: falcon multi_query=false (per-head q/k/v interleave) not supported",
+                            m->path);
+        } else {
+            hp->n_head_kv = 1;
+        }
+        if (json_is_true(json_object_get(cfg, "alibi")))
+            return wg_error(WG_ERR_UNSUPPORTED, "%s/config.json: falcon alibi=true not supported", m->path);
+        if (json_is_false(json_object_get(cfg, "parallel_attn")))
+            return wg_error(WG_ERR_UNSUPPORTED, "%s/config.json: falcon parallel_attn=false not supported",
+                            m->path);
+    }
+    hp->n_ff = s_cfg_int(cfg, "intermediate_size", s_cfg_int(cfg, "ffn_hidden_size", 0));
     if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_embd > S_MAX_DIM ||
         hp->n_layer > 4096 || hp->n_head > S_MAX_DIM)
         return wg_error(WG_ERR_RANGE, "%s/config.json: hidden_size=%d num_hidden_layers=%d num_attention_heads=%d",
@@ -493,9 +542,13 @@ static wg_status s_hparams_hf(wg_model_t *m, json_t *cfg) {
     hp->n_expert = s_cfg_int(cfg, "num_local_experts", s_cfg_int(cfg, "num_experts", 0));
     hp->n_expert_used = s_cfg_int(cfg, "num_experts_per_tok", 0);
     hp->n_ff_exp = s_cfg_int(cfg, "moe_intermediate_size", hp->n_ff);
+    if (hp->n_ff == 0 && strcmp(hp->arch, "falcon") == 0) hp->n_ff = 4 * hp->n_embd; /* FalconConfig default */
     hp->rope_base = s_cfg_float(cfg, "rope_theta", 10000.0f);
     hp->rope_freq_scale = 1.0f;
-    hp->norm_eps = s_cfg_float(cfg, "rms_norm_eps", s_cfg_float(cfg, "layer_norm_eps", 1e-5f));
+    /* rms_norm_eps (llama-like), layer_norm_eps (stablelm, phi), norm_epsilon
+     * (starcoder2), layer_norm_epsilon (falcon); OLMo's norm has a fixed 1e-5 */
+    hp->norm_eps = s_cfg_float(cfg, "rms_norm_eps", s_cfg_float(cfg, "layer_norm_eps",
+                               s_cfg_float(cfg, "norm_epsilon", s_cfg_float(cfg, "layer_norm_epsilon", 1e-5f))));
     hp->n_ctx_train = s_cfg_int(cfg, "max_position_embeddings", 4096);
     hp->bos = s_cfg_int(cfg, "bos_token_id", -1);
     hp->eos = s_cfg_int(cfg, "eos_token_id", -1);
@@ -503,11 +556,37 @@ static wg_status s_hparams_hf(wg_model_t *m, json_t *cfg) {
         !json_is_false(json_object_get(cfg, "use_sliding_window")))
         hp->n_swa = s_cfg_int(cfg, "sliding_window", 0);
     hp->swa_pattern = s_cfg_int(cfg, "sliding_window_pattern", m->arch->swa_pattern);
+    json_t *lt = json_object_get(cfg, "layer_types");
+    if (json_is_array(lt) && json_array_size(lt) > 0) {
+        /* newer configs list every layer; we take the period p (first full
+         * layer + 1, or 0 when every layer is full) and require the list to
+         * match "il % p < p - 1 is sliding" */
+        size_t nl = json_array_size(lt);
+        int32_t p = 0;
+        for (size_t i = 0; i < nl && !p; i++)
+            if (!json_string_value(json_array_get(lt, i)) ||
+                strcmp(json_string_value(json_array_get(lt, i)), "full_attention") == 0)
+                p = (int32_t)i + 1;
+        for (size_t i = 0; i < nl; i++) {
+            const char *t = json_string_value(json_array_get(lt, i));
+            bool want_swa = p == 0 || (int32_t)(i % (size_t)p) < p - 1;
+            const char *want = want_swa ? "sliding_attention" : "full_attention";
+            if (!t || strcmp(t, want) != 0)
+                return wg_error(WG_ERR_UNSUPPORTED, "%s/config.json: layer_types[%zu]='%s' is not periodic", m->path,
+                                i, t ? t : "(not a string)");
+        }
+        hp->swa_pattern = p == 1 ? 0 : p;
+        if (p == 1) hp->n_swa = 0;
+    }
     hp->rope_base_swa = s_cfg_float(cfg, "rope_local_base_freq",
                                     m->arch->rope_base_swa > 0 ? m->arch->rope_base_swa : hp->rope_base);
     hp->attn_softcap = s_cfg_float(cfg, "attn_logit_softcapping", 0.0f);
     hp->final_softcap = s_cfg_float(cfg, "final_logit_softcapping", 0.0f);
     hp->clamp_kqv = s_cfg_float(cfg, "clip_qkv", 0.0f);
+    float qpas = s_cfg_float(cfg, "query_pre_attn_scalar", 0.0f); /* gemma 2/3: scale 1/sqrt(this) */
+    if (qpas < 0.0f || !isfinite(qpas))
+        return wg_error(WG_ERR_RANGE, "%s/config.json: query_pre_attn_scalar=%g", m->path, (double)qpas);
+    if (qpas > 0.0f) hp->attn_scale = 1.0f / sqrtf(qpas);
     json_t *rs = json_object_get(cfg, "rope_scaling");
     if (json_is_object(rs)) {
         const char *t = json_string_value(json_object_get(rs, "rope_type"));
@@ -570,7 +649,7 @@ static wg_status s_check_hparams(wg_model_t *m) {
         !(hp->rope_base_swa > 0.0f))
         return wg_error(WG_ERR_RANGE, "%s: bad sliding_window=%d pattern=%d softcaps=%g/%g", m->path, hp->n_swa,
                         hp->swa_pattern, (double)hp->attn_softcap, (double)hp->final_softcap);
-    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+    if (!(hp->attn_scale > 0.0f)) hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim); /* HF may set it */
     if (m->arch->flags & WG_F_MLA) {
         /* Absorbed MLA: one cached "kv head" = [latent; rope key], values = latent. */
         if (hp->kv_lora <= 0 || hp->n_head_kv != 1 || hp->head_dim != hp->kv_lora + hp->n_rot ||
@@ -765,6 +844,9 @@ static wg_status s_load_tensors(s_ld_t *ld) {
         } else if ((fl & WG_F_FUSED_QKV) || s_has(ld, WG_T_ATTN_QKV, il)) {
             if ((st = s_weight(ld, WG_T_ATTN_QKV, il, E, qd + kd + vd, 1, true, &L->wqkv)) ||
                 (st = s_vec(ld, WG_T_ATTN_QKV_B, il, qd + kd + vd, false, &L->bqkv)))
+                return st;
+            if (!m->gguf && strcmp(hp->arch, "falcon") == 0 &&
+                (st = s_regroup_falcon_qkv(m, &L->wqkv, &L->bqkv, hp->n_head, hp->n_head_kv, hp->head_dim)))
                 return st;
         } else {
             bool b = fl & WG_F_QKV_BIAS;
