@@ -383,7 +383,7 @@ static int s_bench_single(const char *model, const wg_model_t *m, const int *thr
     const double wbytes = s_bytes_per_token(m);
     /* K and V of every layer at the mean decode position, F32. */
     const double kv_tok = (double)hp->n_layer * hp->n_head_kv * (hp->head_dim + hp->head_dim_v) * 4.0;
-    const double kvbytes = kv_tok * ((double)P + (double)G / 2.0);
+    const double kvbytes = round(kv_tok * ((double)P + (double)G / 2.0));
     const double bpt = wbytes + kvbytes;
     double load[3] = {0, 0, 0};
     if (getloadavg(load, 3) != 3) load[0] = load[1] = load[2] = -1;
@@ -409,10 +409,11 @@ static int s_bench_single(const char *model, const wg_model_t *m, const int *thr
                             "read_bw_gbs_best_before_after", r->bw_best[0], r->bw_best[1], "roofline_decode_tok_s",
                             roof, "decode_vs_roofline", roof > 0 ? dec / roof : 0.0));
     }
-    json_t *doc = json_pack("{s:s, s:s, s:s, s:I, s:f, s:f, s:f, s:i, s:i, s:i, s:s, s:i, s:i, s:i, s:I, s:b, s:[f,f,f], s:o}",
+    json_t *doc = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:i, s:i, s:i, s:s, s:i, s:i, s:i, s:I, s:b, s:[f,f,f], s:o}",
                             "mode", "single", "model", model, "arch", hp->arch, "weight_bytes",
-                            (json_int_t)wg_model_weight_bytes(m), "weight_bytes_per_token", wbytes,
-                            "kv_bytes_per_token_mean", kvbytes, "bytes_per_token", bpt, "n_layer", hp->n_layer,
+                            (json_int_t)wg_model_weight_bytes(m), "weight_bytes_per_token", (json_int_t)llround(wbytes),
+                            "kv_bytes_per_token_mean", (json_int_t)llround(kvbytes), "bytes_per_token",
+                            (json_int_t)llround(bpt), "n_layer", hp->n_layer,
                             "n_embd", hp->n_embd, "n_vocab", hp->n_vocab, "simd", wg_cpu_simd_name(), "prompt_len",
                             (int)P, "gen_len", (int)G, "reps", reps, "peak_rss_bytes", (json_int_t)rss,
                             "peak_rss_excludes_bw_buffer", hwm_reset, "loadavg", load[0], load[1], load[2],

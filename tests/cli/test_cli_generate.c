@@ -306,3 +306,51 @@ Test(cli_generate, mkmodel_q4_k_m_has_the_type_mix_and_generates) {
     }
     json_decref(o);
 }
+
+/* `waggle bench engine --single --json` (issue 3): one row per thread count,
+ * positive rates for every run, a roofline that is bandwidth / bytes per
+ * token, and bytes per token made of the multiplied weights (no embedding
+ * lookup: stories260K has a separate output matrix) plus the K/V read. */
+Test(cli_generate, bench_single_json_is_consistent) {
+    WG_REQUIRE_CORPUS();
+    char args[8192];
+    snprintf(args, sizeof args,
+             "bench engine -m '%s' --single --threads 1,2 --reps 2 --prompt-len 16 --gen-len 4 --mem-mb 32 --json",
+             wg_test_corpus(S_STORIES));
+    cr_assert_eq(s_run(args), 0, "bench: %s", s_captured("err"));
+    char *out = s_captured("out");
+    json_error_t jerr;
+    json_t *d = json_loads(out, 0, &jerr);
+    cr_assert_not_null(d, "not JSON (%s): %.300s", jerr.text, out);
+    cr_assert_str_eq(json_string_value(json_object_get(d, "mode")), "single");
+    const json_int_t wb = json_integer_value(json_object_get(d, "weight_bytes"));
+    const json_int_t wpt = json_integer_value(json_object_get(d, "weight_bytes_per_token"));
+    const json_int_t kvpt = json_integer_value(json_object_get(d, "kv_bytes_per_token_mean"));
+    const json_int_t bpt = json_integer_value(json_object_get(d, "bytes_per_token"));
+    /* token_embd (512 x 64 F32 = 131072 bytes) is a lookup, not read whole. */
+    cr_assert(wpt > 0 && wpt <= wb - 131072, "weight bytes per token %lld of %lld", (long long)wpt, (long long)wb);
+    /* 5 layers x 4 kv heads x (8 + 8) dims x 4 bytes at mean position 16 + 4/2. */
+    cr_assert_eq(kvpt, 5 * 4 * 16 * 4 * 18);
+    cr_assert_eq(bpt, wpt + kvpt);
+    cr_assert_gt(json_integer_value(json_object_get(d, "peak_rss_bytes")), wb);
+    json_t *rows = json_object_get(d, "results");
+    cr_assert_eq(json_array_size(rows), 2);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *r = json_array_get(rows, i);
+        cr_assert_eq(json_integer_value(json_object_get(r, "threads")), (json_int_t)(i + 1));
+        json_t *runs = json_object_get(r, "decode_tok_s_runs");
+        cr_assert_eq(json_array_size(runs), 2);
+        for (size_t k = 0; k < 2; k++) cr_assert_gt(json_number_value(json_array_get(runs, k)), 0);
+        cr_assert_gt(json_number_value(json_object_get(r, "prefill_tok_s")), 0);
+        json_t *best = json_object_get(r, "read_bw_gbs_best_before_after");
+        double bw = json_number_value(json_array_get(best, 0));
+        if (json_number_value(json_array_get(best, 1)) > bw) bw = json_number_value(json_array_get(best, 1));
+        cr_assert_gt(bw, 0);
+        const double roof = json_number_value(json_object_get(r, "roofline_decode_tok_s"));
+        cr_assert_float_eq(roof, bw * 1e9 / (double)bpt, roof * 1e-4);
+        const double dec = json_number_value(json_object_get(r, "decode_tok_s"));
+        cr_assert_float_eq(json_number_value(json_object_get(r, "decode_vs_roofline")), dec / roof, 1e-4);
+    }
+    json_decref(d);
+    free(out);
+}
