@@ -25,11 +25,13 @@ typedef void (*wg_cpu_quant_fn)(const float *x, void *y, int64_t k);
 
 /* A tile kernel computes y[m*ldy + i] = dot(weight row i, activation row m)
  * for i < nw (1..tile_n rows, w row i at w + i*wrow) and m < M, from
- * prepared activation rows (xp + m*xps, see wg_cpu_xprep_size). Each weight
+ * prepared activation rows (xp + m*xps, see wg_cpu_xprep_size); wend is the
+ * end of the whole weight matrix (prefetch bound). Each weight
  * chunk is unpacked once and used for all M rows; every output follows the
  * same float operation sequence whatever M, nw or the tile position. */
 typedef void (*wg_cpu_tile_fn)(int64_t K, const uint8_t *w, size_t wrow, int nw,
-                               const uint8_t *xp, size_t xps, int64_t M, float *y, int64_t ldy);
+                               const uint8_t *wend, const uint8_t *xp, size_t xps, int64_t M,
+                               float *y, int64_t ldy);
 /* Prepare one quantized activation row (vec_dot_type blocks) for tile kernels. */
 typedef void (*wg_cpu_prep_fn)(const void *xq, uint8_t *xp, int64_t k);
 

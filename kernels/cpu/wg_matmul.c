@@ -146,8 +146,8 @@ static void s_dot_rows(void *arg, int ith, int nth) {
             if (t >= n_tiles) break;
             const int64_t nb = t * tn;
             const int nw = (int)(c->N - nb < tn ? c->N - nb : tn);
-            c->tile(c->K, c->W + (size_t)nb * c->wrow, c->wrow, nw, c->xp, c->xps, c->M, c->Y + nb,
-                    c->N);
+            c->tile(c->K, c->W + (size_t)nb * c->wrow, c->wrow, nw, c->W + (size_t)c->N * c->wrow,
+                    c->xp, c->xps, c->M, c->Y + nb, c->N);
         }
         return;
     }
