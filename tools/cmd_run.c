@@ -31,6 +31,7 @@
 #include <zmq.h>
 
 #include "broker/wg_broker.h"
+#include "common/wg_log.h"
 #include "engine/model/wg_model.h"
 #include "engine/sampler/wg_chat.h"
 #include "engine/sched/wg_sched.h"
@@ -90,7 +91,8 @@ static void s_usage(FILE *f) {
             "  --max-batch-tokens N tokens per engine step (default 512)\n"
             "  --stream N           print the text of the first N jobs to stdout as it is generated\n"
             "  --direct             drive the engine directly instead of through the embedded broker + worker\n"
-            "                       (inproc://, in-memory queue; the default, same code path as the fleet)\n");
+            "                       (inproc://, in-memory queue; the default, same code path as the fleet)\n"
+            "  -v, --verbose        show the embedded broker's and worker's log lines (also WAGGLE_LOG=info)\n");
 }
 
 static double s_now(void) {
@@ -1073,7 +1075,7 @@ int wg_cmd_run(int argc, char **argv) {
     const char *model_path = NULL, *in_path = NULL, *out_path = NULL;
     long concurrency = 64, threads = 0, stream_n = 0, max_batch = 0;
     size_t kv_budget = 0;
-    bool direct = false;
+    bool direct = false, verbose = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1088,6 +1090,8 @@ int wg_cmd_run(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             s_usage(stdout);
             return 0;
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            verbose = true;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             NEED_VAL;
             model_path = val;
@@ -1136,6 +1140,12 @@ int wg_cmd_run(int argc, char **argv) {
         }
 #undef NEED_VAL
     }
+    /* The embedded broker and worker log like daemons; a batch run on a terminal
+     * wants only progress and errors unless asked (-v, or WAGGLE_LOG set). */
+    if (verbose)
+        wg_log_set_level(WG_LOG_INFO);
+    else if (!getenv("WAGGLE_LOG"))
+        wg_log_set_level(WG_LOG_ERROR);
     if (!in_path || !out_path) {
         fprintf(stderr, "waggle run: --input and --output are required\n");
         s_usage(stderr);
