@@ -1,13 +1,17 @@
 /* wg_matmul — threaded quantized matrix product Y = X @ W^T on the CPU.
  *
  * Two phases, each one wg_pool_run: (1) every activation row is quantized
- * once to the weight type's vec_dot_type (rows split across threads); (2) the
- * N weight rows are cut into tiles of WG_CPU_NB rows that threads take
- * from a shared counter, and each tile is walked WG_CPU_MR activation rows
- * at a time so a weight tile stays in L1/L2 while every activation row passes over
- * it. The SIMD kernel for a tile computes each output with the same operation
- * sequence as a lone row would (see wg_cpu_impl.h), so the result is
- * batch invariant and independent of the thread count. */
+ * once to the weight type's vec_dot_type and, for tile kernels, prepared
+ * (unsigned copy, float scales, block sums; rows split across threads);
+ * (2) the N weight rows are cut into tiles that threads take from a shared
+ * counter. Quantized types use tile kernels (tile_n = 8 or 16 rows): each
+ * weight chunk of the tile is unpacked once and applied to ALL M activation
+ * rows, so the unpack cost is paid once per call, not once per row group.
+ * Float types use multi-row vdot kernels over tiles of WG_CPU_NB rows,
+ * WG_CPU_MR activation rows at a time. Either way each output is computed
+ * with the same operation sequence as a lone row would be (see
+ * wg_cpu_impl.h), so the result is batch invariant and independent of the
+ * thread count. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
