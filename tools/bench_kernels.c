@@ -13,6 +13,7 @@
  * peak the quantized kernels' inner loops run on. Each M=32 result reports
  * its GFLOP/s as a fraction of that peak (compute_frac). */
 #include "bench_kernels.h"
+#include "bench_membw.h"
 
 #include <immintrin.h>
 #include <stdint.h>
@@ -81,68 +82,6 @@ static int s_parse_ints(const char *s, int *out, int max) {
         if (*end && *end != ',') return -1;
     }
     return n;
-}
-
-/* ---- memory read bandwidth ---- */
-
-typedef struct {
-    const uint8_t *buf;  /* buffer to read */
-    size_t bytes;        /* its size (multiple of 128 * threads) */
-    uint64_t sums[64];   /* per-thread checksum, so the reads are not elided */
-} s_rd;
-
-__attribute__((target("avx2"))) static uint64_t s_read_avx2(const uint8_t *p, size_t n) {
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i + 128 <= n; i += 128) {
-        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i)));
-        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
-        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + i + 64)));
-        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + i + 96)));
-    }
-    a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
-    uint64_t t[4];
-    _mm256_storeu_si256((__m256i *)t, a0);
-    return t[0] + t[1] + t[2] + t[3];
-}
-
-static uint64_t s_read_scalar(const uint8_t *p, size_t n) {
-    const uint64_t *q = (const uint64_t *)p;
-    uint64_t a = 0, b = 0, c = 0, d = 0;
-    for (size_t i = 0; i + 4 <= n / 8; i += 4) {
-        a += q[i];
-        b += q[i + 1];
-        c += q[i + 2];
-        d += q[i + 3];
-    }
-    return a + b + c + d;
-}
-
-static void s_read_job(void *arg, int ith, int nth) {
-    s_rd *r = arg;
-    const size_t chunk = r->bytes / (size_t)nth / 128 * 128;
-    const uint8_t *p = r->buf + chunk * (size_t)ith;
-    r->sums[ith & 63] += __builtin_cpu_supports("avx2") ? s_read_avx2(p, chunk)
-                                                        : s_read_scalar(p, chunk);
-}
-
-/* Median GB/s of reading `bytes` with `nth` threads; *best gets the fastest. */
-static double s_read_bw(const uint8_t *buf, size_t bytes, int nth, int reps, double *best) {
-    wg_pool_t *pool = wg_pool_new(nth);
-    if (!pool) return 0.0;
-    s_rd r = {.buf = buf, .bytes = bytes};
-    double t[64];
-    if (reps > 64) reps = 64;
-    wg_pool_run(pool, s_read_job, &r); /* warm-up */
-    for (int i = 0; i < reps; i++) {
-        const double t0 = s_now();
-        wg_pool_run(pool, s_read_job, &r);
-        t[i] = s_now() - t0;
-    }
-    wg_pool_destroy(&pool);
-    const size_t chunk = bytes / (size_t)nth / 128 * 128;
-    const double med = s_median(t, reps); /* sorts t */
-    *best = (double)(chunk * (size_t)nth) / t[0] / 1e9;
-    return (double)(chunk * (size_t)nth) / med / 1e9;
 }
 
 /* ---- int8 compute peak ---- */
@@ -337,15 +276,13 @@ static int s_bench_type(const s_opts *o, wg_type_t t, const double *bw, s_result
 /* Median read bandwidth per thread count; bw[i] keeps the larger of its old
  * value and the new measurement. */
 static int s_measure_bw(const s_opts *o, double *bw, double *bw_best) {
-    uint8_t *buf = aligned_alloc(4096, o->mem_bytes);
-    if (!buf) {
-        fprintf(stderr, "waggle bench kernels: cannot allocate %zu MiB\n", o->mem_bytes >> 20);
-        return -1;
-    }
-    memset(buf, 1, o->mem_bytes);
     for (int ti = 0; ti < o->n_threads; ti++) {
         double best;
-        const double v = s_read_bw(buf, o->mem_bytes, o->threads[ti], 9, &best);
+        const double v = wg_bench_read_bw(o->mem_bytes, o->threads[ti], 9, &best);
+        if (v <= 0) {
+            fprintf(stderr, "waggle bench kernels: cannot allocate %zu MiB\n", o->mem_bytes >> 20);
+            return -1;
+        }
         if (!o->json)
             printf("memory read bandwidth, %d thread%s: median %.2f GB/s, best %.2f GB/s (%zu "
                    "MiB buffer)\n",
@@ -353,7 +290,6 @@ static int s_measure_bw(const s_opts *o, double *bw, double *bw_best) {
         if (v > bw[ti]) bw[ti] = v;
         if (best > bw_best[ti]) bw_best[ti] = best;
     }
-    free(buf);
     return 0;
 }
 
