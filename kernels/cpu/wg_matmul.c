@@ -24,6 +24,9 @@
 /* Weight rows per tile: 16 rows of Q8_0 at K=4096 is ~70 KiB (L2-resident). */
 #define WG_CPU_NB 16
 
+/* Tiles per claim for tile kernels (see s_dot_rows). */
+#define WG_CPU_RUN 4
+
 static wg_cpu_kernels_t s_kern;       /* kernels in use */
 static pthread_once_t s_once = PTHREAD_ONCE_INIT;
 
@@ -143,15 +146,24 @@ static void s_dot_rows(void *arg, int ith, int nth) {
     (void)nth;
     s_mm *c = arg;
     if (c->tile) {
+        /* Threads claim runs of WG_CPU_RUN consecutive tiles: a tile kernel
+         * prefetches the start of the next tile in memory, which is then
+         * its own next tile (not, as with single-tile claims, usually the
+         * other thread's). */
         const int64_t tn = s_kern.tile_n;
         const int64_t n_tiles = (c->N + tn - 1) / tn;
+        const int64_t n_runs = (n_tiles + WG_CPU_RUN - 1) / WG_CPU_RUN;
         for (;;) {
-            const int64_t t = atomic_fetch_add_explicit(&c->next_tile, 1, memory_order_relaxed);
-            if (t >= n_tiles) break;
-            const int64_t nb = t * tn;
-            const int nw = (int)(c->N - nb < tn ? c->N - nb : tn);
-            c->tile(c->K, c->W + (size_t)nb * c->wrow, c->wrow, nw, c->W + (size_t)c->N * c->wrow,
-                    c->xp, c->xps, c->M, c->Y + nb, c->N);
+            const int64_t run = atomic_fetch_add_explicit(&c->next_tile, 1, memory_order_relaxed);
+            if (run >= n_runs) break;
+            const int64_t t_end = (run + 1) * WG_CPU_RUN < n_tiles ? (run + 1) * WG_CPU_RUN : n_tiles;
+            const int64_t row_end = t_end * tn < c->N ? t_end * tn : c->N;
+            for (int64_t t = run * WG_CPU_RUN; t < t_end; t++) {
+                const int64_t nb = t * tn;
+                const int nw = (int)(c->N - nb < tn ? c->N - nb : tn);
+                c->tile(c->K, c->W + (size_t)nb * c->wrow, c->wrow, nw,
+                        c->W + (size_t)row_end * c->wrow, c->xp, c->xps, c->M, c->Y + nb, c->N);
+            }
         }
         return;
     }
