@@ -14,7 +14,7 @@
 set -euo pipefail
 B=${1:?usage: bench_swap.sh BUILD_DIR [ROUNDS]}
 ROUNDS=${2:-3}
-C=${WAGGLE_CONFORMANCE:-/work/shared/conformance}
+C=${WAGGLE_CONFORMANCE:-$(cd "$(dirname "$0")/.." && pwd)/../shared/conformance}
 M100=${BENCH_M100:-/tmp/m100.gguf}
 T=$(mktemp -d /tmp/bench-swap-XXXXXX)
 PIDS=()
