@@ -77,8 +77,8 @@ Test(broker_embedded, curve_allows_listed_keys_and_refuses_others) {
     zmq_curve_keypair(apub, asec);
     zmq_curve_keypair(xpub, xsec);
     char fe[64], be[64];
-    snprintf(fe, sizeof fe, "tcp://127.0.0.1:%d", h_free_port());
-    snprintf(be, sizeof be, "tcp://127.0.0.1:%d", h_free_port());
+    snprintf(fe, sizeof fe, "tcp://127.0.0.1:%d", wg_test_free_port());
+    snprintf(be, sizeof be, "tcp://127.0.0.1:%d", wg_test_free_port());
     const char *allow[] = {apub};
     wg_broker_cfg cfg = {.frontend = fe, .backend = be, .curve_secret_key = ssec,
                          .curve_allow = allow, .n_curve_allow = 1};
@@ -107,7 +107,7 @@ Test(broker_embedded, curve_allows_listed_keys_and_refuses_others) {
     char *m = NULL;
     for (int i = 0; i < 20; i++) {
         free(m);
-        h_sleep(100);
+        wg_test_sleep_ms(100);
         m = wg_broker_metrics_text(b);
         if (!strstr(m, "waggle_broker_zap_denied_total 0")) break;
     }
@@ -147,7 +147,7 @@ static char *s_http_get(int port, const char *path) {
 
 Test(broker_embedded, metrics_endpoint_reports_broker_and_worker_figures) {
     void *ctx = zmq_ctx_new();
-    int port = h_free_port();
+    int port = wg_test_free_port();
     char mh[32];
     snprintf(mh, sizeof mh, "127.0.0.1:%d", port);
     wg_broker_cfg cfg = {.frontend = "inproc://mfe", .backend = "inproc://mbe", .zmq_ctx = ctx,
@@ -171,9 +171,14 @@ Test(broker_embedded, metrics_endpoint_reports_broker_and_worker_figures) {
     char *body = NULL;
     for (int i = 0; i < 30; i++) {
         free(body);
-        h_sleep(100);
+        wg_test_sleep_ms(100);
         body = s_http_get(port, "/metrics");
-        if (body && strstr(body, "waggle_worker_tokens_per_second{worker=\"wm\"} 123.5")) break;
+        /* wait for every figure asserted below: dispatch to the worker (inflight)
+         * can land after its heartbeat figures are visible */
+        if (body && strstr(body, "waggle_worker_tokens_per_second{worker=\"wm\"} 123.5") &&
+            strstr(body, "waggle_worker_inflight{worker=\"wm\"} 2") &&
+            strstr(body, "waggle_broker_jobs_accepted_total 2"))
+            break;
     }
     cr_assert(body && strstr(body, "200 OK"), "%s", body ? body : "(no response)");
     cr_assert(strstr(body, "waggle_broker_jobs_accepted_total 2"), "%s", body);
