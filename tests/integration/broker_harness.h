@@ -19,31 +19,11 @@
 #include <zmq.h>
 
 #include "schemas/wg_msg_producer.h"
+#include "wg_test_sys.h"
 #include "schemas/wg_msg_worker.h"
 #include "schemas/wg_msg_zmq.h"
 
 #define BROKER_BIN WG_BINARY_DIR "/broker/waggle-broker"
-
-static inline int64_t h_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static inline void h_sleep(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static inline int h_free_port(void) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(s, (struct sockaddr *)&a, sizeof a);
-    socklen_t l = sizeof a;
-    getsockname(s, (struct sockaddr *)&a, &l);
-    close(s);
-    return ntohs(a.sin_port);
-}
 
 typedef struct h_redis {
     pid_t pid;
@@ -54,7 +34,7 @@ typedef struct h_redis {
 static inline void h_redis_start(h_redis *r) {
     strcpy(r->dir, "/tmp/wgbrk-XXXXXX");
     cr_assert(mkdtemp(r->dir));
-    r->port = h_free_port();
+    r->port = wg_test_free_port();
     r->pid = fork();
     if (r->pid == 0) {
         char port[16];
@@ -76,7 +56,7 @@ static inline void h_redis_start(h_redis *r) {
         } else if (c) {
             redisFree(c);
         }
-        h_sleep(25);
+        wg_test_sleep_ms(25);
     }
     cr_assert_fail("redis-server did not start");
 }
@@ -110,8 +90,8 @@ typedef struct h_broker {
 /* Start waggle-broker with extra args (NULL-terminated list). */
 static inline void h_broker_start(h_broker *b, const h_redis *r, const char *const *extra) {
     if (!b->fe[0]) {
-        snprintf(b->fe, sizeof b->fe, "tcp://127.0.0.1:%d", h_free_port());
-        snprintf(b->be, sizeof b->be, "tcp://127.0.0.1:%d", h_free_port());
+        snprintf(b->fe, sizeof b->fe, "tcp://127.0.0.1:%d", wg_test_free_port());
+        snprintf(b->be, sizeof b->be, "tcp://127.0.0.1:%d", wg_test_free_port());
     }
     const char *argv[40];
     int n = 0;
@@ -135,7 +115,7 @@ static inline void h_broker_start(h_broker *b, const h_redis *r, const char *con
         execv(BROKER_BIN, (char *const *)argv);
         _exit(127);
     }
-    h_sleep(150);
+    wg_test_sleep_ms(150);
     int status;
     cr_assert_eq(waitpid(b->pid, &status, WNOHANG), 0, "waggle-broker exited at start");
 }
@@ -167,9 +147,9 @@ static inline wg_status h_recv(void *s, wg_msg_in *in, int timeout_ms) {
 
 /* Receive, skipping broker HEARTBEATs, until a message of `cmd` (or timeout). */
 static inline wg_status h_expect(void *s, wg_msg_cmd cmd, wg_msg_in *in, int timeout_ms) {
-    int64_t end = h_now() + timeout_ms;
+    int64_t end = wg_test_now_ms() + timeout_ms;
     for (;;) {
-        int left = (int)(end - h_now());
+        int left = (int)(end - wg_test_now_ms());
         if (left <= 0) return WG_ERR_AGAIN;
         wg_status st = h_recv(s, in, left);
         if (st) return st;
@@ -267,8 +247,8 @@ static inline wg_status h_fetch(void *p, const char *job_id, wg_msg_result *r) {
     wg_msg_req_encode(WG_CMD_FETCH, &q, &b);
     wg_msg_send(p, NULL, 0, WG_CMD_FETCH, &b, 0);
     wg_msg_buf_free(&b);
-    int64_t end = h_now() + 3000;
-    while (h_now() < end) {
+    int64_t end = wg_test_now_ms() + 3000;
+    while (wg_test_now_ms() < end) {
         wg_msg_in in;
         if (h_recv(p, &in, 3000)) return WG_ERR_TIMEOUT;
         if (in.cmd == WG_CMD_ERROR) {

@@ -24,6 +24,7 @@
 #include <zmq.h>
 
 #include "wg_test.h"
+#include "wg_test_sys.h"
 
 #define FL_BROKER WG_BINARY_DIR "/broker/waggle-broker"
 #define FL_WORKER WG_BINARY_DIR "/worker/waggle-worker"
@@ -33,27 +34,6 @@
 static pid_t fl_pids[64];
 static int fl_npids;
 static char fl_dir[64];
-
-static inline int64_t fl_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static inline void fl_sleep(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static inline int fl_port(void) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(s, (struct sockaddr *)&a, sizeof a);
-    socklen_t l = sizeof a;
-    getsockname(s, (struct sockaddr *)&a, &l);
-    close(s);
-    return ntohs(a.sin_port);
-}
 
 static void fl_cleanup(void) {
     for (int i = 0; i < fl_npids; i++)
@@ -121,9 +101,9 @@ static inline bool fl_alive(pid_t pid) { return pid > 0 && waitpid(pid, NULL, WN
 
 /* Wait for pid to exit within timeout_ms; returns its exit code, -1 on timeout (then killed). */
 static inline int fl_wait(pid_t *pid, int timeout_ms) {
-    int64_t end = fl_now() + timeout_ms;
+    int64_t end = wg_test_now_ms() + timeout_ms;
     int status = 0;
-    while (fl_now() < end) {
+    while (wg_test_now_ms() < end) {
         pid_t r = waitpid(*pid, &status, WNOHANG);
         if (r == *pid) {
             for (int i = 0; i < fl_npids; i++)
@@ -131,7 +111,7 @@ static inline int fl_wait(pid_t *pid, int timeout_ms) {
             *pid = 0;
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         }
-        fl_sleep(20);
+        wg_test_sleep_ms(20);
     }
     fl_kill(pid, SIGKILL);
     return -1;
@@ -145,7 +125,7 @@ typedef struct fl_redis {
 
 static inline void fl_redis_start(fl_redis *r) {
     if (!r->port) {
-        r->port = fl_port();
+        r->port = wg_test_free_port();
         snprintf(r->dir, sizeof r->dir, "%s/redis", fl_tmp());
         mkdir(r->dir, 0755);
     }
@@ -166,7 +146,7 @@ static inline void fl_redis_start(fl_redis *r) {
         } else if (c) {
             redisFree(c);
         }
-        fl_sleep(25);
+        wg_test_sleep_ms(25);
     }
     cr_assert_fail("redis-server did not start");
 }
@@ -190,8 +170,8 @@ typedef struct fl_broker {
 /* Start the broker (fixed ports across restarts); redis may be NULL (memory store). */
 static inline void fl_broker_start(fl_broker *b, const fl_redis *r, const char *const *extra) {
     if (!b->fe[0]) {
-        snprintf(b->fe, sizeof b->fe, "tcp://127.0.0.1:%d", fl_port());
-        snprintf(b->be, sizeof b->be, "tcp://127.0.0.1:%d", fl_port());
+        snprintf(b->fe, sizeof b->fe, "tcp://127.0.0.1:%d", wg_test_free_port());
+        snprintf(b->be, sizeof b->be, "tcp://127.0.0.1:%d", wg_test_free_port());
         snprintf(b->log, sizeof b->log, "%s/broker.log", fl_tmp());
     }
     const char *argv[40];
@@ -212,7 +192,7 @@ static inline void fl_broker_start(fl_broker *b, const fl_redis *r, const char *
     for (int i = 0; extra && extra[i] && n < 38; i++) argv[n++] = extra[i];
     argv[n] = NULL;
     b->pid = fl_spawn(argv, b->log);
-    fl_sleep(200);
+    wg_test_sleep_ms(200);
     cr_assert(fl_alive(b->pid), "waggle-broker exited at start (log %s)", b->log);
 }
 
@@ -224,7 +204,7 @@ typedef struct fl_worker {
 
 /* Start a worker serving the corpus model as "stories". */
 static inline void fl_worker_start(fl_worker *w, const fl_broker *b, const char *id, const char *const *extra) {
-    snprintf(w->stream, sizeof w->stream, "tcp://127.0.0.1:%d", fl_port());
+    snprintf(w->stream, sizeof w->stream, "tcp://127.0.0.1:%d", wg_test_free_port());
     snprintf(w->log, sizeof w->log, "%s/worker-%s.log", fl_tmp(), id);
     char model[4200];
     snprintf(model, sizeof model, "stories=%s", wg_test_corpus(FL_MODEL_REL));

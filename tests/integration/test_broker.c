@@ -88,7 +88,7 @@ Test(broker, duplicate_done_is_ignored_and_fetch_returns_the_first) {
     cr_assert_eq(h_take_job(w, &j, 2000), WG_OK);
     h_done(w, j.job_id, "first");
     h_done(w, j.job_id, "second");
-    h_sleep(200);
+    wg_test_sleep_ms(200);
     wg_msg_result r;
     cr_assert_eq(h_fetch(p, ids[0], &r), WG_OK);
     cr_assert_str_eq(r.text, "first");
@@ -127,9 +127,9 @@ Test(broker, silent_worker_is_declared_dead_and_its_jobs_go_to_another) {
     wg_msg_job_clear(&j);
     h_ready(wb, "wb", 1, "m");
     /* wa never heartbeats again; wb does */
-    int64_t t0 = h_now();
+    int64_t t0 = wg_test_now_ms();
     wg_status st = WG_ERR_AGAIN;
-    while (h_now() - t0 < 3000) {
+    while (wg_test_now_ms() - t0 < 3000) {
         h_heartbeat(wb);
         st = h_take_job(wb, &j, 150);
         if (st == WG_OK) break;
@@ -137,11 +137,11 @@ Test(broker, silent_worker_is_declared_dead_and_its_jobs_go_to_another) {
     cr_assert_eq(st, WG_OK, "job was not requeued to the live worker");
     cr_assert_str_eq(j.job_id, ids[0]);
     cr_assert_eq(j.attempt, 2);
-    cr_assert(h_now() - t0 >= 400, "requeued before the worker could be dead");
+    cr_assert(wg_test_now_ms() - t0 >= 400, "requeued before the worker could be dead");
     /* the dead worker's late DONE is ignored; the live one's counts */
     h_done(wa, ids[0], "stale");
     h_done(wb, ids[0], "fresh");
-    h_sleep(200);
+    wg_test_sleep_ms(200);
     wg_msg_result r;
     cr_assert_eq(h_fetch(p, ids[0], &r), WG_OK);
     cr_assert_str_eq(r.text, "fresh");
@@ -235,7 +235,7 @@ Test(broker, killed_broker_recovers_pending_jobs_on_restart) {
         wg_msg_job_clear(&j);
     }
     cr_assert_eq(seen, 3);
-    h_sleep(300);
+    wg_test_sleep_ms(300);
     for (int i = 0; i < 3; i++) {
         wg_msg_result r;
         cr_assert_eq(h_fetch(p, ids[i], &r), WG_OK, "job %d result", i);

@@ -77,8 +77,8 @@ static void s_expect_all_ok(json_t *rows, int n) {
 
 /* Wait until the output file has at least n lines (or timeout). */
 static void s_wait_lines(const char *path, int n, int timeout_ms) {
-    int64_t end = fl_now() + timeout_ms;
-    while (fl_count_lines(path) < n && fl_now() < end) fl_sleep(20);
+    int64_t end = wg_test_now_ms() + timeout_ms;
+    while (fl_count_lines(path) < n && wg_test_now_ms() < end) wg_test_sleep_ms(20);
     cr_assert_geq(fl_count_lines(path), n, "only %d result rows after %d ms", fl_count_lines(path), timeout_ms);
 }
 
@@ -170,7 +170,7 @@ Test(fleet, broker_killed_and_restarted_every_accepted_job_completes, .timeout =
     s_wait_lines(out, 20, 30000);
     fl_kill(&b.pid, SIGKILL);
     cr_assert_lt(fl_count_lines(out), 150, "the batch finished before the kill; nothing was tested");
-    fl_sleep(500);
+    wg_test_sleep_ms(500);
     fl_broker_start(&b, &r, NULL);
     cr_assert_eq(fl_wait(&sp, 60000), 0, "waggle submit did not finish after the broker restart");
     json_t *rows = fl_rows(out);
@@ -194,7 +194,7 @@ Test(fleet, redis_restarted_under_load_no_accepted_job_lost, .timeout = 90) {
     s_wait_lines(out, 20, 30000);
     fl_kill(&r.pid, SIGKILL);
     cr_assert_lt(fl_count_lines(out), 150, "the batch finished before the kill; nothing was tested");
-    fl_sleep(1000);
+    wg_test_sleep_ms(1000);
     fl_redis_start(&r); /* same port, same AOF directory */
     cr_assert_eq(fl_wait(&sp, 70000), 0, "waggle submit did not finish after the Redis restart");
     json_t *rows = fl_rows(out);
@@ -223,7 +223,7 @@ static void s_stream_take(s_stream *st, int n, const wg_msg_in *in) {
         if (strcmp(st[i].job_id, t.job_id) != 0) continue;
         s_stream *s = &st[i];
         if (s->n_events == 0) {
-            s->t_first = fl_now();
+            s->t_first = wg_test_now_ms();
             s->next_seq = t.seq;
         }
         if (t.seq != s->next_seq) s->gap = true;
@@ -235,7 +235,7 @@ static void s_stream_take(s_stream *st, int n, const wg_msg_in *in) {
         s->len += dl;
         if (t.final) {
             s->final = true;
-            s->t_final = fl_now();
+            s->t_final = wg_test_now_ms();
         }
     }
     wg_msg_token_clear(&t);
@@ -281,9 +281,9 @@ static void *s_producer(void *ctx, const char *ep) {
 }
 
 static wg_status s_recv_cmd(void *s, wg_msg_cmd cmd, wg_msg_in *in, int timeout_ms) {
-    int64_t end = fl_now() + timeout_ms;
+    int64_t end = wg_test_now_ms() + timeout_ms;
     for (;;) {
-        int left = (int)(end - fl_now());
+        int left = (int)(end - wg_test_now_ms());
         if (left <= 0) return WG_ERR_TIMEOUT;
         zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, left) <= 0) continue;
@@ -331,8 +331,8 @@ static char *s_fetch_text(void *p, const char *job_id) {
         wg_msg_req_encode(WG_CMD_FETCH, &q, &b);
         wg_msg_send(p, NULL, 0, WG_CMD_FETCH, &b, 0);
         wg_msg_buf_free(&b);
-        int64_t end = fl_now() + 2000;
-        while (fl_now() < end) {
+        int64_t end = wg_test_now_ms() + 2000;
+        while (wg_test_now_ms() < end) {
             wg_msg_in in;
             zmq_pollitem_t it = {p, 0, ZMQ_POLLIN, 0};
             if (zmq_poll(&it, 1, 200) <= 0) continue;
@@ -356,7 +356,7 @@ static char *s_fetch_text(void *p, const char *job_id) {
             wg_msg_in_clear(&in);
             if (err) break; /* not ended yet: ask again */
         }
-        fl_sleep(100);
+        wg_test_sleep_ms(100);
     }
     cr_assert_fail("no result for %s", job_id);
     return NULL;
@@ -377,8 +377,8 @@ static void *s_sub(void *ctx, const char *ep, int hwm, int rcvbuf) {
 /* Wait until a METRICS message arrives: the SUB is connected. */
 static void s_sub_ready(void *s) {
     wg_msg_in in;
-    int64_t end = fl_now() + 5000;
-    while (fl_now() < end) {
+    int64_t end = wg_test_now_ms() + 5000;
+    while (wg_test_now_ms() < end) {
         zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, 200) <= 0) continue;
         zmq_msg_t m;
@@ -411,14 +411,14 @@ static double s_round(void *prod, void *fast, void *slow, int slow_ms, s_stream 
     const int n = 4, max_tokens = 400;
     s_submit_stream(prod, st, n, max_tokens, req);
     for (int i = 0; i < n; i++) s_sub_topic(i == 0 && slow ? slow : fast, st[i].job_id);
-    int64_t end = fl_now() + 60000, next_slow = 0;
+    int64_t end = wg_test_now_ms() + 60000, next_slow = 0;
     for (;;) {
         bool all = true;
         for (int i = 0; i < n; i++) all = all && st[i].final;
-        if (all || fl_now() > end) break;
+        if (all || wg_test_now_ms() > end) break;
         /* Only the fast socket wakes us: the slow one is read on its timer (no busy loop). */
         zmq_pollitem_t it = {fast, 0, ZMQ_POLLIN, 0};
-        int64_t wait = slow ? next_slow - fl_now() : 5;
+        int64_t wait = slow ? next_slow - wg_test_now_ms() : 5;
         zmq_poll(&it, 1, wait < 0 ? 0 : wait > 5 ? 5 : (long)wait);
         wg_msg_in in;
         while (s_sub_recv(fast, &in, ZMQ_DONTWAIT) != WG_ERR_AGAIN) {
@@ -426,10 +426,10 @@ static double s_round(void *prod, void *fast, void *slow, int slow_ms, s_stream 
             wg_msg_in_clear(&in);
         }
         wg_msg_in_clear(&in);
-        if (slow && fl_now() >= next_slow) { /* one message per slow_ms */
+        if (slow && wg_test_now_ms() >= next_slow) { /* one message per slow_ms */
             if (s_sub_recv(slow, &in, ZMQ_DONTWAIT) == WG_OK && in.cmd == WG_CMD_TOKEN) s_stream_take(st, n, &in);
             wg_msg_in_clear(&in);
-            next_slow = fl_now() + slow_ms;
+            next_slow = wg_test_now_ms() + slow_ms;
         }
     }
     double rate = 0;
@@ -511,7 +511,7 @@ Test(fleet, worker_survives_garbage_job_frames_and_fails_them_with_a_reason, .ti
     int zero = 0;
     zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero);
     fl_broker fake = {0};
-    snprintf(fake.be, sizeof fake.be, "tcp://127.0.0.1:%d", fl_port());
+    snprintf(fake.be, sizeof fake.be, "tcp://127.0.0.1:%d", wg_test_free_port());
     cr_assert_eq(zmq_bind(router, fake.be), 0);
     fl_worker w = {0};
     fl_worker_start(&w, &fake, "target", NULL);
@@ -579,8 +579,8 @@ Test(fleet, worker_survives_garbage_job_frames_and_fails_them_with_a_reason, .ti
     l[3] = good.len;
     s_send_raw(router, id, id_len, f, l, 4);
     int failed_truncated = 0, failed_model = 0, done = 0;
-    int64_t end = fl_now() + 20000;
-    while (fl_now() < end && !done) {
+    int64_t end = wg_test_now_ms() + 20000;
+    while (wg_test_now_ms() < end && !done) {
         zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, 200) <= 0) continue;
         if (wg_msg_recv(router, true, &in, 0) != WG_OK) {
@@ -698,7 +698,7 @@ Test(fleet, curve_refuses_unauthorized_worker_and_producer, .timeout = 60) {
     cr_assert_eq(zmq_connect(good, b.fe), 0);
     s_stream st[1];
     s_submit_stream(good, st, 1, 8, 5);
-    fl_sleep(2000);
+    wg_test_sleep_ms(2000);
     wg_msg_req q = {.req = 6, .job_id = st[0].job_id};
     wg_msg_buf qb = {0};
     wg_msg_req_encode(WG_CMD_STATUS, &q, &qb);
@@ -815,11 +815,11 @@ Test(fleet, tail_finds_the_worker_in_the_registry_and_prints_the_job_text, .time
     fl_worker w = {0};
     const char *ex[] = {"--redis", url, NULL};
     fl_worker_start(&w, &b, "tailed", ex);
-    fl_sleep(1500); /* first registry refresh */
+    wg_test_sleep_ms(1500); /* first registry refresh */
     const char *tout = fl_path("tail.out");
     const char *targv[] = {FL_WAGGLE, "tail", "--broker", b.fe, "--all", "--redis", url, "--json", "--timeout", "8", NULL};
     pid_t tp = fl_spawn(targv, tout);
-    fl_sleep(700);
+    wg_test_sleep_ms(700);
     const char *in = fl_path("jobs.jsonl"), *out = fl_path("out.jsonl");
     fl_write_jobs(in, 3, 40, 0);
     const char *sx[] = {"--stream", NULL};

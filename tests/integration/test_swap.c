@@ -35,7 +35,7 @@ static void s_start(fl_redis *r, fl_broker *b) {
 
 /* A worker with residency only (no --model preload). */
 static void s_worker(fl_worker *w, const fl_broker *b, const char *id, const char *delay_ms, const char *max_seqs) {
-    snprintf(w->stream, sizeof w->stream, "tcp://127.0.0.1:%d", fl_port());
+    snprintf(w->stream, sizeof w->stream, "tcp://127.0.0.1:%d", wg_test_free_port());
     snprintf(w->log, sizeof w->log, "%s/worker-%s.log", fl_tmp(), id);
     const char *argv[] = {FL_WORKER, "--broker", b->be, "--stream", w->stream, "--id", id, "--heartbeat-ms", "250",
                           "--redis", s_url, "--mem-budget", S_BUDGET, "--kv-budget", "1M", "--load-delay-ms",
@@ -218,14 +218,14 @@ Test(swap, worker_killed_during_a_load_jobs_complete_on_the_other, .timeout = 60
     s_models_add("ll", wg_test_corpus(S_LL));
     fl_worker w1 = {0}, w2 = {0};
     s_worker(&w1, &b, "slow", "4000", "16"); /* every load takes 4 s */
-    fl_sleep(400);
+    wg_test_sleep_ms(400);
     const char *names[] = {"ll"};
     char in[256], out[256];
     snprintf(in, sizeof in, "%s", fl_path("jobs.jsonl"));
     snprintf(out, sizeof out, "%s", fl_path("out.jsonl"));
     s_write_jobs(in, 20, names, 1, 6);
     pid_t sub = fl_submit_start(&b, in, out, NULL);
-    fl_sleep(1200); /* the slow worker got the jobs and is inside the load */
+    wg_test_sleep_ms(1200); /* the slow worker got the jobs and is inside the load */
     cr_assert(fl_file_has(w1.log, "worker=slow") && !fl_file_has(w1.log, "model=ll loaded"),
               "the slow worker should be loading now (log %s)", w1.log);
     fl_kill(&w1.pid, SIGKILL);

@@ -181,7 +181,7 @@ static pid_t s_redis_at(int port, const char *dir) {
         bool ok = c && !c->err;
         if (c) redisFree(c);
         if (ok) return pid;
-        h_sleep(25);
+        wg_test_sleep_ms(25);
     }
     cr_assert_fail("redis-server did not start");
     return -1;
@@ -216,7 +216,7 @@ Test(registry, entries_survive_a_redis_kill_and_restart_through_the_aof) {
     wg_status st = WG_ERR_REDIS;
     for (int i = 0; i < 60 && st == WG_ERR_REDIS; i++) {
         st = wg_registry_get(r, "persist", &m);
-        if (st == WG_ERR_REDIS) h_sleep(50);
+        if (st == WG_ERR_REDIS) wg_test_sleep_ms(50);
     }
     cr_assert_eq(st, WG_OK, "%s", wg_errmsg());
     cr_assert_str_eq(m.sha256, sha);
@@ -401,9 +401,9 @@ Test(registry, workers_register_with_a_ttl_and_vanish_when_not_refreshed) {
     cr_assert_eq(ws[1].n_models, 0);
     wg_reg_workers_free(&ws, &n);
     /* w2 keeps refreshing, w1 does not */
-    h_sleep(1300);
+    wg_test_sleep_ms(1300);
     cr_assert_eq(wg_registry_worker_put(r, &w2, 30), WG_OK);
-    h_sleep(900);
+    wg_test_sleep_ms(900);
     cr_assert_eq(wg_registry_worker_list(r, &ws, &n), WG_OK);
     cr_assert_eq(n, 1, "the unrefreshed worker expired");
     cr_assert_str_eq(ws[0].id, "w2");

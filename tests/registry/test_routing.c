@@ -98,7 +98,7 @@ Test(routing, submit_for_an_unregistered_model_is_rejected_at_once_with_a_reason
     s_register(&e, "known", 1024);
     void *p = h_dealer(e.ctx, e.b.fe), *w = h_dealer(e.ctx, e.b.be);
     h_ready(w, "w1", 4, "preloaded"); /* a worker's preloaded name counts as served */
-    h_sleep(200);
+    wg_test_sleep_ms(200);
     const char *models[] = {"ghost", "known", "preloaded", "ghost"};
     wg_msg_submitted rep;
     s_submit_models(p, models, 4, &rep);
@@ -140,9 +140,9 @@ Test(routing, without_require_registered_unknown_models_still_queue) {
 /* Collect the models of the jobs a worker receives within timeout_ms. */
 static int s_take_models(void *w, char models[][32], char ids[][33], int max, int timeout_ms) {
     int n = 0;
-    int64_t end = h_now() + timeout_ms;
+    int64_t end = wg_test_now_ms() + timeout_ms;
     while (n < max) {
-        int left = (int)(end - h_now());
+        int left = (int)(end - wg_test_now_ms());
         if (left <= 0) break;
         wg_msg_job j;
         if (h_take_job(w, &j, left) != WG_OK) break;
@@ -164,7 +164,7 @@ Test(routing, jobs_go_to_the_worker_that_holds_their_model) {
     /* both could load anything (big budgets, free memory); each holds one model */
     s_ready_mem(wa, "wa", 8, "a", 1u << 30, 1u << 29);
     s_ready_mem(wb, "wb", 8, "b", 1u << 30, 1u << 29);
-    h_sleep(200);
+    wg_test_sleep_ms(200);
     const char *models[] = {"b", "a", "b", "a", "a", "b", "a", "b"};
     wg_msg_submitted rep;
     s_submit_models(p, models, 8, &rep);
@@ -193,7 +193,7 @@ Test(routing, an_unheld_model_goes_to_a_worker_with_memory_to_load_it) {
     s_ready_mem(full, "full", 8, "a", cb * 2, 0);             /* must evict to load c */
     s_ready_mem(roomy, "roomy", 8, "a", cb * 4, cb * 2);      /* room beside a */
     s_ready_mem(small, "small", 8, NULL, cb / 2, cb / 2);     /* c never fits */
-    h_sleep(200);
+    wg_test_sleep_ms(200);
     const char *models[] = {"c", "c", "c"};
     wg_msg_submitted rep;
     s_submit_models(p, models, 3, &rep);
@@ -216,7 +216,7 @@ Test(routing, a_busy_worker_finishes_its_models_queue_before_switching) {
     uint64_t cb = s_register(&e, "c", 4096);
     void *p = h_dealer(e.ctx, e.b.fe), *w = h_dealer(e.ctx, e.b.be);
     s_ready_mem(w, "w", 2, "a", cb + 1000, 0); /* budget for one model */
-    h_sleep(200);
+    wg_test_sleep_ms(200);
     const char *models[] = {"a", "c", "a", "a", "c", "a"};
     wg_msg_submitted rep;
     s_submit_models(p, models, 6, &rep);
@@ -248,12 +248,12 @@ Test(routing, a_starved_model_gets_the_worker_despite_a_steady_stream_of_others)
     uint64_t cb = s_register(&e, "c", 4096);
     void *p = h_dealer(e.ctx, e.b.fe), *w = h_dealer(e.ctx, e.b.be);
     s_ready_mem(w, "w", 1, "a", cb + 1000, 0);
-    h_sleep(200);
+    wg_test_sleep_ms(200);
     const char *first[] = {"a", "c", "a", "a"};
     wg_msg_submitted rep;
     s_submit_models(p, first, 4, &rep);
     wg_msg_submitted_clear(&rep);
-    int64_t t0 = h_now();
+    int64_t t0 = wg_test_now_ms();
     int a_before_c = 0;
     bool got_c = false;
     for (int round = 0; round < 40 && !got_c; round++) {
@@ -269,12 +269,12 @@ Test(routing, a_starved_model_gets_the_worker_despite_a_steady_stream_of_others)
         const char *more[] = {"a"};
         s_submit_models(p, more, 1, &rep);
         wg_msg_submitted_clear(&rep);
-        h_sleep(60);
+        wg_test_sleep_ms(60);
         h_done(w, ids[0], "ok");
     }
     cr_assert(got_c, "model c never dispatched");
     cr_assert_geq(a_before_c, 2, "grouping: the held model ran first (%d)", a_before_c);
-    cr_assert_lt(h_now() - t0, 3000, "c waited too long");
+    cr_assert_lt(wg_test_now_ms() - t0, 3000, "c waited too long");
     zmq_close(p);
     zmq_close(w);
     env_down(&e);
