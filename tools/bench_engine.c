@@ -47,6 +47,13 @@
 
 int wg_bench_engine_main(int argc, char **argv);
 
+/* --device: "cpu" or "cuda:N"; with a GPU the roofline is the device's
+ * measured copy bandwidth (model-bandwidth utilisation), not the CPU's. */
+static const char *s_device = "cpu";
+static int s_cuda = -1;
+static double s_dev_bw;      /* GB/s (bytes read + written), measured once */
+static char s_dev_name[128];
+
 static double s_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -132,6 +139,7 @@ static int s_bench_one(const wg_model_t *m, int32_t C, int32_t P, int32_t G, int
     cfg.max_batch_tokens = 512 > C ? 512 : C;
     cfg.prefill_chunk = 512;
     cfg.n_threads = threads;
+    cfg.device = s_device;
     const int32_t bt = WG_KV_DEFAULT_BLOCK;
     size_t tok_bytes = (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) * 4;
     size_t blocks_per_seq = (size_t)(P + G + bt) / (size_t)bt + 1;
@@ -224,11 +232,13 @@ static int s_bench_one(const wg_model_t *m, int32_t C, int32_t P, int32_t G, int
     r->kv_budget = (size_t)st.kv_blocks * st.kv_block_bytes;
     r->steps = st.n_steps;
     r->preemptions = st.n_preemptions;
-    wg_pool_t *pool = wg_pool_new(threads);
-    int64_t n_mats = 0;
-    double mm = pool ? s_matmul_roofline(m, pool, C, 3, &n_mats) : 0;
-    wg_pool_destroy(&pool);
-    r->roofline_tok_s = mm > 0 ? (double)C / mm : 0;
+    if (s_cuda < 0) {
+        wg_pool_t *pool = wg_pool_new(threads);
+        int64_t n_mats = 0;
+        double mm = pool ? s_matmul_roofline(m, pool, C, 3, &n_mats) : 0;
+        wg_pool_destroy(&pool);
+        r->roofline_tok_s = mm > 0 ? (double)C / mm : 0;
+    }
     free(prompt);
     free(first);
     free(last);
@@ -312,7 +322,7 @@ static int32_t s_argmax(const float *x, int32_t n) {
 
 static int s_single_run(const wg_model_t *m, int32_t P, int32_t G, s_single_t *r) {
     const wg_hparams_t *hp = wg_model_hparams(m);
-    wg_session_t *s = wg_session_new(m, r->threads, P + G + 1);
+    wg_session_t *s = wg_session_new_on(m, r->threads, P + G + 1, s_device);
     int32_t *prompt = malloc((size_t)P * sizeof *prompt);
     double *steps = malloc((size_t)r->reps * (size_t)G * sizeof *steps);
     if (!s || !prompt || !steps) {
@@ -370,7 +380,10 @@ static int s_bench_single(const char *model, const wg_model_t *m, const int *thr
     for (int i = 0; i < n_threads; i++) {
         res[i].threads = threads[i];
         res[i].reps = reps;
-        res[i].bw_med[0] = wg_bench_read_bw(mem_bytes, threads[i], 9, &res[i].bw_best[0]);
+        if (s_cuda >= 0)
+            res[i].bw_med[0] = res[i].bw_best[0] = s_dev_bw;
+        else
+            res[i].bw_med[0] = wg_bench_read_bw(mem_bytes, threads[i], 9, &res[i].bw_best[0]);
     }
     const bool hwm_reset = s_reset_peak_rss();
     for (int i = 0; i < n_threads; i++) {
@@ -378,8 +391,12 @@ static int s_bench_single(const char *model, const wg_model_t *m, const int *thr
         if (!json) fprintf(stderr, "%d thread%s done\n", threads[i], threads[i] > 1 ? "s" : "");
     }
     const size_t rss = s_peak_rss();
-    for (int i = 0; i < n_threads; i++)
-        res[i].bw_med[1] = wg_bench_read_bw(mem_bytes, threads[i], 9, &res[i].bw_best[1]);
+    for (int i = 0; i < n_threads; i++) {
+        if (s_cuda >= 0)
+            res[i].bw_med[1] = res[i].bw_best[1] = s_dev_bw;
+        else
+            res[i].bw_med[1] = wg_bench_read_bw(mem_bytes, threads[i], 9, &res[i].bw_best[1]);
+    }
     const double wbytes = s_bytes_per_token(m);
     /* K and V of every layer at the mean decode position, F32. */
     const double kv_tok = (double)hp->n_layer * hp->n_head_kv * (hp->head_dim + hp->head_dim_v) * 4.0;
@@ -418,6 +435,11 @@ static int s_bench_single(const char *model, const wg_model_t *m, const int *thr
                             (int)P, "gen_len", (int)G, "reps", reps, "peak_rss_bytes", (json_int_t)rss,
                             "peak_rss_excludes_bw_buffer", hwm_reset, "loadavg", load[0], load[1], load[2],
                             "results", rows);
+    json_object_set_new(doc, "device", json_string(s_device));
+    if (s_cuda >= 0) {
+        json_object_set_new(doc, "device_name", json_string(s_dev_name));
+        json_object_set_new(doc, "device_copy_bw_gbs", json_real(s_dev_bw));
+    }
     if (json) {
         char *txt = json_dumps(doc, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         puts(txt);
@@ -445,9 +467,9 @@ static int s_bench_single(const char *model, const wg_model_t *m, const int *thr
 
 static void s_usage(FILE *f) {
     fprintf(f, "usage: waggle bench [engine] -m MODEL [--concurrency 1,8,32,64] [--prompt-len 128] [--gen-len 128]\n"
-               "                    [--threads 2] [--json]\n"
+               "                    [--threads 2] [--device cpu|cuda:N] [--json]\n"
                "       waggle bench [engine] -m MODEL --single [--threads 1,2] [--prompt-len 128] [--gen-len 64]\n"
-               "                    [--reps 3] [--mem-mb 512] [--json]\n");
+               "                    [--reps 3] [--mem-mb 512] [--device cpu|cuda:N] [--json]\n");
 }
 
 int wg_bench_engine_main(int argc, char **argv) {
@@ -468,6 +490,12 @@ int wg_bench_engine_main(int argc, char **argv) {
             return 2;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             model = argv[++i];
+        } else if (!strcmp(a, "--device") || !strcmp(a, "-d")) {
+            s_device = argv[++i];
+            if (wg_device_parse(s_device, &s_cuda)) {
+                fprintf(stderr, "waggle bench: %s\n", wg_errmsg());
+                return 2;
+            }
         } else if (!strcmp(a, "--concurrency") || !strcmp(a, "-c")) {
             conc = argv[++i];
         } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
@@ -546,6 +574,15 @@ int wg_bench_engine_main(int argc, char **argv) {
         fprintf(stderr, "waggle bench: cannot load '%s': %s\n", model, wg_errmsg());
         return 1;
     }
+    if (s_cuda >= 0) {
+        if (wg_device_probe(s_device, s_dev_name, sizeof s_dev_name, &s_dev_bw) != WG_OK) {
+            fprintf(stderr, "waggle bench: %s\n", wg_errmsg());
+            wg_model_free(&m);
+            return 1;
+        }
+        if (!json) fprintf(stderr, "%s: %s, copy bandwidth %.0f GB/s\n", s_device, s_dev_name, s_dev_bw);
+        if (single && !thr) n_thr = 1;
+    }
     if (single) {
         const int rc = s_bench_single(model, m, thr_list, n_thr, (int32_t)P, (int32_t)G, (int)reps,
                                       (size_t)mem_mb << 20, json);
@@ -567,9 +604,19 @@ int wg_bench_engine_main(int argc, char **argv) {
         if (res[k].conc == 1) d1 = res[k].decode_tok_s;
         if (res[k].conc == 32) d32 = res[k].decode_tok_s;
     }
+    /* GPU: model-bandwidth utilisation of the pure-decode steps (weights read
+     * once per step, shared by its C tokens) against the measured copy bandwidth. */
+    const double wbytes = s_bytes_per_token(m);
+    double d64 = 0;
+    for (int k = 0; k < n_conc; k++)
+        if (res[k].conc == 64) d64 = res[k].decode_step_tok_s;
+    double d1s = 0;
+    for (int k = 0; k < n_conc; k++)
+        if (res[k].conc == 1) d1s = res[k].decode_step_tok_s;
     json_t *rows = json_array();
     for (int k = 0; k < n_conc; k++) {
         s_res_t *r = &res[k];
+        if (s_cuda >= 0) r->roofline_tok_s = s_dev_bw * 1e9 / wbytes * r->conc;
         json_array_append_new(
             rows, json_pack("{s:i, s:f, s:f, s:f, s:{s:f, s:f}, s:{s:f, s:f}, s:I, s:I, s:I, s:I, s:f, s:f, s:f}",
                             "concurrency", r->conc, "prefill_tok_s", r->prefill_tok_s, "decode_tok_s", r->decode_tok_s,
@@ -585,6 +632,15 @@ int wg_bench_engine_main(int argc, char **argv) {
                             hp->n_embd, "n_vocab", hp->n_vocab, "simd", wg_cpu_simd_name(), "threads", (int)threads,
                             "prompt_len", (int)P, "results", rows);
     json_object_set_new(doc, "gen_len", json_integer(G));
+    json_object_set_new(doc, "device", json_string(s_device));
+    if (s_cuda >= 0) {
+        json_object_set_new(doc, "device_name", json_string(s_dev_name));
+        json_object_set_new(doc, "device_copy_bw_gbs", json_real(s_dev_bw));
+        json_object_set_new(doc, "weight_bytes_per_step", json_integer((json_int_t)llround(wbytes)));
+        json_object_set_new(doc, "roofline", json_string("weights read once per step at the copy bandwidth; "
+                                                         "decode_vs_roofline = model-bandwidth utilisation"));
+        if (d1s > 0 && d64 > 0) json_object_set_new(doc, "decode_step_gain_c64_over_c1", json_real(d64 / d1s));
+    }
     if (d1 > 0 && d32 > 0) json_object_set_new(doc, "decode_gain_c32_over_c1", json_real(d32 / d1));
     if (json) {
         char *s = json_dumps(doc, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
@@ -603,6 +659,11 @@ int wg_bench_engine_main(int argc, char **argv) {
                    r->roofline_tok_s > 0 ? r->decode_step_tok_s / r->roofline_tok_s : 0.0);
         }
         if (d1 > 0 && d32 > 0) printf("decode gain of concurrency 32 over 1: %.2fx\n", d32 / d1);
+        if (s_cuda >= 0)
+            printf("%s (%s): roofline = weights (%.1f MB) read once per step at %.0f GB/s; ratio = MBU\n",
+                   s_device, s_dev_name, wbytes / 1e6, s_dev_bw);
+        if (s_cuda >= 0 && d1s > 0 && d64 > 0)
+            printf("decode-step gain of concurrency 64 over 1: %.2fx\n", d64 / d1s);
     }
     json_decref(doc);
     wg_model_free(&m);

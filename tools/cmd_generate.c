@@ -24,6 +24,7 @@ static void s_usage(FILE *f) {
             "  --top-k K       (default 40, 0 = off)    --top-p P (default 0.95)\n"
             "  --min-p P       (default 0.05)           --seed S\n"
             "  --threads N     CPU threads (default 2)  --ignore-eos  --json\n"
+            "  --device D      cpu (default) or cuda:N\n"
             "MODEL is a GGUF file or an HF model directory. With --tokens no BOS is added;\n"
             "with -p the model's BOS rule applies.\n");
 }
@@ -92,6 +93,7 @@ int wg_cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *toks = NULL;
     long n_gen = 64;
     int threads = 2;
+    const char *device = "cpu";
     bool json = false, ignore_eos = false;
     wg_sampling_params_t sp = wg_sampling_defaults();
     sp.temperature = 0.8f;
@@ -150,6 +152,13 @@ int wg_cmd_generate(int argc, char **argv) {
         } else if (strcmp(a, "--threads") == 0 || strcmp(a, "-t") == 0) {
             if (s_num(a, v, 1, 1024, &d)) return 2;
             threads = (int)d;
+        } else if (strcmp(a, "--device") == 0 || strcmp(a, "-d") == 0) {
+            int cu;
+            if (wg_device_parse(v, &cu)) {
+                fprintf(stderr, "waggle generate: %s\n", wg_errmsg());
+                return 2;
+            }
+            device = v;
         } else {
             fprintf(stderr, "waggle generate: unknown option %s\n", a);
             s_usage(stderr);
@@ -203,7 +212,7 @@ int wg_cmd_generate(int argc, char **argv) {
             fprintf(stderr, "waggle generate: token id %d out of range [0, %d)\n", ids[i], hp->n_vocab);
             goto out;
         }
-    sess = wg_session_new(m, threads, (int32_t)(n_ids + (size_t)n_gen + 1));
+    sess = wg_session_new_on(m, threads, (int32_t)(n_ids + (size_t)n_gen + 1), device);
     smp = wg_sampler_new(&sp, hp->n_vocab);
     logits = malloc((size_t)hp->n_vocab * sizeof(float));
     gen = malloc(((size_t)n_gen + 1) * sizeof(int32_t));

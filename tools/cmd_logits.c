@@ -10,7 +10,7 @@
 #include "waggle.h"
 
 static void s_usage(FILE *f) {
-    fprintf(f, "usage: waggle logits -m MODEL --tokens ID,ID,... -o OUT [--threads N]\n"
+    fprintf(f, "usage: waggle logits -m MODEL --tokens ID,ID,... -o OUT [--threads N] [--device cpu|cuda:N]\n"
                "  MODEL is a GGUF file or an HF model directory; OUT gets float32 [n_tokens][n_vocab]\n");
 }
 
@@ -54,6 +54,7 @@ static int s_parse_ids(const char *s, int32_t **ids, int64_t *n) {
 int wg_cmd_logits(int argc, char **argv) {
     const char *model = NULL, *toks = NULL, *outp = NULL;
     int threads = 2;
+    const char *device = "cpu";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -68,7 +69,14 @@ int wg_cmd_logits(int argc, char **argv) {
         if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) model = argv[++i];
         else if (strcmp(a, "--tokens") == 0) toks = argv[++i];
         else if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0) outp = argv[++i];
-        else if (strcmp(a, "--threads") == 0 || strcmp(a, "-t") == 0) {
+        else if (strcmp(a, "--device") == 0 || strcmp(a, "-d") == 0) {
+            int cu;
+            device = argv[++i];
+            if (wg_device_parse(device, &cu)) {
+                fprintf(stderr, "waggle logits: %s\n", wg_errmsg());
+                return 2;
+            }
+        } else if (strcmp(a, "--threads") == 0 || strcmp(a, "-t") == 0) {
             threads = atoi(argv[++i]);
             if (threads < 1 || threads > 1024) {
                 fprintf(stderr, "waggle logits: bad --threads %s\n", argv[i]);
@@ -105,7 +113,7 @@ int wg_cmd_logits(int argc, char **argv) {
                     (long long)i, hp->n_vocab);
             goto out;
         }
-    s = wg_session_new(m, threads, (int32_t)n);
+    s = wg_session_new_on(m, threads, (int32_t)n, device);
     logits = malloc((size_t)n * (size_t)hp->n_vocab * sizeof(float));
     if (!s || !logits) {
         fprintf(stderr, "waggle logits: %s\n", s ? "out of memory" : wg_errmsg());

@@ -14,8 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/formats/wg_gguf.h"
+#include "kernels/cpu/wg_cpu.h"
 #include "kernels/ref/wg_ref.h"
 #include "waggle.h"
 
@@ -127,6 +129,48 @@ static int s_mix(const char *name, s_mix_t *mx) {
     return -1;
 }
 
+/* Each matrix takes one draw of the main generator as its seed; row r then
+ * has its own splitmix64 stream from (seed, r), so rows are generated and
+ * quantized in parallel on every online CPU and a --seed still gives the
+ * same file whatever the thread count. */
+static wg_pool_t *s_pool;
+
+typedef struct {
+    const wg_type_traits_t *tr;  /* NULL for F32 */
+    char *dst;                   /* [n][rb] */
+    int64_t n, k;
+    size_t rb;
+    uint64_t seed;
+    float scale;
+} s_gen_job_t;
+
+static void s_gen_rows(void *ctx, int ith, int nth) {
+    const s_gen_job_t *j = ctx;
+    const int64_t per = (j->n + nth - 1) / nth, r0 = per * ith, r1 = r0 + per < j->n ? r0 + per : j->n;
+    float *row = j->tr ? malloc((size_t)j->k * sizeof(float)) : NULL;
+    if (j->tr && !row) return; /* caller checks the sentinel below */
+    for (int64_t r = r0; r < r1; r++) {
+        float *v = j->tr ? row : (float *)(j->dst + (size_t)r * j->rb);
+        uint64_t st = j->seed ^ ((uint64_t)(r + 1) * 0xD1B54A32D192ED03ull);
+        for (int64_t i = 0; i < j->k; i += 2) { /* Box-Muller, both outputs */
+            uint64_t z1 = (st += 0x9E3779B97F4A7C15ull), z2 = (st += 0x9E3779B97F4A7C15ull);
+            z1 = (z1 ^ (z1 >> 30)) * 0xBF58476D1CE4E5B9ull;
+            z1 = (z1 ^ (z1 >> 27)) * 0x94D049BB133111EBull;
+            z1 ^= z1 >> 31;
+            z2 = (z2 ^ (z2 >> 30)) * 0xBF58476D1CE4E5B9ull;
+            z2 = (z2 ^ (z2 >> 27)) * 0x94D049BB133111EBull;
+            z2 ^= z2 >> 31;
+            const double u1 = ((double)(z1 >> 11) + 1.0) / 9007199254740993.0;
+            const double u2 = (double)(z2 >> 11) / 9007199254740992.0;
+            const double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586 * u2;
+            v[i] = (float)(rad * cos(th)) * j->scale;
+            if (i + 1 < j->k) v[i + 1] = (float)(rad * sin(th)) * j->scale;
+        }
+        if (j->tr) j->tr->from_float(row, j->dst + (size_t)r * j->rb, j->k);
+    }
+    free(row);
+}
+
 /* Random [n][k] matrix N(0, scale^2), quantized to `type`, added to the file. */
 static wg_status s_add_matrix(wg_gguf_writer_t *w, const char *name, wg_type_t type, int64_t k, int64_t n,
                               float scale) {
@@ -136,23 +180,15 @@ static wg_status s_add_matrix(wg_gguf_writer_t *w, const char *name, wg_type_t t
     if (k % tr->blck_size) return wg_error(WG_ERR_INVAL, "%s: row %lld not a multiple of %s blocks", name, (long long)k, tr->name);
     size_t rb = wg_row_size(type, k);
     char *data = malloc(rb * (size_t)n);
-    float *row = malloc((size_t)k * sizeof(float));
-    if (!data || !row) {
-        free(data);
-        free(row);
-        return wg_error(WG_ERR_NOMEM, "%s: %zu bytes", name, rb * (size_t)n);
-    }
-    for (int64_t r = 0; r < n; r++) {
-        for (int64_t i = 0; i < k; i++) row[i] = s_gauss() * scale;
-        if (type == WG_TYPE_F32)
-            memcpy(data + (size_t)r * rb, row, rb);
-        else
-            tr->from_float(row, data + (size_t)r * rb, k);
-    }
+    if (!data) return wg_error(WG_ERR_NOMEM, "%s: %zu bytes", name, rb * (size_t)n);
+    s_gen_job_t j = {type == WG_TYPE_F32 ? NULL : tr, data, n, k, rb, s_next(), scale};
+    if (s_pool)
+        wg_pool_run(s_pool, s_gen_rows, &j);
+    else
+        s_gen_rows(&j, 0, 1);
     int64_t ne[2] = {k, n};
     wg_status st = wg_gguf_writer_add_tensor(w, name, type, 2, ne, data);
     free(data);
-    free(row);
     return st;
 }
 
@@ -345,6 +381,8 @@ int wg_cmd_mkmodel(int argc, char **argv) {
             arch->arch, (long long)E, d->n_layer, (long long)F, d->n_head, d->n_head_kv, (long long)vocab_size,
             (double)n_params / 1e6, type_name);
     const float se = 1.0f / sqrtf((float)E), sf = 1.0f / sqrtf((float)F);
+    const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    s_pool = wg_pool_new(ncpu > 1 ? (int)(ncpu < 64 ? ncpu : 64) : 1); /* NULL: quantize on this thread */
     if ((st = s_add_matrix(w, "token_embd.weight", mix.base, E, vocab_size, 1.0f)) ||
         (st = s_add_vec(w, "output_norm.weight", E, 1.0f, 0.0f)))
         goto fail;
@@ -375,9 +413,11 @@ int wg_cmd_mkmodel(int argc, char **argv) {
     }
     if ((st = wg_gguf_writer_write(w, out))) goto fail;
     wg_gguf_writer_destroy(&w);
+    wg_pool_destroy(&s_pool);
     fprintf(stderr, "waggle mkmodel: wrote %s\n", out);
     return 0;
 fail:
+    wg_pool_destroy(&s_pool);
     fprintf(stderr, "waggle mkmodel: %s: %s\n", wg_strerror(st), wg_errmsg());
     wg_gguf_writer_destroy(&w);
     return 1;

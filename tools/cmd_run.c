@@ -87,6 +87,7 @@ static void s_usage(FILE *f) {
             "  -o, --output F       results (JSONL, appended; finished custom_ids are skipped on rerun)\n"
             "  --concurrency N      sequences decoded together (default 64)\n"
             "  --threads N          compute threads (default: online CPUs)\n"
+            "  --device D           cpu (default) or cuda:N: where the model runs\n"
             "  --kv-budget BYTES    KV cache size (suffixes K, M, G; default from concurrency)\n"
             "  --max-batch-tokens N tokens per engine step (default 512)\n"
             "  --stream N           print the text of the first N jobs to stdout as it is generated\n"
@@ -862,6 +863,8 @@ static bool s_sub_recv(void *sub, wg_msg_token *t) {
 /* Run every job through an embedded broker (memory store) and one embedded
  * worker holding the already-loaded model, over inproc://, as a producer:
  * SUBMIT in batches, rows written as RESULT pushes arrive. 0 on success. */
+static const char *s_device = "cpu"; /* --device */
+
 static int s_run_embedded(s_emb_t *e, const wg_model_t *m, const char *model_name, long concurrency, long threads,
                           size_t kv_budget) {
     int rc = 1;
@@ -900,6 +903,7 @@ static int s_run_embedded(s_emb_t *e, const wg_model_t *m, const char *model_nam
     wc.models = &wm;
     wc.n_models = 1;
     wc.n_threads = (int)threads;
+    wc.device = s_device;
     wc.max_seqs = (int32_t)concurrency;
     wc.kv_budget_bytes = kv_budget;
     w = wg_worker_new(&wc);
@@ -1113,6 +1117,14 @@ int wg_cmd_run(int argc, char **argv) {
                 fprintf(stderr, "waggle run: --threads '%s' must be an integer in [1, 1024]\n", val);
                 return 2;
             }
+        } else if (!strcmp(a, "--device") || !strcmp(a, "-d")) {
+            NEED_VAL;
+            int cu;
+            if (wg_device_parse(val, &cu)) {
+                fprintf(stderr, "waggle run: %s\n", wg_errmsg());
+                return 2;
+            }
+            s_device = val;
         } else if (!strcmp(a, "--kv-budget")) {
             NEED_VAL;
             if (!s_parse_size(val, &kv_budget) || kv_budget == 0) {
@@ -1285,6 +1297,7 @@ int wg_cmd_run(int argc, char **argv) {
     wg_sched_cfg_t cfg = wg_sched_defaults();
     cfg.max_seqs = (int32_t)concurrency;
     cfg.n_threads = (int)threads;
+    cfg.device = s_device;
     cfg.kv_budget_bytes = kv_budget;
     if (max_batch) cfg.max_batch_tokens = (int32_t)max_batch;
     s = wg_sched_new(m, tok, &cfg);

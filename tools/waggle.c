@@ -1,4 +1,5 @@
 /* waggle — the command-line tool: dispatches to one subcommand per file. */
+#include "engine/model/wg_model.h"
 #include "waggle.h"
 
 #include <stdio.h>
@@ -18,14 +19,6 @@ static const s_command_t s_commands[] = {
 #undef WG_XX_ROW
 };
 
-static const char *s_backends(void) {
-#ifdef WG_HAVE_CUDA
-    return "cpu cuda";
-#else
-    return "cpu";
-#endif
-}
-
 static void s_usage(FILE *f) {
     fprintf(f, "usage: waggle COMMAND [ARGS...]\n       waggle --version\n\ncommands:\n");
     for (size_t i = 0; i < sizeof s_commands / sizeof s_commands[0]; i++)
@@ -44,7 +37,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
-        printf("waggle %s\nbackends: %s\n", WG_VERSION, s_backends());
+        printf("waggle %s\nbackends: %s\n", WG_VERSION, wg_engine_backends());
         return 0;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {

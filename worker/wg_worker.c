@@ -131,6 +131,7 @@ struct wg_worker {
     wg_registry_t *load_reg;     /* loader thread's own registry connection */
     size_t kv_budget;            /* KV bytes per model (cfg.kv_budget_bytes) */
     int n_threads;               /* forward threads per model */
+    char device[32];             /* "cpu" or "cuda:N" */
     uint32_t n_waiting;          /* jobs waiting for a load */
     uint64_t swaps_logged;       /* loads + evictions already logged */
 };
@@ -308,7 +309,7 @@ static void s_registry_refresh(wg_worker_t *w) {
     wg_reg_worker e = {0};
     e.id = w->id;
     e.stream_endpoint = w->advertise ? w->advertise : "";
-    e.device = "cpu";
+    e.device = w->device;
     e.mem_budget = w->last_metrics.mem_total_bytes;
     e.mem_free = w->last_metrics.mem_total_bytes > w->last_metrics.mem_used_bytes
                      ? w->last_metrics.mem_total_bytes - w->last_metrics.mem_used_bytes
@@ -930,7 +931,8 @@ static wg_status s_res_load(void *arg, const char *name, void **handle, uint64_t
         goto out;
     }
     wg_worker_model spec = {.name = name, .path = rm.path};
-    wg_worker_cfg c = {.kv_budget_bytes = w->kv_budget, .max_seqs = w->max_seqs, .n_threads = w->n_threads};
+    wg_worker_cfg c = {.kv_budget_bytes = w->kv_budget, .max_seqs = w->max_seqs, .n_threads = w->n_threads,
+                       .device = w->device};
     if ((st = s_load_model(m, &spec, &c))) goto out;
     *handle = m;
     *bytes = s_model_bytes(m);
@@ -1205,6 +1207,7 @@ static wg_status s_load_model(s_model *sm, const wg_worker_model *spec, const wg
     if (cfg->kv_budget_bytes) sc.kv_budget_bytes = cfg->kv_budget_bytes;
     sc.max_seqs = cfg->max_seqs > 0 ? cfg->max_seqs : 64;
     sc.n_threads = cfg->n_threads > 0 ? cfg->n_threads : 1;
+    sc.device = cfg->device;
     if (sc.max_batch_tokens < sc.max_seqs) sc.max_batch_tokens = sc.max_seqs;
     sm->sched = wg_sched_new(sm->m, sm->tok, &sc);
     if (!sm->sched) return wg_error(WG_ERR, "worker: scheduler for model '%s': %s", spec->name, wg_errmsg());
@@ -1322,6 +1325,11 @@ wg_worker_t *wg_worker_new(const wg_worker_cfg *cfg) {
     w->load_delay_ms = cfg->load_delay_ms;
     w->kv_budget = cfg->kv_budget_bytes;
     w->n_threads = cfg->n_threads;
+    snprintf(w->device, sizeof w->device, "%s", cfg->device && *cfg->device ? cfg->device : "cpu");
+    {
+        int cuda = -1;
+        if (wg_device_parse(w->device, &cuda)) goto err;
+    }
     w->models = calloc(WG_MSG_MAX_MODELS, sizeof *w->models); /* residency installs into free slots */
     if (!w->models) {
         wg_error(WG_ERR_NOMEM, "worker: models");

@@ -66,6 +66,7 @@ typedef struct wg_worker_cfg {
     const wg_worker_model *models; /* (n_models,) served models */
     uint32_t n_models;             /* 1..64 (0..64 with mem_budget) */
     int n_threads;                 /* forward threads per model; 0 = 1 */
+    const char *device;            /* "cpu" (NULL) or "cuda:N": where models run */
     int32_t max_seqs;              /* sequence slots = credits; 0 = 64 */
     size_t kv_budget_bytes;        /* KV bytes per model; 0 = scheduler default */
     uint32_t heartbeat_ms;         /* heartbeat interval; 0 = 1000 */

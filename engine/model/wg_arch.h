@@ -186,6 +186,14 @@ struct wg_model;
  * over the whole batch. */
 wg_status wg_forward_recurrent(const struct wg_model *m, wg_kv_t *kv, wg_pool_t *pool,
                                const wg_batch_tok_t *batch, int64_t n, float *logits);
+/* The CUDA forward pass (wg_forward_cuda.c): same contract as the recurrent
+ * one, for a cache with device state (wg_kv_device). */
+wg_status wg_forward_cuda(const struct wg_model *m, wg_kv_t *kv, const wg_batch_tok_t *batch, int64_t n,
+                          float *logits);
+/* Put a fresh K/V cache (wg_kv_new_tables) on CUDA device `device`: checks
+ * that the model's features have device kernels, makes the context, weight
+ * registry and pool, and attaches them to kv. */
+wg_status wg_forward_cuda_attach(const struct wg_model *m, wg_kv_t *kv, int device);
 /* Floats of one sequence's recurrent state (all layers), 0 for attention models. */
 size_t wg_model_state_floats(const struct wg_model *m);
 

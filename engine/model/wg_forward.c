@@ -412,9 +412,10 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
                         wg_kv_is_recurrent(kv) ? "recurrent-state" : "K/V");
     wg_status st = s_prepare(m, kv, batch, n, &next, &n_slots);
     if (st) return st;
-    if (hp->recurrent) {
+    if (hp->recurrent || wg_kv_device(kv)) {
         /* States were reserved (zeroed for new sequences) by s_prepare. */
-        st = wg_forward_recurrent(m, kv, pool, batch, n, logits);
+        st = wg_kv_device(kv) ? wg_forward_cuda(m, kv, batch, n, logits)
+                              : wg_forward_recurrent(m, kv, pool, batch, n, logits);
         if (!st)
             for (int32_t s = 0; s < n_slots; s++)
                 if (next[s] >= 0) wg_kv_seq_set_len(kv, s, next[s]);

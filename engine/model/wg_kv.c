@@ -28,10 +28,12 @@ struct wg_kv {
     size_t state_floats;   /* recurrent cache: floats per block (one sequence's state); 0 for K/V */
     s_seq_t *seqs;         /* [n_seqs] sequence slots */
     int32_t n_seqs;        /* allocated slots */
+    void *dev;             /* device-side state (K/V on a GPU), or NULL */
+    void (*dev_free)(void *); /* frees `dev` with the cache */
 };
 
-wg_kv_t *wg_kv_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
-                   size_t budget_bytes) {
+static wg_kv_t *s_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens, size_t budget_bytes,
+                      bool host_pool) {
     if (n_layer <= 0 || k_dim <= 0 || v_dim < 0 || block_tokens < 0) {
         wg_error(WG_ERR_INVAL, "kv: bad shape n_layer=%d k_dim=%d v_dim=%d block_tokens=%d",
                  n_layer, k_dim, v_dim, block_tokens);
@@ -53,9 +55,9 @@ wg_kv_t *wg_kv_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_
         return NULL;
     }
     kv->n_blocks = (int32_t)nb;
-    kv->pool = malloc(nb * block_bytes);
+    kv->pool = host_pool ? malloc(nb * block_bytes) : NULL;
     kv->free_stack = malloc(nb * sizeof(int32_t));
-    if (!kv->pool || !kv->free_stack) goto nomem;
+    if ((host_pool && !kv->pool) || !kv->free_stack) goto nomem;
     /* Block 0 on top: fresh caches hand out blocks in increasing order. */
     for (int32_t i = 0; i < kv->n_blocks; i++) kv->free_stack[i] = kv->n_blocks - 1 - i;
     kv->n_free = kv->n_blocks;
@@ -64,6 +66,33 @@ nomem:
     wg_error(WG_ERR_NOMEM, "kv: cannot allocate %zu bytes", budget_bytes);
     wg_kv_free(&kv);
     return NULL;
+}
+
+wg_kv_t *wg_kv_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
+                   size_t budget_bytes) {
+    return s_new(n_layer, k_dim, v_dim, block_tokens, budget_bytes, true);
+}
+
+wg_kv_t *wg_kv_new_tables(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
+                          size_t budget_bytes) {
+    return s_new(n_layer, k_dim, v_dim, block_tokens, budget_bytes, false);
+}
+
+void wg_kv_set_device(wg_kv_t *kv, void *dev, void (*dev_free)(void *)) {
+    WG_ASSERT(kv && !kv->dev);
+    kv->dev = dev;
+    kv->dev_free = dev_free;
+}
+
+void *wg_kv_device(const wg_kv_t *kv) { return kv->dev; }
+
+const int32_t *wg_kv_seq_blocks(const wg_kv_t *kv, int32_t seq, int32_t *n_blocks) {
+    if (seq < 0 || seq >= kv->n_seqs || !kv->seqs[seq].used) {
+        *n_blocks = 0;
+        return NULL;
+    }
+    *n_blocks = kv->seqs[seq].n_blocks;
+    return kv->seqs[seq].table;
 }
 
 wg_kv_t *wg_kv_new_recurrent(size_t state_floats, size_t budget_bytes) {
@@ -99,6 +128,7 @@ size_t wg_kv_state_floats(const wg_kv_t *kv) { return kv->state_floats; }
 void wg_kv_free(wg_kv_t **pkv) {
     if (!pkv || !*pkv) return;
     wg_kv_t *kv = *pkv;
+    if (kv->dev && kv->dev_free) kv->dev_free(kv->dev);
     for (int32_t i = 0; i < kv->n_seqs; i++) free(kv->seqs[i].table);
     free(kv->seqs);
     free(kv->free_stack);

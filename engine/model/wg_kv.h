@@ -36,6 +36,19 @@ typedef struct wg_kv wg_kv_t;
  * fit in budget_bytes (at least 1). NULL on failure (wg_errmsg). */
 wg_kv_t *wg_kv_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
                    size_t budget_bytes);
+/* The same bookkeeping (blocks, free list, tables) without a host pool: for
+ * a cache whose K/V live on a device (wg_kv_k / wg_kv_v must not be called). */
+wg_kv_t *wg_kv_new_tables(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
+                          size_t budget_bytes);
+/* Attach device-side state (set once); dev_free(dev) runs in wg_kv_free. */
+void wg_kv_set_device(wg_kv_t *kv, void *dev, void (*dev_free)(void *));
+/* The attached device state, or NULL for a host cache. */
+void *wg_kv_device(const wg_kv_t *kv);
+/* Block table of `seq` (*n_blocks entries; position p in table[p / block_tokens]),
+ * or NULL with *n_blocks = 0 for an unknown sequence. Valid until the next
+ * reserve / truncate / free of that sequence. */
+const int32_t *wg_kv_seq_blocks(const wg_kv_t *kv, int32_t seq, int32_t *n_blocks);
+
 /* A recurrent-state cache: one block = state_floats floats (one sequence's
  * whole state, all layers), as many as fit in budget_bytes (at least 1).
  * NULL on failure (wg_errmsg). */

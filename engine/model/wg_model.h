@@ -101,6 +101,26 @@ size_t wg_model_weight_bytes(const wg_model_t *m);
  * (wg_errmsg). */
 wg_kv_t *wg_model_kv_new(const wg_model_t *m, size_t budget_bytes, int32_t block_tokens);
 
+/* Compute devices, as the command-line tools and the worker name them:
+ * "cpu", or "cuda" / "cuda:N" (N a 0-based CUDA device ordinal). *cuda gets
+ * N, or -1 for the CPU. WG_ERR_INVAL names a malformed string. */
+wg_status wg_device_parse(const char *device, int *cuda);
+/* Backends compiled in: "cpu" or "cpu cuda". */
+const char *wg_engine_backends(void);
+/* Name of a device and its measured device-to-device copy bandwidth in GB/s
+ * (bytes read + written per second; best of 5 copies of 512 MiB): the
+ * memory roofline of GPU benchmarks. "cpu" gives name "cpu" and 0. */
+wg_status wg_device_probe(const char *device, char *name, size_t name_len, double *copy_gbs);
+
+/* wg_model_kv_new on a device (NULL or "cpu": the host cache above). On
+ * "cuda:N" the K/V pool, the weights (uploaded on first use) and the
+ * activations live on GPU N, and wg_model_forward on this cache runs there;
+ * freeing the cache frees them. NULL with the reason in wg_errmsg() when the
+ * device is absent, too small, or the model has features without device
+ * kernels. */
+wg_kv_t *wg_model_kv_new_on(const wg_model_t *m, size_t budget_bytes, int32_t block_tokens,
+                            const char *device);
+
 /* Bytes of one sequence's recurrent state (0 for attention-only models): what
  * a running sequence costs a recurrent cache, whatever its length. */
 size_t wg_model_state_bytes(const wg_model_t *m);
@@ -128,6 +148,8 @@ typedef struct wg_session wg_session_t;
 
 /* A session with its own pool of n_threads and a cache of n_ctx tokens. */
 wg_session_t *wg_session_new(const wg_model_t *m, int n_threads, int32_t n_ctx);
+/* The same on a device ("cpu", "cuda:N"; NULL = cpu). */
+wg_session_t *wg_session_new_on(const wg_model_t *m, int n_threads, int32_t n_ctx, const char *device);
 void wg_session_free(wg_session_t **s);
 /* Append n tokens (prefill or one decode step). With all_logits, `logits`
  * gets n rows; otherwise only the last token's row (may be NULL: then read

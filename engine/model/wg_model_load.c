@@ -1010,3 +1010,45 @@ wg_kv_t *wg_model_kv_new(const wg_model_t *m, size_t budget_bytes, int32_t block
     return wg_kv_new(hp->n_layer, hp->n_head_kv * hp->head_dim, hp->n_head_kv * hp->head_dim_v,
                      block_tokens, budget_bytes);
 }
+
+wg_status wg_device_parse(const char *device, int *cuda) {
+    *cuda = -1;
+    if (!device || !*device || !strcmp(device, "cpu")) return WG_OK;
+    if (!strcmp(device, "cuda")) {
+        *cuda = 0;
+        return WG_OK;
+    }
+    if (!strncmp(device, "cuda:", 5) && device[5] >= '0' && device[5] <= '9') {
+        char *end = NULL;
+        const long v = strtol(device + 5, &end, 10);
+        if (*end == '\0' && v >= 0 && v < 1024) {
+            *cuda = (int)v;
+            return WG_OK;
+        }
+    }
+    return wg_error(WG_ERR_INVAL, "device '%s': expected cpu, cuda or cuda:N", device);
+}
+
+const char *wg_engine_backends(void) {
+#ifdef WG_HAVE_CUDA
+    return "cpu cuda";
+#else
+    return "cpu";
+#endif
+}
+
+wg_kv_t *wg_model_kv_new_on(const wg_model_t *m, size_t budget_bytes, int32_t block_tokens, const char *device) {
+    int cuda = -1;
+    if (wg_device_parse(device, &cuda)) return NULL;
+    if (cuda < 0) return wg_model_kv_new(m, budget_bytes, block_tokens);
+    const wg_hparams_t *hp = &m->hp;
+    wg_kv_t *kv = NULL;
+    if (!hp->recurrent)
+        kv = wg_kv_new_tables(hp->n_layer, hp->n_head_kv * hp->head_dim, hp->n_head_kv * hp->head_dim_v,
+                              block_tokens, budget_bytes);
+    else
+        kv = wg_kv_new_tables(1, 1, 0, 1, 4); /* only for the error below */
+    if (!kv) return NULL;
+    if (wg_forward_cuda_attach(m, kv, cuda)) wg_kv_free(&kv);
+    return kv;
+}

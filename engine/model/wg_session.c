@@ -17,6 +17,10 @@ struct wg_session {
 };
 
 wg_session_t *wg_session_new(const wg_model_t *m, int n_threads, int32_t n_ctx) {
+    return wg_session_new_on(m, n_threads, n_ctx, NULL);
+}
+
+wg_session_t *wg_session_new_on(const wg_model_t *m, int n_threads, int32_t n_ctx, const char *device) {
     WG_ASSERT(m);
     if (n_ctx <= 0) {
         wg_error(WG_ERR_INVAL, "session: n_ctx=%d", n_ctx);
@@ -34,7 +38,7 @@ wg_session_t *wg_session_new(const wg_model_t *m, int n_threads, int32_t n_ctx) 
                      sizeof(float);
     int32_t bt = WG_KV_DEFAULT_BLOCK;
     size_t blocks = ((size_t)n_ctx + (size_t)bt - 1) / (size_t)bt;
-    s->kv = wg_model_kv_new(m, blocks * (size_t)bt * per_tok, bt);
+    s->kv = wg_model_kv_new_on(m, blocks * (size_t)bt * per_tok, bt, device);
     s->pool = wg_pool_new(n_threads > 0 ? n_threads : 1);
     s->last = malloc((size_t)hp->n_vocab * sizeof(float));
     if (!s->kv || !s->pool || !s->last || wg_kv_seq_new(s->kv, &s->seq) != WG_OK) {

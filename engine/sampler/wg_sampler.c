@@ -605,7 +605,7 @@ wg_status wg_sampler_sample(wg_sampler_t *s, float *logits, wg_sample_t *out) {
     s_cand_t top[WG_MAX_TOP_LOGPROBS];
     size_t n_top = s->p.n_logprobs > 0 ? s_top_k(logits, s->n_vocab, top, (size_t)s->p.n_logprobs) : 0;
 
-    int32_t tok;
+    int32_t tok = -1;
     double total = -1.0; /* full-vocabulary normaliser, once some step has it */
     float e_tok = -1.0f;  /* chosen token's weight when the logits were overwritten */
     if (greedy) {

@@ -156,7 +156,7 @@ wg_sched_t *wg_sched_new(const wg_model_t *model, const wg_tok_t *tok, const wg_
     s->n_vocab = hp->n_vocab;
     s->eos = tok ? wg_tok_eos(tok) : hp->eos;
     s->next_handle = 1;
-    s->kv = wg_model_kv_new(model, c.kv_budget_bytes, c.block_tokens);
+    s->kv = wg_model_kv_new_on(model, c.kv_budget_bytes, c.block_tokens, c.device);
     if (!s->kv) goto fail;
     s->pool = wg_pool_new(c.n_threads);
     if (!s->pool) goto fail;

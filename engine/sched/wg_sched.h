@@ -43,6 +43,7 @@ typedef struct {
     int32_t prefill_chunk;      /* prompt tokens of one sequence per step (0 = max_batch_tokens) */
     int n_threads;              /* forward-pass threads (0 = 1) */
     int32_t max_waiting_steps;  /* steps after which a waiting sequence is starving (0 = 64) */
+    const char *device;         /* "cpu" (NULL) or "cuda:N": where the KV cache and forward pass live */
 } wg_sched_cfg_t;
 
 wg_sched_cfg_t wg_sched_defaults(void);

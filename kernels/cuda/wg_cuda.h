@@ -97,6 +97,12 @@ void wg_cuda_weights_destroy(wg_cuda_weights_t **reg);
  * from the registry. A second request for the same pointer with a different
  * size is WG_ERR_INVAL. *dev stays valid until the registry is destroyed. */
 wg_status wg_cuda_weights_get(wg_cuda_weights_t *reg, const void *host, size_t bytes, const void **dev);
+/* The device copy registered for `host`, or NULL (never uploads). */
+const void *wg_cuda_weights_find(const wg_cuda_weights_t *reg, const void *host);
+/* Register a device buffer the caller made (from wg_cuda_malloc, `bytes`
+ * long) under the key `host`; the registry owns and frees it from then on.
+ * WG_ERR_INVAL when the key is already taken (the buffer is not adopted). */
+wg_status wg_cuda_weights_adopt(wg_cuda_weights_t *reg, const void *host, void *dev, size_t bytes);
 size_t wg_cuda_weights_bytes(const wg_cuda_weights_t *reg);   /* device bytes held */
 int64_t wg_cuda_weights_count(const wg_cuda_weights_t *reg);  /* tensors held */
 
@@ -192,6 +198,9 @@ typedef struct {
     float base;                  /* frequency base */
     float freq_scale;            /* linear position scaling (1 = none) */
     const float *freq_factors;   /* device [n_rot/2] divisors, or NULL */
+    float ext_factor;            /* YaRN extrapolation mix (0 = off) */
+    float attn_factor;           /* cos/sin magnitude (0 is taken as 1) */
+    float corr_dims[2];          /* YaRN ramp between these rotary dims */
 } wg_cuda_rope_t;
 
 /* In-place RoPE of n_tok tokens x n_heads heads of head_dim floats; token t
@@ -206,6 +215,26 @@ wg_status wg_cuda_act(wg_cuda_t *ctx, wg_cuda_act_t act, float *gate, const floa
 /* In-place softmax of n_rows rows of n floats (row stride `stride`), after
  * multiplying by `scale`. */
 wg_status wg_cuda_softmax(wg_cuda_t *ctx, float *x, int64_t n_rows, int64_t n, int64_t stride, float scale);
+
+/* ---- small ops the device forward pass composes (wg_cuda_ew.cu) ---- */
+
+/* out[r][0..k) = dequantized row ids[r] of `table` (rows of row_bytes bytes,
+ * type t, k values), times `scale` (1 = none); ids is a device [n] array. */
+wg_status wg_cuda_get_rows(wg_cuda_t *ctx, wg_type_t t, const void *table, size_t row_bytes, int64_t k,
+                           const int32_t *ids, int64_t n, float *out, float scale);
+/* y[i] += a[i] for i < n. */
+wg_status wg_cuda_add(wg_cuda_t *ctx, float *y, const float *a, int64_t n);
+/* x[i] = (a[i] + b[i]) + x[i] (parallel attention + FFN residual). */
+wg_status wg_cuda_add2(wg_cuda_t *ctx, float *x, const float *a, const float *b, int64_t n);
+/* y[r][j] += b[j] for r < M, j < N (bias broadcast over rows). */
+wg_status wg_cuda_add_bias(wg_cuda_t *ctx, float *y, const float *b, int64_t M, int64_t N);
+/* x[i] = clamp(x[i], -c, c). */
+wg_status wg_cuda_clamp(wg_cuda_t *ctx, float *x, int64_t n, float c);
+/* x[i] = tanh(x[i] / c) * c (logit soft-cap). */
+wg_status wg_cuda_softcap(wg_cuda_t *ctx, float *x, int64_t n, float c);
+/* Strided copy of `rows` rows of `cols` floats: dst + r*dst_stride <- src + r*src_stride. */
+wg_status wg_cuda_copy_rows(wg_cuda_t *ctx, float *dst, int64_t dst_stride, const float *src, int64_t src_stride,
+                            int64_t rows, int64_t cols);
 
 /* ---- attention over a device-side paged KV cache ---- */
 
@@ -240,6 +269,13 @@ typedef struct {
     float softcap;          /* logit soft-cap (0 = off) */
     const float *sinks;     /* device [n_head] sink logits, or NULL */
 } wg_cuda_attn_t;
+
+/* Write this step's keys and values into the cache: token t (device seq[t],
+ * pos[t]) gets k + t*k_stride (kv->k_dim floats) and v + t*v_stride
+ * (kv->v_dim floats) in `layer`. The pool is written through kv->pool. */
+wg_status wg_cuda_kv_store(wg_cuda_t *ctx, const wg_cuda_kv_t *kv, int32_t layer, int64_t n_tok,
+                           const int32_t *seq, const int32_t *pos, const float *k, int64_t k_stride,
+                           const float *v, int64_t v_stride);
 
 /* Decode-style attention: each token t attends to positions 0..pos[t] of
  * sequence seq[t] (K/V of this step already written). Any mix of sequences

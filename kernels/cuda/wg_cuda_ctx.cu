@@ -344,6 +344,29 @@ extern "C" wg_status wg_cuda_weights_get(wg_cuda_weights_t *r, const void *host,
     return WG_OK;
 }
 
+extern "C" const void *wg_cuda_weights_find(const wg_cuda_weights_t *r, const void *host) {
+    WG_ASSERT(r && host);
+    const s_wentry_t *e = s_wfind(r->slots, r->cap, host);
+    return e->host ? e->dev : NULL;
+}
+
+extern "C" wg_status wg_cuda_weights_adopt(wg_cuda_weights_t *r, const void *host, void *dev, size_t bytes) {
+    WG_ASSERT(r && host && dev);
+    s_wentry_t *e = s_wfind(r->slots, r->cap, host);
+    if (e->host) return wg_error(WG_ERR_INVAL, "cuda weights: key %p already registered", host);
+    if ((r->count + 1) * 2 > r->cap) {
+        wg_status st = s_wgrow(r);
+        if (st) return st;
+        e = s_wfind(r->slots, r->cap, host);
+    }
+    e->host = host;
+    e->dev = dev;
+    e->bytes = bytes;
+    r->count++;
+    r->bytes += bytes;
+    return WG_OK;
+}
+
 extern "C" size_t wg_cuda_weights_bytes(const wg_cuda_weights_t *r) { return r->bytes; }
 extern "C" int64_t wg_cuda_weights_count(const wg_cuda_weights_t *r) { return r->count; }
 

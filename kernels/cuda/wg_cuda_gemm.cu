@@ -48,6 +48,17 @@ extern "C" wg_status wg_cuda_gemm(wg_cuda_t *ctx, wg_type_t wtype, const void *W
     wg_status st = wg_cuda_enter(ctx);
     if (st) return st;
     const float one = 1.0f, zero = 0.0f;
+    if ((wtype == WG_TYPE_F16 || wtype == WG_TYPE_BF16) && (K % 8 != 0 || M <= WG_CUDA_MMV_MAX_M)) {
+        /* cuBLAS 13 on an H100 refused (CUBLAS_STATUS_INVALID_VALUE) 16-bit
+         * operands with an F32 result at K = 500 (rows not 16-byte aligned)
+         * and at small M; run the mat-vec kernel over chunks of rows there.
+         * The forward pass only calls cuBLAS for M > WG_CUDA_MMV_MAX_M. */
+        for (int64_t m0 = 0; m0 < M; m0 += WG_CUDA_MMV_MAX_M) {
+            const int64_t mm = M - m0 < WG_CUDA_MMV_MAX_M ? M - m0 : WG_CUDA_MMV_MAX_M;
+            if ((st = wg_cuda_mmv_float(ctx, wtype, W, N, K, X + m0 * K, mm, Y + m0 * N))) return st;
+        }
+        return WG_OK;
+    }
     if (wtype == WG_TYPE_F32) {
         WG_CUBLAS(cublasGemmEx(ctx->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, W, CUDA_R_32F,
                                (int)K, X, CUDA_R_32F, (int)K, &zero, Y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,

@@ -96,8 +96,14 @@ extern "C" wg_status wg_cuda_norm(wg_cuda_t *ctx, wg_cuda_norm_t kind, float *x,
 
 /* ---- RoPE: one thread per (token, head, pair) ---- */
 
-__global__ void k_rope(int neox, int32_t nr, float theta_scale, float freq_scale, const float *ff, float *x,
-                       int64_t n_tok, int32_t n_heads, int32_t head_dim, int64_t stride, const int32_t *pos) {
+typedef struct {
+    float ext_factor, attn_factor, mscale; /* YaRN mix, magnitude, YaRN magnitude */
+    float corr0, corr1;                    /* YaRN ramp dims */
+} s_yarn_t;
+
+__global__ void k_rope(int neox, int32_t nr, float theta_scale, float freq_scale, const float *ff, s_yarn_t y,
+                       float *x, int64_t n_tok, int32_t n_heads, int32_t head_dim, int64_t stride,
+                       const int32_t *pos) {
     const int64_t half = nr / 2;
     const int64_t id = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (id >= n_tok * n_heads * half) return;
@@ -107,8 +113,15 @@ __global__ void k_rope(int neox, int32_t nr, float theta_scale, float freq_scale
     const int64_t t = th / n_heads;
     float theta = (float)pos[t];
     for (int32_t j = 0; j < i; j++) theta *= theta_scale; /* the CPU's incremental angle, bit for bit */
-    const float ang = freq_scale * (theta / (ff ? ff[i] : 1.0f));
-    const float c = cosf(ang), s = sinf(ang);
+    const float extrap = theta / (ff ? ff[i] : 1.0f);
+    float ang = freq_scale * extrap, ms = y.attn_factor;
+    if (y.ext_factor != 0.0f) { /* YaRN ramp, as the CPU backend */
+        const float r = ((float)i - y.corr0) / fmaxf(0.001f, y.corr1 - y.corr0);
+        const float ramp = (1.0f - fminf(1.0f, fmaxf(0.0f, r))) * y.ext_factor;
+        ang = ang * (1.0f - ramp) + extrap * ramp;
+        ms *= y.mscale;
+    }
+    const float c = cosf(ang) * ms, s = sinf(ang) * ms;
     float *v = x + t * stride + (int64_t)h * head_dim;
     const int32_t i0 = neox ? i : 2 * i, i1 = neox ? i + nr / 2 : 2 * i + 1;
     const float x0 = v[i0], x1 = v[i1];
@@ -130,8 +143,14 @@ extern "C" wg_status wg_cuda_rope(wg_cuda_t *ctx, const wg_cuda_rope_t *r, float
     if (st) return st;
     const float theta_scale = powf(r->base, -2.0f / (float)r->n_rot); /* same host powf as the CPU backend */
     const int64_t n = n_tok * n_heads * (r->n_rot / 2);
+    s_yarn_t y;
+    y.ext_factor = r->ext_factor;
+    y.attn_factor = r->attn_factor != 0.0f ? r->attn_factor : 1.0f;
+    y.mscale = r->ext_factor != 0.0f ? 1.0f + 0.1f * logf(1.0f / r->freq_scale) : 1.0f;
+    y.corr0 = r->corr_dims[0];
+    y.corr1 = r->corr_dims[1];
     k_rope<<<wg_cuda_blocks(n, 256), 256, 0, ctx->stream>>>(r->style == WG_CUDA_ROPE_NEOX, r->n_rot, theta_scale,
-                                                             r->freq_scale, r->freq_factors, x, n_tok, n_heads,
+                                                             r->freq_scale, r->freq_factors, y, x, n_tok, n_heads,
                                                              head_dim, stride, pos);
     WG_CU_LAUNCHED();
     return WG_OK;

@@ -110,8 +110,9 @@ static inline float wg_conf_margin(const float *x, int64_t n) {
     return a - b;
 }
 
-/* The whole check for one model; returns the measured max abs diff. */
-static inline double wg_conf_check(const char *model_rel) {
+/* The whole check for one model on `device` (NULL = cpu); returns the
+ * measured max abs diff. */
+static inline double wg_conf_check_on(const char *model_rel, const char *device) {
     WG_REQUIRE_CORPUS();
     char ref_rel[1024];
     wg_conf_tol_t tol;
@@ -124,7 +125,7 @@ static inline double wg_conf_check(const char *model_rel) {
     cr_assert_eq(wg_model_load(mpath, &m), WG_OK, "%s: %s", model_rel, wg_errmsg());
     const int64_t V = wg_model_hparams(m)->n_vocab, n = ref.n;
     cr_assert_eq(V, ref.n_vocab, "%s: n_vocab %lld vs ref %lld", model_rel, (long long)V, (long long)ref.n_vocab);
-    wg_session_t *s = wg_session_new(m, 2, (int32_t)(n + ref.n_greedy + 1));
+    wg_session_t *s = wg_session_new_on(m, 2, (int32_t)(n + ref.n_greedy + 1), device);
     cr_assert(s, "%s", wg_errmsg());
     float *lg = malloc((size_t)(n * V) * sizeof(float));
     cr_assert_eq(wg_session_eval(s, ref.tokens, n, true, lg), WG_OK, "%s: %s", model_rel, wg_errmsg());
@@ -152,8 +153,9 @@ static inline double wg_conf_check(const char *model_rel) {
         }
     }
     double rel_rmse = sqrt(se / sr);
-    cr_log_info("%s: max_abs=%.3g rel_rmse=%.3g min_cos=%.6f argmax %d/%d (bound %.3g)", model_rel, max_abs,
-                rel_rmse, min_cos, n_arg, n_arg_checked, tol.max_abs);
+    cr_log_info("%s%s%s: max_abs=%.3g rel_rmse=%.3g min_cos=%.6f argmax %d/%d (bound %.3g)", model_rel,
+                device ? " on " : "", device ? device : "", max_abs, rel_rmse, min_cos, n_arg, n_arg_checked,
+                tol.max_abs);
     cr_expect_leq(max_abs, tol.max_abs, "%s: max abs diff %.4g > %.4g", model_rel, max_abs, tol.max_abs);
     if (tol.rel_rmse > 0)
         cr_expect_leq(rel_rmse, tol.rel_rmse, "%s: rel RMSE %.4g > %.4g", model_rel, rel_rmse, tol.rel_rmse);
@@ -185,5 +187,7 @@ static inline double wg_conf_check(const char *model_rel) {
     wg_gguf_close(&ref.g);
     return max_abs;
 }
+
+static inline double wg_conf_check(const char *model_rel) { return wg_conf_check_on(model_rel, NULL); }
 
 #endif

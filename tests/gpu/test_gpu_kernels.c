@@ -191,7 +191,8 @@ Test(gpu_kernels, float_weights_mmv_and_cublas_nmse_1e7) {
                 double e = wg_nmse(y, yr, M * N);
                 cr_assert(e <= 1e-7, "%s K=%lld M=%lld matmul NMSE %.3g", wg_type_name(t), (long long)K, (long long)M,
                           e);
-                WG_GPU_OK(wg_cuda_gemm(ctx, t, dw, N, K, dx, M, dy)); /* cuBLAS at any M */
+                cr_assert_eq(wg_cuda_gemm(ctx, t, dw, N, K, dx, M, dy), WG_OK, "%s K=%lld M=%lld gemm: %s",
+                             wg_type_name(t), (long long)K, (long long)M, wg_errmsg()); /* cuBLAS at any M */
                 wg_gpu_get(ctx, y, dy, M * N * sizeof(float));
                 e = wg_nmse(y, yr, M * N);
                 cr_assert(e <= 1e-7, "%s K=%lld M=%lld gemm NMSE %.3g", wg_type_name(t), (long long)K, (long long)M, e);
@@ -274,7 +275,7 @@ Test(gpu_kernels, norms_match_cpu_backend) {
     wg_cuda_destroy(&ctx);
 }
 
-Test(gpu_kernels, rope_styles_partial_and_freq_factors_match_cpu) {
+Test(gpu_kernels, rope_styles_partial_freq_factors_and_yarn_match_cpu) {
     WG_GPU_CTX(ctx);
     const int64_t T = 9;
     const int32_t H = 4, D = 128;
@@ -286,14 +287,16 @@ Test(gpu_kernels, rope_styles_partial_and_freq_factors_match_cpu) {
     float *got = malloc(T * stride * sizeof(float));
     int32_t *dpos = wg_gpu_put(ctx, pos, sizeof pos);
     float *dff = wg_gpu_put(ctx, ff, sizeof ff);
-    for (int c = 0; c < 4; c++) {
+    for (int c = 0; c < 5; c++) {
         const wg_rope_style_t style = c % 2 ? WG_ROPE_NEOX : WG_ROPE_NORM;
+        const bool yarn = c == 4; /* YaRN ramp over dims 10..40, scaled positions */
         const int32_t n_rot = c < 2 ? D : 64;
         const bool use_ff = c == 3;
-        wg_rope_t r = {.style = style, .n_rot = n_rot, .base = 10000.0f, .freq_scale = c == 2 ? 0.25f : 1.0f,
-                       .freq_factors = use_ff ? ff : NULL, .ext_factor = 0.0f, .attn_factor = 1.0f};
+        wg_rope_t r = {.style = style, .n_rot = n_rot, .base = 10000.0f,
+                       .freq_scale = c == 2 ? 0.25f : (yarn ? 0.125f : 1.0f), .freq_factors = use_ff ? ff : NULL,
+                       .ext_factor = yarn ? 1.0f : 0.0f, .attn_factor = 1.0f, .corr_dims = {10.0f, 40.0f}};
         wg_cuda_rope_t cr = {style == WG_ROPE_NEOX ? WG_CUDA_ROPE_NEOX : WG_CUDA_ROPE_NORM, n_rot, 10000.0f,
-                             r.freq_scale, use_ff ? dff : NULL};
+                             r.freq_scale, use_ff ? dff : NULL, r.ext_factor, r.attn_factor, {10.0f, 40.0f}};
         wg_fill(x, T * stride, 77 + (uint32_t)c, 1.0f);
         memcpy(ref, x, T * stride * sizeof(float));
         wg_backend_cpu.rope(NULL, &r, ref, T, H, D, stride, pos);
@@ -635,7 +638,7 @@ Test(gpu_kernels, topk_descending_ties_to_lower_index_nan_last) {
     const int32_t k = 40;
     float *x = malloc(R * n * sizeof(float));
     wg_fill(x, R * n, 8, 5.0f);
-    for (int64_t i = 0; i < n; i += 1000) x[i] = 9.5f; /* 50 exact ties above everything in row 0 */
+    for (int64_t i = 0; i < n; i += 1000) x[i] = 99.5f; /* 50 exact ties above everything in row 0 (|fill| < 18) */
     x[n + 7] = NAN;
     x[n + 8] = INFINITY;
     float vals[3 * 40];

@@ -25,7 +25,7 @@ Test(gpu_leak, hundred_weight_upload_free_cycles_leave_free_memory_flat) {
     WG_GPU_OK(wg_cuda_malloc(ctx, (size_t)K * sizeof(float), (void **)&dx));
     WG_GPU_OK(wg_cuda_malloc(ctx, (size_t)N * sizeof(float), (void **)&dy));
     WG_GPU_OK(wg_cuda_memset(ctx, dx, 0, (size_t)K * sizeof(float)));
-    size_t free_after_first = 0, free_now = 0, total = 0, free_before = 0;
+    size_t first = 0, free_after_warm = 0, mid = 0, free_now = 0, total = 0, free_before = 0;
     WG_GPU_OK(wg_cuda_mem_info(ctx, &free_before, &total));
     for (int c = 0; c < CYCLES; c++) {
         wg_cuda_weights_t *reg = wg_cuda_weights_new(ctx);
@@ -44,13 +44,19 @@ Test(gpu_leak, hundred_weight_upload_free_cycles_leave_free_memory_flat) {
         WG_GPU_OK(wg_cuda_sync(ctx));
         wg_cuda_weights_destroy(&reg);
         WG_GPU_OK(wg_cuda_mem_info(ctx, &free_now, NULL));
-        if (c == 0) free_after_first = free_now;
+        if (c == 0) first = free_now;
+        if (c == 9) free_after_warm = free_now;
+        if (c == CYCLES / 2 - 1) mid = free_now;
     }
-    /* Allowance: one 2 MiB allocation granule for driver bookkeeping; a leak
-     * of even one tensor per cycle would be ~59 MB over 100 cycles. */
+    /* The driver keeps a few 2 MiB granules of its sub-allocator after the
+     * first cycles (seen on an H100: 8 MiB over the first cycles, then flat),
+     * so compare from cycle 10 on. Allowance: one 2 MiB granule; leaking even
+     * the smallest tensor (12 KB) per cycle would be > 1 MB over 90 cycles,
+     * one Q4_K matrix ~53 MB. */
     const size_t slack = 2u << 20;
-    cr_assert(free_now + slack >= free_after_first, "free memory fell from %zu to %zu bytes over %d cycles",
-              free_after_first, free_now, CYCLES);
+    cr_assert(free_now + slack >= free_after_warm,
+              "free memory fell from %zu to %zu bytes between cycles 10 and %d (after cycle 1: %zu, cycle %d: %zu)",
+              free_after_warm, free_now, CYCLES, first, CYCLES / 2, mid);
     wg_cuda_free(ctx, dx);
     wg_cuda_free(ctx, dy);
     for (int i = 0; i < N_TENSORS; i++) free(host[i]);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/wg_log.h"
+#include "engine/model/wg_model.h"
 #include "worker/wg_worker.h"
 
 static wg_worker_t *s_worker;
@@ -35,6 +36,7 @@ static void s_usage(FILE *f) {
             "  --load-delay-ms N            test hook: sleep N ms inside every on-demand load (default 0)\n"
             "  --id ID                      worker id, 1..128 bytes (default HOST-PID-RAND)\n"
             "  --threads N                  forward-pass threads per model (default 1)\n"
+            "  --device D                   cpu (default) or cuda:N: where models run\n"
             "  --max-seqs N                 sequence slots = credits, 1..4096 (default 64)\n"
             "  --kv-budget BYTES            KV cache bytes per model (suffix K, M, G; default: scheduler's)\n"
             "  --heartbeat-ms N             heartbeat interval (default 1000)\n"
@@ -110,12 +112,13 @@ static int s_read_key(const char *path, const char *prefer, char out[41]) {
 
 int main(int argc, char **argv) {
     enum { O_BROKER = 1, O_MODEL, O_STREAM, O_ADV, O_REDIS, O_ID, O_THREADS, O_MAXSEQS, O_KV, O_HB, O_LIVE,
-           O_DRAIN, O_HWM, O_STALL, O_SNDBUF, O_CSRV, O_CSEC, O_LOG, O_HELP, O_MEM, O_DELAY };
+           O_DRAIN, O_HWM, O_STALL, O_SNDBUF, O_CSRV, O_CSEC, O_LOG, O_HELP, O_MEM, O_DELAY, O_DEVICE };
     static const struct option opts[] = {
         {"broker", required_argument, 0, O_BROKER},   {"model", required_argument, 0, O_MODEL},
         {"stream", required_argument, 0, O_STREAM},   {"stream-advertise", required_argument, 0, O_ADV},
         {"redis", required_argument, 0, O_REDIS},     {"id", required_argument, 0, O_ID},
         {"threads", required_argument, 0, O_THREADS}, {"max-seqs", required_argument, 0, O_MAXSEQS},
+        {"device", required_argument, 0, O_DEVICE},
         {"kv-budget", required_argument, 0, O_KV},    {"heartbeat-ms", required_argument, 0, O_HB},
         {"liveness", required_argument, 0, O_LIVE},   {"drain-timeout-ms", required_argument, 0, O_DRAIN},
         {"stream-hwm", required_argument, 0, O_HWM},  {"stream-stall-ms", required_argument, 0, O_STALL},
@@ -162,6 +165,15 @@ int main(int argc, char **argv) {
         case O_DELAY: if (s_num("--load-delay-ms", optarg, &v)) return 2; cfg.load_delay_ms = (uint32_t)v; break;
         case O_ID: cfg.worker_id = optarg; break;
         case O_THREADS: if (s_num("--threads", optarg, &v)) return 2; cfg.n_threads = (int)v; break;
+        case O_DEVICE: {
+            int cu;
+            if (wg_device_parse(optarg, &cu)) {
+                fprintf(stderr, "waggle-worker: %s\n", wg_errmsg());
+                return 2;
+            }
+            cfg.device = optarg;
+            break;
+        }
         case O_MAXSEQS:
             if (s_num("--max-seqs", optarg, &v)) return 2;
             if (v < 1 || v > 4096) {
