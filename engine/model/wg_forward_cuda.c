@@ -82,8 +82,21 @@ typedef struct {
     wg_cuda_graph_t *g;    /* captured step, or NULL */
 } s_graph_t;
 
+/* WAGGLE_CUDA_PROFILE=1: graphs off, a sync around every matmul and
+ * attention call, seconds summed per shape, printed to stderr when the cache
+ * is freed (development aid; slows everything down). */
+#define S_PROF_MAX 96
+typedef struct {
+    char label[64];
+    double sec;
+    int64_t calls;
+} s_prof_t;
+
 typedef struct {
     wg_cuda_t *ctx;            /* device context */
+    bool prof;                 /* WAGGLE_CUDA_PROFILE */
+    s_prof_t profs[S_PROF_MAX];
+    int n_prof;
     int device;                /* ordinal */
     wg_cuda_weights_t *w;      /* device copies of host weights */
     wg_cuda_weights_t *w16;    /* F16 copies of quantized matrices (M > MMV_MAX_M) */
@@ -131,9 +144,49 @@ static void s_graphs_clear(s_dev_t *d) {
     d->n_graphs = 0;
 }
 
+static double s_now(void);
+
+static void s_prof_add(s_dev_t *d, const char *label, double sec) {
+    int i = 0;
+    while (i < d->n_prof && strcmp(d->profs[i].label, label)) i++;
+    if (i == d->n_prof) {
+        if (d->n_prof == S_PROF_MAX) return;
+        snprintf(d->profs[d->n_prof++].label, sizeof d->profs[0].label, "%s", label);
+    }
+    d->profs[i].sec += sec;
+    d->profs[i].calls++;
+}
+
+static int s_prof_cmp(const void *a, const void *b) {
+    const double x = ((const s_prof_t *)a)->sec, y = ((const s_prof_t *)b)->sec;
+    return (x < y) - (x > y);
+}
+
+/* Run `call` between two syncs when profiling, charging its time to label. */
+#define S_PROF(d, label, call)                                \
+    do {                                                      \
+        if (!(d)->prof) {                                     \
+            TRY(call);                                        \
+        } else {                                              \
+            TRY(wg_cuda_sync((d)->ctx));                      \
+            const double t0_ = s_now();                       \
+            TRY(call);                                        \
+            TRY(wg_cuda_sync((d)->ctx));                      \
+            s_prof_add((d), (label), s_now() - t0_);          \
+        }                                                     \
+    } while (0)
+
 static void s_dev_free(void *p) {
     s_dev_t *d = p;
     if (!d) return;
+    if (d->prof && d->n_prof) {
+        qsort(d->profs, (size_t)d->n_prof, sizeof d->profs[0], s_prof_cmp);
+        fprintf(stderr, "cuda profile (cuda:%d):\n%-48s %10s %10s %10s\n", d->device, "op", "calls", "total ms",
+                "us/call");
+        for (int i = 0; i < d->n_prof; i++)
+            fprintf(stderr, "%-48s %10lld %10.2f %10.1f\n", d->profs[i].label, (long long)d->profs[i].calls,
+                    d->profs[i].sec * 1e3, d->profs[i].sec * 1e6 / (double)d->profs[i].calls);
+    }
     if (d->ctx) wg_cuda_sync(d->ctx);
     s_graphs_clear(d);
     wg_cuda_weights_destroy(&d->w16);
@@ -196,7 +249,11 @@ static wg_status s_mm(s_call_t *c, const wg_weight_t *w, int64_t e, const float 
             t = WG_TYPE_F16;
         }
     }
-    TRY(wg_cuda_matmul(d->ctx, t, W, w->n, w->k, X, M, Y));
+    char lbl[64] = "";
+    if (d->prof)
+        snprintf(lbl, sizeof lbl, "mm %s %lldx%lld M=%lld", wg_type_name(t), (long long)w->n, (long long)w->k,
+                 (long long)M);
+    S_PROF(d, lbl, wg_cuda_matmul(d->ctx, t, W, w->n, w->k, X, M, Y));
     if (b) {
         const float *db = NULL;
         TRY(s_vec(d, b, w->n, &db));
@@ -290,9 +347,9 @@ static wg_status s_attn(s_call_t *c, int il, const float *cur, float *out) {
     };
     TRY(s_vec(d, L->attn_sinks, hp->n_head, &a.sinks));
     if (c->prefill)
-        TRY(wg_cuda_attention_prefill(d->ctx, &kv, &a, 0, c->pos0));
+        S_PROF(d, "attention prefill", wg_cuda_attention_prefill(d->ctx, &kv, &a, 0, c->pos0));
     else
-        TRY(wg_cuda_attention_decode(d->ctx, &kv, &a));
+        S_PROF(d, "attention decode", wg_cuda_attention_decode(d->ctx, &kv, &a));
     return s_mm(c, &L->wo, 0, d->att, n, out, L->bo);
 }
 
@@ -491,10 +548,24 @@ static s_graph_t *s_graph_find(s_dev_t *d, int64_t n, int64_t n_out, int32_t mb)
     return NULL;
 }
 
+static wg_status s_forward(const wg_model_t *m, wg_kv_t *kv, s_dev_t *d, const wg_batch_tok_t *batch, int64_t n,
+                           float *logits);
+
 wg_status wg_forward_cuda(const wg_model_t *m, wg_kv_t *kv, const wg_batch_tok_t *batch, int64_t n,
                           float *logits) {
     s_dev_t *d = wg_kv_device(kv);
     WG_ASSERT(d);
+    if (!d->prof) return s_forward(m, kv, d, batch, n, logits);
+    const double t0 = s_now();
+    const wg_status st = s_forward(m, kv, d, batch, n, logits);
+    char lbl[64];
+    snprintf(lbl, sizeof lbl, "forward call n=%s", n == 1 ? "1" : n <= 16 ? "2..16" : n <= 64 ? "17..64" : ">64");
+    s_prof_add(d, lbl, s_now() - t0);
+    return st;
+}
+
+static wg_status s_forward(const wg_model_t *m, wg_kv_t *kv, s_dev_t *d, const wg_batch_tok_t *batch, int64_t n,
+                           float *logits) {
     /* local rows for the batch's sequences, and the table width */
     int32_t max_seq = 0;
     for (int64_t t = 0; t < n; t++)
@@ -570,7 +641,9 @@ wg_status wg_forward_cuda(const wg_model_t *m, wg_kv_t *kv, const wg_batch_tok_t
     }
     if (n_out > 0) {
         WG_ASSERT(logits);
-        return wg_cuda_download(d->ctx, logits, d->logits, (size_t)(n_out * m->hp.n_vocab) * sizeof(float));
+        S_PROF(d, "logits download", wg_cuda_download(d->ctx, logits, d->logits,
+                                                       (size_t)(n_out * m->hp.n_vocab) * sizeof(float)));
+        return WG_OK;
     }
     return wg_cuda_sync(d->ctx);
 }
@@ -650,6 +723,8 @@ wg_status wg_forward_cuda_attach(const wg_model_t *m, wg_kv_t *kv, int device) {
     d->v_dim = hp->n_head_kv * hp->head_dim_v;
     d->bt = wg_kv_block_tokens(kv);
     d->use_graphs = !s_env_off("WAGGLE_CUDA_GRAPHS");
+    d->prof = getenv("WAGGLE_CUDA_PROFILE") && !s_env_off("WAGGLE_CUDA_PROFILE");
+    if (d->prof) d->use_graphs = false;
     d->f16_cache = !s_env_off("WAGGLE_CUDA_F16_CACHE");
     d->moe = hp->n_expert > 0;
     wg_status st = WG_OK;

@@ -126,6 +126,7 @@ wg_sched_t *wg_sched_new(const wg_model_t *model, const wg_tok_t *tok, const wg_
         if (cfg->prefill_chunk) c.prefill_chunk = cfg->prefill_chunk;
         if (cfg->n_threads) c.n_threads = cfg->n_threads;
         if (cfg->max_waiting_steps) c.max_waiting_steps = cfg->max_waiting_steps;
+        if (cfg->device) c.device = cfg->device;
     }
     if (c.block_tokens < 1 || c.max_seqs < 1 || c.max_batch_tokens < 1 || c.prefill_chunk < 0 ||
         c.n_threads < 1 || c.max_waiting_steps < 1) {

@@ -506,3 +506,23 @@ Test(sched, submit_rejects_bad_requests) {
     wg_sched_free(&s);
     unload();
 }
+
+/* The device in the config is where the cache goes: a malformed one is
+ * refused by name (it was once dropped on the floor, so "cuda:0" silently
+ * ran on the CPU), and "cpu" gives a host cache. */
+Test(sched, config_device_is_honoured) {
+    WG_REQUIRE_CORPUS();
+    wg_model_t *m = NULL;
+    cr_assert_eq(wg_model_load(wg_test_corpus("models/llama/llama-f32.gguf"), &m), WG_OK, "%s", wg_errmsg());
+    wg_sched_cfg_t c = wg_sched_defaults();
+    c.device = "gpu7";
+    wg_sched_t *s = wg_sched_new(m, NULL, &c);
+    cr_assert_null(s, "a scheduler on device 'gpu7' was made");
+    cr_assert(strstr(wg_errmsg(), "gpu7"), "error does not name the device: %s", wg_errmsg());
+    c.device = "cpu";
+    s = wg_sched_new(m, NULL, &c);
+    cr_assert(s, "%s", wg_errmsg());
+    cr_assert_null(wg_kv_device(wg_sched_kv(s)), "cpu scheduler has a device cache");
+    wg_sched_free(&s);
+    wg_model_free(&m);
+}
