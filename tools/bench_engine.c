@@ -492,10 +492,8 @@ int wg_bench_engine_main(int argc, char **argv) {
             model = argv[++i];
         } else if (!strcmp(a, "--device") || !strcmp(a, "-d")) {
             s_device = argv[++i];
-            if (wg_device_parse(s_device, &s_cuda)) {
-                fprintf(stderr, "waggle bench: %s\n", wg_errmsg());
-                return 2;
-            }
+            if (!wg_cli_device_ok("bench", s_device)) return 2;
+            wg_device_parse(s_device, &s_cuda);
         } else if (!strcmp(a, "--concurrency") || !strcmp(a, "-c")) {
             conc = argv[++i];
         } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
@@ -599,20 +597,18 @@ int wg_bench_engine_main(int argc, char **argv) {
         if (!json)
             fprintf(stderr, "concurrency %d done in %.1f s\n", concs[k], res[k].wall);
     }
-    double d1 = 0, d32 = 0;
+    double d1 = 0, d32 = 0, d1s = 0, d64 = 0; /* decode tok/s; pure-decode-step tok/s */
     for (int k = 0; k < n_conc; k++) {
-        if (res[k].conc == 1) d1 = res[k].decode_tok_s;
+        if (res[k].conc == 1) {
+            d1 = res[k].decode_tok_s;
+            d1s = res[k].decode_step_tok_s;
+        }
         if (res[k].conc == 32) d32 = res[k].decode_tok_s;
+        if (res[k].conc == 64) d64 = res[k].decode_step_tok_s;
     }
     /* GPU: model-bandwidth utilisation of the pure-decode steps (weights read
      * once per step, shared by its C tokens) against the measured copy bandwidth. */
     const double wbytes = s_bytes_per_token(m);
-    double d64 = 0;
-    for (int k = 0; k < n_conc; k++)
-        if (res[k].conc == 64) d64 = res[k].decode_step_tok_s;
-    double d1s = 0;
-    for (int k = 0; k < n_conc; k++)
-        if (res[k].conc == 1) d1s = res[k].decode_step_tok_s;
     json_t *rows = json_array();
     for (int k = 0; k < n_conc; k++) {
         s_res_t *r = &res[k];

@@ -153,11 +153,7 @@ int wg_cmd_generate(int argc, char **argv) {
             if (s_num(a, v, 1, 1024, &d)) return 2;
             threads = (int)d;
         } else if (strcmp(a, "--device") == 0 || strcmp(a, "-d") == 0) {
-            int cu;
-            if (wg_device_parse(v, &cu)) {
-                fprintf(stderr, "waggle generate: %s\n", wg_errmsg());
-                return 2;
-            }
+            if (!wg_cli_device_ok("generate", v)) return 2;
             device = v;
         } else {
             fprintf(stderr, "waggle generate: unknown option %s\n", a);

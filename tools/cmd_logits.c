@@ -70,12 +70,8 @@ int wg_cmd_logits(int argc, char **argv) {
         else if (strcmp(a, "--tokens") == 0) toks = argv[++i];
         else if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0) outp = argv[++i];
         else if (strcmp(a, "--device") == 0 || strcmp(a, "-d") == 0) {
-            int cu;
             device = argv[++i];
-            if (wg_device_parse(device, &cu)) {
-                fprintf(stderr, "waggle logits: %s\n", wg_errmsg());
-                return 2;
-            }
+            if (!wg_cli_device_ok("logits", device)) return 2;
         } else if (strcmp(a, "--threads") == 0 || strcmp(a, "-t") == 0) {
             threads = atoi(argv[++i]);
             if (threads < 1 || threads > 1024) {

@@ -52,13 +52,16 @@ static const s_arch_t s_archs[] = {
     {"qwen3", true, false, true, 1000000.0f, 1e-6f},
 };
 
-static uint64_t s_rng;
-static uint64_t s_next(void) { /* splitmix64 */
-    uint64_t z = (s_rng += 0x9E3779B97F4A7C15ull);
+/* splitmix64: advance *state, return the mixed value. */
+static uint64_t s_splitmix(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
+
+static uint64_t s_rng;
+static uint64_t s_next(void) { return s_splitmix(&s_rng); }
 static float s_gauss(void) {
     double u1 = ((double)(s_next() >> 11) + 1.0) / 9007199254740993.0;
     double u2 = (double)(s_next() >> 11) / 9007199254740992.0;
@@ -153,13 +156,7 @@ static void s_gen_rows(void *ctx, int ith, int nth) {
         float *v = j->tr ? row : (float *)(j->dst + (size_t)r * j->rb);
         uint64_t st = j->seed ^ ((uint64_t)(r + 1) * 0xD1B54A32D192ED03ull);
         for (int64_t i = 0; i < j->k; i += 2) { /* Box-Muller, both outputs */
-            uint64_t z1 = (st += 0x9E3779B97F4A7C15ull), z2 = (st += 0x9E3779B97F4A7C15ull);
-            z1 = (z1 ^ (z1 >> 30)) * 0xBF58476D1CE4E5B9ull;
-            z1 = (z1 ^ (z1 >> 27)) * 0x94D049BB133111EBull;
-            z1 ^= z1 >> 31;
-            z2 = (z2 ^ (z2 >> 30)) * 0xBF58476D1CE4E5B9ull;
-            z2 = (z2 ^ (z2 >> 27)) * 0x94D049BB133111EBull;
-            z2 ^= z2 >> 31;
+            const uint64_t z1 = s_splitmix(&st), z2 = s_splitmix(&st);
             const double u1 = ((double)(z1 >> 11) + 1.0) / 9007199254740993.0;
             const double u2 = (double)(z2 >> 11) / 9007199254740992.0;
             const double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586 * u2;

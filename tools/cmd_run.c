@@ -1119,11 +1119,7 @@ int wg_cmd_run(int argc, char **argv) {
             }
         } else if (!strcmp(a, "--device") || !strcmp(a, "-d")) {
             NEED_VAL;
-            int cu;
-            if (wg_device_parse(val, &cu)) {
-                fprintf(stderr, "waggle run: %s\n", wg_errmsg());
-                return 2;
-            }
+            if (!wg_cli_device_ok("run", val)) return 2;
             s_device = val;
         } else if (!strcmp(a, "--kv-budget")) {
             NEED_VAL;

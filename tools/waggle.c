@@ -26,6 +26,13 @@ static void s_usage(FILE *f) {
     fprintf(f, "\nRun 'waggle COMMAND --help' for a command's options.\n");
 }
 
+bool wg_cli_device_ok(const char *tool, const char *device) {
+    int cuda = -1;
+    if (wg_device_parse(device, &cuda) == WG_OK) return true;
+    fprintf(stderr, "waggle %s: %s\n", tool, wg_errmsg());
+    return false;
+}
+
 int wg_cmd_unimplemented(const char *name) {
     fprintf(stderr, "waggle %s: not built yet in this version\n", name);
     return 2;

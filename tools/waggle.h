@@ -2,6 +2,8 @@
 #ifndef WG_TOOLS_WAGGLE_H
 #define WG_TOOLS_WAGGLE_H
 
+#include <stdbool.h>
+
 /* Each subcommand gets argv starting at its own name (argv[0] = "inspect")
  * and returns the process exit code. */
 typedef int (*wg_cmd_fn)(int argc, char **argv);
@@ -24,6 +26,10 @@ typedef int (*wg_cmd_fn)(int argc, char **argv);
 #define WG_XX_DECL(name, help) int wg_cmd_##name(int argc, char **argv);
 WG_COMMANDS(WG_XX_DECL)
 #undef WG_XX_DECL
+
+/* Check a --device value ("cpu", "cuda", "cuda:N"): true when valid, else
+ * prints "waggle TOOL: <reason>" to stderr and returns false (exit 2). */
+bool wg_cli_device_ok(const char *tool, const char *device);
 
 /* Print "waggle NAME: not built yet" and return 2; for commands not done yet. */
 int wg_cmd_unimplemented(const char *name);

@@ -190,10 +190,21 @@ wg_status wg_forward_recurrent(const struct wg_model *m, wg_kv_t *kv, wg_pool_t 
  * one, for a cache with device state (wg_kv_device). */
 wg_status wg_forward_cuda(const struct wg_model *m, wg_kv_t *kv, const wg_batch_tok_t *batch, int64_t n,
                           float *logits);
-/* Put a fresh K/V cache (wg_kv_new_tables) on CUDA device `device`: checks
- * that the model's features have device kernels, makes the context, weight
- * registry and pool, and attaches them to kv. */
+/* Whether the model can run on CUDA device `device`: every feature it uses
+ * has device kernels and the device exists (the reason in wg_errmsg()). */
+wg_status wg_forward_cuda_check(const struct wg_model *m, int device);
+/* Put a fresh K/V cache (wg_kv_new_tables) of a checked model on CUDA device
+ * `device`: makes the context, weight registry and pool, attaches them to kv. */
 wg_status wg_forward_cuda_attach(const struct wg_model *m, wg_kv_t *kv, int device);
+/* Name and device-to-device copy bandwidth of CUDA device `device` (for
+ * wg_device_probe). */
+wg_status wg_forward_cuda_probe(int device, char *name, size_t name_len, double *copy_gbs);
+/* Shared by the CPU and CUDA forward passes (wg_forward.c): whether layer il
+ * uses the sliding window, its rotary parameters (base, YaRN ramp dims), and
+ * the widest FFN hidden size of any layer (scratch sizing). */
+bool wg_layer_is_swa(const wg_hparams_t *hp, int il);
+void wg_layer_rope(const struct wg_model *m, int il, wg_rope_t *rope);
+int64_t wg_model_ff_max(const struct wg_model *m);
 /* Floats of one sequence's recurrent state (all layers), 0 for attention models. */
 size_t wg_model_state_floats(const struct wg_model *m);
 

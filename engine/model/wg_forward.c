@@ -109,6 +109,36 @@ static void s_clamp(float *x, int64_t n, float c) {
     for (int64_t i = 0; i < n; i++) x[i] = x[i] < -c ? -c : (x[i] > c ? c : x[i]);
 }
 
+bool wg_layer_is_swa(const wg_hparams_t *hp, int il) {
+    return hp->n_swa > 0 && (hp->swa_pattern == 0 || il % hp->swa_pattern < hp->swa_pattern - 1);
+}
+
+void wg_layer_rope(const wg_model_t *m, int il, wg_rope_t *rope) {
+    const wg_hparams_t *hp = &m->hp;
+    *rope = (wg_rope_t){.style = m->arch->rope, .n_rot = hp->n_rot,
+                        .base = wg_layer_is_swa(hp, il) ? hp->rope_base_swa : hp->rope_base,
+                        .freq_scale = hp->rope_freq_scale, .freq_factors = m->rope_freqs,
+                        .ext_factor = hp->yarn_ext_factor, .attn_factor = 1.0f};
+    if (hp->yarn_ext_factor != 0.0f) {
+        /* ggml_rope_yarn_corr_dims: rotary dims where the ramp starts and ends. */
+        const float nd = (float)hp->n_rot, base = rope->base, octx = (float)hp->yarn_n_ctx_orig;
+        const float lo = floorf(nd * logf(octx / (hp->yarn_beta_fast * 2.0f * (float)M_PI)) / (2.0f * logf(base)));
+        const float hi = ceilf(nd * logf(octx / (hp->yarn_beta_slow * 2.0f * (float)M_PI)) / (2.0f * logf(base)));
+        rope->corr_dims[0] = fmaxf(0.0f, lo);
+        rope->corr_dims[1] = fminf(nd - 1.0f, hi);
+    }
+}
+
+int64_t wg_model_ff_max(const wg_model_t *m) {
+    const wg_hparams_t *hp = &m->hp;
+    int64_t ff = hp->n_ff > hp->n_ff_exp ? hp->n_ff : hp->n_ff_exp;
+    for (int il = 0; il < hp->n_layer; il++) {
+        if (m->layers[il].ffn_up.n > ff) ff = m->layers[il].ffn_up.n;
+        if (m->layers[il].up_shexp.n > ff) ff = m->layers[il].up_shexp.n;
+    }
+    return ff;
+}
+
 /* Multi-head latent attention (deepseek2), absorbed form as llama.cpp runs it:
  * the cache holds one "kv head" per token = [normed latent c; roped shared
  * rope key], values = c. Each head's query is [k_b_h q_nope_h; q_pe_h], the
@@ -200,18 +230,9 @@ static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) 
         s_rms(f, f->q, n, qd, L->q_norm);
         s_rms(f, f->k, n, kd, L->k_norm);
     }
-    const bool swa = hp->n_swa > 0 && (hp->swa_pattern == 0 || il % hp->swa_pattern < hp->swa_pattern - 1);
-    wg_rope_t rope = {.style = m->arch->rope, .n_rot = hp->n_rot, .base = swa ? hp->rope_base_swa : hp->rope_base,
-                      .freq_scale = hp->rope_freq_scale, .freq_factors = m->rope_freqs, .ext_factor = hp->yarn_ext_factor,
-                      .attn_factor = 1.0f};
-    if (hp->yarn_ext_factor != 0.0f) {
-        /* ggml_rope_yarn_corr_dims: rotary dims where the ramp starts and ends. */
-        const float nd = (float)hp->n_rot, base = rope.base, octx = (float)hp->yarn_n_ctx_orig;
-        const float lo = floorf(nd * logf(octx / (hp->yarn_beta_fast * 2.0f * (float)M_PI)) / (2.0f * logf(base)));
-        const float hi = ceilf(nd * logf(octx / (hp->yarn_beta_slow * 2.0f * (float)M_PI)) / (2.0f * logf(base)));
-        rope.corr_dims[0] = fmaxf(0.0f, lo);
-        rope.corr_dims[1] = fminf(nd - 1.0f, hi);
-    }
+    const bool swa = wg_layer_is_swa(hp, il);
+    wg_rope_t rope;
+    wg_layer_rope(m, il, &rope);
     f->be->rope(f->bctx, &rope, f->q, n, hp->n_head, (int32_t)hd, qd, f->pos);
     f->be->rope(f->bctx, &rope, f->k, n, hp->n_head_kv, (int32_t)hd, kd, f->pos);
     for (int64_t t = 0; t < n; t++) {
@@ -426,11 +447,7 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
     const int64_t E = hp->n_embd, V = hp->n_vocab;
     const int64_t qd = (int64_t)hp->n_head * hp->head_dim, kd = (int64_t)hp->n_head_kv * hp->head_dim;
     const int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v, od = (int64_t)hp->n_head * hp->head_dim_v;
-    int64_t ff = hp->n_ff > hp->n_ff_exp ? hp->n_ff : hp->n_ff_exp;
-    for (int il = 0; il < hp->n_layer; il++) {
-        if (m->layers[il].ffn_up.n > ff) ff = m->layers[il].ffn_up.n;
-        if (m->layers[il].up_shexp.n > ff) ff = m->layers[il].up_shexp.n;
-    }
+    int64_t ff = wg_model_ff_max(m);
     if (hp->q_lora > ff) ff = hp->q_lora;
     if (hp->kv_lora > ff) ff = hp->kv_lora;
     int64_t qkv_w = qd + kd + vd;

@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../../kernels/ref/wg_ref.h"
 #include "wg_arch.h"
@@ -41,22 +42,22 @@
 
 #ifndef WG_HAVE_CUDA
 
-wg_status wg_forward_cuda_attach(const wg_model_t *m, wg_kv_t *kv, int device) {
+wg_status wg_forward_cuda_check(const wg_model_t *m, int device) {
     (void)m;
-    (void)kv;
     return wg_error(WG_ERR_UNSUPPORTED, "device cuda:%d: this build has no CUDA backend (rebuild with nvcc "
                                         "present, WAGGLE_CUDA=ON)", device);
 }
 
-wg_status wg_device_probe(const char *device, char *name, size_t name_len, double *copy_gbs) {
-    int cuda = -1;
-    TRY(wg_device_parse(device, &cuda));
+wg_status wg_forward_cuda_attach(const wg_model_t *m, wg_kv_t *kv, int device) {
+    (void)kv;
+    return wg_forward_cuda_check(m, device);
+}
+
+wg_status wg_forward_cuda_probe(int device, char *name, size_t name_len, double *copy_gbs) {
+    (void)name;
+    (void)name_len;
     *copy_gbs = 0;
-    if (cuda < 0) {
-        snprintf(name, name_len, "cpu");
-        return WG_OK;
-    }
-    return wg_error(WG_ERR_UNSUPPORTED, "device %s: this build has no CUDA backend", device);
+    return wg_error(WG_ERR_UNSUPPORTED, "device cuda:%d: this build has no CUDA backend", device);
 }
 
 wg_status wg_forward_cuda(const wg_model_t *m, wg_kv_t *kv, const wg_batch_tok_t *batch, int64_t n,
@@ -144,7 +145,11 @@ static void s_graphs_clear(s_dev_t *d) {
     d->n_graphs = 0;
 }
 
-static double s_now(void);
+static double s_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static void s_prof_add(s_dev_t *d, const char *label, double sec) {
     int i = 0;
@@ -316,24 +321,20 @@ static wg_status s_attn(s_call_t *c, int il, const float *cur, float *out) {
         TRY(s_norm(c, WG_NORM_RMS, d->q, n, qd, qd, L->q_norm, NULL));
         TRY(s_norm(c, WG_NORM_RMS, d->k, n, kd, kd, L->k_norm, NULL));
     }
-    const bool swa = hp->n_swa > 0 && (hp->swa_pattern == 0 || il % hp->swa_pattern < hp->swa_pattern - 1);
-    if (m->arch->rope != WG_ROPE_NONE && hp->n_rot > 0) {
+    const bool swa = wg_layer_is_swa(hp, il);
+    wg_rope_t hr;
+    wg_layer_rope(m, il, &hr);
+    if (hr.style != WG_ROPE_NONE && hr.n_rot > 0) {
         wg_cuda_rope_t r = {
-            .style = m->arch->rope == WG_ROPE_NEOX ? WG_CUDA_ROPE_NEOX : WG_CUDA_ROPE_NORM,
-            .n_rot = hp->n_rot,
-            .base = swa ? hp->rope_base_swa : hp->rope_base,
-            .freq_scale = hp->rope_freq_scale,
-            .ext_factor = hp->yarn_ext_factor,
-            .attn_factor = 1.0f,
+            .style = hr.style == WG_ROPE_NEOX ? WG_CUDA_ROPE_NEOX : WG_CUDA_ROPE_NORM,
+            .n_rot = hr.n_rot,
+            .base = hr.base,
+            .freq_scale = hr.freq_scale,
+            .ext_factor = hr.ext_factor,
+            .attn_factor = hr.attn_factor,
+            .corr_dims = {hr.corr_dims[0], hr.corr_dims[1]},
         };
-        TRY(s_vec(d, m->rope_freqs, hp->n_rot / 2, &r.freq_factors));
-        if (hp->yarn_ext_factor != 0.0f) { /* as wg_forward.c */
-            const float nd = (float)hp->n_rot, base = r.base, octx = (float)hp->yarn_n_ctx_orig;
-            const float lo = floorf(nd * logf(octx / (hp->yarn_beta_fast * 2.0f * (float)M_PI)) / (2.0f * logf(base)));
-            const float hi = ceilf(nd * logf(octx / (hp->yarn_beta_slow * 2.0f * (float)M_PI)) / (2.0f * logf(base)));
-            r.corr_dims[0] = fmaxf(0.0f, lo);
-            r.corr_dims[1] = fminf(nd - 1.0f, hi);
-        }
+        TRY(s_vec(d, hr.freq_factors, hr.n_rot / 2, &r.freq_factors));
         TRY(wg_cuda_rope(d->ctx, &r, d->q, n, hp->n_head, (int32_t)hd, qd, c->pos));
         TRY(wg_cuda_rope(d->ctx, &r, d->k, n, hp->n_head_kv, (int32_t)hd, kd, c->pos));
     }
@@ -467,11 +468,7 @@ static wg_status s_reserve(s_dev_t *d, const wg_model_t *m, int64_t n) {
     const int64_t E = hp->n_embd, V = hp->n_vocab;
     const int64_t qd = (int64_t)hp->n_head * hp->head_dim, kd = (int64_t)hp->n_head_kv * hp->head_dim;
     const int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v, od = (int64_t)hp->n_head * hp->head_dim_v;
-    int64_t ff = hp->n_ff > hp->n_ff_exp ? hp->n_ff : hp->n_ff_exp;
-    for (int il = 0; il < hp->n_layer; il++) {
-        if (m->layers[il].ffn_up.n > ff) ff = m->layers[il].ffn_up.n;
-        if (m->layers[il].up_shexp.n > ff) ff = m->layers[il].up_shexp.n;
-    }
+    const int64_t ff = wg_model_ff_max(m);
     const int64_t K = hp->n_expert_used > 0 ? hp->n_expert_used : 1;
     const int64_t X = hp->n_expert > 0 ? hp->n_expert : 1;
     s_graphs_clear(d); /* captured steps point into the old buffers */
@@ -648,24 +645,18 @@ static wg_status s_forward(const wg_model_t *m, wg_kv_t *kv, s_dev_t *d, const w
     return wg_cuda_sync(d->ctx);
 }
 
-#include <time.h>
-
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+/* WG_OK when CUDA device `device` exists, else why not. */
+static wg_status s_device_exists(int device) {
+    const int n_dev = wg_cuda_device_count();
+    if (device >= 0 && device < n_dev) return WG_OK;
+    char why_none[256] = "";
+    if (n_dev <= 0) snprintf(why_none, sizeof why_none, ": %s", wg_errmsg()); /* copy: wg_error reuses it */
+    return wg_error(WG_ERR_NOTFOUND, "cuda:%d: no such device (%d CUDA devices%s)", device, n_dev, why_none);
 }
 
-wg_status wg_device_probe(const char *device, char *name, size_t name_len, double *copy_gbs) {
-    int cuda = -1;
-    TRY(wg_device_parse(device, &cuda));
+wg_status wg_forward_cuda_probe(int cuda, char *name, size_t name_len, double *copy_gbs) {
     *copy_gbs = 0;
-    if (cuda < 0) {
-        snprintf(name, name_len, "cpu");
-        return WG_OK;
-    }
-    if (cuda >= wg_cuda_device_count())
-        return wg_error(WG_ERR_NOTFOUND, "%s: no such device (%d CUDA devices)", device, wg_cuda_device_count());
+    TRY(s_device_exists(cuda));
     wg_cuda_t *ctx = wg_cuda_new(cuda);
     if (!ctx) return WG_ERR_DEVICE;
     snprintf(name, name_len, "%s", wg_cuda_device_name(ctx));
@@ -691,7 +682,7 @@ wg_status wg_device_probe(const char *device, char *name, size_t name_len, doubl
     return st;
 }
 
-wg_status wg_forward_cuda_attach(const wg_model_t *m, wg_kv_t *kv, int device) {
+wg_status wg_forward_cuda_check(const wg_model_t *m, int device) {
     const wg_hparams_t *hp = &m->hp;
     const uint32_t fl = m->arch->flags;
     const char *why = NULL;
@@ -712,9 +703,11 @@ wg_status wg_forward_cuda_attach(const wg_model_t *m, wg_kv_t *kv, int device) {
     if (why)
         return wg_error(WG_ERR_UNSUPPORTED, "cuda:%d: %s (%s) is not supported on the CUDA backend yet; use "
                                             "--device cpu", device, hp->arch, why);
-    if (device < 0 || device >= wg_cuda_device_count())
-        return wg_error(WG_ERR_NOTFOUND, "cuda:%d: no such device (%d CUDA devices: %s)", device,
-                        wg_cuda_device_count(), wg_errmsg());
+    return s_device_exists(device);
+}
+
+wg_status wg_forward_cuda_attach(const wg_model_t *m, wg_kv_t *kv, int device) {
+    const wg_hparams_t *hp = &m->hp;
     s_dev_t *d = calloc(1, sizeof *d);
     if (!d) return wg_error(WG_ERR_NOMEM, "cuda forward state");
     d->device = device;

@@ -1037,17 +1037,24 @@ const char *wg_engine_backends(void) {
 #endif
 }
 
+wg_status wg_device_probe(const char *device, char *name, size_t name_len, double *copy_gbs) {
+    int cuda = -1;
+    wg_status st = wg_device_parse(device, &cuda);
+    if (st) return st;
+    *copy_gbs = 0;
+    if (cuda >= 0) return wg_forward_cuda_probe(cuda, name, name_len, copy_gbs);
+    snprintf(name, name_len, "cpu");
+    return WG_OK;
+}
+
 wg_kv_t *wg_model_kv_new_on(const wg_model_t *m, size_t budget_bytes, int32_t block_tokens, const char *device) {
     int cuda = -1;
     if (wg_device_parse(device, &cuda)) return NULL;
     if (cuda < 0) return wg_model_kv_new(m, budget_bytes, block_tokens);
+    if (wg_forward_cuda_check(m, cuda)) return NULL;
     const wg_hparams_t *hp = &m->hp;
-    wg_kv_t *kv = NULL;
-    if (!hp->recurrent)
-        kv = wg_kv_new_tables(hp->n_layer, hp->n_head_kv * hp->head_dim, hp->n_head_kv * hp->head_dim_v,
-                              block_tokens, budget_bytes);
-    else
-        kv = wg_kv_new_tables(1, 1, 0, 1, 4); /* only for the error below */
+    wg_kv_t *kv = wg_kv_new_tables(hp->n_layer, hp->n_head_kv * hp->head_dim, hp->n_head_kv * hp->head_dim_v,
+                                   block_tokens, budget_bytes);
     if (!kv) return NULL;
     if (wg_forward_cuda_attach(m, kv, cuda)) wg_kv_free(&kv);
     return kv;

@@ -41,6 +41,45 @@ __device__ __forceinline__ const float *s_val(const s_kv_t &kv, int32_t seq, int
            (int64_t)hk * hdv;
 }
 
+/* The layout of one layer of the device pool (see wg_cuda_kv_t). */
+static s_kv_t s_kv_view(const wg_cuda_kv_t *kv, int32_t layer) {
+    const int64_t lf = (int64_t)kv->block_tokens * (kv->k_dim + kv->v_dim);
+    return (s_kv_t){kv->pool, lf * kv->n_layer, lf * layer, (int64_t)kv->block_tokens * kv->k_dim, kv->k_dim,
+                    kv->v_dim, kv->block_tokens, kv->block_table, kv->max_blocks};
+}
+
+/* ---- K/V store: one thread per float of a token's K or V ---- */
+
+__global__ void k_kv_store(s_kv_t kv, int64_t n_tok, const int32_t *seq, const int32_t *pos, const float *k,
+                           int64_t k_stride, const float *v, int64_t v_stride) {
+    const int64_t w = kv.k_dim + kv.v_dim;
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n_tok * w) return;
+    const int64_t t = i / w, j = i % w;
+    if (j < kv.k_dim)
+        ((float *)s_key(kv, seq[t], pos[t], 0, 0))[j] = k[t * k_stride + j];
+    else
+        ((float *)s_val(kv, seq[t], pos[t], 0, 0))[j - kv.k_dim] = v[t * v_stride + (j - kv.k_dim)];
+}
+
+extern "C" wg_status wg_cuda_kv_store(wg_cuda_t *ctx, const wg_cuda_kv_t *kv, int32_t layer, int64_t n_tok,
+                                      const int32_t *seq, const int32_t *pos, const float *k, int64_t k_stride,
+                                      const float *v, int64_t v_stride) {
+    WG_ASSERT(kv);
+    WG_CU_CHECK(layer >= 0 && layer < kv->n_layer && n_tok >= 0 && kv->k_dim > 0 && kv->v_dim >= 0 &&
+                    kv->block_tokens > 0 && k_stride >= kv->k_dim && v_stride >= kv->v_dim,
+                "cuda kv_store: layer=%d/%d n_tok=%lld k_dim=%d v_dim=%d", layer, kv->n_layer, (long long)n_tok,
+                kv->k_dim, kv->v_dim);
+    if (n_tok == 0) return WG_OK;
+    wg_status st = wg_cuda_enter(ctx);
+    if (st) return st;
+    const int64_t n = n_tok * (kv->k_dim + kv->v_dim);
+    k_kv_store<<<wg_cuda_blocks(n, 256), 256, 0, ctx->stream>>>(s_kv_view(kv, layer), n_tok, seq, pos, k, k_stride,
+                                                                v, v_stride);
+    WG_CU_LAUNCHED();
+    return WG_OK;
+}
+
 __device__ __forceinline__ float s_wsum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -146,9 +185,7 @@ static wg_status s_prepare(const wg_cuda_kv_t *kv, const wg_cuda_attn_t *a, s_kv
                 kv->block_tokens, kv->max_blocks);
     WG_CU_CHECK(a->n_tok >= 0 && a->n_tok <= 65535 && a->window >= 0, "cuda attention: n_tok=%lld window=%d",
                 (long long)a->n_tok, a->window);
-    const int64_t lf = (int64_t)kv->block_tokens * (kv->k_dim + kv->v_dim);
-    *k = (s_kv_t){kv->pool, lf * kv->n_layer, lf * a->layer, (int64_t)kv->block_tokens * kv->k_dim, kv->k_dim,
-                  kv->v_dim, kv->block_tokens, kv->block_table, kv->max_blocks};
+    *k = s_kv_view(kv, a->layer);
     *g = (s_args_t){a->n_head, a->n_head_kv, a->head_dim, a->head_dim_v, a->scale, a->softcap, a->window,
                     a->sinks, a->q, a->q_stride, a->out};
     return WG_OK;

@@ -1,6 +1,7 @@
 /* wg_cuda_ew — the small ops the device forward pass composes between the
  * big kernels: embedding rows, residual and bias adds, clamps, soft-caps,
- * strided row copies and the K/V cache store. Each is one launch with fixed
+ * strided row copies (the K/V cache store is in wg_cuda_attn.cu, beside
+ * the readers of that layout). Each is one launch with fixed
  * shapes, so a decode step made of them can be captured in a CUDA graph.
  * Arithmetic is the CPU forward pass's, element for element (fp32, same
  * operation order), so only the big kernels' rounding differs. */
@@ -157,43 +158,5 @@ extern "C" wg_status wg_cuda_copy_rows(wg_cuda_t *ctx, float *dst, int64_t dst_s
     S_EW_ENTRY(rows);
     WG_CU(cudaMemcpy2DAsync(dst, (size_t)dst_stride * sizeof(float), src, (size_t)src_stride * sizeof(float),
                             (size_t)cols * sizeof(float), (size_t)rows, cudaMemcpyDeviceToDevice, ctx->stream));
-    return WG_OK;
-}
-
-/* ---- K/V store: one thread per float of K or V ---- */
-
-__global__ void k_kv_store(float *pool, int64_t block_floats, int64_t layer_off, int64_t v_off, int32_t k_dim,
-                           int32_t v_dim, int32_t bt, const int32_t *table, int32_t max_blocks, int64_t n_tok,
-                           const int32_t *seq, const int32_t *pos, const float *k, int64_t k_stride, const float *v,
-                           int64_t v_stride) {
-    const int64_t w = k_dim + v_dim;
-    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i >= n_tok * w) return;
-    const int64_t t = i / w, j = i % w;
-    const int32_t p = pos[t];
-    const int64_t blk = table[(int64_t)seq[t] * max_blocks + p / bt];
-    float *base = pool + blk * block_floats + layer_off;
-    if (j < k_dim)
-        base[(int64_t)(p % bt) * k_dim + j] = k[t * k_stride + j];
-    else
-        base[v_off + (int64_t)(p % bt) * v_dim + (j - k_dim)] = v[t * v_stride + (j - k_dim)];
-}
-
-extern "C" wg_status wg_cuda_kv_store(wg_cuda_t *ctx, const wg_cuda_kv_t *kv, int32_t layer, int64_t n_tok,
-                                      const int32_t *seq, const int32_t *pos, const float *k, int64_t k_stride,
-                                      const float *v, int64_t v_stride) {
-    WG_ASSERT(kv);
-    WG_CU_CHECK(layer >= 0 && layer < kv->n_layer && n_tok >= 0 && kv->k_dim > 0 && kv->v_dim >= 0 &&
-                    kv->block_tokens > 0 && k_stride >= kv->k_dim && v_stride >= kv->v_dim,
-                "cuda kv_store: layer=%d/%d n_tok=%lld k_dim=%d v_dim=%d", layer, kv->n_layer, (long long)n_tok,
-                kv->k_dim, kv->v_dim);
-    S_EW_ENTRY(n_tok);
-    const int64_t layer_floats = (int64_t)kv->block_tokens * (kv->k_dim + kv->v_dim);
-    const int64_t n = n_tok * (kv->k_dim + kv->v_dim);
-    k_kv_store<<<wg_cuda_blocks(n, WG_EW_THREADS), WG_EW_THREADS, 0, ctx->stream>>>(
-        (float *)kv->pool, layer_floats * kv->n_layer, layer_floats * layer, (int64_t)kv->block_tokens * kv->k_dim,
-        kv->k_dim, kv->v_dim, kv->block_tokens, kv->block_table, kv->max_blocks, n_tok, seq, pos, k, k_stride, v,
-        v_stride);
-    WG_CU_LAUNCHED();
     return WG_OK;
 }
