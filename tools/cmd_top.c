@@ -2,7 +2,7 @@
  * liveness, queue depth and running jobs per model, and per worker its
  * credits, in-flight jobs, sequences, tokens/s, KV usage, memory and models.
  *
- *   waggle top --metrics-http HOST:PORT [--broker EP] [--interval S] [--once]
+ *   waggle top --metrics-http HOST:PORT [--broker EP] [--interval S] [--count N] [--once]
  *
  * Design: WGL/1's STATUS request is per job and the protocol has no request
  * that lists workers, so the fleet figures come from the broker's Prometheus
@@ -341,10 +341,11 @@ static void s_render(FILE *o, const char *metrics, const char *broker, double pi
 
 static void s_usage(FILE *f) {
     fprintf(f,
-            "usage: waggle top --metrics-http HOST:PORT [--broker EP] [--interval S] [--once]\n"
+            "usage: waggle top --metrics-http HOST:PORT [--broker EP] [--interval S] [--count N] [--once]\n"
             "  --metrics-http HOST:PORT  the broker's /metrics (waggle-broker --metrics-http): the fleet figures\n"
             "  --broker EP               broker frontend: also show whether it answers PING, and its round trip\n"
             "  --interval S              seconds between refreshes (default 2; fractions allowed)\n"
+            "  --count N                 stop after N frames (default: until Ctrl-C)\n"
             "  --once                    print one snapshot and exit (exit 1 if the metrics are unreachable)\n"
             "On a terminal the view is redrawn in place (Ctrl-C quits); otherwise frames are printed\n"
             "one after another as plain text.\n");
@@ -355,11 +356,13 @@ int wg_cmd_top(int argc, char **argv) {
                                          {"metrics-http", required_argument, 0, 'm'},
                                          {"interval", required_argument, 0, 'i'},
                                          {"once", no_argument, 0, '1'},
+                                         {"count", required_argument, 0, 'n'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *broker = NULL, *metrics = NULL;
     double interval = 2;
     bool once = false;
+    long count = 0;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "b:m:i:h", opts, NULL)) != -1) {
@@ -376,6 +379,15 @@ int wg_cmd_top(int argc, char **argv) {
             break;
         }
         case '1': once = true; break;
+        case 'n': {
+            char *e;
+            count = strtol(optarg, &e, 10);
+            if (*e || count < 1) {
+                fprintf(stderr, "waggle top: --count must be a positive number of frames, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        }
         case 'h': s_usage(stdout); return 0;
         default: s_usage(stderr); return 2;
         }
@@ -438,6 +450,7 @@ int wg_cmd_top(int argc, char **argv) {
             cur = t;
             have_prev = true;
         }
+        if (count && frame >= (uint64_t)count) break;
         for (double end = s_now() + interval; !s_quit && s_now() < end;) {
             struct timespec ts = {0, 50 * 1000 * 1000};
             nanosleep(&ts, NULL);

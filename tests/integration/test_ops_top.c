@@ -162,13 +162,15 @@ Test(ops_top, unreachable_metrics_exit_1_and_usage_errors_exit_2) {
 Test(ops_top, plain_frames_when_not_a_tty) {
     int port = s_start_server();
     char cmd[512], *out;
-    snprintf(cmd, sizeof cmd, "timeout -s INT 1.5 %s top --interval 0.5 --metrics-http 127.0.0.1:%d 2>&1",
+    /* --count ends it after three frames; the timeout only guards against a hang
+     * (a loaded machine must not turn a slow start into a missing frame). */
+    snprintf(cmd, sizeof cmd, "timeout -s INT 60 %s top --interval 0.2 --count 3 --metrics-http 127.0.0.1:%d 2>&1",
              OPS_WAGGLE, port);
-    s_sh(cmd, &out);
+    cr_assert_eq(s_sh(cmd, &out), 0, "%s", out);
     cr_assert_null(strchr(out, '\033'), "escape codes on a pipe:\n%s", out);
     int frames = 0;
     for (const char *p = out; (p = strstr(p, "waggle top ")); p++) frames++;
-    cr_assert_geq(frames, 2, "want >= 2 frames in 1.5 s at 0.5 s:\n%s", out);
+    cr_assert_eq(frames, 3, "want exactly 3 frames with --count 3:\n%s", out);
     /* Second frame has a rate (counters unchanged: 0.0 done/s). */
     cr_assert(strstr(out, "0.0 done/s"), "%s", out);
     free(out);
