@@ -18,7 +18,7 @@ C=${WAGGLE_CONFORMANCE:-$(cd "$(dirname "$0")/.." && pwd)/../shared/conformance}
 M100=${BENCH_M100:-/tmp/m100.gguf}
 T=$(mktemp -d /tmp/bench-swap-XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$T"; }
+cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; [ -n "${BENCH_KEEP_LOG:-}" ] && cp "$T/worker.log" "$BENCH_KEEP_LOG"; rm -rf "$T"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 [ -f "$M100" ] || "$B/tools/waggle" mkmodel --arch llama --params 100M --type Q8_0 -o "$M100" >/dev/null
@@ -36,7 +36,7 @@ for n in "${NAMES[@]}"; do "$B/tools/waggle" models add "$n" "${PATHS[$n]}" --qu
 # budget: the biggest model + its KV, so every switch evicts
 BIG=$(stat -c %s "$M100")
 "$B/worker/waggle-worker" --broker tcp://127.0.0.1:$BE --redis "$WAGGLE_REDIS" --mem-budget $((BIG + 4*1024*1024)) \
-    --kv-budget 1M --max-seqs 4 --heartbeat-ms 250 --id bench >"$T/worker.log" 2>&1 & PIDS+=($!)
+    --kv-budget 1M --max-seqs 4 --heartbeat-ms 250 --id bench --log-level debug >"$T/worker.log" 2>&1 & PIDS+=($!)
 sleep 0.5
 for r in $(seq "$ROUNDS"); do
   for n in "${NAMES[@]}"; do

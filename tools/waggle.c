@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/wg_mem.h"
 #include "common/wg_status.h"
 
 typedef struct {
@@ -39,6 +40,7 @@ int wg_cmd_unimplemented(const char *name) {
 }
 
 int main(int argc, char **argv) {
+    wg_mem_tune(); /* `waggle run` loads and frees models like a worker */
     if (argc < 2) {
         s_usage(stderr);
         return 2;

@@ -918,6 +918,8 @@ static wg_status s_res_load(void *arg, const char *name, void **handle, uint64_t
     if (!w->load_reg && (st = wg_registry_connect(w->redis_url, &w->load_reg))) return st;
     wg_reg_model rm = {0};
     s_model *m = NULL;
+    const double t0 = s_now_s();
+    double t_verify = t0, t_model = t0;
     if ((st = wg_registry_get(w->load_reg, name, &rm))) goto out;
     if ((uint64_t)rm.bytes > w->mem_budget) {
         st = wg_error(WG_ERR_FULL, "model '%s' has %lld bytes of weights, over the memory budget of %llu of worker %s",
@@ -925,6 +927,7 @@ static wg_status s_res_load(void *arg, const char *name, void **handle, uint64_t
         goto out;
     }
     if ((st = wg_registry_verify(w->load_reg, name, NULL, NULL, NULL))) goto out;
+    t_verify = s_now_s();
     if (w->load_delay_ms) usleep((useconds_t)w->load_delay_ms * 1000u);
     if (!(m = calloc(1, sizeof *m))) {
         st = wg_error(WG_ERR_NOMEM, "model '%s'", name);
@@ -933,9 +936,12 @@ static wg_status s_res_load(void *arg, const char *name, void **handle, uint64_t
     wg_worker_model spec = {.name = name, .path = rm.path};
     wg_worker_cfg c = {.kv_budget_bytes = w->kv_budget, .max_seqs = w->max_seqs, .n_threads = w->n_threads,
                        .device = w->device};
+    t_model = s_now_s();
     if ((st = s_load_model(m, &spec, &c))) goto out;
     *handle = m;
     *bytes = s_model_bytes(m);
+    wg_debug(S_MOD, "model=%s load ms: registry+verify %.3f, model+tokenizer+scheduler %.3f", name,
+             (t_verify - t0) * 1e3, (s_now_s() - t_model) * 1e3);
     m = NULL;
 out:
     if (st) {

@@ -144,16 +144,19 @@ static int32_t s_map_get(const s_map_t *m, const char *k, size_t n) {
 struct wg_tok {
     wg_tok_kind_t kind;        /* algorithm */
     int32_t n_vocab;           /* tokens */
-    char **text;               /* (n_vocab) raw strings, NUL-terminated */
+    char **text;               /* (n_vocab) raw strings, NUL-terminated, in text_arena */
+    char *text_arena;          /* every token text, back to back */
     uint32_t *len;             /* (n_vocab) byte lengths */
     float *score;              /* (n_vocab) SPM scores */
     uint8_t *attr;             /* (n_vocab) WG_TA_* bits */
     uint8_t *eog;              /* (n_vocab) 1 = ends generation */
-    char **piece;              /* (n_vocab) bytes a token contributes (special form) */
+    char **piece;              /* (n_vocab) bytes a token contributes (special form), in piece_arena */
+    char *piece_arena;         /* every piece, back to back */
     uint32_t *piece_len;       /* (n_vocab) */
     s_map_t vocab;             /* text -> id */
     s_map_t merges;            /* "left right" -> rank (BPE) */
-    char **merge_text;         /* (n_merges) owned merge strings */
+    char **merge_text;         /* (n_merges) merge strings, in merge_arena */
+    char *merge_arena;         /* every merge string, back to back */
     int64_t n_merges;          /* merges */
     int32_t byte_id[256];      /* SPM: <0xNN>, BPE: mapped char; -1 none */
     char byte_utf8[256][3];    /* BPE: GPT-2 mapped char of each byte */
@@ -207,10 +210,9 @@ static void s_trie_key(char *k, int32_t node, uint8_t b) {
 void wg_tok_free(wg_tok_t **pt) {
     if (!pt || !*pt) return;
     wg_tok_t *t = *pt;
-    for (int32_t i = 0; i < t->n_vocab; i++) {
-        if (t->text) free(t->text[i]);
-        if (t->piece) free(t->piece[i]);
-    }
+    free(t->text_arena);
+    free(t->piece_arena);
+    free(t->merge_arena);
     free(t->text);
     free(t->len);
     free(t->score);
@@ -220,8 +222,6 @@ void wg_tok_free(wg_tok_t **pt) {
     free(t->piece_len);
     free(t->vocab.slots);
     free(t->merges.slots);
-    if (t->merge_text)
-        for (int64_t i = 0; i < t->n_merges; i++) free(t->merge_text[i]);
     free(t->merge_text);
     free(t->special);
     free(t->special_trie.slots);
@@ -312,8 +312,11 @@ static bool s_contains_ci(const char *hay, const char *needle) {
     return false;
 }
 
-static wg_status s_build_piece(wg_tok_t *t, int32_t id) {
-    s_buf_t b = {0};
+/* Appends token id's piece plus a NUL to b (one buffer for the whole
+ * vocabulary: a malloc per token made loading slow); *off gets its start. */
+static wg_status s_build_piece(wg_tok_t *t, int32_t id, s_buf_t *pb, size_t *off) {
+    s_buf_t b = *pb;
+    const size_t start = b.n;
     const char *s = t->text[id];
     size_t n = t->len[id];
     uint8_t a = t->attr[id];
@@ -360,14 +363,12 @@ static wg_status s_build_piece(wg_tok_t *t, int32_t id) {
             }
         }
     }
-    if (b.oom) {
-        free(b.p);
-        return wg_error(WG_ERR_NOMEM, "tokenizer piece");
-    }
-    if (!b.p) b.p = calloc(1, 1);
-    if (!b.p) return wg_error(WG_ERR_NOMEM, "tokenizer piece");
-    t->piece[id] = b.p;
-    t->piece_len[id] = (uint32_t)b.n;
+    const size_t len = b.n - start;
+    s_buf_add(&b, "", 1); /* the terminator is part of the arena */
+    *pb = b;
+    if (b.oom) return wg_error(WG_ERR_NOMEM, "tokenizer piece");
+    *off = start;
+    t->piece_len[id] = (uint32_t)len;
     return WG_OK;
 }
 
@@ -438,26 +439,32 @@ wg_status wg_tok_build(const wg_tok_spec_t *sp, wg_tok_t **out) {
         st = wg_error(WG_ERR_NOMEM, "tokenizer: %d tokens", n);
         goto err;
     }
-    size_t total_bytes = 0;
+    size_t total_bytes = 0, arena = 0;
     for (int32_t i = 0; i < n; i++) {
-        const char *s = sp->texts[i];
-        if (!s) {
+        if (!sp->texts[i]) {
             st = wg_error(WG_ERR_FORMAT, "tokenizer.ggml.tokens[%d]: missing", i);
             goto err;
         }
+        const size_t len = sp->lens ? sp->lens[i] : strlen(sp->texts[i]);
+        arena += (len ? len : 32) + 1;
+    }
+    if (!(t->text_arena = malloc(arena))) {
+        st = wg_error(WG_ERR_NOMEM, "tokenizer: %zu bytes of token text", arena);
+        goto err;
+    }
+    char *tp = t->text_arena;
+    for (int32_t i = 0; i < n; i++) {
+        const char *s = sp->texts[i];
         size_t len = sp->lens ? sp->lens[i] : strlen(s);
         char tmp[32];
         if (len == 0) { /* llama.cpp renames empty tokens so they stay unique */
             len = (size_t)snprintf(tmp, sizeof tmp, "[EMPTY_%d]", i);
             s = tmp;
         }
-        t->text[i] = malloc(len + 1);
-        if (!t->text[i]) {
-            st = wg_error(WG_ERR_NOMEM, "tokenizer token %d", i);
-            goto err;
-        }
-        memcpy(t->text[i], s, len);
-        t->text[i][len] = 0;
+        t->text[i] = tp;
+        memcpy(tp, s, len);
+        tp[len] = 0;
+        tp += len + 1;
         t->len[i] = (uint32_t)len;
         total_bytes += len;
         if ((int32_t)len > t->max_len) t->max_len = (int32_t)len;
@@ -529,14 +536,21 @@ wg_status wg_tok_build(const wg_tok_spec_t *sp, wg_tok_t **out) {
                 st = wg_error(WG_ERR_NOMEM, "tokenizer: %lld merges", (long long)sp->n_merges);
                 goto err;
             }
+            size_t marena = 0;
+            for (int64_t i = 0; i < sp->n_merges; i++) {
+                const char *m = sp->merges[i];
+                marena += (m ? (sp->merge_lens ? sp->merge_lens[i] : strlen(m)) : 0) + 1;
+            }
+            if (!(t->merge_arena = malloc(marena))) {
+                st = wg_error(WG_ERR_NOMEM, "tokenizer: %zu bytes of merges", marena);
+                goto err;
+            }
+            char *mp = t->merge_arena;
             for (int64_t i = 0; i < sp->n_merges; i++) {
                 const char *m = sp->merges[i];
                 size_t ml = m ? (sp->merge_lens ? sp->merge_lens[i] : strlen(m)) : 0;
-                t->merge_text[i] = malloc(ml + 1);
-                if (!t->merge_text[i]) {
-                    st = wg_error(WG_ERR_NOMEM, "tokenizer merge");
-                    goto err;
-                }
+                t->merge_text[i] = mp;
+                mp += ml + 1;
                 if (ml) memcpy(t->merge_text[i], m, ml);
                 t->merge_text[i][ml] = 0;
                 const char *sep = ml > 1 ? memchr(t->merge_text[i] + 1, ' ', ml - 1) : NULL;
@@ -656,8 +670,17 @@ wg_status wg_tok_build(const wg_tok_spec_t *sp, wg_tok_t **out) {
         if (st != WG_OK) goto err;
     }
 
-    for (int32_t i = 0; i < n; i++) {
-        st = s_build_piece(t, i);
+    {
+        /* A piece is never longer than its text: one arena of that size. */
+        s_buf_t pb = {.p = malloc(arena + 1), .cap = arena + 1};
+        if (!pb.p) pb.oom = true;
+        size_t *offs = malloc((size_t)n * sizeof *offs);
+        for (int32_t i = 0; i < n && !st && offs && !pb.oom; i++) st = s_build_piece(t, i, &pb, &offs[i]);
+        if (!st && (!offs || pb.oom)) st = wg_error(WG_ERR_NOMEM, "tokenizer pieces");
+        t->piece_arena = pb.p;
+        if (!st)
+            for (int32_t i = 0; i < n; i++) t->piece[i] = pb.p + offs[i];
+        free(offs);
         if (st != WG_OK) goto err;
     }
     *out = t;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/wg_log.h"
+#include "common/wg_mem.h"
 #include "engine/model/wg_model.h"
 #include "worker/wg_worker.h"
 
@@ -111,6 +112,7 @@ static int s_read_key(const char *path, const char *prefer, char out[41]) {
 }
 
 int main(int argc, char **argv) {
+    wg_mem_tune(); /* models are loaded and freed for the life of the process */
     enum { O_BROKER = 1, O_MODEL, O_STREAM, O_ADV, O_REDIS, O_ID, O_THREADS, O_MAXSEQS, O_KV, O_HB, O_LIVE,
            O_DRAIN, O_HWM, O_STALL, O_SNDBUF, O_CSRV, O_CSEC, O_LOG, O_HELP, O_MEM, O_DELAY, O_DEVICE };
     static const struct option opts[] = {

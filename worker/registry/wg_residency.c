@@ -255,7 +255,7 @@ int wg_res_poll(wg_residency_t *r) {
         r->st.loads++;
         r->st.load_seconds += e->load_s;
         swapped++;
-        wg_info("residency", "model=%s loaded bytes=%llu seconds=%.3f", e->name, (unsigned long long)e->bytes, e->load_s);
+        wg_info("residency", "model=%s loaded bytes=%llu seconds=%.6f", e->name, (unsigned long long)e->bytes, e->load_s);
     }
     /* restore the budget: evict least recently used; never free a pinned model */
     for (;;) {
