@@ -267,3 +267,59 @@ Test(residency, a_hundred_swap_cycles_leave_nothing_behind) {
     cr_assert_eq(atomic_load(&f.live), 0);
     cr_assert_eq(atomic_load(&f.loads), atomic_load(&f.unloads));
 }
+
+/* Find one model's counters in a wg_res_model_stats_get answer. */
+static const wg_res_model_stats *s_ms(const wg_res_model_stats *s, uint32_t n, const char *name) {
+    for (uint32_t i = 0; i < n; i++)
+        if (!strcmp(s[i].name, name)) return &s[i];
+    return NULL;
+}
+
+Test(residency, per_model_counters_survive_eviction_and_list_resident_models_first) {
+    fake f = {.delay_ms = 5, .fail = "bad"};
+    wg_residency_t *r = s_new(&f, 150); /* one model at a time */
+    fmodel *pre = malloc(sizeof *pre);
+    pre->canary = CANARY;
+    snprintf(pre->name, sizeof pre->name, "pre");
+    atomic_fetch_add(&f.live, 1);
+    cr_assert_eq(wg_res_adopt(r, "pre", pre, 100), WG_OK);
+    wg_res_model_stats s[8];
+    uint32_t n = wg_res_model_stats_get(r, s, 8);
+    cr_assert_eq(n, 1, "an adopted preload has a record");
+    cr_assert_str_eq(s[0].name, "pre");
+    cr_assert(s[0].loads == 0 && s[0].evictions == 0 && s[0].resident_bytes == 100);
+    /* a, b, a: each load evicts the previous model */
+    void *h;
+    const char *seq[] = {"a", "b", "a"};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(s_get(r, seq[i], &h), WG_OK);
+        wg_res_release(r, seq[i]);
+        wg_res_poll(r);
+    }
+    cr_assert_eq(s_get(r, "bad", &h), WG_ERR_CHECKSUM);
+    n = wg_res_model_stats_get(r, s, 8);
+    cr_assert_eq(n, 4);
+    cr_assert_str_eq(s[0].name, "a", "the resident model comes first, got %s", s[0].name);
+    const wg_res_model_stats *a = s_ms(s, n, "a"), *b = s_ms(s, n, "b"), *p = s_ms(s, n, "pre"),
+                             *x = s_ms(s, n, "bad");
+    cr_assert(a && b && p && x);
+    cr_assert_eq(a->loads, 2);
+    cr_assert_eq(a->evictions, 1);
+    cr_assert_eq(a->resident_bytes, 100);
+    cr_assert_geq(a->load_seconds, 0.008, "two loads of >= 5 ms: %g s", a->load_seconds);
+    cr_assert_eq(b->loads, 1);
+    cr_assert_eq(b->evictions, 1);
+    cr_assert_eq(b->resident_bytes, 0, "an evicted model holds no bytes");
+    cr_assert(p->loads == 0 && p->evictions == 1 && p->resident_bytes == 0);
+    cr_assert(x->loads == 0 && x->load_failures == 1 && x->resident_bytes == 0);
+    wg_res_stats t;
+    wg_res_get_stats(r, &t);
+    cr_assert_eq(a->loads + b->loads, t.loads, "per-model loads add up to the total");
+    cr_assert_eq(a->evictions + b->evictions + p->evictions, t.evictions);
+    cr_assert_float_eq(a->load_seconds + b->load_seconds, t.load_seconds, 1e-9);
+    /* cap: the most relevant first */
+    cr_assert_eq(wg_res_model_stats_get(r, s, 1), 1);
+    cr_assert_str_eq(s[0].name, "a");
+    wg_res_destroy(&r);
+    cr_assert_eq(atomic_load(&f.live), 0);
+}

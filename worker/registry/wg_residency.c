@@ -4,7 +4,9 @@
  * One mutex guards the entry list; the loader thread only ever moves an
  * entry from LOADING to LOADED/FAILED and fills its result. Entries are
  * created and freed by the owner thread only, and never while LOADING, so
- * the loader's pointer stays valid without reference counts. */
+ * the loader's pointer stays valid without reference counts. Per-model
+ * counters live in a second list that only grows (one small record per model
+ * ever seen), so a model's counters survive its eviction. */
 #include "wg_residency.h"
 
 #include <pthread.h>
@@ -32,6 +34,16 @@ typedef struct rentry {
     struct rentry *next;   /* list */
 } rentry;
 
+typedef struct mstat {
+    char *name;             /* model name */
+    uint64_t loads;         /* successful loads */
+    uint64_t load_failures; /* failed loads */
+    double load_seconds;    /* seconds of its successful loads */
+    uint64_t evictions;     /* evictions */
+    uint64_t touched;       /* LRU tick of its last load or eviction (ordering) */
+    struct mstat *next;     /* list */
+} mstat;
+
 struct wg_residency {
     wg_res_cfg cfg;         /* copy */
     wg_res_ops ops;         /* copy */
@@ -42,6 +54,7 @@ struct wg_residency {
     rentry *list;           /* all entries */
     uint64_t tick;          /* LRU clock */
     wg_res_stats st;        /* counters (resident figures computed on demand) */
+    mstat *mstats;          /* per-model counters, never freed before destroy */
 };
 
 static int64_t s_ms(void) {
@@ -60,6 +73,21 @@ static rentry *s_find(const wg_residency_t *r, const char *name) {
     for (rentry *e = r->list; e; e = e->next)
         if (!strcmp(e->name, name)) return e;
     return NULL;
+}
+
+/* The counters of `name`, created on first use; NULL only when out of memory
+ * (counting is then skipped, never fatal). Call under r->mu. */
+static mstat *s_mstat(wg_residency_t *r, const char *name) {
+    for (mstat *m = r->mstats; m; m = m->next)
+        if (!strcmp(m->name, name)) return m;
+    mstat *m = calloc(1, sizeof *m);
+    if (!m || !(m->name = strdup(name))) {
+        free(m);
+        return NULL;
+    }
+    m->next = r->mstats;
+    r->mstats = m;
+    return m;
 }
 
 static void s_unlink_free(wg_residency_t *r, rentry *e) {
@@ -106,6 +134,11 @@ static void *s_loader(void *arg) {
             job->failed_ms = s_ms();
             job->state = R_FAILED;
             r->st.load_failures++;
+            mstat *ms = s_mstat(r, name);
+            if (ms) {
+                ms->load_failures++;
+                ms->touched = ++r->tick;
+            }
         }
     }
     pthread_mutex_unlock(&r->mu);
@@ -155,6 +188,12 @@ void wg_res_destroy(wg_residency_t **pr) {
             r->ops.unload(r->ops.arg, e->name, e->handle);
         s_unlink_free(r, e);
     }
+    while (r->mstats) {
+        mstat *m = r->mstats;
+        r->mstats = m->next;
+        free(m->name);
+        free(m);
+    }
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r);
@@ -186,6 +225,8 @@ wg_status wg_res_adopt(wg_residency_t *r, const char *name, void *handle, uint64
             e->handle = handle;
             e->bytes = bytes;
             e->last_used = ++r->tick;
+            mstat *ms = s_mstat(r, name);
+            if (ms) ms->touched = r->tick;
         }
     }
     pthread_mutex_unlock(&r->mu);
@@ -254,6 +295,12 @@ int wg_res_poll(wg_residency_t *r) {
         e->last_used = ++r->tick;
         r->st.loads++;
         r->st.load_seconds += e->load_s;
+        mstat *ms = s_mstat(r, e->name);
+        if (ms) {
+            ms->loads++;
+            ms->load_seconds += e->load_s;
+            ms->touched = e->last_used;
+        }
         swapped++;
         wg_info("residency", "model=%s loaded bytes=%llu seconds=%.6f", e->name, (unsigned long long)e->bytes, e->load_s);
     }
@@ -270,6 +317,11 @@ int wg_res_poll(wg_residency_t *r) {
         }
         if (used <= r->cfg.budget || !victim || n_res <= 1) break; /* the newest always stays */
         r->st.evictions++;
+        mstat *ms = s_mstat(r, victim->name);
+        if (ms) {
+            ms->evictions++;
+            ms->touched = ++r->tick;
+        }
         if (victim->pins) {
             victim->state = R_DRAINING;
             wg_info("residency", "model=%s draining pins=%u", victim->name, victim->pins);
@@ -353,4 +405,43 @@ void wg_res_get_stats(const wg_residency_t *cr, wg_res_stats *out) {
         out->loading |= e->state == R_LOADING || e->state == R_LOADED;
     }
     pthread_mutex_unlock(&r->mu);
+}
+
+/* Ordering of wg_res_model_stats_get: resident models above the others. */
+typedef struct s_rank {
+    const mstat *m; /* the record */
+    uint64_t bytes; /* resident bytes (0 = not resident) */
+    uint64_t key;   /* larger first */
+} s_rank;
+
+static int s_rank_cmp(const void *a, const void *b) {
+    const s_rank *x = a, *y = b;
+    return x->key < y->key ? 1 : x->key > y->key ? -1 : 0;
+}
+
+uint32_t wg_res_model_stats_get(const wg_residency_t *cr, wg_res_model_stats *out, uint32_t cap) {
+    wg_residency_t *r = (wg_residency_t *)cr;
+    pthread_mutex_lock(&r->mu);
+    size_t n = 0;
+    for (const mstat *m = r->mstats; m; m = m->next) n++;
+    s_rank *rk = n ? malloc(n * sizeof *rk) : NULL;
+    uint32_t k = 0;
+    if (rk) {
+        size_t i = 0;
+        for (const mstat *m = r->mstats; m; m = m->next, i++) {
+            const rentry *e = s_find(r, m->name);
+            bool res = e && (e->state == R_RESIDENT || e->state == R_DRAINING);
+            rk[i] = (s_rank){.m = m, .bytes = res ? e->bytes : 0,
+                             .key = res ? (UINT64_C(1) << 63) | e->last_used : m->touched};
+        }
+        qsort(rk, n, sizeof *rk, s_rank_cmp);
+        for (; k < cap && k < n; k++)
+            out[k] = (wg_res_model_stats){.name = rk[k].m->name, .loads = rk[k].m->loads,
+                                          .load_failures = rk[k].m->load_failures,
+                                          .load_seconds = rk[k].m->load_seconds,
+                                          .evictions = rk[k].m->evictions, .resident_bytes = rk[k].bytes};
+    }
+    pthread_mutex_unlock(&r->mu);
+    free(rk);
+    return k;
 }

@@ -101,4 +101,21 @@ uint32_t wg_res_pins(const wg_residency_t *r, const char *name);
 
 void wg_res_get_stats(const wg_residency_t *r, wg_res_stats *out);
 
+/* Counters of one model (metrics per model). A model gets a record the first
+ * time it is adopted or a load of it ends (success or failure); records are
+ * kept until wg_res_destroy, so counters never go back when a model is evicted. */
+typedef struct wg_res_model_stats {
+    const char *name;        /* borrowed, valid until wg_res_destroy */
+    uint64_t loads;          /* successful on-demand loads (an adopted preload is not one) */
+    uint64_t load_failures;  /* failed loads */
+    double load_seconds;     /* total time inside ops->load for its successful loads */
+    uint64_t evictions;      /* times it was evicted (freed or marked draining) for the budget */
+    uint64_t resident_bytes; /* bytes it holds now (draining included); 0 when not resident */
+} wg_res_model_stats;
+
+/* Per-model counters, resident models first (most recently used first), then
+ * the others, most recently loaded or evicted first; writes up to `cap` and
+ * returns the count written. Owner thread. */
+uint32_t wg_res_model_stats_get(const wg_residency_t *r, wg_res_model_stats *out, uint32_t cap);
+
 #endif
