@@ -1082,6 +1082,54 @@ static void s_pf(sbuf *s, const char *fmt, ...) {
     }
 }
 
+/* A Prometheus label value: backslash, double quote and newline escaped
+ * (worker ids and model names come off the wire). cap >= 2 * 256 + 1. */
+static const char *s_lv(const char *v, char *buf, size_t cap) {
+    size_t o = 0;
+    for (const char *p = v ? v : "?"; *p && o + 3 < cap; p++) {
+        if (*p == '\\' || *p == '"') buf[o++] = '\\';
+        if (*p == '\n') {
+            buf[o++] = '\\';
+            buf[o++] = 'n';
+            continue;
+        }
+        buf[o++] = *p;
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* Per-model residency counters of every worker, one family at a time
+ * (heartbeat metrics `model_stats`). */
+static void s_render_model_stats(const wg_broker_t *b, sbuf *s) {
+    static const struct {
+        const char *name, *type;
+    } fam[] = {{"waggle_worker_model_loads_total", "counter"},
+               {"waggle_worker_model_load_failures_total", "counter"},
+               {"waggle_worker_model_load_seconds_total", "counter"},
+               {"waggle_worker_model_evictions_total", "counter"},
+               {"waggle_worker_model_resident_bytes", "gauge"}};
+    char wl[2 * WG_MSG_MAX_ID + 2], ml[2 * WG_MSG_MAX_MODEL + 2];
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+        s_pf(s, "# TYPE %s %s\n", fam[f].name, fam[f].type);
+        for (const bworker *w = b->workers; w; w = w->next) {
+            if (!w->has_metrics) continue;
+            s_lv(w->worker_id, wl, sizeof wl);
+            for (uint32_t i = 0; i < w->metrics.n_model_stats; i++) {
+                const wg_msg_model_stat *ms = &w->metrics.model_stats[i];
+                s_lv(ms->model, ml, sizeof ml);
+                if (f == 2)
+                    s_pf(s, "waggle_worker_model_load_seconds_total{worker=\"%s\",model=\"%s\"} %.6f\n", wl, ml,
+                         ms->load_seconds);
+                else
+                    s_pf(s, "%s{worker=\"%s\",model=\"%s\"} %llu\n", fam[f].name, wl, ml,
+                         (unsigned long long)(f == 0 ? ms->loads : f == 1 ? ms->load_failures
+                                                                 : f == 3 ? ms->evictions : ms->resident_bytes));
+            }
+        }
+    }
+}
+
 static void s_render_metrics(wg_broker_t *b) {
     sbuf s = {0};
     s_pf(&s, "# TYPE waggle_broker_jobs_submitted_total counter\nwaggle_broker_jobs_submitted_total %llu\n", (unsigned long long)b->c_submitted);
@@ -1113,8 +1161,9 @@ static void s_render_metrics(wg_broker_t *b) {
     for (bmodel *m = b->models; m; m = m->next)
         s_pf(&s, "waggle_broker_running_jobs{model=\"%s\"} %llu\n", m->name, (unsigned long long)m->running);
     s_pf(&s, "# TYPE waggle_worker_credits gauge\n# TYPE waggle_worker_inflight gauge\n");
+    char idb[2 * WG_MSG_MAX_ID + 2], mb[2 * WG_MSG_MAX_MODEL + 2];
     for (bworker *w = b->workers; w; w = w->next) {
-        const char *id = w->worker_id ? w->worker_id : "?";
+        const char *id = s_lv(w->worker_id, idb, sizeof idb);
         s_pf(&s, "waggle_worker_credits{worker=\"%s\"} %u\n", id, w->credits);
         s_pf(&s, "waggle_worker_inflight{worker=\"%s\"} %u\n", id, w->inflight);
         if (!w->has_metrics) continue;
@@ -1126,8 +1175,9 @@ static void s_render_metrics(wg_broker_t *b) {
         s_pf(&s, "waggle_worker_memory_used_bytes{worker=\"%s\"} %llu\n", id, (unsigned long long)m->mem_used_bytes);
         s_pf(&s, "waggle_worker_memory_total_bytes{worker=\"%s\"} %llu\n", id, (unsigned long long)m->mem_total_bytes);
         for (uint32_t i = 0; i < m->n_models; i++)
-            s_pf(&s, "waggle_worker_model_resident{worker=\"%s\",model=\"%s\"} 1\n", id, m->models[i]);
+            s_pf(&s, "waggle_worker_model_resident{worker=\"%s\",model=\"%s\"} 1\n", id, s_lv(m->models[i], mb, sizeof mb));
     }
+    s_render_model_stats(b, &s);
     if (!s.p) return;
     pthread_mutex_lock(&b->mlock);
     free(b->metrics_text);

@@ -68,6 +68,8 @@ void wg_mp_put_ku32s(wg_mp_wr *w, const char *k, const uint32_t *v, uint32_t n);
 
 /* Metrics map inside METRICS and HEARTBEAT (wg_msg_stream.c). */
 struct wg_msg_metrics;
+/* Errors: ERR_RANGE (more than WG_MSG_MAX_MODELS model_stats), ERR_INVAL (one without a model). */
+wg_status wg_mp_metrics_check(const struct wg_msg_metrics *m, const char *msg);
 void wg_mp_put_metrics(wg_mp_wr *w, const struct wg_msg_metrics *m);
 wg_status wg_mp_read_metrics(wg_mp_rd *r, struct wg_msg_metrics *m);
 

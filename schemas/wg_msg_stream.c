@@ -1,6 +1,7 @@
 /* wg_msg_stream — codec for TOKEN events and METRICS (PROTOCOL.md §8). */
 #include "wg_msg_stream.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,8 +116,17 @@ err:
 
 /* ---- metrics ---- */
 
+wg_status wg_mp_metrics_check(const struct wg_msg_metrics *m, const char *msg) {
+    if (m->n_model_stats > WG_MSG_MAX_MODELS)
+        return wg_error(WG_ERR_RANGE, "%s: %u model_stats (max %d)", msg, m->n_model_stats, WG_MSG_MAX_MODELS);
+    for (uint32_t i = 0; i < m->n_model_stats; i++)
+        if (!m->model_stats[i].model || !m->model_stats[i].model[0])
+            return wg_error(WG_ERR_INVAL, "%s: model_stats[%u] has no model", msg, i);
+    return WG_OK;
+}
+
 void wg_mp_put_metrics(wg_mp_wr *w, const struct wg_msg_metrics *m) {
-    msgpack_pack_map(&w->pk, 12);
+    msgpack_pack_map(&w->pk, 12 + (m->n_model_stats != 0));
     wg_mp_put_kstr(w, "worker_id", m->worker_id);
     wg_mp_put_kuint(w, "ts_ms", m->ts_ms);
     wg_mp_put_kfloat(w, "tokens_per_s", m->tokens_per_s);
@@ -129,6 +139,68 @@ void wg_mp_put_metrics(wg_mp_wr *w, const struct wg_msg_metrics *m) {
     wg_mp_put_kstrs(w, "models", m->models, m->n_models);
     wg_mp_put_kuint(w, "mem_used_bytes", m->mem_used_bytes);
     wg_mp_put_kuint(w, "mem_total_bytes", m->mem_total_bytes);
+    if (m->n_model_stats) {
+        wg_mp_put_key(w, "model_stats");
+        msgpack_pack_array(&w->pk, m->n_model_stats);
+        for (uint32_t i = 0; i < m->n_model_stats; i++) {
+            const wg_msg_model_stat *s = &m->model_stats[i];
+            msgpack_pack_map(&w->pk, 6);
+            wg_mp_put_kstr(w, "model", s->model);
+            wg_mp_put_kuint(w, "loads", s->loads);
+            wg_mp_put_kuint(w, "load_failures", s->load_failures);
+            wg_mp_put_kfloat(w, "load_seconds", s->load_seconds);
+            wg_mp_put_kuint(w, "evictions", s->evictions);
+            wg_mp_put_kuint(w, "resident_bytes", s->resident_bytes);
+        }
+    }
+}
+
+static void s_model_stats_free(wg_msg_model_stat **a, uint32_t *n) {
+    for (uint32_t i = 0; *a && i < *n; i++) free((*a)[i].model);
+    free(*a);
+    *a = NULL;
+    *n = 0;
+}
+
+/* `model_stats`: array (<= 64) of maps {model: str (required, unique),
+ * loads, load_failures, evictions, resident_bytes: uint, load_seconds: float
+ * (finite, >= 0)}; unknown keys inside an entry are skipped. */
+static wg_status s_read_model_stats(wg_mp_rd *r, struct wg_msg_metrics *m) {
+    uint32_t c;
+    s_model_stats_free(&m->model_stats, &m->n_model_stats); /* a repeated key replaces */
+    wg_status st = wg_mp_array(r, "model_stats", WG_MSG_MAX_MODELS, &c);
+    if (st) return st;
+    if (!(m->model_stats = calloc(c ? c : 1, sizeof *m->model_stats)))
+        return wg_error(WG_ERR_NOMEM, "%s: model_stats", r->msg);
+    for (uint32_t q = 0; q < c; q++) {
+        wg_msg_model_stat *s = &m->model_stats[q];
+        m->n_model_stats = q + 1; /* owned so far: freed by the caller's clear on error */
+        uint32_t nk;
+        if ((st = wg_mp_map(r, "model_stats[]", &nk))) return st;
+        for (uint32_t i = 0; i < nk; i++) {
+            const char *k;
+            uint32_t kl;
+            if ((st = wg_mp_key(r, &k, &kl))) return st;
+            if (wg_mp_key_is(k, kl, "model")) st = wg_mp_strdup(r, "model_stats[].model", 1, WG_MSG_MAX_MODEL, &s->model);
+            else if (wg_mp_key_is(k, kl, "loads")) st = wg_mp_uint(r, "model_stats[].loads", UINT64_MAX, &s->loads);
+            else if (wg_mp_key_is(k, kl, "load_failures")) st = wg_mp_uint(r, "model_stats[].load_failures", UINT64_MAX, &s->load_failures);
+            else if (wg_mp_key_is(k, kl, "evictions")) st = wg_mp_uint(r, "model_stats[].evictions", UINT64_MAX, &s->evictions);
+            else if (wg_mp_key_is(k, kl, "resident_bytes")) st = wg_mp_uint(r, "model_stats[].resident_bytes", UINT64_MAX, &s->resident_bytes);
+            else if (wg_mp_key_is(k, kl, "load_seconds")) {
+                st = wg_mp_float(r, "model_stats[].load_seconds", &s->load_seconds);
+                if (!st && !(isfinite(s->load_seconds) && s->load_seconds >= 0))
+                    st = wg_error(WG_ERR_RANGE, "%s: model_stats[%u].load_seconds=%g must be finite and >= 0", r->msg, q,
+                                  s->load_seconds);
+            } else st = wg_mp_skip(r);
+            if (st) return st;
+        }
+        if (!s->model) return wg_error(WG_ERR_FORMAT, "%s: model_stats[%u] has no 'model'", r->msg, q);
+        for (uint32_t p = 0; p < q; p++)
+            if (!strcmp(m->model_stats[p].model, s->model))
+                return wg_error(WG_ERR_INVAL, "%s: model_stats[%u] repeats model '%s' of model_stats[%u]", r->msg, q,
+                                s->model, p);
+    }
+    return WG_OK;
 }
 
 wg_status wg_mp_read_metrics(wg_mp_rd *r, struct wg_msg_metrics *m) {
@@ -155,6 +227,7 @@ wg_status wg_mp_read_metrics(wg_mp_rd *r, struct wg_msg_metrics *m) {
         } else if (wg_mp_key_is(k, kl, "models")) st = wg_mp_str_array(r, "models", WG_MSG_MAX_MODELS, 1, WG_MSG_MAX_MODEL, &m->models, &m->n_models);
         else if (wg_mp_key_is(k, kl, "mem_used_bytes")) st = wg_mp_uint(r, "mem_used_bytes", UINT64_MAX, &u), m->mem_used_bytes = st ? 0 : u;
         else if (wg_mp_key_is(k, kl, "mem_total_bytes")) st = wg_mp_uint(r, "mem_total_bytes", UINT64_MAX, &u), m->mem_total_bytes = st ? 0 : u;
+        else if (wg_mp_key_is(k, kl, "model_stats")) st = s_read_model_stats(r, m);
         else st = wg_mp_skip(r);
         if (st) return st;
     }
@@ -163,6 +236,8 @@ wg_status wg_mp_read_metrics(wg_mp_rd *r, struct wg_msg_metrics *m) {
 
 wg_status wg_msg_metrics_encode(const wg_msg_metrics *m, wg_msg_buf *out) {
     if (!m->worker_id) return wg_error(WG_ERR_INVAL, "METRICS: worker_id is required");
+    wg_status st = wg_mp_metrics_check(m, "METRICS");
+    if (st) return st;
     wg_mp_wr w;
     wg_mp_wr_init(&w);
     wg_mp_put_metrics(&w, m);
@@ -173,6 +248,7 @@ void wg_msg_metrics_clear(wg_msg_metrics *m) {
     if (!m) return;
     free(m->worker_id);
     wg_mp_str_array_free(&m->models, &m->n_models);
+    s_model_stats_free(&m->model_stats, &m->n_model_stats);
     memset(m, 0, sizeof *m);
 }
 
@@ -196,6 +272,8 @@ wg_status wg_msg_metrics_copy(wg_msg_metrics *dst, const wg_msg_metrics *src) {
     dst->worker_id = NULL;
     dst->models = NULL;
     dst->n_models = 0;
+    dst->model_stats = NULL;
+    dst->n_model_stats = 0;
     if (src->worker_id && !(dst->worker_id = strdup(src->worker_id))) goto nomem;
     if (src->n_models) {
         dst->models = calloc(src->n_models, sizeof *dst->models);
@@ -203,6 +281,17 @@ wg_status wg_msg_metrics_copy(wg_msg_metrics *dst, const wg_msg_metrics *src) {
         dst->n_models = src->n_models;
         for (uint32_t i = 0; i < src->n_models; i++)
             if (!(dst->models[i] = strdup(src->models[i]))) goto nomem;
+    }
+    if (src->n_model_stats) {
+        dst->model_stats = calloc(src->n_model_stats, sizeof *dst->model_stats);
+        if (!dst->model_stats) goto nomem;
+        dst->n_model_stats = src->n_model_stats;
+        for (uint32_t i = 0; i < src->n_model_stats; i++) {
+            dst->model_stats[i] = src->model_stats[i];
+            dst->model_stats[i].model = NULL;
+            if (src->model_stats[i].model && !(dst->model_stats[i].model = strdup(src->model_stats[i].model)))
+                goto nomem;
+        }
     }
     return WG_OK;
 nomem:

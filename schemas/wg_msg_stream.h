@@ -31,6 +31,16 @@ void wg_msg_token_clear(wg_msg_token *m);
 /* Topic "t/<job_id>" into buf (cap >= 3 + WG_MSG_MAX_ID). Returns its length. */
 size_t wg_msg_token_topic(const char *job_id, char *buf, size_t cap);
 
+/* Residency counters of one model (METRICS `model_stats`, since 0.2). */
+typedef struct wg_msg_model_stat {
+    char *model;             /* 1..256 bytes; unique within one metrics map */
+    uint64_t loads;          /* on-demand loads completed */
+    uint64_t load_failures;  /* loads that failed */
+    double load_seconds;     /* seconds spent in its completed loads (finite, >= 0) */
+    uint64_t evictions;      /* times it was evicted to respect the memory budget */
+    uint64_t resident_bytes; /* bytes it holds now (weights + KV); 0 = not resident */
+} wg_msg_model_stat;
+
 typedef struct wg_msg_metrics {
     char *worker_id;          /* required */
     uint64_t ts_ms;           /* unix milliseconds */
@@ -45,6 +55,8 @@ typedef struct wg_msg_metrics {
     uint32_t n_models;        /* <= 64 */
     uint64_t mem_used_bytes;  /* model + KV memory in use */
     uint64_t mem_total_bytes; /* memory budget */
+    wg_msg_model_stat *model_stats; /* (n_model_stats,) per-model residency counters or NULL */
+    uint32_t n_model_stats;   /* <= 64; 0 = not sent */
 } wg_msg_metrics;
 
 wg_status wg_msg_metrics_encode(const wg_msg_metrics *m, wg_msg_buf *out);

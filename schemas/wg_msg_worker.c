@@ -66,6 +66,8 @@ err:
 }
 
 wg_status wg_msg_heartbeat_encode(const wg_msg_heartbeat *m, wg_msg_buf *out) {
+    wg_status st;
+    if (m->has_metrics && (st = wg_mp_metrics_check(&m->metrics, "HEARTBEAT"))) return st;
     wg_mp_wr w;
     wg_mp_wr_init(&w);
     msgpack_pack_map(&w.pk, (uint32_t)m->has_credits + m->has_models + m->has_metrics + 2u * m->has_mem);

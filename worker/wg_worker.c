@@ -122,6 +122,7 @@ struct wg_worker {
     uint64_t metrics_tok0;       /* tokens at its start */
     wg_msg_metrics last_metrics; /* latest figures (for HEARTBEAT); models point into model_names */
     char *model_names[WG_MSG_MAX_MODELS]; /* (n_models,) borrowed names for the metrics map */
+    wg_msg_model_stat model_stats[WG_MSG_MAX_MODELS]; /* per-model counters for the metrics map (names borrowed from res) */
     wg_registry_t *registry;     /* worker directory connection or NULL */
     int64_t redis_retry_ms;      /* next connection attempt */
     wg_worker_stats st;          /* counters */
@@ -1052,18 +1053,27 @@ static void s_res_admit(wg_worker_t *w, s_job *j, wg_msg_job *job) {
 }
 
 static void s_res_log(wg_worker_t *w, const char *why) {
-    char line[2048];
+    char line[2048], per[4096];
     size_t o = 0;
-    line[0] = '\0';
+    line[0] = per[0] = '\0';
     char *names[WG_MSG_MAX_MODELS];
     uint32_t n = s_model_names(w, names);
     for (uint32_t i = 0; i < n && o < sizeof line - 300; i++)
         o += (size_t)snprintf(line + o, sizeof line - o, "%s%s:%llu", i ? "," : "", names[i],
                               (unsigned long long)wg_res_bytes(w->res, names[i]));
+    /* per model: loads/load_failures/evictions, load seconds, resident bytes */
+    wg_res_model_stats ms[WG_MSG_MAX_MODELS];
+    uint32_t k = wg_res_model_stats_get(w->res, ms, WG_MSG_MAX_MODELS);
+    o = 0;
+    for (uint32_t i = 0; i < k && o < sizeof per - 400; i++)
+        o += (size_t)snprintf(per + o, sizeof per - o, "%s%s:%llu/%llu/%llu,%.3fs,%lluB", i ? " " : "", ms[i].name,
+                              (unsigned long long)ms[i].loads, (unsigned long long)ms[i].load_failures,
+                              (unsigned long long)ms[i].evictions, ms[i].load_seconds,
+                              (unsigned long long)ms[i].resident_bytes);
     wg_info(S_MOD, "worker=%s residency %s: loads=%llu load_seconds=%.3f load_failures=%llu evictions=%llu "
-            "resident_bytes=%llu resident=[%s]", w->id, why, (unsigned long long)w->st.loads, w->st.load_seconds,
-            (unsigned long long)w->st.load_failures, (unsigned long long)w->st.evictions,
-            (unsigned long long)w->st.resident_bytes, line);
+            "resident_bytes=%llu resident=[%s] per_model=[%s]", w->id, why, (unsigned long long)w->st.loads,
+            w->st.load_seconds, (unsigned long long)w->st.load_failures, (unsigned long long)w->st.evictions,
+            (unsigned long long)w->st.resident_bytes, line, per);
 }
 
 /* Once per loop turn: release the pins of sequences that ended, swap in
@@ -1112,6 +1122,30 @@ static uint64_t s_rss_bytes(void) {
     return n == 2 ? rss * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
 }
 
+/* The residency-dependent part of last_metrics, read fresh: resident names
+ * (an eviction frees the residency's copies, so an older list must never be
+ * sent again), resident bytes against the budget, per-model counters (their
+ * names live as long as the residency manager). */
+static void s_metrics_res(wg_worker_t *w) {
+    wg_msg_metrics *m = &w->last_metrics;
+    m->models = w->model_names;
+    m->n_models = s_model_names(w, w->model_names);
+    if (!w->res) return;
+    wg_res_stats rs;
+    wg_res_get_stats(w->res, &rs);
+    m->mem_used_bytes = rs.resident_bytes;
+    m->mem_total_bytes = w->mem_budget;
+    wg_res_model_stats ms[WG_MSG_MAX_MODELS];
+    uint32_t n = wg_res_model_stats_get(w->res, ms, WG_MSG_MAX_MODELS);
+    for (uint32_t i = 0; i < n; i++)
+        w->model_stats[i] = (wg_msg_model_stat){.model = (char *)ms[i].name, .loads = ms[i].loads,
+                                                .load_failures = ms[i].load_failures,
+                                                .load_seconds = ms[i].load_seconds, .evictions = ms[i].evictions,
+                                                .resident_bytes = ms[i].resident_bytes};
+    m->model_stats = w->model_stats;
+    m->n_model_stats = n;
+}
+
 static void s_metrics(wg_worker_t *w, int64_t now) {
     wg_msg_metrics *m = &w->last_metrics;
     m->worker_id = w->id;
@@ -1140,16 +1174,9 @@ static void s_metrics(wg_worker_t *w, int64_t now) {
     m->kv_used_blocks = used;
     m->kv_total_blocks = total;
     m->kv_usage = total ? (double)used / (double)total : 0;
-    m->models = w->model_names;
-    m->n_models = s_model_names(w, w->model_names);
     m->mem_used_bytes = s_rss_bytes();
     m->mem_total_bytes = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
-    if (w->res) { /* residency: resident weights + KV against the budget */
-        wg_res_stats rs;
-        wg_res_get_stats(w->res, &rs);
-        m->mem_used_bytes = rs.resident_bytes;
-        m->mem_total_bytes = w->mem_budget;
-    }
+    s_metrics_res(w); /* residency: resident weights + KV against the budget, per-model counters */
     if (w->xpub) {
         char topic[S_TOPIC_CAP];
         wg_msg_metrics_topic(w->id, topic, sizeof topic);
@@ -1164,6 +1191,7 @@ static void s_heartbeat(wg_worker_t *w) {
     h.has_credits = true;
     h.credits = w->draining ? 1u : (uint32_t)w->max_seqs;
     if (w->last_metrics.worker_id) {
+        s_metrics_res(w); /* a swap since the last METRICS changed these */
         h.has_metrics = true;
         h.metrics = w->last_metrics;
     }

@@ -196,3 +196,70 @@ Test(broker_embedded, metrics_endpoint_reports_broker_and_worker_figures) {
     wg_broker_destroy(&b);
     zmq_ctx_term(ctx);
 }
+
+Test(broker_embedded, metrics_endpoint_exports_per_model_residency_counters) {
+    void *ctx = zmq_ctx_new();
+    int port = wg_test_free_port();
+    char mh[32];
+    snprintf(mh, sizeof mh, "127.0.0.1:%d", port);
+    wg_broker_cfg cfg = {.frontend = "inproc://rfe", .backend = "inproc://rbe", .zmq_ctx = ctx,
+                         .metrics_http = mh};
+    wg_broker_t *b = wg_broker_new(&cfg);
+    cr_assert(b, "%s", wg_errmsg());
+    pthread_t th;
+    pthread_create(&th, NULL, s_run, b);
+    void *w = h_dealer(ctx, "inproc://rbe");
+    h_ready(w, "wr", 3, "st");
+    char *models[] = {"st"};
+    /* a model name with a quote, a backslash and a newline must not break the exposition format */
+    wg_msg_model_stat ms[] = {
+        {.model = "st", .loads = 3, .load_seconds = 0.125, .evictions = 2, .resident_bytes = 2200000},
+        {.model = "ll", .loads = 1, .load_failures = 2, .load_seconds = 1.5, .evictions = 1},
+        {.model = "q\"x\\y\nz", .loads = 1},
+    };
+    wg_msg_heartbeat hb = {.has_metrics = true};
+    hb.metrics = (wg_msg_metrics){.worker_id = "wr", .models = models, .n_models = 1, .model_stats = ms,
+                                  .n_model_stats = 3};
+    wg_msg_buf buf = {0};
+    cr_assert_eq(wg_msg_heartbeat_encode(&hb, &buf), WG_OK);
+    wg_msg_send(w, NULL, 0, WG_CMD_HEARTBEAT, &buf, 0);
+    wg_msg_buf_free(&buf);
+    static const char *want[] = {
+        "waggle_worker_model_loads_total{worker=\"wr\",model=\"st\"} 3\n",
+        "waggle_worker_model_loads_total{worker=\"wr\",model=\"ll\"} 1\n",
+        "waggle_worker_model_load_seconds_total{worker=\"wr\",model=\"st\"} 0.125000\n",
+        "waggle_worker_model_load_seconds_total{worker=\"wr\",model=\"ll\"} 1.500000\n",
+        "waggle_worker_model_evictions_total{worker=\"wr\",model=\"st\"} 2\n",
+        "waggle_worker_model_evictions_total{worker=\"wr\",model=\"ll\"} 1\n",
+        "waggle_worker_model_load_failures_total{worker=\"wr\",model=\"ll\"} 2\n",
+        "waggle_worker_model_resident_bytes{worker=\"wr\",model=\"st\"} 2200000\n",
+        "waggle_worker_model_resident_bytes{worker=\"wr\",model=\"ll\"} 0\n",
+        "waggle_worker_model_loads_total{worker=\"wr\",model=\"q\\\"x\\\\y\\nz\"} 1\n",
+    };
+    char *body = NULL;
+    for (int i = 0; i < 30; i++) {
+        free(body);
+        wg_test_sleep_ms(100);
+        body = s_http_get(port, "/metrics");
+        if (body && strstr(body, want[0])) break;
+    }
+    cr_assert(body, "no /metrics response");
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) cr_assert(strstr(body, want[i]), "no %s in\n%s", want[i], body);
+    /* one TYPE line per family, its samples right after it */
+    const char *t = strstr(body, "# TYPE waggle_worker_model_resident_bytes gauge\n");
+    cr_assert(t, "%s", body);
+    cr_assert_null(strstr(t + 1, "# TYPE waggle_worker_model_resident_bytes"), "two TYPE lines");
+    cr_assert(strstr(body, "# TYPE waggle_worker_model_loads_total counter\n"), "%s", body);
+    /* no raw newline inside a label: every line is a comment or name{...} value */
+    for (const char *l = body; (l = strstr(l, "\nwaggle_worker_model_")) != NULL; l++) {
+        const char *e = strchr(l + 1, '\n');
+        const char *close = strstr(l + 1, "} ");
+        cr_assert(close && (!e || close < e), "broken sample line near: %.80s", l + 1);
+    }
+    free(body);
+    wg_broker_stop(b);
+    pthread_join(th, NULL);
+    zmq_close(w);
+    wg_broker_destroy(&b);
+    zmq_ctx_term(ctx);
+}

@@ -199,11 +199,16 @@ static void enc_ready(wg_msg_buf *o) {
                       .stream_endpoint = "tcp://127.0.0.1:7800"};
     cr_assert_eq(wg_msg_ready_encode(&m, o), WG_OK);
 }
+static wg_msg_model_stat s_mstats[] = {
+    {.model = "a", .loads = 3, .load_failures = 0, .load_seconds = 0.25, .evictions = 2, .resident_bytes = 2200000},
+    {.model = "bb", .loads = 1, .load_failures = 4, .load_seconds = 1.5, .evictions = 1, .resident_bytes = 0},
+};
 static void s_sample_metrics(wg_msg_metrics *m) {
     *m = (wg_msg_metrics){.worker_id = "w1", .ts_ms = 1700000000123ull, .tokens_per_s = 512.5,
                           .running = 3, .waiting = 1, .credits = 8, .kv_used_blocks = 10,
                           .kv_total_blocks = 100, .kv_usage = 0.1, .models = s_models,
-                          .n_models = 2, .mem_used_bytes = 1ull << 33, .mem_total_bytes = 1ull << 34};
+                          .n_models = 2, .mem_used_bytes = 1ull << 33, .mem_total_bytes = 1ull << 34,
+                          .model_stats = s_mstats, .n_model_stats = 2};
 }
 static void enc_heartbeat(wg_msg_buf *o) {
     wg_msg_heartbeat m = {.has_credits = true, .credits = 4, .has_models = true,
@@ -539,6 +544,9 @@ Test(codec, worker_messages_round_trip) {
     cr_assert(h.has_credits && h.credits == 4 && h.has_models && h.n_models == 2 && h.has_metrics);
     cr_assert_eq(h.metrics.mem_total_bytes, 1ull << 34);
     cr_assert_float_eq(h.metrics.tokens_per_s, 512.5, 1e-9);
+    cr_assert_eq(h.metrics.n_model_stats, 2, "HEARTBEAT metrics carry model_stats");
+    cr_assert_str_eq(h.metrics.model_stats[1].model, "bb");
+    cr_assert_eq(h.metrics.model_stats[1].load_failures, 4);
     wg_msg_heartbeat_clear(&h);
     wg_msg_buf_free(&b);
     cr_assert_eq(wg_msg_empty_encode(&b), WG_OK);
@@ -966,4 +974,199 @@ Test(codec, key_files_reject_malformed_lines_naming_the_line) {
     wg_msg_keys_free(&keys, &n);
     unlink(path);
     cr_assert_eq(wg_msg_keys_read(path, &keys, &n), WG_ERR_IO);
+}
+
+/* ---- METRICS model_stats (per-model residency counters, since 0.2) ---- */
+
+/* A METRICS body {worker_id: "w", model_stats: <packed by fn>}. */
+static void s_metrics_body(void (*fn)(msgpack_packer *), msgpack_sbuffer *sb) {
+    msgpack_sbuffer_init(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    msgpack_pack_str(&pk, 9);
+    msgpack_pack_str_body(&pk, "worker_id", 9);
+    msgpack_pack_str(&pk, 1);
+    msgpack_pack_str_body(&pk, "w", 1);
+    msgpack_pack_str(&pk, 11);
+    msgpack_pack_str_body(&pk, "model_stats", 11);
+    fn(&pk);
+}
+
+static void s_pk_str(msgpack_packer *pk, const char *s) {
+    msgpack_pack_str(pk, strlen(s));
+    msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+/* One entry {model: name, load_seconds: secs}. */
+static void s_pk_entry(msgpack_packer *pk, const char *name, double secs) {
+    msgpack_pack_map(pk, 2);
+    s_pk_str(pk, "model");
+    s_pk_str(pk, name);
+    s_pk_str(pk, "load_seconds");
+    msgpack_pack_double(pk, secs);
+}
+
+static void ms_too_many(msgpack_packer *pk) {
+    msgpack_pack_array(pk, WG_MSG_MAX_MODELS + 1);
+    for (int i = 0; i <= WG_MSG_MAX_MODELS; i++) {
+        char n[16];
+        snprintf(n, sizeof n, "m%d", i);
+        s_pk_entry(pk, n, 0);
+    }
+}
+static void ms_no_model(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_map(pk, 1);
+    s_pk_str(pk, "loads");
+    msgpack_pack_uint64(pk, 3);
+}
+static void ms_duplicate(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 2);
+    s_pk_entry(pk, "st", 0.5);
+    s_pk_entry(pk, "st", 0.25);
+}
+static void ms_negative_seconds(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 1);
+    s_pk_entry(pk, "st", -1.0);
+}
+static void ms_nan_seconds(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 1);
+    s_pk_entry(pk, "st", NAN);
+}
+static void ms_negative_loads(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_map(pk, 2);
+    s_pk_str(pk, "model");
+    s_pk_str(pk, "st");
+    s_pk_str(pk, "loads");
+    msgpack_pack_int64(pk, -2);
+}
+static void ms_long_name(msgpack_packer *pk) {
+    char n[WG_MSG_MAX_MODEL + 2];
+    memset(n, 'x', sizeof n - 1);
+    n[sizeof n - 1] = '\0';
+    msgpack_pack_array(pk, 1);
+    s_pk_entry(pk, n, 0);
+}
+static void ms_not_a_map(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 1);
+    s_pk_str(pk, "st");
+}
+static void ms_not_an_array(msgpack_packer *pk) { msgpack_pack_uint64(pk, 7); }
+static void ms_huge_count(msgpack_packer *pk) { msgpack_pack_array(pk, 60); } /* no entries follow */
+static void ms_unknown_inner_key(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_map(pk, 3);
+    s_pk_str(pk, "model");
+    s_pk_str(pk, "st");
+    s_pk_str(pk, "future");
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_nil(pk);
+    msgpack_pack_true(pk);
+    s_pk_str(pk, "evictions");
+    msgpack_pack_uint64(pk, 9);
+}
+
+Test(codec, metrics_model_stats_round_trip_and_old_maps_still_decode) {
+    wg_msg_buf b = {0};
+    enc_metrics(&b);
+    wg_msg_metrics m;
+    cr_assert_eq(wg_msg_metrics_decode(b.data, b.len, &m), WG_OK, "%s", wg_errmsg());
+    cr_assert_eq(m.n_model_stats, 2);
+    for (uint32_t i = 0; i < 2; i++) {
+        cr_assert_str_eq(m.model_stats[i].model, s_mstats[i].model);
+        cr_assert_eq(m.model_stats[i].loads, s_mstats[i].loads);
+        cr_assert_eq(m.model_stats[i].load_failures, s_mstats[i].load_failures);
+        cr_assert_float_eq(m.model_stats[i].load_seconds, s_mstats[i].load_seconds, 1e-12);
+        cr_assert_eq(m.model_stats[i].evictions, s_mstats[i].evictions);
+        cr_assert_eq(m.model_stats[i].resident_bytes, s_mstats[i].resident_bytes);
+    }
+    /* a deep copy owns its own strings */
+    wg_msg_metrics c = {0};
+    cr_assert_eq(wg_msg_metrics_copy(&c, &m), WG_OK);
+    cr_assert_neq(c.model_stats, m.model_stats);
+    cr_assert_neq(c.model_stats[0].model, m.model_stats[0].model);
+    cr_assert_str_eq(c.model_stats[0].model, "a");
+    cr_assert_eq(c.model_stats[0].resident_bytes, 2200000);
+    wg_msg_metrics_clear(&c);
+    wg_msg_metrics_clear(&m);
+    wg_msg_buf_free(&b);
+    /* without per-model figures the key is not sent (what an older worker sends) */
+    wg_msg_metrics old;
+    s_sample_metrics(&old);
+    old.model_stats = NULL;
+    old.n_model_stats = 0;
+    cr_assert_eq(wg_msg_metrics_encode(&old, &b), WG_OK);
+    cr_assert_null(memmem(b.data, b.len, "model_stats", 11), "an empty model_stats must not be sent");
+    cr_assert_eq(wg_msg_metrics_decode(b.data, b.len, &m), WG_OK);
+    cr_assert_eq(m.n_model_stats, 0);
+    cr_assert_null(m.model_stats);
+    wg_msg_metrics_clear(&m);
+    wg_msg_buf_free(&b);
+    /* a newer sender's extra keys inside an entry are skipped */
+    msgpack_sbuffer sb;
+    s_metrics_body(ms_unknown_inner_key, &sb);
+    cr_assert_eq(wg_msg_metrics_decode((const uint8_t *)sb.data, sb.size, &m), WG_OK, "%s", wg_errmsg());
+    cr_assert_eq(m.n_model_stats, 1);
+    cr_assert_eq(m.model_stats[0].evictions, 9);
+    wg_msg_metrics_clear(&m);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+Test(codec, hostile_model_stats_are_rejected_naming_the_entry) {
+    static const struct {
+        void (*fn)(msgpack_packer *);
+        wg_status want;
+        const char *says; /* expected in wg_errmsg() */
+    } bad[] = {
+        {ms_too_many, WG_ERR_RANGE, "model_stats"},
+        {ms_no_model, WG_ERR_FORMAT, "model_stats[0] has no 'model'"},
+        {ms_duplicate, WG_ERR_INVAL, "model_stats[1] repeats model 'st'"},
+        {ms_negative_seconds, WG_ERR_RANGE, "model_stats[0].load_seconds"},
+        {ms_nan_seconds, WG_ERR_RANGE, "model_stats[0].load_seconds"},
+        {ms_negative_loads, WG_ERR_FORMAT, "model_stats[].loads"},
+        {ms_long_name, WG_ERR_RANGE, "model_stats[].model"},
+        {ms_not_a_map, WG_ERR_FORMAT, "model_stats[]"},
+        {ms_not_an_array, WG_ERR_FORMAT, "model_stats"},
+        {ms_huge_count, WG_ERR_TRUNCATED, "model_stats"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        msgpack_sbuffer sb;
+        s_metrics_body(bad[i].fn, &sb);
+        wg_msg_metrics m;
+        wg_status st = wg_msg_metrics_decode((const uint8_t *)sb.data, sb.size, &m);
+        cr_assert_eq(st, bad[i].want, "case %zu: got %s (%s)", i, wg_status_name(st), wg_errmsg());
+        cr_assert(strstr(wg_errmsg(), bad[i].says), "case %zu: reason '%s' does not name '%s'", i, wg_errmsg(),
+                  bad[i].says);
+        cr_assert_null(m.model_stats, "case %zu: a rejected body leaves nothing allocated", i);
+        /* the same map inside a HEARTBEAT is rejected the same way */
+        msgpack_sbuffer hb;
+        msgpack_sbuffer_init(&hb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &hb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 1);
+        s_pk_str(&pk, "metrics");
+        msgpack_sbuffer_write(&hb, sb.data, sb.size);
+        wg_msg_heartbeat h;
+        cr_assert_eq(wg_msg_heartbeat_decode((const uint8_t *)hb.data, hb.size, &h), bad[i].want, "case %zu in HEARTBEAT", i);
+        msgpack_sbuffer_destroy(&hb);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    /* the encoders refuse what the decoders would reject */
+    wg_msg_metrics m;
+    s_sample_metrics(&m);
+    wg_msg_model_stat many[WG_MSG_MAX_MODELS + 1];
+    for (int i = 0; i <= WG_MSG_MAX_MODELS; i++) many[i] = (wg_msg_model_stat){.model = "x"};
+    m.model_stats = many;
+    m.n_model_stats = WG_MSG_MAX_MODELS + 1;
+    wg_msg_buf b = {0};
+    cr_assert_eq(wg_msg_metrics_encode(&m, &b), WG_ERR_RANGE);
+    wg_msg_heartbeat h = {.has_metrics = true, .metrics = m};
+    cr_assert_eq(wg_msg_heartbeat_encode(&h, &b), WG_ERR_RANGE);
+    m.n_model_stats = 1;
+    many[0].model = NULL;
+    cr_assert_eq(wg_msg_metrics_encode(&m, &b), WG_ERR_INVAL);
+    cr_assert(strstr(wg_errmsg(), "model_stats[0]"), "%s", wg_errmsg());
+    cr_assert_null(b.data);
 }
