@@ -218,9 +218,10 @@ static wg_status s_vec(s_dev_t *d, const float *h, int64_t n, const float **dp) 
 
 static bool s_is_float(wg_type_t t) { return t == WG_TYPE_F32 || t == WG_TYPE_F16 || t == WG_TYPE_BF16; }
 
-/* Y[M][w.n] = X @ rows(w, e)^T (+ b). */
-static wg_status s_mm(s_call_t *c, const wg_weight_t *w, int64_t e, const float *X, int64_t M, float *Y,
-                      const float *b) {
+/* Y[M][w.n] = X @ rows(w, e)^T (+ b). same_x: X is the previous product's X,
+ * untouched since (its Q8_1 copy is reused; see wg_cuda_matmul_same_x). */
+static wg_status s_mm_x(s_call_t *c, const wg_weight_t *w, int64_t e, const float *X, int64_t M, float *Y,
+                        const float *b, bool same_x) {
     s_dev_t *d = c->d;
     if (!wg_cuda_type_supported(w->type))
         return wg_error(WG_ERR_UNSUPPORTED, "cuda: weight type %s has no device kernel (use --device cpu)",
@@ -258,13 +259,19 @@ static wg_status s_mm(s_call_t *c, const wg_weight_t *w, int64_t e, const float 
     if (d->prof)
         snprintf(lbl, sizeof lbl, "mm %s %lldx%lld M=%lld", wg_type_name(t), (long long)w->n, (long long)w->k,
                  (long long)M);
-    S_PROF(d, lbl, wg_cuda_matmul(d->ctx, t, W, w->n, w->k, X, M, Y));
+    S_PROF(d, lbl,
+           (same_x ? wg_cuda_matmul_same_x : wg_cuda_matmul)(d->ctx, t, W, w->n, w->k, X, M, Y));
     if (b) {
         const float *db = NULL;
         TRY(s_vec(d, b, w->n, &db));
         TRY(wg_cuda_add_bias(d->ctx, Y, db, M, w->n));
     }
     return WG_OK;
+}
+
+static wg_status s_mm(s_call_t *c, const wg_weight_t *w, int64_t e, const float *X, int64_t M, float *Y,
+                      const float *b) {
+    return s_mm_x(c, w, e, X, M, Y, b, false);
 }
 
 static wg_cuda_norm_t s_norm_kind(wg_norm_kind_t k) {
@@ -306,8 +313,8 @@ static wg_status s_attn(s_call_t *c, int il, const float *cur, float *out) {
         TRY(wg_cuda_copy_rows(d->ctx, d->v, vd, d->qkv + qd + kd, W, n, vd));
     } else {
         TRY(s_mm(c, &L->wq, 0, cur, n, d->q, L->bq));
-        TRY(s_mm(c, &L->wk, 0, cur, n, d->k, L->bk));
-        TRY(s_mm(c, &L->wv, 0, cur, n, d->v, L->bv));
+        TRY(s_mm_x(c, &L->wk, 0, cur, n, d->k, L->bk, true));
+        TRY(s_mm_x(c, &L->wv, 0, cur, n, d->v, L->bv, true));
     }
     if (hp->clamp_kqv > 0.0f) {
         TRY(wg_cuda_clamp(d->ctx, d->q, n * qd, hp->clamp_kqv));
@@ -368,7 +375,7 @@ static wg_status s_ffn(s_call_t *c, const wg_weight_t *gate, const wg_weight_t *
         TRY(wg_cuda_act(d->ctx, act, d->g, d->u, M * F));
     } else if (gate->data) {
         TRY(s_mm(c, gate, e, x, M, d->g, gate_b));
-        TRY(s_mm(c, up, e, x, M, d->u, up_b));
+        TRY(s_mm_x(c, up, e, x, M, d->u, up_b, true));
         TRY(wg_cuda_act(d->ctx, act, d->g, d->u, M * gate->n));
     } else {
         TRY(s_mm(c, up, e, x, M, d->g, up_b));

@@ -161,6 +161,12 @@ wg_status wg_cuda_gemm(wg_cuda_t *ctx, wg_type_t wtype, const void *W, int64_t N
  * scratch for block types), else wg_cuda_gemm. Uses the context's scratch. */
 wg_status wg_cuda_matmul(wg_cuda_t *ctx, wg_type_t wtype, const void *W, int64_t N, int64_t K,
                          const float *X, int64_t M, float *Y);
+/* wg_cuda_matmul for a caller that vouches X has not changed since the
+ * previous wg_cuda_matmul on this context (e.g. the K and V projections after
+ * Q, or up after gate): when that call quantized the same X (pointer, K, M)
+ * to Q8_1, its copy in the scratch is used again instead of re-quantizing. */
+wg_status wg_cuda_matmul_same_x(wg_cuda_t *ctx, wg_type_t wtype, const void *W, int64_t N, int64_t K,
+                                const float *X, int64_t M, float *Y);
 
 /* ---- fused elementwise / row ops (same semantics as wg_backend.h) ---- */
 

@@ -5,9 +5,10 @@
  * (keys with pos - kpos < window), optional per-head sink logit in the
  * softmax denominator, GQA by kv head h / (n_head / n_head_kv).
  *
- * Decode: one CTA per (token, head); its warps take interleaved keys, each
- * keeping an online softmax (running max m, sum l, weighted V sum), merged
- * through shared memory at the end. Prefill: flash-attention style — a CTA
+ * Decode: one CTA per (token, head); its warps take interleaved chunks of 32
+ * keys (lane = key for the scores, lane = value dimension for the V sum),
+ * each keeping an online softmax (running max m, sum l, weighted V sum),
+ * merged through shared memory at the end. Prefill: flash-attention style — a CTA
  * owns BQ consecutive queries of one head, walks key tiles of BK positions
  * staged in shared memory, and every warp keeps online-softmax state for its
  * BQ/4 queries (lane = key for scores, lane = value dim for the V sum). */
@@ -99,6 +100,7 @@ typedef struct {
     const float *q;                      /* queries */
     int64_t q_stride;                    /* floats between tokens */
     float *out;                          /* [n_tok][n_head*hdv] */
+    int vec4;                            /* key rows are 16-byte aligned: float4 loads */
 } s_args_t;
 
 __device__ __forceinline__ float s_logit(const s_args_t &a, float d) {
@@ -126,20 +128,47 @@ __global__ void __launch_bounds__(32 * WG_ATTN_WARPS)
     float m = -INFINITY, l = 0.0f, acc[WG_ATTN_MAX_D / 32];
 #pragma unroll
     for (int c = 0; c < WG_ATTN_MAX_D / 32; c++) acc[c] = 0.0f;
-    for (int32_t j = p0 + wid; j <= p; j += WG_ATTN_WARPS) {
-        const float *k = s_key(kv, seq, j, hk, a.hd);
-        float d = 0.0f;
-        for (int i = lane; i < a.hd; i += 32) d += qs[i] * k[i];
-        const float s = s_logit(a, s_wsum(d));
-        const float mn = fmaxf(m, s);
-        const float corr = expf(m - mn); /* 0 on the first key (m = -inf) */
-        const float pw = expf(s - mn);
-        l = l * corr + pw;
-        const float *v = s_val(kv, seq, j, hk, a.hdv);
+    /* Each warp takes chunks of 32 consecutive keys: lane = key for the
+     * score (32 independent dot products in flight, not one warp-reduced dot
+     * per key), then lane = value dimension for the weighted V sum. */
+    for (int32_t j0 = p0 + 32 * wid; j0 <= p; j0 += 32 * WG_ATTN_WARPS) {
+        const int32_t j = j0 + lane;
+        float sc = -INFINITY;
+        if (j <= p) {
+            const float *k = s_key(kv, seq, j, hk, a.hd);
+            float d = 0.0f;
+            /* Unrolled so several loads of the row are in flight at once:
+             * at batch 1 there are too few warps to hide their latency. */
+            if (a.vec4) {
+                const float4 *k4 = (const float4 *)k;
+#pragma unroll 8
+                for (int i = 0; i < a.hd / 4; i++) {
+                    const float4 kk = k4[i];
+                    d += qs[4 * i] * kk.x + qs[4 * i + 1] * kk.y + qs[4 * i + 2] * kk.z + qs[4 * i + 3] * kk.w;
+                }
+            } else {
+#pragma unroll 8
+                for (int i = 0; i < a.hd; i++) d += qs[i] * k[i];
+            }
+            sc = s_logit(a, d);
+        }
+        const float mt = s_wmax(sc); /* finite: key j0 <= p is visible */
+        const float mn = fmaxf(m, mt);
+        const float corr = expf(m - mn); /* 0 on the first chunk (m = -inf) */
+        const float pw = j <= p ? expf(sc - mn) : 0.0f;
+        l = l * corr + s_wsum(pw);
 #pragma unroll
-        for (int c = 0; c < WG_ATTN_MAX_D / 32; c++) {
-            const int i = lane + 32 * c;
-            if (i < a.hdv) acc[c] = acc[c] * corr + pw * v[i];
+        for (int c = 0; c < WG_ATTN_MAX_D / 32; c++) acc[c] *= corr;
+        const int32_t nk = min(32, p - j0 + 1);
+#pragma unroll 4
+        for (int jj = 0; jj < nk; jj++) {
+            const float pj = __shfl_sync(0xffffffffu, pw, jj);
+            const float *v = s_val(kv, seq, j0 + jj, hk, a.hdv);
+#pragma unroll
+            for (int c = 0; c < WG_ATTN_MAX_D / 32; c++) {
+                const int i = lane + 32 * c;
+                if (i < a.hdv) acc[c] += pj * v[i];
+            }
         }
         m = mn;
     }
@@ -187,7 +216,10 @@ static wg_status s_prepare(const wg_cuda_kv_t *kv, const wg_cuda_attn_t *a, s_kv
                 (long long)a->n_tok, a->window);
     *k = s_kv_view(kv, a->layer);
     *g = (s_args_t){a->n_head, a->n_head_kv, a->head_dim, a->head_dim_v, a->scale, a->softcap, a->window,
-                    a->sinks, a->q, a->q_stride, a->out};
+                    a->sinks, a->q, a->q_stride, a->out, 0};
+    /* every key row starts at a multiple of 4 floats from a 16-byte aligned pool */
+    g->vec4 = ((uintptr_t)kv->pool % 16 == 0 && a->head_dim % 4 == 0 && k->k_dim % 4 == 0 && k->block_floats % 4 == 0 &&
+               k->layer_off % 4 == 0);
     return WG_OK;
 }
 

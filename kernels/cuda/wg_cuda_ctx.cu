@@ -221,6 +221,7 @@ wg_status wg_cuda_scratch(wg_cuda_t *ctx, size_t bytes, void **p) {
         if (st) return st;
     }
     *p = ctx->scratch;
+    ctx->xq_src = NULL; /* the caller is about to overwrite it */
     return WG_OK;
 }
 

@@ -99,8 +99,8 @@ extern "C" wg_status wg_cuda_gemm(wg_cuda_t *ctx, wg_type_t wtype, const void *W
     return WG_OK;
 }
 
-extern "C" wg_status wg_cuda_matmul(wg_cuda_t *ctx, wg_type_t wtype, const void *W, int64_t N, int64_t K,
-                                    const float *X, int64_t M, float *Y) {
+static wg_status s_matmul(wg_cuda_t *ctx, wg_type_t wtype, const void *W, int64_t N, int64_t K, const float *X,
+                          int64_t M, float *Y, bool same_x) {
     WG_CU_CHECK(wg_cuda_type_supported(wtype), "cuda matmul: weight type id %d unsupported", (int)wtype);
     WG_CU_CHECK(N > 0 && K > 0 && M >= 0, "cuda matmul: bad shape N=%lld K=%lld M=%lld", (long long)N,
                 (long long)K, (long long)M);
@@ -108,9 +108,24 @@ extern "C" wg_status wg_cuda_matmul(wg_cuda_t *ctx, wg_type_t wtype, const void 
     if (M > WG_CUDA_MMV_MAX_M) return wg_cuda_gemm(ctx, wtype, W, N, K, X, M, Y);
     if (s_is_float(wtype)) return wg_cuda_mmv_float(ctx, wtype, W, N, K, X, M, Y);
     WG_CU_CHECK(K % 32 == 0, "cuda matmul: K=%lld not a multiple of 32", (long long)K);
+    if (same_x && ctx->xq_src == X && ctx->xq_k == K && ctx->xq_m == M)
+        return wg_cuda_mmvq(ctx, wtype, W, N, K, ctx->scratch, M, Y);
     void *xq = NULL;
     wg_status st = wg_cuda_scratch(ctx, wg_cuda_matmul_scratch_bytes(wtype, N, K, M), &xq);
     if (st) return st;
     if ((st = wg_cuda_quantize_q8_1(ctx, X, K, xq, M, K))) return st;
+    ctx->xq_src = X;
+    ctx->xq_k = K;
+    ctx->xq_m = M;
     return wg_cuda_mmvq(ctx, wtype, W, N, K, xq, M, Y);
+}
+
+extern "C" wg_status wg_cuda_matmul(wg_cuda_t *ctx, wg_type_t wtype, const void *W, int64_t N, int64_t K,
+                                    const float *X, int64_t M, float *Y) {
+    return s_matmul(ctx, wtype, W, N, K, X, M, Y, false);
+}
+
+extern "C" wg_status wg_cuda_matmul_same_x(wg_cuda_t *ctx, wg_type_t wtype, const void *W, int64_t N, int64_t K,
+                                           const float *X, int64_t M, float *Y) {
+    return s_matmul(ctx, wtype, W, N, K, X, M, Y, true);
 }

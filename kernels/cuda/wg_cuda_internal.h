@@ -20,6 +20,8 @@ struct wg_cuda {
     size_t blas_ws_bytes;     /* bytes of blas_ws */
     void *scratch;            /* [scratch_bytes] device scratch for matmul staging */
     size_t scratch_bytes;     /* bytes of scratch */
+    const float *xq_src;      /* X whose Q8_1 copy the scratch holds (NULL: none) */
+    int64_t xq_k, xq_m;       /* its shape */
     void *staging;            /* [2][staging_bytes/2] pinned host buffers for pageable uploads */
     size_t staging_bytes;     /* bytes of staging */
     cudaEvent_t staged[2];    /* signalled when each staging half may be refilled */

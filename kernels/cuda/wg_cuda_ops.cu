@@ -55,6 +55,7 @@ __global__ void k_norm(int kind, float *x, int64_t n, int64_t stride, const floa
     float scale;
     if (kind == WG_CUDA_NORM_RMS) {
         float s = 0.0f;
+#pragma unroll 8 /* loads in flight: one row per CTA leaves little else to hide latency */
         for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += v[i] * v[i];
         s = s_block_sum(s, sh);
         scale = 1.0f / sqrtf(s / (float)n + eps);
@@ -71,6 +72,7 @@ __global__ void k_norm(int kind, float *x, int64_t n, int64_t stride, const floa
         scale = 1.0f / sqrtf(s_block_sum(s2, sh) / (float)n + eps);
     }
     const bool param = kind != WG_CUDA_NORM_LAYER_NOPARAM;
+#pragma unroll 8
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
         float y = v[i] * scale;
         if (param && w) y *= w[i];

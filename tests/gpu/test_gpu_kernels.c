@@ -679,6 +679,50 @@ Test(gpu_kernels, topk_descending_ties_to_lower_index_nan_last) {
     wg_cuda_destroy(&ctx);
 }
 
+/* wg_cuda_matmul_same_x reuses the previous call's Q8_1 copy of X only when
+ * it is the same X (pointer and shape); anything else is quantized afresh. */
+Test(gpu_kernels, matmul_same_x_reuses_only_the_same_activations) {
+    WG_GPU_CTX(ctx);
+    const int64_t N = 64, K = 256, M = 2;
+    float *wf = malloc(N * K * sizeof(float)), xa[2 * 256], xb[2 * 256], ya[128], yb[128], y[128];
+    void *w = s_make_w(WG_TYPE_Q4_K, N, K, 5, wf);
+    void *w2 = s_make_w(WG_TYPE_Q6_K, N, K, 6, wf);
+    void *dw = wg_gpu_put(ctx, w, wg_row_size(WG_TYPE_Q4_K, K) * N);
+    void *dw2 = wg_gpu_put(ctx, w2, wg_row_size(WG_TYPE_Q6_K, K) * N);
+    wg_fill(xa, M * K, 81, 1.0f);
+    wg_fill(xb, M * K, 82, 1.0f);
+    float *dxa = wg_gpu_put(ctx, xa, sizeof xa), *dxb = wg_gpu_put(ctx, xb, sizeof xb);
+    float *dy = wg_gpu_alloc(ctx, sizeof y);
+    /* plain products as the reference */
+    WG_GPU_OK(wg_cuda_matmul(ctx, WG_TYPE_Q6_K, dw2, N, K, dxa, M, dy));
+    wg_gpu_get(ctx, ya, dy, sizeof ya);
+    WG_GPU_OK(wg_cuda_matmul(ctx, WG_TYPE_Q6_K, dw2, N, K, dxb, M, dy));
+    wg_gpu_get(ctx, yb, dy, sizeof yb);
+    cr_assert(memcmp(ya, yb, sizeof ya) != 0);
+    /* same X after a product of another weight: reused, same numbers */
+    WG_GPU_OK(wg_cuda_matmul(ctx, WG_TYPE_Q4_K, dw, N, K, dxa, M, dy));
+    WG_GPU_OK(wg_cuda_matmul_same_x(ctx, WG_TYPE_Q6_K, dw2, N, K, dxa, M, dy));
+    wg_gpu_get(ctx, y, dy, sizeof y);
+    cr_assert(memcmp(y, ya, sizeof y) == 0, "reused Q8_1 copy gave other numbers");
+    /* another X: must not reuse xa's copy */
+    WG_GPU_OK(wg_cuda_matmul_same_x(ctx, WG_TYPE_Q6_K, dw2, N, K, dxb, M, dy));
+    wg_gpu_get(ctx, y, dy, sizeof y);
+    cr_assert(memcmp(y, yb, sizeof y) == 0, "same_x with a different X used the stale copy");
+    /* another M over the same pointer: quantized afresh (row 0 equals a lone row's product) */
+    WG_GPU_OK(wg_cuda_matmul_same_x(ctx, WG_TYPE_Q6_K, dw2, N, K, dxb, 1, dy));
+    wg_gpu_get(ctx, y, dy, N * sizeof(float));
+    cr_assert(wg_nmse(y, yb, N) <= 1e-10, "M=1 row differs: NMSE %.3g", wg_nmse(y, yb, N));
+    wg_cuda_free(ctx, dw);
+    wg_cuda_free(ctx, dw2);
+    wg_cuda_free(ctx, dxa);
+    wg_cuda_free(ctx, dxb);
+    wg_cuda_free(ctx, dy);
+    free(w);
+    free(w2);
+    free(wf);
+    wg_cuda_destroy(&ctx);
+}
+
 Test(gpu_kernels, graph_capture_replays_with_new_inputs) {
     WG_GPU_CTX(ctx);
     const int64_t N = 64, K = 256, M = 2;
