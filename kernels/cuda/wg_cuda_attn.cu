@@ -111,17 +111,29 @@ __device__ __forceinline__ float s_logit(const s_args_t &a, float d) {
 
 /* ---- decode ---- */
 
+/* Partial result of one key segment (split decode): running max, sum and
+ * the un-normalized weighted V sum, hdv floats. */
+#define S_PART_FLOATS(hdv) (2 + (int64_t)(hdv))
+
 __global__ void __launch_bounds__(32 * WG_ATTN_WARPS)
-    k_attn_decode(s_kv_t kv, s_args_t a, const int32_t *seqs, const int32_t *poss) {
+    k_attn_decode(s_kv_t kv, s_args_t a, const int32_t *seqs, const int32_t *poss, float *part) {
     __shared__ float qs[WG_ATTN_MAX_D];
     __shared__ float wm[WG_ATTN_WARPS], wl[WG_ATTN_WARPS];
     __shared__ float wacc[WG_ATTN_WARPS][WG_ATTN_MAX_D];
     const int32_t h = blockIdx.x;
     const int64_t t = blockIdx.y;
+    const int32_t n_split = gridDim.z, sp = blockIdx.z;
     const int lane = threadIdx.x % 32, wid = threadIdx.x / 32;
     const int32_t hk = h / (a.n_head / a.n_head_kv);
     const int32_t seq = seqs[t], p = poss[t];
-    const int32_t p0 = (a.window > 0 && p - a.window + 1 > 0) ? p - a.window + 1 : 0;
+    int32_t p0 = (a.window > 0 && p - a.window + 1 > 0) ? p - a.window + 1 : 0;
+    int32_t p1 = p;
+    if (n_split > 1) { /* this CTA's segment of the visible keys, in whole chunks of 32 */
+        const int32_t chunks = (p - p0 + 1 + 31) / 32, per = (chunks + n_split - 1) / n_split;
+        const int32_t lo = p0 + sp * per * 32;
+        p1 = min(p, lo + per * 32 - 1);
+        p0 = lo;
+    }
     const float *q = a.q + t * a.q_stride + (int64_t)h * a.hd;
     for (int i = threadIdx.x; i < a.hd; i += blockDim.x) qs[i] = q[i];
     __syncthreads();
@@ -131,10 +143,14 @@ __global__ void __launch_bounds__(32 * WG_ATTN_WARPS)
     /* Each warp takes chunks of 32 consecutive keys: lane = key for the
      * score (32 independent dot products in flight, not one warp-reduced dot
      * per key), then lane = value dimension for the weighted V sum. */
-    for (int32_t j0 = p0 + 32 * wid; j0 <= p; j0 += 32 * WG_ATTN_WARPS) {
+    for (int32_t j0 = p0 + 32 * wid; j0 <= p1; j0 += 32 * WG_ATTN_WARPS) {
         const int32_t j = j0 + lane;
+        const bool in = j <= p1;
         float sc = -INFINITY;
-        if (j <= p) {
+        /* every lane looks up its own key's V row; the V loop below takes the
+         * addresses by shuffle instead of a dependent block-table load each */
+        const float *vrow = in ? s_val(kv, seq, j, hk, a.hdv) : NULL;
+        if (in) {
             const float *k = s_key(kv, seq, j, hk, a.hd);
             float d = 0.0f;
             /* Unrolled so several loads of the row are in flight at once:
@@ -152,18 +168,18 @@ __global__ void __launch_bounds__(32 * WG_ATTN_WARPS)
             }
             sc = s_logit(a, d);
         }
-        const float mt = s_wmax(sc); /* finite: key j0 <= p is visible */
+        const float mt = s_wmax(sc); /* finite: key j0 <= p1 is visible */
         const float mn = fmaxf(m, mt);
         const float corr = expf(m - mn); /* 0 on the first chunk (m = -inf) */
-        const float pw = j <= p ? expf(sc - mn) : 0.0f;
+        const float pw = in ? expf(sc - mn) : 0.0f;
         l = l * corr + s_wsum(pw);
 #pragma unroll
         for (int c = 0; c < WG_ATTN_MAX_D / 32; c++) acc[c] *= corr;
-        const int32_t nk = min(32, p - j0 + 1);
-#pragma unroll 4
+        const int32_t nk = min(32, p1 - j0 + 1);
+#pragma unroll 8
         for (int jj = 0; jj < nk; jj++) {
             const float pj = __shfl_sync(0xffffffffu, pw, jj);
-            const float *v = s_val(kv, seq, j0 + jj, hk, a.hdv);
+            const float *v = (const float *)__shfl_sync(0xffffffffu, (unsigned long long)vrow, jj);
 #pragma unroll
             for (int c = 0; c < WG_ATTN_MAX_D / 32; c++) {
                 const int i = lane + 32 * c;
@@ -184,6 +200,26 @@ __global__ void __launch_bounds__(32 * WG_ATTN_WARPS)
     __syncthreads();
     float M = -INFINITY;
     for (int w = 0; w < WG_ATTN_WARPS; w++) M = fmaxf(M, wm[w]);
+    if (n_split > 1) {
+        /* partial of this segment, merged over the warps; sinks and the
+         * normalization are applied once, in k_attn_combine */
+        float L = 0.0f, f[WG_ATTN_WARPS];
+        for (int w = 0; w < WG_ATTN_WARPS; w++) {
+            f[w] = wm[w] == -INFINITY ? 0.0f : expf(wm[w] - M);
+            L += wl[w] * f[w];
+        }
+        float *o = part + ((t * a.n_head + h) * n_split + sp) * S_PART_FLOATS(a.hdv);
+        if (threadIdx.x == 0) {
+            o[0] = M;
+            o[1] = L;
+        }
+        for (int i = threadIdx.x; i < a.hdv; i += blockDim.x) {
+            float sum = 0.0f;
+            for (int w = 0; w < WG_ATTN_WARPS; w++) sum += wacc[w][i] * f[w];
+            o[2 + i] = sum;
+        }
+        return;
+    }
     const float sink = a.sinks ? a.sinks[h] : -INFINITY;
     M = fmaxf(M, sink);
     float L = a.sinks ? expf(sink - M) : 0.0f;
@@ -198,6 +234,30 @@ __global__ void __launch_bounds__(32 * WG_ATTN_WARPS)
         float s = 0.0f;
         for (int w = 0; w < WG_ATTN_WARPS; w++) s += wacc[w][i] * f[w];
         o[i] = s * inv;
+    }
+}
+
+/* Merge the n_split segment partials of each (token, head): one CTA each. */
+__global__ void k_attn_combine(s_args_t a, const float *part, int32_t n_split) {
+    const int32_t h = blockIdx.x;
+    const int64_t t = blockIdx.y;
+    const float *pp = part + (t * a.n_head + h) * n_split * S_PART_FLOATS(a.hdv);
+    float M = a.sinks ? a.sinks[h] : -INFINITY;
+    for (int32_t s = 0; s < n_split; s++) M = fmaxf(M, pp[s * S_PART_FLOATS(a.hdv)]);
+    float L = a.sinks ? expf(a.sinks[h] - M) : 0.0f;
+    for (int32_t s = 0; s < n_split; s++) {
+        const float ms = pp[s * S_PART_FLOATS(a.hdv)];
+        if (ms != -INFINITY) L += pp[s * S_PART_FLOATS(a.hdv) + 1] * expf(ms - M);
+    }
+    const float inv = 1.0f / L;
+    float *o = a.out + t * (int64_t)a.n_head * a.hdv + (int64_t)h * a.hdv;
+    for (int i = threadIdx.x; i < a.hdv; i += blockDim.x) {
+        float sum = 0.0f;
+        for (int32_t s = 0; s < n_split; s++) {
+            const float ms = pp[s * S_PART_FLOATS(a.hdv)];
+            if (ms != -INFINITY) sum += pp[s * S_PART_FLOATS(a.hdv) + 2 + i] * expf(ms - M);
+        }
+        o[i] = sum * inv;
     }
 }
 
@@ -230,8 +290,37 @@ extern "C" wg_status wg_cuda_attention_decode(wg_cuda_t *ctx, const wg_cuda_kv_t
     if (st) return st;
     if (a->n_tok == 0) return WG_OK;
     if ((st = wg_cuda_enter(ctx))) return st;
-    k_attn_decode<<<dim3((unsigned)a->n_head, (unsigned)a->n_tok), 32 * WG_ATTN_WARPS, 0, ctx->stream>>>(
-        k, g, a->seq, a->pos);
+    /* Few (token, head) pairs (small batches) leave most SMs idle: split the
+     * keys into segments, one CTA each, and merge them in a second kernel
+     * (flash-decoding). The split depends on the shape only, never on the
+     * positions, so a captured graph stays valid as sequences grow. */
+    const int64_t pairs = a->n_tok * (int64_t)a->n_head;
+    int32_t n_split = 1;
+    if (!ctx->attn_split_off)
+        while (n_split < 16 && pairs * n_split < 2 * (int64_t)ctx->sm_count) n_split *= 2;
+    if (n_split == 1) {
+        k_attn_decode<<<dim3((unsigned)a->n_head, (unsigned)a->n_tok, 1), 32 * WG_ATTN_WARPS, 0, ctx->stream>>>(
+            k, g, a->seq, a->pos, NULL);
+        WG_CU_LAUNCHED();
+        return WG_OK;
+    }
+    /* pairs * n_split < 4 * sm_count whenever n_split > 1, so one buffer of
+     * that bound serves every shape; it is never reallocated, as captured
+     * graphs of other shapes keep pointing at it. */
+    const size_t bytes = (size_t)pairs * (size_t)n_split * (size_t)S_PART_FLOATS(a->head_dim_v) * sizeof(float);
+    if (!ctx->attn_part) {
+        WG_CU_CHECK(!ctx->capturing, "cuda attention: first split decode inside a graph capture");
+        const size_t cap = (size_t)4 * (size_t)ctx->sm_count * (size_t)S_PART_FLOATS(WG_ATTN_MAX_D) * sizeof(float);
+        WG_CU(cudaMalloc(&ctx->attn_part, cap));
+        ctx->attn_part_bytes = cap;
+    }
+    WG_CU_CHECK(bytes <= ctx->attn_part_bytes, "cuda attention: %zu bytes of split partials > %zu", bytes,
+                ctx->attn_part_bytes);
+    float *part = (float *)ctx->attn_part;
+    k_attn_decode<<<dim3((unsigned)a->n_head, (unsigned)a->n_tok, (unsigned)n_split), 32 * WG_ATTN_WARPS, 0,
+                    ctx->stream>>>(k, g, a->seq, a->pos, part);
+    WG_CU_LAUNCHED();
+    k_attn_combine<<<dim3((unsigned)a->n_head, (unsigned)a->n_tok), 128, 0, ctx->stream>>>(g, part, n_split);
     WG_CU_LAUNCHED();
     return WG_OK;
 }

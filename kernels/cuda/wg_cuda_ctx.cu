@@ -32,6 +32,8 @@ static wg_status s_ctx_init(wg_cuda_t *c) {
     WG_CU(cudaGetDeviceProperties(&prop, c->device));
     snprintf(c->name, sizeof c->name, "%s", prop.name);
     c->sm_count = prop.multiProcessorCount;
+    const char *split = getenv("WAGGLE_CUDA_ATTN_SPLIT");
+    c->attn_split_off = split && strcmp(split, "0") == 0;
     c->smem_optin = prop.sharedMemPerBlockOptin;
     if (prop.major * 10 + prop.minor < 61)
         return wg_error(WG_ERR_UNSUPPORTED, "cuda device %d (%s): compute capability %d.%d < 6.1 (dp4a)",
@@ -80,6 +82,7 @@ extern "C" void wg_cuda_destroy(wg_cuda_t **pc) {
     if (c->blas) cublasDestroy(c->blas);
     cudaFree(c->blas_ws);
     cudaFree(c->scratch);
+    cudaFree(c->attn_part);
     if (c->staging) cudaFreeHost(c->staging);
     for (int i = 0; i < 2; i++)
         if (c->staged[i]) cudaEventDestroy(c->staged[i]);

@@ -22,6 +22,9 @@ struct wg_cuda {
     size_t scratch_bytes;     /* bytes of scratch */
     const float *xq_src;      /* X whose Q8_1 copy the scratch holds (NULL: none) */
     int64_t xq_k, xq_m;       /* its shape */
+    void *attn_part;          /* [attn_part_bytes] split-decode attention partials */
+    size_t attn_part_bytes;   /* bytes of attn_part */
+    bool attn_split_off;      /* WAGGLE_CUDA_ATTN_SPLIT=0: one CTA per (token, head) */
     void *staging;            /* [2][staging_bytes/2] pinned host buffers for pageable uploads */
     size_t staging_bytes;     /* bytes of staging */
     cudaEvent_t staged[2];    /* signalled when each staging half may be refilled */

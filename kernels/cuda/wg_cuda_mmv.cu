@@ -35,6 +35,7 @@ __global__ void __launch_bounds__(32 * WG_MMV_WARPS)
     float acc[MB];
 #pragma unroll
     for (int m = 0; m < MB; m++) acc[m] = 0.0f;
+#pragma unroll 2 /* two sub-blocks' loads in flight per lane (small K leaves few warps to hide latency) */
     for (int64_t sb = lane; sb < nsb; sb += 32) {
         wg_sub32_t s;
         wg_decode<T>(wr, sb, s);

@@ -440,8 +440,16 @@ static const s_attn_case_t s_attn_cases[] = {
     {4, 1, 256, 256, 0, 0.0f, false}, /* big heads: opt-in shared memory in prefill */
 };
 
-Test(gpu_kernels, paged_decode_attention_matches_cpu) {
+/* Decode attention against the CPU backend. Five tokens x at most 8 heads is
+ * few enough (token, head) pairs that the keys are split into segments
+ * merged by a second kernel; WAGGLE_CUDA_ATTN_SPLIT=0 at context creation
+ * runs the one-CTA-per-pair kernel instead. Lengths cover an empty tail
+ * segment (1), partial chunks (37) and several chunks per segment (300). */
+static void s_decode_attention_case(bool split) {
+    if (split) unsetenv("WAGGLE_CUDA_ATTN_SPLIT");
+    else setenv("WAGGLE_CUDA_ATTN_SPLIT", "0", 1);
     WG_GPU_CTX(ctx);
+    unsetenv("WAGGLE_CUDA_ATTN_SPLIT");
     const int32_t lens[3] = {1, 37, 300};
     for (size_t ci = 0; ci < sizeof s_attn_cases / sizeof s_attn_cases[0]; ci++) {
         const s_attn_case_t *c = &s_attn_cases[ci];
@@ -466,7 +474,7 @@ Test(gpu_kernels, paged_decode_attention_matches_cpu) {
         WG_GPU_OK(wg_cuda_attention_decode(ctx, &p.dkv, &ca));
         wg_gpu_get(ctx, got, dout, T * os * sizeof(float));
         const double e = wg_nmse(got, ref, T * os);
-        cr_assert(e <= 1e-7, "decode case %zu NMSE %.3g", ci, e);
+        cr_assert(e <= 1e-7, "decode case %zu (split %d) NMSE %.3g", ci, (int)split, e);
         wg_cuda_free(ctx, dq);
         wg_cuda_free(ctx, dout);
         wg_cuda_free(ctx, dseq);
@@ -479,6 +487,9 @@ Test(gpu_kernels, paged_decode_attention_matches_cpu) {
     }
     wg_cuda_destroy(&ctx);
 }
+
+Test(gpu_kernels, paged_decode_attention_matches_cpu) { s_decode_attention_case(true); }
+Test(gpu_kernels, paged_decode_attention_unsplit_matches_cpu) { s_decode_attention_case(false); }
 
 Test(gpu_kernels, flash_prefill_attention_matches_cpu) {
     WG_GPU_CTX(ctx);
