@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+#include <math.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -23,6 +25,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "schemas/wg_msg_zmq.h"
 #include "wg_test.h"
 #include "wg_test_sys.h"
 
@@ -305,6 +308,78 @@ static inline const char *fl_row_text(json_t *row) {
 
 static inline int fl_row_status(json_t *row) {
     return (int)json_integer_value(json_object_get(json_object_get(row, "response"), "status_code"));
+}
+
+/* GET /metrics from HOST:PORT (a broker's --metrics-http): the whole HTTP
+ * response (malloc'd), or NULL when nothing listens there. */
+static inline char *fl_metrics(const char *hostport) {
+    char host[128];
+    snprintf(host, sizeof host, "%s", hostport);
+    char *colon = strrchr(host, ':');
+    cr_assert(colon, "metrics address '%s' is not HOST:PORT", hostport);
+    *colon = '\0';
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+    cr_assert_eq(getaddrinfo(host, colon + 1, &hints, &ai), 0);
+    int fd = socket(ai->ai_family, SOCK_STREAM, 0);
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int ok = connect(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+    freeaddrinfo(ai);
+    if (!ok) {
+        close(fd);
+        return NULL;
+    }
+    const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+    cr_assert_eq(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    size_t cap = 1 << 20, len = 0;
+    char *b = malloc(cap);
+    ssize_t n;
+    while ((n = read(fd, b + len, cap - len - 1)) > 0) len += (size_t)n;
+    close(fd);
+    b[len] = '\0';
+    return b;
+}
+
+/* The value of the sample `series` (a metric name with its labels exactly as
+ * exported, e.g. `waggle_broker_workers` or `x{worker="w1",model="a"}`) in a
+ * /metrics body, NAN when absent. */
+static inline double fl_metric(const char *body, const char *series) {
+    size_t n = strlen(series);
+    for (const char *p = body; p && (p = strstr(p, series)) != NULL; p += n)
+        if ((p == body || p[-1] == '\n') && p[n] == ' ') return strtod(p + n + 1, NULL);
+    return NAN;
+}
+
+/* Receive one published message (topic, WGL1, command, body) from a SUB:
+ * command and body into *in (clear with wg_msg_in_clear). flags: 0 or
+ * ZMQ_DONTWAIT. ERR_AGAIN when nothing is waiting. */
+static inline wg_status fl_sub_recv(void *sock, wg_msg_in *in, int flags) {
+    memset(in, 0, sizeof *in);
+    int idx = 0;
+    wg_status st = WG_OK;
+    for (;;) {
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, sock, idx == 0 ? flags : 0) < 0) {
+            zmq_msg_close(&part);
+            return idx == 0 ? WG_ERR_AGAIN : WG_ERR_ZMQ;
+        }
+        const uint8_t *d = zmq_msg_data(&part);
+        size_t n = zmq_msg_size(&part);
+        if (idx == 1 && wg_msg_check_signature(d, n)) st = WG_ERR_VERSION;
+        if (idx == 2 && wg_msg_cmd_parse(d, n, &in->cmd)) st = WG_ERR_PROTOCOL;
+        if (idx == 3) {
+            in->body = malloc(n ? n : 1);
+            memcpy(in->body, d, n);
+            in->body_len = n;
+        }
+        int more = zmq_msg_more(&part);
+        zmq_msg_close(&part);
+        idx++;
+        if (!more) break;
+    }
+    in->n_frames = idx;
+    return idx == 4 ? st : WG_ERR_PROTOCOL;
 }
 
 #endif

@@ -2,9 +2,14 @@
  * waggle-broker --require-registered and waggle-worker --mem-budget processes
  * on loopback, models registered with `waggle models add`. Three corpus
  * models with a budget that holds one at a time; results are compared with
- * `waggle run --model` on the same jobs (greedy). Every wait has a timeout;
+ * `waggle run --model` on the same jobs (greedy). Also: per-model residency
+ * counters on the broker's /metrics, and the token stream of a serving model
+ * flowing while another model loads beside it. Every wait has a timeout;
  * every process dies with the test (fleet_harness.h). */
 #include "fleet_harness.h"
+
+#include "schemas/wg_msg_producer.h"
+#include "schemas/wg_msg_stream.h"
 
 #define S_ST "trained/stories260K-f32.gguf"
 #define S_LL "models/llama/llama-Q8_0.gguf"
@@ -14,6 +19,7 @@
 #define S_BUDGET "2600K"
 
 static char s_url[64];
+static char s_mh[32]; /* the broker's --metrics-http HOST:PORT */
 
 static void s_run(const char *const *argv, const char *what) {
     pid_t p = fl_spawn(argv, fl_path("cmd.log"));
@@ -29,7 +35,8 @@ static void s_models_add(const char *name, const char *path) {
 static void s_start(fl_redis *r, fl_broker *b) {
     fl_redis_start(r);
     snprintf(s_url, sizeof s_url, "redis://127.0.0.1:%d", r->port);
-    const char *bx[] = {"--require-registered", NULL};
+    snprintf(s_mh, sizeof s_mh, "127.0.0.1:%d", wg_test_free_port());
+    const char *bx[] = {"--require-registered", "--metrics-http", s_mh, NULL};
     fl_broker_start(b, r, bx);
 }
 
@@ -270,4 +277,354 @@ Test(swap, hundred_load_unload_cycles_leave_rss_flat, .timeout = 90) {
     cr_assert_geq(loads1 - loads0, 90, "only %lld loads in 100 alternating jobs", loads1 - loads0);
     /* a leaked model per cycle would add >= 100 x 1.2 MB; allow 8 MB of allocator noise */
     cr_assert_leq(after - before, 8192, "RSS grew %ld kB over %lld loads", after - before, loads1 - loads0);
+}
+
+/* ---- per-model residency metrics on the broker's /metrics ---- */
+
+/* `name{worker="w",model="m"}` for fl_metric. */
+static const char *s_series(const char *name, const char *worker, const char *model) {
+    static char buf[4][256];
+    static int k;
+    char *b = buf[k++ & 3];
+    if (model) snprintf(b, 256, "%s{worker=\"%s\",model=\"%s\"}", name, worker, model);
+    else snprintf(b, 256, "%s{worker=\"%s\"}", name, worker);
+    return b;
+}
+
+/* Poll /metrics until `series` equals `want` (the broker re-renders every
+ * second from the latest heartbeat); returns the last body (caller frees). */
+static char *s_metrics_until(const char *series, double want, int timeout_ms) {
+    int64_t end = wg_test_now_ms() + timeout_ms;
+    char *body = NULL;
+    for (;;) {
+        free(body);
+        body = fl_metrics(s_mh);
+        if (body && fl_metric(body, series) == want) return body;
+        if (wg_test_now_ms() > end) break;
+        wg_test_sleep_ms(100);
+    }
+    cr_assert_fail("/metrics: %s never became %g; last body:\n%s", series, want, body ? body : "(none)");
+    return NULL;
+}
+
+Test(swap, broker_metrics_count_loads_evictions_and_resident_bytes_per_model, .timeout = 60) {
+    WG_REQUIRE_CORPUS();
+    fl_redis r = {0};
+    fl_broker b = {0};
+    s_start(&r, &b);
+    s_models_add("st", wg_test_corpus(S_ST));
+    s_models_add("ll", wg_test_corpus(S_LL));
+    s_models_add("qw", wg_test_corpus(S_QW));
+    fl_worker w = {0};
+    s_worker(&w, &b, "w1", "0", "1");
+    /* one job at a time, st ll qw st, with a budget for one model: every job
+     * loads its model and evicts the previous one */
+    const char *order[] = {"st", "ll", "qw", "st"};
+    char in[256], out[256];
+    snprintf(in, sizeof in, "%s", fl_path("jobs.jsonl"));
+    snprintf(out, sizeof out, "%s", fl_path("out.jsonl"));
+    s_write_jobs(in, 4, order, 4, 4);
+    const char *seq[] = {"--window", "1", "--batch", "1", NULL};
+    cr_assert_eq(s_submit(&b, in, out, seq, 40000), 0, "some jobs failed");
+    char *m = s_metrics_until(s_series("waggle_worker_model_loads_total", "w1", "st"), 2, 10000);
+    static const struct {
+        const char *model;
+        double loads, evictions;
+        bool resident;
+    } want[] = {{"st", 2, 1, true}, {"ll", 1, 1, false}, {"qw", 1, 1, false}};
+    double loads = 0, evictions = 0;
+    for (size_t i = 0; i < 3; i++) {
+        const char *mo = want[i].model;
+        double l = fl_metric(m, s_series("waggle_worker_model_loads_total", "w1", mo));
+        double e = fl_metric(m, s_series("waggle_worker_model_evictions_total", "w1", mo));
+        double f = fl_metric(m, s_series("waggle_worker_model_load_failures_total", "w1", mo));
+        double sec = fl_metric(m, s_series("waggle_worker_model_load_seconds_total", "w1", mo));
+        double by = fl_metric(m, s_series("waggle_worker_model_resident_bytes", "w1", mo));
+        cr_assert_eq(l, want[i].loads, "%s: loads %g, expected %g\n%s", mo, l, want[i].loads, m);
+        cr_assert_eq(e, want[i].evictions, "%s: evictions %g, expected %g\n%s", mo, e, want[i].evictions, m);
+        cr_assert_eq(f, 0, "%s: load failures %g", mo, f);
+        cr_assert(sec > 0 && sec < 30, "%s: load seconds %g", mo, sec);
+        if (want[i].resident) {
+            cr_assert_gt(by, 0, "%s is resident but reports %g bytes\n%s", mo, by, m);
+            /* the only resident model holds all the resident memory */
+            double used = fl_metric(m, s_series("waggle_worker_memory_used_bytes", "w1", NULL));
+            cr_assert_eq(by, used, "%s: %g resident bytes vs memory_used_bytes %g", mo, by, used);
+            cr_assert_eq(fl_metric(m, s_series("waggle_worker_model_resident", "w1", mo)), 1);
+        } else {
+            cr_assert_eq(by, 0, "%s was evicted but reports %g resident bytes\n%s", mo, by, m);
+            cr_assert(isnan(fl_metric(m, s_series("waggle_worker_model_resident", "w1", mo))));
+        }
+        loads += l;
+        evictions += e;
+    }
+    /* per-model figures add up to the worker's own totals (its residency log) */
+    cr_assert_eq(loads, (double)s_log_last(w.log, "loads="), "log %s", w.log);
+    cr_assert_eq(evictions, (double)s_log_last(w.log, "evictions="), "log %s", w.log);
+    free(m);
+}
+
+/* ---- token streams of one model keep flowing while another model loads ---- */
+
+typedef struct {
+    char job_id[33];
+    int n;                    /* events received */
+    uint64_t next_seq;        /* seq expected next */
+    bool gap;                 /* a seq was skipped */
+    bool final;               /* final event seen */
+    int64_t t_first, t_final; /* ms (monotonic) */
+    int64_t *t;               /* (n,) arrival times */
+    int cap;                  /* allocated */
+} s_tokens;
+
+static void s_tokens_take(s_tokens *s, const wg_msg_token *t, int64_t now) {
+    if (s->n == 0) {
+        s->t_first = now;
+        s->next_seq = t->seq; /* joined late: count from here */
+    }
+    if (t->seq != s->next_seq) s->gap = true;
+    s->next_seq = t->seq + 1;
+    if (s->n == s->cap) s->t = realloc(s->t, (size_t)(s->cap = s->cap ? 2 * s->cap : 1024) * sizeof *s->t);
+    s->t[s->n++] = now;
+    if (t->final) {
+        s->final = true;
+        s->t_final = now;
+    }
+}
+
+static void *s_sub_socket(void *ctx, const char *ep, int hwm, int rcvbuf, const char *topic) {
+    void *s = zmq_socket(ctx, ZMQ_SUB);
+    int zero = 0, ivl = 10;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    if (rcvbuf) zmq_setsockopt(s, ZMQ_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    zmq_setsockopt(s, ZMQ_SUBSCRIBE, topic, strlen(topic));
+    cr_assert_eq(zmq_connect(s, ep), 0);
+    return s;
+}
+
+/* Block until a METRICS message arrives on `s` (its connection is up). */
+static void s_wait_metrics(void *s) {
+    int64_t end = wg_test_now_ms() + 10000;
+    while (wg_test_now_ms() < end) {
+        zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 200) <= 0) continue;
+        wg_msg_in in;
+        bool got = fl_sub_recv(s, &in, 0) == WG_OK && in.cmd == WG_CMD_METRICS;
+        wg_msg_in_clear(&in);
+        if (got) return;
+    }
+    cr_assert_fail("no METRICS on the worker stream within 10 s");
+}
+
+/* RESULT pushes seen by the producer: job id -> state. */
+typedef struct {
+    char job_id[33];
+    char state[16];
+} s_end;
+static s_end s_ends[8];
+static int s_n_ends;
+
+static void s_prod_take(const wg_msg_in *in) {
+    if (in->cmd != WG_CMD_RESULT || !in->body) return;
+    wg_msg_result res;
+    if (wg_msg_result_decode(WG_CMD_RESULT, in->body, in->body_len, &res) != WG_OK) return;
+    if (s_n_ends < 8) {
+        snprintf(s_ends[s_n_ends].job_id, sizeof s_ends[0].job_id, "%s", res.job_id);
+        snprintf(s_ends[s_n_ends].state, sizeof s_ends[0].state, "%s", res.state ? res.state : "?");
+        s_n_ends++;
+    }
+    wg_msg_result_clear(&res);
+}
+
+static const char *s_end_state(const char *job_id) {
+    for (int i = 0; i < s_n_ends; i++)
+        if (!strcmp(s_ends[i].job_id, job_id)) return s_ends[i].state;
+    return NULL;
+}
+
+/* SUBMIT one greedy job; its id into job_id (33 bytes). */
+static void s_submit_one(void *prod, const char *model, int max_tokens, uint64_t req, char *job_id) {
+    wg_msg_submit sm = {.req = req, .n_jobs = 1};
+    sm.jobs = calloc(1, sizeof *sm.jobs);
+    wg_msg_job_init(&sm.jobs[0]);
+    sm.jobs[0].model = strdup(model);
+    sm.jobs[0].prompt = strdup("Once upon a time");
+    sm.jobs[0].max_tokens = (uint32_t)max_tokens;
+    sm.jobs[0].stream = true;
+    sm.jobs[0].sampling.temperature = 0;
+    wg_msg_buf b = {0};
+    cr_assert_eq(wg_msg_submit_encode(&sm, &b), WG_OK);
+    cr_assert_eq(wg_msg_send(prod, NULL, 0, WG_CMD_SUBMIT, &b, 0), WG_OK);
+    wg_msg_buf_free(&b);
+    wg_msg_submit_clear(&sm);
+    int64_t end = wg_test_now_ms() + 5000;
+    while (wg_test_now_ms() < end) {
+        zmq_pollitem_t it = {prod, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 100) <= 0) continue;
+        wg_msg_in in;
+        if (wg_msg_recv(prod, false, &in, 0) != WG_OK) {
+            wg_msg_in_clear(&in);
+            continue;
+        }
+        if (in.cmd != WG_CMD_SUBMITTED) {
+            s_prod_take(&in);
+            wg_msg_in_clear(&in);
+            continue;
+        }
+        wg_msg_submitted rep;
+        cr_assert_eq(wg_msg_submitted_decode(in.body, in.body_len, &rep), WG_OK);
+        wg_msg_in_clear(&in);
+        cr_assert(rep.n_items == 1 && rep.items[0].accepted, "%s job rejected: %s", model,
+                  rep.n_items ? (rep.items[0].reason ? rep.items[0].reason : "?") : "no items");
+        snprintf(job_id, 33, "%s", rep.items[0].job_id);
+        wg_msg_submitted_clear(&rep);
+        return;
+    }
+    cr_assert_fail("no SUBMITTED for the %s job", model);
+}
+
+/* Model A (qw) is preloaded and streams a long greedy generation to a
+ * consumer that reads one event every S_READ_MS. The stream goes over ipc://
+ * with small high-water marks and socket buffers, so its backpressure paces
+ * the job (it pauses whenever the pipe is full) and it lasts seconds whatever
+ * the machine's speed. (Over loopback TCP, buffers that small stall on delayed
+ * ACKs: one event per ~40 ms.) Once A streams, a job for B (st) makes the
+ * worker load B beside A, each load held S_DELAY_MS on the loader thread. The
+ * load window, as the consumer sees it, runs from B's SUBMIT to B's first
+ * token. Were the load to block the worker's loop, A's events would stop once
+ * the ones buffered in the pipes were drained (about 300, some 0.6 s of
+ * reading: a simulated blocking load, S_DELAY_MS slept on the loop, gave a
+ * 1.9 s gap). So A's events must cover the window with no gap over
+ * S_MAX_GAP_MS (the count of events in it is only a sanity floor), METRICS
+ * (same loop and same kind of timer as the heartbeats) must keep coming, and
+ * the broker must never lose the worker (liveness 3 x 250 ms, far below the
+ * load). The worker's stream is ipc:// (still one machine, no network). */
+#define S_READ_MS 2
+#define S_DELAY_MS 2500
+#define S_MAX_GAP_MS 600
+#define S_STR_(x) #x
+#define S_STR(x) S_STR_(x)
+
+Test(swap, token_streams_of_the_serving_model_keep_flowing_while_another_loads, .timeout = 90) {
+    WG_REQUIRE_CORPUS();
+    fl_redis r = {0};
+    fl_broker b = {0};
+    s_start(&r, &b);
+    s_models_add("qw", wg_test_corpus(S_QW));
+    s_models_add("st", wg_test_corpus(S_ST));
+    fl_worker w = {0};
+    snprintf(w.stream, sizeof w.stream, "ipc://%s/stream.sock", fl_tmp());
+    snprintf(w.log, sizeof w.log, "%s/worker-streamer.log", fl_tmp());
+    char pre[4200];
+    snprintf(pre, sizeof pre, "qw=%s", wg_test_corpus(S_QW));
+    /* with 8M of KV each (A's 3000 tokens need ~3.6 MB), 32M holds qw (~8.4 MB) and st (~9.2 MB)
+     * together: B loads beside A */
+    const char *wargv[] = {FL_WORKER, "--broker", b.be, "--stream", w.stream, "--id", "streamer", "--heartbeat-ms",
+                           "250", "--redis", s_url, "--mem-budget", "32M", "--kv-budget", "8M", "--load-delay-ms",
+                           S_STR(S_DELAY_MS), "--max-seqs", "4", "--stream-hwm", "4", "--stream-sndbuf", "2048", "--model",
+                           pre, NULL};
+    w.pid = fl_spawn(wargv, w.log);
+    void *ctx = zmq_ctx_new();
+    void *met = s_sub_socket(ctx, w.stream, 1000, 0, "m/");
+    /* the paced consumer: first wait on METRICS (connected), then only tokens */
+    void *tok = s_sub_socket(ctx, w.stream, 4, 1024, "m/");
+    s_wait_metrics(met);
+    s_wait_metrics(tok);
+    zmq_setsockopt(tok, ZMQ_UNSUBSCRIBE, "m/", 2);
+    zmq_setsockopt(tok, ZMQ_SUBSCRIBE, "t/", 2);
+    wg_test_sleep_ms(200); /* the subscription reaches the worker before A's first token */
+    void *prod = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(prod, ZMQ_LINGER, &zero, sizeof zero);
+    cr_assert_eq(zmq_connect(prod, b.fe), 0);
+
+    s_tokens a = {0}, bt = {0};
+    s_submit_one(prod, "qw", 3000, 1, a.job_id);
+    int64_t t_bsub = -1, deadline = wg_test_now_ms() + 45000, next_read = 0;
+    int64_t t_metrics[256];
+    int n_metrics = 0;
+    while (wg_test_now_ms() < deadline) {
+        int64_t now = wg_test_now_ms();
+        if (a.final && bt.final && s_end_state(bt.job_id)) break;
+        if (t_bsub < 0 && a.n >= 100) { /* A streams: now B's job, which must load */
+            s_submit_one(prod, "st", 16, 2, bt.job_id);
+            t_bsub = wg_test_now_ms();
+        }
+        bool due = now >= next_read;
+        zmq_pollitem_t it[3] = {{met, 0, ZMQ_POLLIN, 0}, {prod, 0, ZMQ_POLLIN, 0}, {tok, 0, ZMQ_POLLIN, 0}};
+        zmq_poll(it, due ? 3 : 2, due ? 50 : (long)(next_read - now));
+        wg_msg_in in;
+        while (fl_sub_recv(met, &in, ZMQ_DONTWAIT) != WG_ERR_AGAIN) {
+            if (in.cmd == WG_CMD_METRICS && n_metrics < 256) t_metrics[n_metrics++] = wg_test_now_ms();
+            wg_msg_in_clear(&in);
+        }
+        wg_msg_in_clear(&in);
+        while (wg_msg_recv(prod, false, &in, ZMQ_DONTWAIT) == WG_OK) {
+            s_prod_take(&in);
+            wg_msg_in_clear(&in);
+        }
+        wg_msg_in_clear(&in);
+        if (due && fl_sub_recv(tok, &in, ZMQ_DONTWAIT) == WG_OK) { /* one event per S_READ_MS */
+            now = wg_test_now_ms();
+            next_read = now + S_READ_MS;
+            if (in.cmd == WG_CMD_TOKEN) {
+                wg_msg_token t;
+                cr_assert_eq(wg_msg_token_decode(in.body, in.body_len, &t), WG_OK, "%s", wg_errmsg());
+                if (!strcmp(t.job_id, a.job_id)) s_tokens_take(&a, &t, now);
+                else if (!strcmp(t.job_id, bt.job_id)) s_tokens_take(&bt, &t, now);
+                wg_msg_token_clear(&t);
+            }
+        }
+        wg_msg_in_clear(&in);
+    }
+    cr_assert(t_bsub >= 0, "A never streamed 100 events (got %d, log %s)", a.n, w.log);
+    cr_assert(bt.n > 0 && bt.final, "B's stream never ended (%d events, log %s)", bt.n, w.log);
+    cr_assert(a.final, "A's stream never ended (%d events)", a.n);
+    cr_assert(!a.gap && !bt.gap, "a stream lost events: A gap=%d B gap=%d", a.gap, bt.gap);
+    /* the load window as the consumer sees it */
+    int64_t w0 = t_bsub, w1 = bt.t_first;
+    int n_in = 0;
+    int64_t prev = w0, max_gap = 0;
+    for (int i = 0; i < a.n; i++) {
+        if (a.t[i] < w0 || a.t[i] > w1) continue;
+        n_in++;
+        if (a.t[i] - prev > max_gap) max_gap = a.t[i] - prev;
+        prev = a.t[i];
+    }
+    if (w1 - prev > max_gap) max_gap = w1 - prev;
+    int m_in = 0;
+    for (int i = 0; i < n_metrics; i++) m_in += t_metrics[i] >= w0 && t_metrics[i] <= w1;
+    fprintf(stderr,
+            "stream during load: window %lld ms (B submit -> B first token), A events in it %d (of %d), longest A gap "
+            "%lld ms, METRICS in it %d\n",
+            (long long)(w1 - w0), n_in, a.n, (long long)max_gap, m_in);
+    cr_assert_geq(w1 - w0, S_DELAY_MS - 100, "B's first token came %lld ms after its SUBMIT: the %d ms load did not "
+                  "happen there", (long long)(w1 - w0), S_DELAY_MS);
+    cr_assert_gt(a.t_final, w1, "A ended before B's load did: the window is not covered (A: %d events)", a.n);
+    cr_assert_geq(n_in, 200, "only %d A events during the %lld ms load", n_in, (long long)(w1 - w0));
+    cr_assert_leq(max_gap, S_MAX_GAP_MS, "A's stream stalled %lld ms during the load", (long long)max_gap);
+    /* one METRICS a second: a window of L ms holds at least floor(L / 1000) - 1 of them */
+    cr_assert_geq(m_in, (w1 - w0) / 1000 - 1, "%d METRICS during the %lld ms load: the worker's timers stopped", m_in,
+                  (long long)(w1 - w0));
+    cr_assert_str_eq(s_end_state(a.job_id) ? s_end_state(a.job_id) : "(none)", "done");
+    cr_assert_str_eq(s_end_state(bt.job_id), "done", "B's job must complete after its load");
+    cr_assert(fl_file_has(w.log, "model=st loaded"), "B was not loaded on demand (log %s)", w.log);
+    /* the broker never lost the worker, and sees both models resident */
+    char *m = s_metrics_until(s_series("waggle_worker_model_loads_total", "streamer", "st"), 1, 10000);
+    cr_assert_eq(fl_metric(m, "waggle_broker_workers_lost_total"), 0, "the broker lost the worker during the load");
+    cr_assert_eq(fl_metric(m, "waggle_broker_workers"), 1);
+    cr_assert_eq(fl_metric(m, s_series("waggle_worker_model_loads_total", "streamer", "qw")), 0, "qw was preloaded");
+    cr_assert_gt(fl_metric(m, s_series("waggle_worker_model_load_seconds_total", "streamer", "st")),
+                 (S_DELAY_MS - 100) / 1000.0);
+    cr_assert_gt(fl_metric(m, s_series("waggle_worker_model_resident_bytes", "streamer", "qw")), 0);
+    cr_assert_gt(fl_metric(m, s_series("waggle_worker_model_resident_bytes", "streamer", "st")), 0);
+    cr_assert_eq(fl_metric(m, s_series("waggle_worker_model_evictions_total", "streamer", "qw")), 0);
+    free(m);
+    free(a.t);
+    free(bt.t);
+    zmq_close(met);
+    zmq_close(tok);
+    zmq_close(prod);
+    zmq_ctx_term(ctx);
 }
