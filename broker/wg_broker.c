@@ -1099,32 +1099,46 @@ static const char *s_lv(const char *v, char *buf, size_t cap) {
     return buf;
 }
 
-/* Per-model residency counters of every worker, one family at a time
- * (heartbeat metrics `model_stats`). */
+/* Per-model residency counters of every worker (heartbeat metrics
+ * `model_stats`), one family at a time: its TYPE line, then its samples. */
 static void s_render_model_stats(const wg_broker_t *b, sbuf *s) {
-    static const struct {
-        const char *name, *type;
-    } fam[] = {{"waggle_worker_model_loads_total", "counter"},
-               {"waggle_worker_model_load_failures_total", "counter"},
-               {"waggle_worker_model_load_seconds_total", "counter"},
-               {"waggle_worker_model_evictions_total", "counter"},
-               {"waggle_worker_model_resident_bytes", "gauge"}};
+    enum { F_LOADS, F_FAILURES, F_SECONDS, F_EVICTIONS, F_BYTES, F_N };
+    static const char *const type[F_N] = {
+        "# TYPE waggle_worker_model_loads_total counter\n",
+        "# TYPE waggle_worker_model_load_failures_total counter\n",
+        "# TYPE waggle_worker_model_load_seconds_total counter\n",
+        "# TYPE waggle_worker_model_evictions_total counter\n",
+        "# TYPE waggle_worker_model_resident_bytes gauge\n"};
     char wl[2 * WG_MSG_MAX_ID + 2], ml[2 * WG_MSG_MAX_MODEL + 2];
-    for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
-        s_pf(s, "# TYPE %s %s\n", fam[f].name, fam[f].type);
+    for (int f = 0; f < F_N; f++) {
+        s_pf(s, "%s", type[f]);
         for (const bworker *w = b->workers; w; w = w->next) {
             if (!w->has_metrics) continue;
             s_lv(w->worker_id, wl, sizeof wl);
             for (uint32_t i = 0; i < w->metrics.n_model_stats; i++) {
                 const wg_msg_model_stat *ms = &w->metrics.model_stats[i];
                 s_lv(ms->model, ml, sizeof ml);
-                if (f == 2)
+                switch (f) {
+                case F_LOADS:
+                    s_pf(s, "waggle_worker_model_loads_total{worker=\"%s\",model=\"%s\"} %llu\n", wl, ml,
+                         (unsigned long long)ms->loads);
+                    break;
+                case F_FAILURES:
+                    s_pf(s, "waggle_worker_model_load_failures_total{worker=\"%s\",model=\"%s\"} %llu\n", wl, ml,
+                         (unsigned long long)ms->load_failures);
+                    break;
+                case F_SECONDS:
                     s_pf(s, "waggle_worker_model_load_seconds_total{worker=\"%s\",model=\"%s\"} %.6f\n", wl, ml,
                          ms->load_seconds);
-                else
-                    s_pf(s, "%s{worker=\"%s\",model=\"%s\"} %llu\n", fam[f].name, wl, ml,
-                         (unsigned long long)(f == 0 ? ms->loads : f == 1 ? ms->load_failures
-                                                                 : f == 3 ? ms->evictions : ms->resident_bytes));
+                    break;
+                case F_EVICTIONS:
+                    s_pf(s, "waggle_worker_model_evictions_total{worker=\"%s\",model=\"%s\"} %llu\n", wl, ml,
+                         (unsigned long long)ms->evictions);
+                    break;
+                default:
+                    s_pf(s, "waggle_worker_model_resident_bytes{worker=\"%s\",model=\"%s\"} %llu\n", wl, ml,
+                         (unsigned long long)ms->resident_bytes);
+                }
             }
         }
     }

@@ -1125,12 +1125,22 @@ static uint64_t s_rss_bytes(void) {
 /* The residency-dependent part of last_metrics, read fresh: resident names
  * (an eviction frees the residency's copies, so an older list must never be
  * sent again), resident bytes against the budget, per-model counters (their
- * names live as long as the residency manager). */
+ * names live as long as the residency manager). Without residency every
+ * served model is resident for good: no loads or evictions, its bytes. */
 static void s_metrics_res(wg_worker_t *w) {
     wg_msg_metrics *m = &w->last_metrics;
     m->models = w->model_names;
     m->n_models = s_model_names(w, w->model_names);
-    if (!w->res) return;
+    m->model_stats = w->model_stats;
+    if (!w->res) {
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < w->n_models && n < WG_MSG_MAX_MODELS; i++)
+            if (w->models[i].name && w->models[i].sched)
+                w->model_stats[n++] = (wg_msg_model_stat){.model = w->models[i].name,
+                                                          .resident_bytes = s_model_bytes(&w->models[i])};
+        m->n_model_stats = n;
+        return;
+    }
     wg_res_stats rs;
     wg_res_get_stats(w->res, &rs);
     m->mem_used_bytes = rs.resident_bytes;
@@ -1142,7 +1152,6 @@ static void s_metrics_res(wg_worker_t *w) {
                                                 .load_failures = ms[i].load_failures,
                                                 .load_seconds = ms[i].load_seconds, .evictions = ms[i].evictions,
                                                 .resident_bytes = ms[i].resident_bytes};
-    m->model_stats = w->model_stats;
     m->n_model_stats = n;
 }
 
