@@ -52,6 +52,10 @@ int wg_bench_engine_main(int argc, char **argv);
 static const char *s_device = "cpu";
 static int s_cuda = -1;
 static double s_dev_bw;      /* GB/s (bytes read + written), measured once */
+/* --kv-type: F16 by default on the CPU, as llama-bench (llama.cpp's default
+ * cache); the CUDA cache is F32 only. */
+static wg_kv_type_t s_kv_type = WG_KV_F16;
+static bool s_kv_type_set;
 static char s_dev_name[128];
 
 static double s_now(void) {
@@ -140,8 +144,13 @@ static int s_bench_one(const wg_model_t *m, int32_t C, int32_t P, int32_t G, int
     cfg.prefill_chunk = 512;
     cfg.n_threads = threads;
     cfg.device = s_device;
+    cfg.kv_type = s_kv_type;
+    /* Steady state: a worker's cache outlives its requests, so its pages are
+     * touched once; fresh-page faults here would be this run's own cost (and
+     * first touches cost ~0.3 GB/s on some VMs). Done before the clock starts. */
+    cfg.kv_prefault = true;
     const int32_t bt = WG_KV_DEFAULT_BLOCK;
-    size_t tok_bytes = (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) * 4;
+    size_t tok_bytes = wg_model_kv_token_bytes(m, s_kv_type);
     size_t blocks_per_seq = (size_t)(P + G + bt) / (size_t)bt + 1;
     cfg.kv_budget_bytes = (size_t)C * blocks_per_seq * (size_t)bt * tok_bytes;
     wg_sched_t *s = wg_sched_new(m, NULL, &cfg);
@@ -322,7 +331,7 @@ static int32_t s_argmax(const float *x, int32_t n) {
 
 static int s_single_run(const wg_model_t *m, int32_t P, int32_t G, s_single_t *r) {
     const wg_hparams_t *hp = wg_model_hparams(m);
-    wg_session_t *s = wg_session_new_on(m, r->threads, P + G + 1, s_device);
+    wg_session_t *s = wg_session_new_typed(m, r->threads, P + G + 1, s_device, s_kv_type);
     int32_t *prompt = malloc((size_t)P * sizeof *prompt);
     double *steps = malloc((size_t)r->reps * (size_t)G * sizeof *steps);
     if (!s || !prompt || !steps) {
@@ -398,8 +407,8 @@ static int s_bench_single(const char *model, const wg_model_t *m, const int *thr
             res[i].bw_med[1] = wg_bench_read_bw(mem_bytes, threads[i], 9, &res[i].bw_best[1]);
     }
     const double wbytes = s_bytes_per_token(m);
-    /* K and V of every layer at the mean decode position, F32. */
-    const double kv_tok = (double)hp->n_layer * hp->n_head_kv * (hp->head_dim + hp->head_dim_v) * 4.0;
+    /* K and V of every layer at the mean decode position, in the cache's type. */
+    const double kv_tok = (double)wg_model_kv_token_bytes(m, s_kv_type);
     const double kvbytes = round(kv_tok * ((double)P + (double)G / 2.0));
     const double bpt = wbytes + kvbytes;
     double load[3] = {0, 0, 0};
@@ -436,6 +445,7 @@ static int s_bench_single(const char *model, const wg_model_t *m, const int *thr
                             "peak_rss_excludes_bw_buffer", hwm_reset, "loadavg", load[0], load[1], load[2],
                             "results", rows);
     json_object_set_new(doc, "device", json_string(s_device));
+    json_object_set_new(doc, "kv_type", json_string(wg_kv_type_name(s_kv_type)));
     if (s_cuda >= 0) {
         json_object_set_new(doc, "device_name", json_string(s_dev_name));
         json_object_set_new(doc, "device_copy_bw_gbs", json_real(s_dev_bw));
@@ -467,9 +477,11 @@ static int s_bench_single(const char *model, const wg_model_t *m, const int *thr
 
 static void s_usage(FILE *f) {
     fprintf(f, "usage: waggle bench [engine] -m MODEL [--concurrency 1,8,32,64] [--prompt-len 128] [--gen-len 128]\n"
-               "                    [--threads 2] [--device cpu|cuda:N] [--json]\n"
+               "                    [--threads 2] [--device cpu|cuda:N] [--kv-type f16|f32] [--json]\n"
                "       waggle bench [engine] -m MODEL --single [--threads 1,2] [--prompt-len 128] [--gen-len 64]\n"
-               "                    [--reps 3] [--mem-mb 512] [--device cpu|cuda:N] [--json]\n");
+               "                    [--reps 3] [--mem-mb 512] [--device cpu|cuda:N] [--kv-type f16|f32] [--json]\n"
+               "  --kv-type T  K/V cache elements: f16 (default on the CPU, as llama-bench) or f32 (the engine's\n"
+               "               library default and the only type on CUDA)\n");
 }
 
 int wg_bench_engine_main(int argc, char **argv) {
@@ -494,6 +506,13 @@ int wg_bench_engine_main(int argc, char **argv) {
             s_device = argv[++i];
             if (!wg_cli_device_ok("bench", s_device)) return 2;
             wg_device_parse(s_device, &s_cuda);
+        } else if (!strcmp(a, "--kv-type")) {
+            if (wg_kv_type_parse(v, &s_kv_type) != WG_OK) {
+                fprintf(stderr, "waggle bench: --kv-type: %s\n", wg_errmsg());
+                return 2;
+            }
+            s_kv_type_set = true;
+            i++;
         } else if (!strcmp(a, "--concurrency") || !strcmp(a, "-c")) {
             conc = argv[++i];
         } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
@@ -546,6 +565,7 @@ int wg_bench_engine_main(int argc, char **argv) {
     }
     threads = thr_list[0];
     if (G < 0) G = single ? 64 : 128;
+    if (s_cuda >= 0 && !s_kv_type_set) s_kv_type = WG_KV_F32;
     if (single && !thr) {
         thr_list[0] = 1;
         thr_list[1] = 2;
@@ -629,6 +649,7 @@ int wg_bench_engine_main(int argc, char **argv) {
                             "prompt_len", (int)P, "results", rows);
     json_object_set_new(doc, "gen_len", json_integer(G));
     json_object_set_new(doc, "device", json_string(s_device));
+    json_object_set_new(doc, "kv_type", json_string(wg_kv_type_name(s_kv_type)));
     if (s_cuda >= 0) {
         json_object_set_new(doc, "device_name", json_string(s_dev_name));
         json_object_set_new(doc, "device_copy_bw_gbs", json_real(s_dev_bw));
@@ -643,8 +664,8 @@ int wg_bench_engine_main(int argc, char **argv) {
         puts(s);
         free(s);
     } else {
-        printf("model %s (%s, %.1f MB weights), %ld threads, %s, prompt %ld, gen %ld\n", model, hp->arch,
-               (double)wg_model_weight_bytes(m) / 1e6, threads, wg_cpu_simd_name(), P, G);
+        printf("model %s (%s, %.1f MB weights), %ld threads, %s, prompt %ld, gen %ld, kv %s\n", model, hp->arch,
+               (double)wg_model_weight_bytes(m) / 1e6, threads, wg_cpu_simd_name(), P, G, wg_kv_type_name(s_kv_type));
         printf("%6s %12s %12s %12s %10s %10s %9s %9s %10s %12s %7s\n", "conc", "prefill t/s", "decode t/s",
                "dec-step t/s", "ttft p50", "ttft p99", "itl p50", "itl p99", "kv MB", "roofline t/s", "ratio");
         for (int k = 0; k < n_conc; k++) {

@@ -176,8 +176,8 @@ static wg_status s_build_attn_mla(s_fwd_t *f, int il, const float *cur, float *o
         }
     }
     for (int64_t t = 0; t < n; t++) {
-        memcpy(wg_kv_k(f->kv, il, f->seq[t], f->pos[t]), f->k + t * KD, (size_t)KD * sizeof(float));
-        memcpy(wg_kv_v(f->kv, il, f->seq[t], f->pos[t]), f->k + t * KD, (size_t)C * sizeof(float));
+        wg_kv_put_k(f->kv, il, f->seq[t], f->pos[t], f->k + t * KD, (int32_t)KD);
+        wg_kv_put_v(f->kv, il, f->seq[t], f->pos[t], f->k + t * KD, (int32_t)C);
     }
     wg_attn_args_t a = {
         .kv = f->kv, .layer = il, .n_tok = n, .seq = f->seq, .pos = f->pos, .q = f->q, .q_stride = H * KD,
@@ -236,8 +236,8 @@ static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) 
     f->be->rope(f->bctx, &rope, f->q, n, hp->n_head, (int32_t)hd, qd, f->pos);
     f->be->rope(f->bctx, &rope, f->k, n, hp->n_head_kv, (int32_t)hd, kd, f->pos);
     for (int64_t t = 0; t < n; t++) {
-        memcpy(wg_kv_k(f->kv, il, f->seq[t], f->pos[t]), f->k + t * kd, (size_t)kd * sizeof(float));
-        memcpy(wg_kv_v(f->kv, il, f->seq[t], f->pos[t]), f->v + t * vd, (size_t)vd * sizeof(float));
+        wg_kv_put_k(f->kv, il, f->seq[t], f->pos[t], f->k + t * kd, (int32_t)kd);
+        wg_kv_put_v(f->kv, il, f->seq[t], f->pos[t], f->v + t * vd, (int32_t)vd);
     }
     wg_attn_args_t a = {
         .kv = f->kv, .layer = il, .n_tok = n, .seq = f->seq, .pos = f->pos, .q = f->q, .q_stride = qd,

@@ -1,11 +1,25 @@
 /* wg_kv — paged KV cache (see wg_kv.h). The free list is a stack of block ids;
  * a sequence's blocks go back in reverse order so that allocating and freeing
- * in LIFO order restores the exact initial stack. */
+ * in LIFO order restores the exact initial stack. F16 rows are converted with
+ * F16C when the kernel library runs at AVX2 or above (round to nearest even,
+ * the same bits as the scalar wg_fp32_to_fp16 except NaN payloads), one path
+ * for the cache's whole life so every element gets one formula. */
 #include "wg_kv.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define S_X86 1
+#else
+#define S_X86 0
+#endif
+
+#include "../../kernels/cpu/wg_cpu.h"
+#include "../../kernels/quant.h"
 
 typedef struct {
     bool used;          /* slot holds a live sequence */
@@ -17,12 +31,17 @@ typedef struct {
 
 struct wg_kv {
     int32_t n_layer;       /* layers */
-    int32_t k_dim;         /* floats per key vector */
-    int32_t v_dim;         /* floats per value vector */
+    int32_t k_dim;         /* elements per key vector */
+    int32_t v_dim;         /* elements per value vector */
     int32_t bt;            /* tokens per block */
     int32_t n_blocks;      /* blocks in the pool */
-    size_t layer_floats;   /* floats of one layer in a block: bt*(k_dim+v_dim) */
-    float *pool;           /* [n_blocks][n_layer][K: bt*k_dim | V: bt*v_dim] */
+    wg_kv_type_t type;     /* element type (F32 for a recurrent state) */
+    size_t es;             /* bytes per element */
+    bool f16c;             /* F16 rows stored with F16C (the library runs at AVX2 or above) */
+    size_t layer_elems;    /* elements of one layer in a block: bt*(k_dim+v_dim); state floats when recurrent */
+    char *pool;            /* [n_blocks][n_layer][K: bt*k_dim | V: bt*v_dim] elements */
+    void *map;             /* mapping holding the pool (NULL: pool is malloc'ed) */
+    size_t map_bytes;      /* its length */
     int32_t *free_stack;   /* [n_blocks] free block ids; top at n_free-1 */
     int32_t n_free;        /* free blocks */
     size_t state_floats;   /* recurrent cache: floats per block (one sequence's state); 0 for K/V */
@@ -32,11 +51,54 @@ struct wg_kv {
     void (*dev_free)(void *); /* frees `dev` with the cache */
 };
 
+const char *wg_kv_type_name(wg_kv_type_t t) { return t == WG_KV_F16 ? "f16" : "f32"; }
+
+size_t wg_kv_type_size(wg_kv_type_t t) { return t == WG_KV_F16 ? sizeof(wg_half) : sizeof(float); }
+
+wg_status wg_kv_type_parse(const char *s, wg_kv_type_t *t) {
+    if (s && !strcmp(s, "f32")) {
+        *t = WG_KV_F32;
+        return WG_OK;
+    }
+    if (s && !strcmp(s, "f16")) {
+        *t = WG_KV_F16;
+        return WG_OK;
+    }
+    return wg_error(WG_ERR_INVAL, "kv type '%s': expected f32 or f16", s ? s : "(null)");
+}
+
+#define S_HUGE ((size_t)2 << 20)
+
+/* The K/V pool: big pools are mapped 2 MiB-aligned and advised to use
+ * transparent huge pages. Attention walks every sequence's blocks each step,
+ * scattered over the pool; with 4 KiB pages the walk misses the TLB on almost
+ * every block row (a page-table walk per 256-byte head slice), which cost
+ * more than the bytes themselves. */
+static void s_pool_alloc(wg_kv_t *kv, size_t bytes) {
+    if (bytes < S_HUGE) {
+        kv->pool = malloc(bytes);
+        return;
+    }
+    const size_t len = (bytes + S_HUGE - 1) / S_HUGE * S_HUGE + S_HUGE;
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return;
+    kv->map = m;
+    kv->map_bytes = len;
+    kv->pool = (char *)(((uintptr_t)m + S_HUGE - 1) & ~(uintptr_t)(S_HUGE - 1));
+#ifdef MADV_HUGEPAGE
+    madvise(kv->pool, len - S_HUGE, MADV_HUGEPAGE); /* advice only: 4 KiB pages still work */
+#endif
+}
+
 static wg_kv_t *s_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens, size_t budget_bytes,
-                      bool host_pool) {
+                      bool host_pool, wg_kv_type_t type) {
     if (n_layer <= 0 || k_dim <= 0 || v_dim < 0 || block_tokens < 0) {
         wg_error(WG_ERR_INVAL, "kv: bad shape n_layer=%d k_dim=%d v_dim=%d block_tokens=%d",
                  n_layer, k_dim, v_dim, block_tokens);
+        return NULL;
+    }
+    if (type != WG_KV_F32 && type != WG_KV_F16) {
+        wg_error(WG_ERR_INVAL, "kv: bad element type %d", (int)type);
         return NULL;
     }
     wg_kv_t *kv = calloc(1, sizeof *kv);
@@ -44,9 +106,12 @@ static wg_kv_t *s_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t blo
     kv->n_layer = n_layer;
     kv->k_dim = k_dim;
     kv->v_dim = v_dim;
+    kv->type = type;
+    kv->es = wg_kv_type_size(type);
+    kv->f16c = S_X86 && strcmp(wg_cpu_simd_name(), "scalar") != 0;
     kv->bt = block_tokens ? block_tokens : WG_KV_DEFAULT_BLOCK;
-    kv->layer_floats = (size_t)kv->bt * (size_t)(k_dim + v_dim);
-    size_t block_bytes = kv->layer_floats * (size_t)n_layer * sizeof(float);
+    kv->layer_elems = (size_t)kv->bt * (size_t)(k_dim + v_dim);
+    size_t block_bytes = kv->layer_elems * (size_t)n_layer * kv->es;
     size_t nb = budget_bytes / block_bytes;
     if (nb < 1) nb = 1;
     if (nb > INT32_MAX / 2) {
@@ -55,7 +120,7 @@ static wg_kv_t *s_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t blo
         return NULL;
     }
     kv->n_blocks = (int32_t)nb;
-    kv->pool = host_pool ? malloc(nb * block_bytes) : NULL;
+    if (host_pool) s_pool_alloc(kv, nb * block_bytes);
     kv->free_stack = malloc(nb * sizeof(int32_t));
     if ((host_pool && !kv->pool) || !kv->free_stack) goto nomem;
     /* Block 0 on top: fresh caches hand out blocks in increasing order. */
@@ -70,12 +135,17 @@ nomem:
 
 wg_kv_t *wg_kv_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
                    size_t budget_bytes) {
-    return s_new(n_layer, k_dim, v_dim, block_tokens, budget_bytes, true);
+    return s_new(n_layer, k_dim, v_dim, block_tokens, budget_bytes, true, WG_KV_F32);
+}
+
+wg_kv_t *wg_kv_new_typed(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
+                         size_t budget_bytes, wg_kv_type_t type) {
+    return s_new(n_layer, k_dim, v_dim, block_tokens, budget_bytes, true, type);
 }
 
 wg_kv_t *wg_kv_new_tables(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
                           size_t budget_bytes) {
-    return s_new(n_layer, k_dim, v_dim, block_tokens, budget_bytes, false);
+    return s_new(n_layer, k_dim, v_dim, block_tokens, budget_bytes, false, WG_KV_F32);
 }
 
 void wg_kv_set_device(wg_kv_t *kv, void *dev, void (*dev_free)(void *)) {
@@ -104,13 +174,15 @@ wg_kv_t *wg_kv_new_recurrent(size_t state_floats, size_t budget_bytes) {
     if (!kv) goto nomem;
     kv->n_layer = 1;
     kv->bt = WG_KV_STATE_TOKENS;
+    kv->type = WG_KV_F32;
+    kv->es = sizeof(float);
     kv->state_floats = state_floats;
-    kv->layer_floats = state_floats;
+    kv->layer_elems = state_floats;
     size_t nb = budget_bytes / (state_floats * sizeof(float));
     if (nb < 1) nb = 1;
     if (nb > 1 << 20) nb = 1 << 20;
     kv->n_blocks = (int32_t)nb;
-    kv->pool = malloc(nb * state_floats * sizeof(float));
+    s_pool_alloc(kv, nb * state_floats * sizeof(float));
     kv->free_stack = malloc(nb * sizeof(int32_t));
     if (!kv->pool || !kv->free_stack) goto nomem;
     for (int32_t i = 0; i < kv->n_blocks; i++) kv->free_stack[i] = kv->n_blocks - 1 - i;
@@ -132,16 +204,29 @@ void wg_kv_free(wg_kv_t **pkv) {
     for (int32_t i = 0; i < kv->n_seqs; i++) free(kv->seqs[i].table);
     free(kv->seqs);
     free(kv->free_stack);
-    free(kv->pool);
+    if (kv->map)
+        munmap(kv->map, kv->map_bytes);
+    else
+        free(kv->pool);
     free(kv);
     *pkv = NULL;
 }
 
+void wg_kv_prefault(wg_kv_t *kv) {
+    if (!kv->pool) return;
+    const size_t bytes = (size_t)kv->n_blocks * wg_kv_block_bytes(kv);
+    volatile char *p = kv->pool;
+    for (size_t off = 0; off < bytes; off += 4096) p[off] = p[off];
+}
+
 int32_t wg_kv_block_tokens(const wg_kv_t *kv) { return kv->bt; }
+wg_kv_type_t wg_kv_type(const wg_kv_t *kv) { return kv->type; }
+int32_t wg_kv_k_dim(const wg_kv_t *kv) { return kv->k_dim; }
+int32_t wg_kv_v_dim(const wg_kv_t *kv) { return kv->v_dim; }
 int32_t wg_kv_n_blocks(const wg_kv_t *kv) { return kv->n_blocks; }
 int32_t wg_kv_n_free_blocks(const wg_kv_t *kv) { return kv->n_free; }
 size_t wg_kv_block_bytes(const wg_kv_t *kv) {
-    return kv->layer_floats * (size_t)kv->n_layer * sizeof(float);
+    return kv->layer_elems * (size_t)kv->n_layer * kv->es;
 }
 
 static s_seq_t *s_seq(const wg_kv_t *kv, int32_t seq) {
@@ -219,7 +304,7 @@ wg_status wg_kv_reserve(wg_kv_t *kv, int32_t seq, int32_t new_len) {
     }
     while (s->n_blocks < need) s->table[s->n_blocks++] = kv->free_stack[--kv->n_free];
     /* A recurrent sequence starts from a zero state (fresh or recomputed after preemption). */
-    if (kv->state_floats) memset(kv->pool + (size_t)s->table[0] * kv->state_floats, 0, kv->state_floats * sizeof(float));
+    if (kv->state_floats) memset(wg_kv_state(kv, seq), 0, kv->state_floats * sizeof(float));
     return WG_OK;
 }
 
@@ -246,27 +331,82 @@ wg_status wg_kv_truncate(wg_kv_t *kv, int32_t seq, int32_t new_len) {
     return WG_OK;
 }
 
-static float *s_slot(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, bool v) {
-    s_seq_t *s = s_seq(kv, seq);
-    WG_ASSERT(!kv->state_floats);
+/* First byte of the K (v = false) or V row of (layer, seq, pos). */
+static char *s_slot(const wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, bool v) {
+    const s_seq_t *s = s_seq(kv, seq);
+    WG_ASSERT(!kv->state_floats && kv->pool);
     WG_ASSERT(s && layer >= 0 && layer < kv->n_layer && pos >= 0 && pos / kv->bt < s->n_blocks);
     int32_t blk = s->table[pos / kv->bt];
     int32_t off = pos % kv->bt;
-    float *base = kv->pool + ((size_t)blk * (size_t)kv->n_layer + (size_t)layer) * kv->layer_floats;
-    if (!v) return base + (size_t)off * kv->k_dim;
-    return base + (size_t)kv->bt * kv->k_dim + (size_t)off * kv->v_dim;
+    size_t e = ((size_t)blk * (size_t)kv->n_layer + (size_t)layer) * kv->layer_elems;
+    e += v ? (size_t)kv->bt * kv->k_dim + (size_t)off * kv->v_dim : (size_t)off * kv->k_dim;
+    return kv->pool + e * kv->es;
 }
 
 float *wg_kv_k(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos) {
-    return s_slot(kv, layer, seq, pos, false);
+    WG_ASSERT(kv->type == WG_KV_F32);
+    return (float *)(void *)s_slot(kv, layer, seq, pos, false);
 }
 
 float *wg_kv_v(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos) {
+    WG_ASSERT(kv->type == WG_KV_F32);
+    return (float *)(void *)s_slot(kv, layer, seq, pos, true);
+}
+
+const void *wg_kv_k_row(const wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos) {
+    return s_slot(kv, layer, seq, pos, false);
+}
+
+const void *wg_kv_v_row(const wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos) {
     return s_slot(kv, layer, seq, pos, true);
+}
+
+#if S_X86
+/* dst[i] = f16(src[i]) for i < n, 8 at a time; the tail goes through the same
+ * instruction, padded, so an element's bits never depend on n. */
+__attribute__((target("avx2,f16c"))) static void s_to_f16_f16c(wg_half *dst, const float *src, int32_t n) {
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(void *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    if (i < n) {
+        float f[8] = {0};
+        wg_half h[8];
+        memcpy(f, src + i, (size_t)(n - i) * sizeof(float));
+        _mm_storeu_si128((__m128i *)(void *)h,
+                         _mm256_cvtps_ph(_mm256_loadu_ps(f), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        memcpy(dst + i, h, (size_t)(n - i) * sizeof(wg_half));
+    }
+}
+#endif
+
+static void s_put(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, const float *src, int32_t n, bool v) {
+    WG_ASSERT(n >= 0 && n <= (v ? kv->v_dim : kv->k_dim));
+    char *dst = s_slot(kv, layer, seq, pos, v);
+    if (kv->type == WG_KV_F32) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        return;
+    }
+    wg_half *h = (wg_half *)(void *)dst;
+#if S_X86
+    if (kv->f16c) {
+        s_to_f16_f16c(h, src, n);
+        return;
+    }
+#endif
+    for (int32_t i = 0; i < n; i++) h[i] = wg_fp32_to_fp16(src[i]);
+}
+
+void wg_kv_put_k(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, const float *src, int32_t n) {
+    s_put(kv, layer, seq, pos, src, n, false);
+}
+
+void wg_kv_put_v(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, const float *src, int32_t n) {
+    s_put(kv, layer, seq, pos, src, n, true);
 }
 
 float *wg_kv_state(wg_kv_t *kv, int32_t seq) {
     s_seq_t *s = s_seq(kv, seq);
     WG_ASSERT(kv->state_floats && s && s->n_blocks == 1);
-    return kv->pool + (size_t)s->table[0] * kv->state_floats;
+    return (float *)(void *)(kv->pool + (size_t)s->table[0] * kv->state_floats * sizeof(float));
 }

@@ -1,10 +1,14 @@
 /* wg_kv — paged KV cache: fixed-size blocks from one pool, a free list, and a
- * block table per sequence (vLLM's PagedAttention layout, F32 values as
- * llama.cpp's f32 cache so results match its references).
+ * block table per sequence (vLLM's PagedAttention layout). Values are F32 by
+ * default, as llama.cpp's f32 cache, so results match its references; an F16
+ * cache (wg_kv_new_typed) halves the bytes attention reads per step, at the
+ * cost of rounding every stored K/V element to binary16.
  *
  * A block holds `block_tokens` consecutive positions of one sequence for every
- * layer: [layer][K|V][token][dim]. A sequence's position p lives in block
- * table[p / block_tokens], slot p % block_tokens. Memory is allocated once
+ * layer: [layer][K|V][token][dim], elements of the cache's type. A sequence's
+ * position p lives in block table[p / block_tokens], slot p % block_tokens, so
+ * inside a block the row of position p+1 follows the row of p (k_dim / v_dim
+ * elements later). Memory is allocated once
  * (the budget); sequences only move block ids between the free list and their
  * tables, so admission control is a count of free blocks.
  *
@@ -28,6 +32,19 @@
 
 typedef struct wg_kv wg_kv_t;
 
+/* Element type of a K/V cache's rows (a recurrent state is always F32). */
+typedef enum {
+    WG_KV_F32 = 0,  /* float: the reference numbers */
+    WG_KV_F16,      /* IEEE binary16, rounded to nearest even when stored */
+} wg_kv_type_t;
+
+/* "f32" / "f16". */
+const char *wg_kv_type_name(wg_kv_type_t t);
+/* Parse "f32" / "f16" (case-sensitive). WG_ERR_INVAL naming `s` otherwise. */
+wg_status wg_kv_type_parse(const char *s, wg_kv_type_t *t);
+/* Bytes of one element. */
+size_t wg_kv_type_size(wg_kv_type_t t);
+
 #define WG_KV_DEFAULT_BLOCK 16
 #define WG_KV_STATE_TOKENS (1 << 20) /* positions one recurrent-state block covers */
 
@@ -36,6 +53,9 @@ typedef struct wg_kv wg_kv_t;
  * fit in budget_bytes (at least 1). NULL on failure (wg_errmsg). */
 wg_kv_t *wg_kv_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
                    size_t budget_bytes);
+/* wg_kv_new with elements of `type` (budget_bytes counts them at their size). */
+wg_kv_t *wg_kv_new_typed(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
+                         size_t budget_bytes, wg_kv_type_t type);
 /* The same bookkeeping (blocks, free list, tables) without a host pool: for
  * a cache whose K/V live on a device (wg_kv_k / wg_kv_v must not be called). */
 wg_kv_t *wg_kv_new_tables(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
@@ -63,7 +83,15 @@ size_t wg_kv_state_floats(const wg_kv_t *kv);
  * (reserved with a length >= 1; asserted). Zero right after that reserve. */
 float *wg_kv_state(wg_kv_t *kv, int32_t seq);
 
+/* Touch every page of the pool now, so that no later store faults a fresh
+ * page in (first touches are slow, and on some VMs very slow: ~0.3 GB/s).
+ * For long-lived caches and benchmarks of steady-state steps. */
+void wg_kv_prefault(wg_kv_t *kv);
+
 int32_t wg_kv_block_tokens(const wg_kv_t *kv);
+wg_kv_type_t wg_kv_type(const wg_kv_t *kv);      /* element type (WG_KV_F32 for a state cache) */
+int32_t wg_kv_k_dim(const wg_kv_t *kv);          /* elements per key row */
+int32_t wg_kv_v_dim(const wg_kv_t *kv);          /* elements per value row */
 int32_t wg_kv_n_blocks(const wg_kv_t *kv);       /* total blocks */
 int32_t wg_kv_n_free_blocks(const wg_kv_t *kv);  /* blocks on the free list */
 size_t wg_kv_block_bytes(const wg_kv_t *kv);     /* bytes per block (all layers, K and V) */
@@ -88,8 +116,17 @@ wg_status wg_kv_seq_set_len(wg_kv_t *kv, int32_t seq, int32_t len);
 wg_status wg_kv_truncate(wg_kv_t *kv, int32_t seq, int32_t new_len);
 
 /* Key / value vector of `seq` at position `pos` in `layer` (k_dim / v_dim
- * floats). pos must be inside the reserved capacity (asserted). */
+ * floats) of an F32 cache (asserted). pos must be inside the reserved
+ * capacity (asserted). */
 float *wg_kv_k(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos);
 float *wg_kv_v(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos);
+/* The same rows in the cache's own element type (float or wg_half). */
+const void *wg_kv_k_row(const wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos);
+const void *wg_kv_v_row(const wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos);
+/* Store src[0..n) into the first n elements (n <= k_dim / v_dim, asserted) of
+ * the key / value row, converted to the cache's type. Any cache type; the
+ * conversion of an element never depends on n or on its place in the row. */
+void wg_kv_put_k(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, const float *src, int32_t n);
+void wg_kv_put_v(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, const float *src, int32_t n);
 
 #endif

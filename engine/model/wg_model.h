@@ -120,6 +120,14 @@ wg_status wg_device_probe(const char *device, char *name, size_t name_len, doubl
  * kernels. */
 wg_kv_t *wg_model_kv_new_on(const wg_model_t *m, size_t budget_bytes, int32_t block_tokens,
                             const char *device);
+/* wg_model_kv_new_on with K/V elements of `type` (budget_bytes counts them at
+ * their size). A recurrent model's state is F32 whatever `type`. The CUDA
+ * cache is F32 only: another type there is WG_ERR_UNSUPPORTED (NULL). */
+wg_kv_t *wg_model_kv_new_typed(const wg_model_t *m, size_t budget_bytes, int32_t block_tokens,
+                               const char *device, wg_kv_type_t type);
+/* Bytes of one token's K/V (every layer) in a cache of `type`; 0 for a
+ * recurrent model. */
+size_t wg_model_kv_token_bytes(const wg_model_t *m, wg_kv_type_t type);
 
 /* Bytes of one sequence's recurrent state (0 for attention-only models): what
  * a running sequence costs a recurrent cache, whatever its length. */
@@ -150,6 +158,9 @@ typedef struct wg_session wg_session_t;
 wg_session_t *wg_session_new(const wg_model_t *m, int n_threads, int32_t n_ctx);
 /* The same on a device ("cpu", "cuda:N"; NULL = cpu). */
 wg_session_t *wg_session_new_on(const wg_model_t *m, int n_threads, int32_t n_ctx, const char *device);
+/* wg_session_new_on with a K/V cache of `kv_type` (wg_model_kv_new_typed). */
+wg_session_t *wg_session_new_typed(const wg_model_t *m, int n_threads, int32_t n_ctx, const char *device,
+                                   wg_kv_type_t kv_type);
 void wg_session_free(wg_session_t **s);
 /* Append n tokens (prefill or one decode step). With all_logits, `logits`
  * gets n rows; otherwise only the last token's row (may be NULL: then read

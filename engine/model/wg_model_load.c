@@ -1048,9 +1048,30 @@ wg_status wg_device_probe(const char *device, char *name, size_t name_len, doubl
 }
 
 wg_kv_t *wg_model_kv_new_on(const wg_model_t *m, size_t budget_bytes, int32_t block_tokens, const char *device) {
+    return wg_model_kv_new_typed(m, budget_bytes, block_tokens, device, WG_KV_F32);
+}
+
+size_t wg_model_kv_token_bytes(const wg_model_t *m, wg_kv_type_t type) {
+    const wg_hparams_t *hp = &m->hp;
+    if (hp->recurrent) return 0;
+    return (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) *
+           wg_kv_type_size(type);
+}
+
+wg_kv_t *wg_model_kv_new_typed(const wg_model_t *m, size_t budget_bytes, int32_t block_tokens, const char *device,
+                               wg_kv_type_t type) {
     int cuda = -1;
     if (wg_device_parse(device, &cuda)) return NULL;
-    if (cuda < 0) return wg_model_kv_new(m, budget_bytes, block_tokens);
+    const wg_hparams_t *hp0 = &m->hp;
+    if (cuda < 0) {
+        if (hp0->recurrent || type == WG_KV_F32) return wg_model_kv_new(m, budget_bytes, block_tokens);
+        return wg_kv_new_typed(hp0->n_layer, hp0->n_head_kv * hp0->head_dim, hp0->n_head_kv * hp0->head_dim_v,
+                               block_tokens, budget_bytes, type);
+    }
+    if (type != WG_KV_F32) {
+        wg_error(WG_ERR_UNSUPPORTED, "kv type %s on %s: the CUDA cache is f32 only", wg_kv_type_name(type), device);
+        return NULL;
+    }
     if (wg_forward_cuda_check(m, cuda)) return NULL;
     const wg_hparams_t *hp = &m->hp;
     wg_kv_t *kv = wg_kv_new_tables(hp->n_layer, hp->n_head_kv * hp->head_dim, hp->n_head_kv * hp->head_dim_v,

@@ -21,6 +21,11 @@ wg_session_t *wg_session_new(const wg_model_t *m, int n_threads, int32_t n_ctx) 
 }
 
 wg_session_t *wg_session_new_on(const wg_model_t *m, int n_threads, int32_t n_ctx, const char *device) {
+    return wg_session_new_typed(m, n_threads, n_ctx, device, WG_KV_F32);
+}
+
+wg_session_t *wg_session_new_typed(const wg_model_t *m, int n_threads, int32_t n_ctx, const char *device,
+                                   wg_kv_type_t kv_type) {
     WG_ASSERT(m);
     if (n_ctx <= 0) {
         wg_error(WG_ERR_INVAL, "session: n_ctx=%d", n_ctx);
@@ -34,11 +39,10 @@ wg_session_t *wg_session_new_on(const wg_model_t *m, int n_threads, int32_t n_ct
     s->m = m;
     s->n_ctx = n_ctx;
     const wg_hparams_t *hp = wg_model_hparams(m);
-    size_t per_tok = (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) *
-                     sizeof(float);
+    size_t per_tok = wg_model_kv_token_bytes(m, kv_type);
     int32_t bt = WG_KV_DEFAULT_BLOCK;
     size_t blocks = ((size_t)n_ctx + (size_t)bt - 1) / (size_t)bt;
-    s->kv = wg_model_kv_new_on(m, blocks * (size_t)bt * per_tok, bt, device);
+    s->kv = wg_model_kv_new_typed(m, blocks * (size_t)bt * per_tok, bt, device, kv_type);
     s->pool = wg_pool_new(n_threads > 0 ? n_threads : 1);
     s->last = malloc((size_t)hp->n_vocab * sizeof(float));
     if (!s->kv || !s->pool || !s->last || wg_kv_seq_new(s->kv, &s->seq) != WG_OK) {

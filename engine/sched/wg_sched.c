@@ -102,11 +102,6 @@ const char *wg_finish_name(wg_finish_t f) {
     }
 }
 
-static size_t s_kv_token_bytes(const wg_hparams_t *hp) {
-    return (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) *
-           sizeof(float);
-}
-
 /* Default cache of a recurrent model (mamba, rwkv): one fixed-size state per
  * running sequence, so max_seqs states (a running sequence never needs more;
  * admission waits for a free state, and a preempted one restarts from zero). */
@@ -127,6 +122,8 @@ wg_sched_t *wg_sched_new(const wg_model_t *model, const wg_tok_t *tok, const wg_
         if (cfg->n_threads) c.n_threads = cfg->n_threads;
         if (cfg->max_waiting_steps) c.max_waiting_steps = cfg->max_waiting_steps;
         if (cfg->device) c.device = cfg->device;
+        if (cfg->kv_type) c.kv_type = cfg->kv_type;
+        if (cfg->kv_prefault) c.kv_prefault = true;
     }
     if (c.block_tokens < 1 || c.max_seqs < 1 || c.max_batch_tokens < 1 || c.prefill_chunk < 0 ||
         c.n_threads < 1 || c.max_waiting_steps < 1) {
@@ -142,7 +139,7 @@ wg_sched_t *wg_sched_new(const wg_model_t *model, const wg_tok_t *tok, const wg_
     if (c.prefill_chunk == 0 || c.prefill_chunk > c.max_batch_tokens) c.prefill_chunk = c.max_batch_tokens;
     if (!c.kv_budget_bytes) {
         int64_t ctx = hp->n_ctx_train > 0 && hp->n_ctx_train < 1024 ? hp->n_ctx_train : 1024;
-        size_t b = (size_t)c.max_seqs * (size_t)ctx * s_kv_token_bytes(hp);
+        size_t b = (size_t)c.max_seqs * (size_t)ctx * wg_model_kv_token_bytes(model, c.kv_type);
         c.kv_budget_bytes = b < ((size_t)1 << 30) ? b : ((size_t)1 << 30);
         if (hp->recurrent) c.kv_budget_bytes = s_recurrent_budget(model, c.max_seqs);
     }
@@ -157,8 +154,9 @@ wg_sched_t *wg_sched_new(const wg_model_t *model, const wg_tok_t *tok, const wg_
     s->n_vocab = hp->n_vocab;
     s->eos = tok ? wg_tok_eos(tok) : hp->eos;
     s->next_handle = 1;
-    s->kv = wg_model_kv_new_on(model, c.kv_budget_bytes, c.block_tokens, c.device);
+    s->kv = wg_model_kv_new_typed(model, c.kv_budget_bytes, c.block_tokens, c.device, c.kv_type);
     if (!s->kv) goto fail;
+    if (c.kv_prefault) wg_kv_prefault(s->kv);
     s->pool = wg_pool_new(c.n_threads);
     if (!s->pool) goto fail;
     s->batch = malloc((size_t)c.max_batch_tokens * sizeof *s->batch);

@@ -36,7 +36,8 @@ typedef struct wg_sched wg_sched_t;
 
 /* Engine configuration; zero fields take the defaults of wg_sched_defaults. */
 typedef struct {
-    size_t kv_budget_bytes;     /* KV cache size in bytes (0 = max_seqs * min(n_ctx_train, 1024) tokens, <= 1 GiB) */
+    size_t kv_budget_bytes;     /* KV cache size in bytes (0 = max_seqs * min(n_ctx_train, 1024) tokens of kv_type,
+                                   <= 1 GiB) */
     int32_t block_tokens;       /* tokens per KV block (0 = WG_KV_DEFAULT_BLOCK) */
     int32_t max_seqs;           /* running sequences at most (0 = 64) */
     int32_t max_batch_tokens;   /* tokens per forward step, decode + prefill (0 = 512; raised to max_seqs) */
@@ -44,6 +45,10 @@ typedef struct {
     int n_threads;              /* forward-pass threads (0 = 1) */
     int32_t max_waiting_steps;  /* steps after which a waiting sequence is starving (0 = 64) */
     const char *device;         /* "cpu" (NULL) or "cuda:N": where the KV cache and forward pass live */
+    wg_kv_type_t kv_type;       /* K/V element type (0 = WG_KV_F32, the reference numbers; WG_KV_F16 halves
+                                   the cache and what attention reads; CPU only) */
+    bool kv_prefault;           /* touch the whole K/V pool at creation (wg_kv_prefault): steps never fault
+                                   fresh pages in, creation takes the pool's first-touch time */
 } wg_sched_cfg_t;
 
 wg_sched_cfg_t wg_sched_defaults(void);

@@ -1,6 +1,9 @@
 /* Batched forward pass: a sequence's logits are bitwise identical alone or
- * batched with others, with its prompt in one chunk or many, and an HF copy
- * gives the same logits as its GGUF twin. Bad batches are errors. */
+ * batched with others, with its prompt in one chunk or many (F32 and F16 K/V
+ * caches), and an HF copy gives the same logits as its GGUF twin. An F16
+ * cache stays within the reference bound for F16 caches. Bad batches are
+ * errors. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,11 +29,13 @@ static void s_prompt(int32_t *ids, int n, int seed, int32_t V) {
     }
 }
 
-/* Logits of every position of `ids` evaluated in chunks of `chunk` tokens. */
-static float *s_run_chunked(const wg_model_t *m, const int32_t *ids, int n, int chunk, int threads) {
+/* Logits of every position of `ids` evaluated in chunks of `chunk` tokens,
+ * with a K/V cache of `kt`. */
+static float *s_run_chunked_kv(const wg_model_t *m, const int32_t *ids, int n, int chunk, int threads,
+                               wg_kv_type_t kt) {
     const int64_t V = wg_model_hparams(m)->n_vocab;
-    wg_session_t *s = wg_session_new(m, threads, 64);
-    cr_assert(s);
+    wg_session_t *s = wg_session_new_typed(m, threads, 64, NULL, kt);
+    cr_assert(s, "%s", wg_errmsg());
     float *out = malloc((size_t)(n * V) * sizeof(float));
     for (int i = 0; i < n; i += chunk) {
         int k = n - i < chunk ? n - i : chunk;
@@ -40,7 +45,11 @@ static float *s_run_chunked(const wg_model_t *m, const int32_t *ids, int n, int 
     return out;
 }
 
-static void s_batched_equals_alone(const char *rel) {
+static float *s_run_chunked(const wg_model_t *m, const int32_t *ids, int n, int chunk, int threads) {
+    return s_run_chunked_kv(m, ids, n, chunk, threads, WG_KV_F32);
+}
+
+static void s_batched_equals_alone_kv(const char *rel, wg_kv_type_t kt) {
     WG_REQUIRE_CORPUS();
     wg_model_t *m = s_load(rel);
     const int32_t V = wg_model_hparams(m)->n_vocab;
@@ -49,10 +58,10 @@ static void s_batched_equals_alone(const char *rel) {
     float *alone[3];
     for (int s = 0; s < 3; s++) {
         s_prompt(ids[s], lens[s], s, V);
-        alone[s] = s_run_chunked(m, ids[s], lens[s], lens[s], 1);
+        alone[s] = s_run_chunked_kv(m, ids[s], lens[s], lens[s], 1, kt);
     }
     /* All three prompts interleaved in one batch, 2 threads. */
-    wg_kv_t *kv = wg_model_kv_new(m, 1 << 22, 4);
+    wg_kv_t *kv = wg_model_kv_new_typed(m, 1 << 22, 4, NULL, kt);
     cr_assert(kv);
     int32_t seq[3];
     for (int s = 0; s < 3; s++) cr_assert_eq(wg_kv_seq_new(kv, &seq[s]), WG_OK);
@@ -85,7 +94,7 @@ static void s_batched_equals_alone(const char *rel) {
         int32_t full[18];
         memcpy(full, ids[s], (size_t)lens[s] * sizeof(int32_t));
         full[lens[s]] = nxt[s];
-        float *ref = s_run_chunked(m, full, lens[s] + 1, lens[s] + 1, 1);
+        float *ref = s_run_chunked_kv(m, full, lens[s] + 1, lens[s] + 1, 1, kt);
         cr_assert(memcmp(lg + (size_t)s * V, ref + (size_t)lens[s] * V, (size_t)V * sizeof(float)) == 0,
                   "%s: decode step of seq %d differs", rel, s);
         free(ref);
@@ -100,7 +109,24 @@ static void s_batched_equals_alone(const char *rel) {
     wg_model_free(&m);
 }
 
+static void s_batched_equals_alone(const char *rel) { s_batched_equals_alone_kv(rel, WG_KV_F32); }
+
 Test(forward, batched_equals_alone_f32) { s_batched_equals_alone("models/llama/llama-f32.gguf"); }
+/* The same with an F16 cache: GQA, per-head q/k norms, sliding window, MLA
+ * (one kv head, value rows shorter than key rows), a recurrent model (whose
+ * state ignores the type). */
+Test(forward, batched_equals_alone_f16_kv_llama) { s_batched_equals_alone_kv("models/llama/llama-f32.gguf", WG_KV_F16); }
+Test(forward, batched_equals_alone_f16_kv_qwen3) { s_batched_equals_alone_kv("models/qwen3/qwen3-f32.gguf", WG_KV_F16); }
+Test(forward, batched_equals_alone_f16_kv_gemma2_swa) {
+    s_batched_equals_alone_kv("models/gemma2/gemma2-Q8_0.gguf", WG_KV_F16);
+}
+Test(forward, batched_equals_alone_f16_kv_deepseek2_mla) {
+    s_batched_equals_alone_kv("models/deepseek2/deepseek2-Q4_0.gguf", WG_KV_F16);
+}
+Test(forward, batched_equals_alone_f16_kv_stories) {
+    s_batched_equals_alone_kv("trained/stories260K-f32.gguf", WG_KV_F16);
+}
+Test(forward, batched_equals_alone_f16_kv_mamba) { s_batched_equals_alone_kv("models/mamba/mamba-f32.gguf", WG_KV_F16); }
 Test(forward, batched_equals_alone_q4_k_m) { s_batched_equals_alone("models/llama/llama-Q4_K_M.gguf"); }
 Test(forward, batched_equals_alone_moe) { s_batched_equals_alone("models/llama-moe/llama-moe-Q8_0.gguf"); }
 Test(forward, batched_equals_alone_qwen3) { s_batched_equals_alone("models/qwen3/qwen3-f32.gguf"); }
@@ -131,16 +157,16 @@ Test(forward, batched_equals_alone_mamba) { s_batched_equals_alone("models/mamba
 Test(forward, batched_equals_alone_rwkv6) { s_batched_equals_alone("models/rwkv6/rwkv6-f32.gguf"); }
 Test(forward, batched_equals_alone_rwkv7) { s_batched_equals_alone("models/rwkv7/rwkv7-f32.gguf"); }
 
-static void s_chunked_equals_one_chunk(const char *rel) {
+static void s_chunked_equals_one_chunk_kv(const char *rel, wg_kv_type_t kt) {
     WG_REQUIRE_CORPUS();
     wg_model_t *m = s_load(rel);
     const int32_t V = wg_model_hparams(m)->n_vocab;
     int32_t ids[20];
     s_prompt(ids, 20, 42, V);
-    float *one = s_run_chunked(m, ids, 20, 20, 2);
+    float *one = s_run_chunked_kv(m, ids, 20, 20, 2, kt);
     const int chunks[3] = {1, 3, 7};
     for (int c = 0; c < 3; c++) {
-        float *ch = s_run_chunked(m, ids, 20, chunks[c], 2);
+        float *ch = s_run_chunked_kv(m, ids, 20, chunks[c], 2, kt);
         for (int i = 0; i < 20; i++)
             cr_assert(memcmp(ch + (size_t)i * V, one + (size_t)i * V, (size_t)V * sizeof(float)) == 0,
                       "%s: chunks of %d differ at position %d", rel, chunks[c], i);
@@ -150,7 +176,12 @@ static void s_chunked_equals_one_chunk(const char *rel) {
     wg_model_free(&m);
 }
 
+static void s_chunked_equals_one_chunk(const char *rel) { s_chunked_equals_one_chunk_kv(rel, WG_KV_F32); }
+
 Test(forward, chunked_prefill_equals_one_chunk_f32) { s_chunked_equals_one_chunk("models/llama/llama-f32.gguf"); }
+Test(forward, chunked_prefill_equals_one_chunk_f16_kv) {
+    s_chunked_equals_one_chunk_kv("models/llama/llama-f32.gguf", WG_KV_F16);
+}
 Test(forward, chunked_prefill_equals_one_chunk_q4_0) { s_chunked_equals_one_chunk("models/llama/llama-Q4_0.gguf"); }
 Test(forward, chunked_prefill_equals_one_chunk_qwen2_bf16) { s_chunked_equals_one_chunk("models/qwen2/qwen2-BF16.gguf"); }
 Test(forward, chunked_prefill_equals_one_chunk_mamba) { s_chunked_equals_one_chunk("models/mamba/mamba-f32.gguf"); }
@@ -367,4 +398,47 @@ Test(forward, hf_yi_config_equals_gguf_twin) {
     unlink(cpath);
     unlink(gpath);
     rmdir(dir);
+}
+
+/* An F16 cache against llama.cpp's F32-cache reference logits: the corpus
+ * README (section 6) bounds an engine whose F32 K/V cache is replaced by F16
+ * at 2e-2 max abs for the f32 classes (the F32 bound is 5e-4), and llama.cpp's
+ * own F16-cache runs sit at 1.8e-3 ... 1e-2. The F16 cache must also move the
+ * logits at all (or the test would not be testing it). */
+static void s_f16_kv_within_reference_bound(const char *model_rel, const char *ref_rel) {
+    WG_REQUIRE_CORPUS();
+    wg_model_t *m = s_load(model_rel);
+    wg_gguf_t *g = NULL;
+    cr_assert_eq(wg_gguf_open(wg_test_corpus(ref_rel), &g), WG_OK, "%s: %s", ref_rel, wg_errmsg());
+    const wg_gguf_tensor_t *tt = wg_gguf_find_tensor(g, "tokens"), *tl = wg_gguf_find_tensor(g, "logits");
+    cr_assert(tt && tl);
+    const int n = (int)tt->ne[0];
+    const int64_t V = wg_model_hparams(m)->n_vocab;
+    cr_assert_eq(tl->ne[0], V);
+    float *l16 = s_run_chunked_kv(m, (const int32_t *)tt->data, n, n, 2, WG_KV_F16);
+    float *l32 = s_run_chunked_kv(m, (const int32_t *)tt->data, n, n, 2, WG_KV_F32);
+    const float *ref = tl->data;
+    double d16 = 0, d32 = 0;
+    for (int64_t i = 0; i < (int64_t)n * V; i++) {
+        d16 = fmax(d16, fabs((double)l16[i] - (double)ref[i]));
+        d32 = fmax(d32, fabs((double)l32[i] - (double)ref[i]));
+    }
+    cr_log_info("%s: max abs vs reference, F16 cache %.3g, F32 cache %.3g", model_rel, d16, d32);
+    cr_assert_leq(d16, 2e-2, "%s: F16 cache %.4g from the reference (bound 2e-2)", model_rel, d16);
+    cr_assert(memcmp(l16, l32, (size_t)((int64_t)n * V) * sizeof(float)) != 0, "%s: F16 cache changed nothing",
+              model_rel);
+    free(l16);
+    free(l32);
+    wg_gguf_close(&g);
+    wg_model_free(&m);
+}
+
+Test(forward, f16_kv_within_reference_bound_llama) {
+    s_f16_kv_within_reference_bound("models/llama/llama-f32.gguf", "refs/llama-f32.ref.gguf");
+}
+Test(forward, f16_kv_within_reference_bound_qwen3) {
+    s_f16_kv_within_reference_bound("models/qwen3/qwen3-f32.gguf", "refs/qwen3-f32.ref.gguf");
+}
+Test(forward, f16_kv_within_reference_bound_deepseek2_mla) {
+    s_f16_kv_within_reference_bound("models/deepseek2/deepseek2-f32.gguf", "refs/deepseek2-f32.ref.gguf");
 }

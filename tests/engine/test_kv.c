@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "engine/model/wg_kv.h"
+#include "kernels/quant.h"
 
 /* 2 layers, 8 key floats, 4 value floats, 4-token blocks, 10 blocks. */
 static wg_kv_t *s_kv(void) {
@@ -107,4 +108,66 @@ Test(kv, positions_address_distinct_slots_per_layer_and_sequence) {
 Test(kv, bad_shape_is_an_error_not_a_crash) {
     cr_assert_null(wg_kv_new(0, 8, 8, 16, 1 << 20));
     cr_assert_null(wg_kv_new(2, -1, 8, 16, 1 << 20));
+}
+
+Test(kv, f16_rows_hold_the_rounded_values_in_half_the_bytes) {
+    /* Same shape as s_kv(): 2 layers, 8 key and 4 value elements, 4-token blocks. */
+    const size_t block16 = 2 * 4 * (8 + 4) * sizeof(wg_half);
+    wg_kv_t *kv = wg_kv_new_typed(2, 8, 4, 4, 10 * block16, WG_KV_F16);
+    cr_assert(kv, "%s", wg_errmsg());
+    cr_assert_eq(wg_kv_type(kv), WG_KV_F16);
+    cr_assert_eq(wg_kv_block_bytes(kv), block16, "F16 blocks are half the F32 size");
+    cr_assert_eq(wg_kv_n_blocks(kv), 10);
+    int32_t a;
+    cr_assert_eq(wg_kv_seq_new(kv, &a), 0);
+    cr_assert_eq(wg_kv_reserve(kv, a, 6), 0);
+    wg_kv_prefault(kv);
+    /* Values that round (and one beyond the f16 range); a partial value row
+     * (3 of 4) leaves the last element alone. */
+    const float k[8] = {1.0f, -0.1f, 3.14159265f, 65504.0f, 1e-8f, -2.5e-5f, 70000.0f, 0.33333334f};
+    const float v[3] = {-7.0f / 3.0f, 1e4f + 0.3f, 6.1e-5f};
+    for (int p = 0; p < 6; p++) {
+        wg_kv_put_k(kv, 1, a, p, k, 8);
+        wg_kv_put_v(kv, 1, a, p, v, 3);
+    }
+    for (int p = 0; p < 6; p++) {
+        const wg_half *kh = wg_kv_k_row(kv, 1, a, p), *vh = wg_kv_v_row(kv, 1, a, p);
+        for (int i = 0; i < 8; i++)
+            cr_assert_eq(kh[i], wg_fp32_to_fp16(k[i]), "pos %d key %d: %#x vs %#x", p, i, kh[i], wg_fp32_to_fp16(k[i]));
+        for (int i = 0; i < 3; i++) cr_assert_eq(vh[i], wg_fp32_to_fp16(v[i]), "pos %d value %d", p, i);
+    }
+    /* Rows of neighbouring positions follow each other inside a block (wg_kv.h). */
+    cr_assert_eq((const char *)wg_kv_k_row(kv, 1, a, 1) - (const char *)wg_kv_k_row(kv, 1, a, 0), 8 * sizeof(wg_half));
+    cr_assert_eq((const char *)wg_kv_v_row(kv, 1, a, 3) - (const char *)wg_kv_v_row(kv, 1, a, 2), 4 * sizeof(wg_half));
+    wg_kv_free(&kv);
+}
+
+Test(kv, f32_rows_are_the_float_rows) {
+    wg_kv_t *kv = s_kv();
+    cr_assert_eq(wg_kv_type(kv), WG_KV_F32);
+    int32_t a;
+    wg_kv_seq_new(kv, &a);
+    wg_kv_reserve(kv, a, 3);
+    const float k[8] = {1, 2, 3, 4, 5, 6, 7, 8.5f};
+    wg_kv_put_k(kv, 0, a, 2, k, 8);
+    cr_assert_eq(wg_kv_k_row(kv, 0, a, 2), (const void *)wg_kv_k(kv, 0, a, 2));
+    cr_assert(memcmp(wg_kv_k(kv, 0, a, 2), k, sizeof k) == 0);
+    wg_kv_free(&kv);
+}
+
+Test(kv, type_names_parse_and_bad_names_are_errors) {
+    wg_kv_type_t t = WG_KV_F16;
+    cr_assert_eq(wg_kv_type_parse("f32", &t), WG_OK);
+    cr_assert_eq(t, WG_KV_F32);
+    cr_assert_eq(wg_kv_type_parse("f16", &t), WG_OK);
+    cr_assert_eq(t, WG_KV_F16);
+    cr_assert_str_eq(wg_kv_type_name(WG_KV_F16), "f16");
+    cr_assert_str_eq(wg_kv_type_name(WG_KV_F32), "f32");
+    const char *bad[] = {"bf16", "F16", "", "f16 ", "q8_0"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(wg_kv_type_parse(bad[i], &t), WG_ERR_INVAL, "'%s' accepted", bad[i]);
+        cr_assert(strstr(wg_errmsg(), "expected f32 or f16"), "message: %s", wg_errmsg());
+    }
+    cr_assert_eq(wg_kv_type_parse(NULL, &t), WG_ERR_INVAL);
+    cr_assert_null(wg_kv_new_typed(2, 8, 8, 16, 1 << 20, (wg_kv_type_t)7), "unknown element type");
 }

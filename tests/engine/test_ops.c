@@ -47,3 +47,157 @@ Test(ops, gelu_variants_same_for_every_element_place) {
     s_act_rows_equal_flat(WG_ACT_GELU, 172, 64, true);
     s_act_rows_equal_flat(WG_ACT_GELU_ERF, 100, 64, true);
 }
+
+/* ---- attention over F16 and F32 caches ---- */
+
+#include <math.h>
+
+#include "kernels/cpu/wg_cpu.h"
+
+typedef struct {
+    int32_t n_head, n_kv, hd, hdv, window, bt;
+    float softcap;
+    bool sinks;
+} s_acase_t;
+
+/* GQA, MHA with sinks, window + soft-cap with head_dim != head_dim_v, head
+ * sizes for the AVX2 (24) and scalar (12) paths, a long context whose scores
+ * leave the stack, 4-token blocks. */
+static const s_acase_t s_acases[] = {
+    {8, 2, 64, 64, 0, 16, 0.0f, false},  {4, 4, 128, 128, 0, 16, 0.0f, true}, {6, 3, 96, 64, 37, 16, 30.0f, false},
+    {4, 1, 24, 24, 0, 4, 0.0f, false},   {2, 2, 12, 12, 0, 16, 0.0f, false}, {8, 2, 64, 64, 0, 16, 0.0f, false},
+};
+static const int32_t s_alens[][5] = {
+    {1, 17, 64, 200, 33}, {5, 16, 31, 129, 2}, {40, 90, 3, 64, 38}, {1, 2, 3, 9, 77}, {7, 100, 8, 15, 16},
+    {2100, 3, 700, 16, 1},
+};
+
+/* n_seq sequences of lens[s] positions of random K/V (uniform [-1, 1)) in a
+ * cache of `type`; round16: store f16(x) (as floats) instead of x. */
+static wg_kv_t *s_acache(const s_acase_t *c, const int32_t *lens, int n_seq, wg_kv_type_t type, bool round16) {
+    const int32_t kd = c->n_kv * c->hd, vd = c->n_kv * c->hdv;
+    size_t tok = 0;
+    for (int s = 0; s < n_seq; s++) tok += (size_t)lens[s] + (size_t)c->bt;
+    wg_kv_t *kv = wg_kv_new_typed(1, kd, vd, c->bt, tok * (size_t)(kd + vd) * wg_kv_type_size(type), type);
+    cr_assert(kv, "%s", wg_errmsg());
+    float *row = malloc((size_t)(kd + vd) * sizeof(float));
+    uint32_t st = 777u;
+    for (int s = 0; s < n_seq; s++) {
+        int32_t id;
+        cr_assert_eq(wg_kv_seq_new(kv, &id), WG_OK);
+        cr_assert_eq(id, s);
+        cr_assert_eq(wg_kv_reserve(kv, s, lens[s]), WG_OK);
+        for (int32_t p = 0; p < lens[s]; p++) {
+            for (int32_t i = 0; i < kd + vd; i++) {
+                row[i] = s_rand(&st) / 8.0f;
+                if (round16) row[i] = wg_fp16_to_fp32(wg_fp32_to_fp16(row[i]));
+            }
+            wg_kv_put_k(kv, 0, s, p, row, kd);
+            wg_kv_put_v(kv, 0, s, p, row + kd, vd);
+        }
+        cr_assert_eq(wg_kv_seq_set_len(kv, s, lens[s]), WG_OK);
+    }
+    free(row);
+    return kv;
+}
+
+/* The last position of every sequence plus two earlier ones (prefill rows):
+ * out gets [n_tok][n_head*hdv]. Returns n_tok. */
+static int s_arun(const s_acase_t *c, wg_kv_t *kv, const int32_t *lens, int n_seq, const float *q, wg_pool_t *pool,
+                  int only, float *out) {
+    int32_t seq[16], pos[16];
+    int n = 0;
+    for (int s = 0; s < n_seq; s++) {
+        const int32_t ps[3] = {lens[s] - 1, lens[s] / 2, 0};
+        for (int k = 0; k < (lens[s] > 2 ? 3 : 1); k++) {
+            seq[n] = s;
+            pos[n] = ps[k];
+            n++;
+        }
+    }
+    const int64_t qs = (int64_t)c->n_head * c->hd, os = (int64_t)c->n_head * c->hdv;
+    const float sinks[8] = {0.5f, -1.0f, 2.0f, 0.0f, 1.5f, -0.25f, 0.75f, 3.0f};
+    wg_attn_args_t a = {.kv = kv, .layer = 0, .n_tok = n, .seq = seq, .pos = pos, .q = q, .q_stride = qs,
+                        .out = out, .n_head = c->n_head, .n_head_kv = c->n_kv, .head_dim = c->hd,
+                        .head_dim_v = c->hdv, .scale = 1.0f / sqrtf((float)c->hd), .window = c->window,
+                        .softcap = c->softcap, .sinks = c->sinks ? sinks : NULL};
+    if (only >= 0) { /* token `only` alone */
+        a.n_tok = 1;
+        a.seq = seq + only;
+        a.pos = pos + only;
+        a.q = q + only * qs;
+        a.out = out + only * os;
+    }
+    cr_assert_eq(wg_backend_cpu.attention(pool, &a), WG_OK, "%s", wg_errmsg());
+    return n;
+}
+
+Test(ops, attention_f16_cache_equals_f32_cache_of_rounded_values_and_is_batch_invariant) {
+    wg_pool_t *pool = wg_pool_new(2);
+    for (size_t ci = 0; ci < sizeof s_acases / sizeof s_acases[0]; ci++) {
+        const s_acase_t *c = &s_acases[ci];
+        const int n_seq = 5;
+        wg_kv_t *k16 = s_acache(c, s_alens[ci], n_seq, WG_KV_F16, false);
+        wg_kv_t *k32r = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, true);
+        const int64_t qs = (int64_t)c->n_head * c->hd, os = (int64_t)c->n_head * c->hdv;
+        float *q = malloc((size_t)(16 * qs) * sizeof(float));
+        float *o16 = calloc((size_t)(16 * os), sizeof(float)), *o32r = calloc((size_t)(16 * os), sizeof(float));
+        float *alone = calloc((size_t)(16 * os), sizeof(float));
+        uint32_t st = 99u + (uint32_t)ci;
+        for (int64_t i = 0; i < 16 * qs; i++) q[i] = s_rand(&st) / 8.0f;
+        const int n = s_arun(c, k16, s_alens[ci], n_seq, q, pool, -1, o16);
+        s_arun(c, k32r, s_alens[ci], n_seq, q, pool, -1, o32r);
+        cr_assert(memcmp(o16, o32r, (size_t)(n * os) * sizeof(float)) == 0,
+                  "case %zu: F16 cache differs from an F32 cache holding the same rounded values", ci);
+        for (int t = 0; t < n; t++) s_arun(c, k16, s_alens[ci], n_seq, q, pool, t, alone);
+        for (int64_t i = 0; i < n * os; i++)
+            cr_assert(memcmp(&o16[i], &alone[i], sizeof(float)) == 0, "case %zu: token %lld head elem %lld: %.9g batched vs %.9g alone",
+                      ci, (long long)(i / os), (long long)(i % os), (double)o16[i], (double)alone[i]);
+        free(q);
+        free(o16);
+        free(o32r);
+        free(alone);
+        wg_kv_free(&k16);
+        wg_kv_free(&k32r);
+    }
+    wg_pool_destroy(&pool);
+}
+
+/* F16 keeps 11 significant bits, so each stored element is within u = 2^-11
+ * (4.9e-4) relative of the F32 one: an output element, a convex mix of values
+ * in [-1, 1), moves by at most u from the values themselves (half an ulp,
+ * 2.4e-4, near 1) plus what the scores move (u * scale * sum|q_i k_i|, a few
+ * 1e-5 here). The bound, 2u = 9.8e-4, is ~3.5x the worst seen (2.7e-4) and
+ * far below what a wrong row, head or position gives (~1e-1). */
+Test(ops, attention_f16_cache_within_bound_of_f32_cache) {
+    wg_pool_t *pool = wg_pool_new(2);
+    double worst = 0;
+    for (size_t ci = 0; ci < sizeof s_acases / sizeof s_acases[0]; ci++) {
+        const s_acase_t *c = &s_acases[ci];
+        const int n_seq = 5;
+        wg_kv_t *k16 = s_acache(c, s_alens[ci], n_seq, WG_KV_F16, false);
+        wg_kv_t *k32 = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, false);
+        const int64_t qs = (int64_t)c->n_head * c->hd, os = (int64_t)c->n_head * c->hdv;
+        float *q = malloc((size_t)(16 * qs) * sizeof(float));
+        float *o16 = calloc((size_t)(16 * os), sizeof(float)), *o32 = calloc((size_t)(16 * os), sizeof(float));
+        uint32_t st = 99u + (uint32_t)ci;
+        for (int64_t i = 0; i < 16 * qs; i++) q[i] = s_rand(&st) / 8.0f;
+        const int n = s_arun(c, k16, s_alens[ci], n_seq, q, pool, -1, o16);
+        s_arun(c, k32, s_alens[ci], n_seq, q, pool, -1, o32);
+        double md = 0;
+        for (int64_t i = 0; i < n * os; i++) {
+            const double d = fabs((double)o16[i] - (double)o32[i]);
+            if (d > md) md = d;
+        }
+        cr_log_info("attention case %zu: max |f16 - f32| = %.3g", ci, md);
+        cr_expect_leq(md, 9.8e-4, "case %zu: F16 cache off by %.3g from F32", ci, md);
+        if (md > worst) worst = md;
+        free(q);
+        free(o16);
+        free(o32);
+        wg_kv_free(&k16);
+        wg_kv_free(&k32);
+    }
+    cr_assert_gt(worst, 0.0, "F16 rounding should change something");
+    wg_pool_destroy(&pool);
+}

@@ -142,8 +142,9 @@ static void assert_same(const res_t *a, const res_t *b, const char *what) {
     cr_assert_eq(a->finish, b->finish, "%s: finish differs", what);
 }
 
-/* Target alone vs among 63 others of varied lengths vs chunked prefill 1/5/64. */
-static void check_invariance(const char *rel) {
+/* Target alone vs among 63 others of varied lengths vs chunked prefill 1/5/64,
+ * with a K/V cache of `kt`. */
+static void check_invariance_kv(const char *rel, wg_kv_type_t kt) {
     load(rel);
     static job_t jobs[64];
     static res_t res[64];
@@ -153,6 +154,7 @@ static void check_invariance(const char *rel) {
         job_t target;
         job_random(&target, 37, 24, kind);
         wg_sched_cfg_t cfg = wg_sched_defaults();
+        cfg.kv_type = kt;
         run_jobs(&target, 1, &cfg, &alone[kind], NULL);
         cr_assert_eq(alone[kind].n, 24);
         /* Crowded: 63 others with prompts 1..120 and 1..40 new tokens, target in the middle. */
@@ -168,6 +170,7 @@ static void check_invariance(const char *rel) {
         const int32_t chunks[] = {1, 5, 64};
         for (int c = 0; c < 3; c++) {
             cfg = wg_sched_defaults();
+            cfg.kv_type = kt;
             cfg.prefill_chunk = chunks[c];
             res_t one;
             run_jobs(&target, 1, &cfg, &one, NULL);
@@ -177,15 +180,20 @@ static void check_invariance(const char *rel) {
     unload();
 }
 
+static void check_invariance(const char *rel) { check_invariance_kv(rel, WG_KV_F32); }
+
 Test(sched, invariance_llama_f32) { check_invariance("models/llama/llama-f32.gguf"); }
+Test(sched, invariance_llama_f32_f16_kv) { check_invariance_kv("models/llama/llama-f32.gguf", WG_KV_F16); }
+Test(sched, invariance_qwen2_q8_0_f16_kv) { check_invariance_kv("models/qwen2/qwen2-Q8_0.gguf", WG_KV_F16); }
 Test(sched, invariance_llama_q4_k_m) { check_invariance("models/llama/llama-Q4_K_M.gguf"); }
 Test(sched, invariance_qwen2_q8_0) { check_invariance("models/qwen2/qwen2-Q8_0.gguf"); }
 Test(sched, invariance_qwen3_f32) { check_invariance("models/qwen3/qwen3-f32.gguf"); }
 Test(sched, invariance_llama_moe_q4_k_m) { check_invariance("models/llama-moe/llama-moe-Q4_K_M.gguf"); }
 Test(sched, invariance_stories260k) { check_invariance("trained/stories260K-f32.gguf"); }
 
-/* The scheduler's greedy tokens equal a plain single-sequence session's argmax. */
-Test(sched, greedy_matches_session) {
+/* The scheduler's greedy tokens equal a plain single-sequence session's
+ * argmax, both with a K/V cache of `kt`. */
+static void check_greedy_matches_session(wg_kv_type_t kt) {
     load("trained/stories260K-f32.gguf");
     int32_t *ids = NULL;
     size_t n = 0;
@@ -196,8 +204,10 @@ Test(sched, greedy_matches_session) {
     memcpy(j.prompt, ids, n * sizeof *ids);
     j.n_prompt = n;
     res_t r;
-    run_jobs(&j, 1, NULL, &r, NULL);
-    wg_session_t *se = wg_session_new(g_m, 1, 256);
+    wg_sched_cfg_t cfg = wg_sched_defaults();
+    cfg.kv_type = kt;
+    run_jobs(&j, 1, &cfg, &r, NULL);
+    wg_session_t *se = wg_session_new_typed(g_m, 1, 256, NULL, kt);
     cr_assert_not_null(se);
     const int32_t V = wg_model_hparams(g_m)->n_vocab;
     float *lg = malloc((size_t)V * sizeof *lg);
@@ -223,6 +233,8 @@ Test(sched, greedy_matches_session) {
     unload();
 }
 
+Test(sched, greedy_matches_session) { check_greedy_matches_session(WG_KV_F32); }
+Test(sched, greedy_matches_session_f16_kv) { check_greedy_matches_session(WG_KV_F16); }
 /* A cache of a few blocks forces preemption; every output stays identical. */
 Test(sched, preemption_tiny_kv_outputs_identical) {
     load("models/llama/llama-f32.gguf");
@@ -524,5 +536,37 @@ Test(sched, config_device_is_honoured) {
     cr_assert(s, "%s", wg_errmsg());
     cr_assert_null(wg_kv_device(wg_sched_kv(s)), "cpu scheduler has a device cache");
     wg_sched_free(&s);
+    wg_model_free(&m);
+}
+
+/* kv_type reaches the cache: F16 blocks are half the F32 ones, the default
+ * budget holds the same tokens, a prefaulted cache works, an unknown type is
+ * refused. */
+Test(sched, config_kv_type_is_honoured) {
+    WG_REQUIRE_CORPUS();
+    wg_model_t *m = NULL;
+    cr_assert_eq(wg_model_load(wg_test_corpus("models/llama/llama-f32.gguf"), &m), WG_OK, "%s", wg_errmsg());
+    wg_sched_cfg_t c = wg_sched_defaults();
+    cr_assert_eq(c.kv_type, WG_KV_F32, "the library default is the reference F32 cache");
+    wg_sched_t *s32 = wg_sched_new(m, NULL, &c);
+    cr_assert(s32, "%s", wg_errmsg());
+    c.kv_type = WG_KV_F16;
+    c.kv_prefault = true;
+    wg_sched_t *s16 = wg_sched_new(m, NULL, &c);
+    cr_assert(s16, "%s", wg_errmsg());
+    const wg_kv_t *k32 = wg_sched_kv(s32), *k16 = wg_sched_kv(s16);
+    cr_assert_eq(wg_kv_type(k32), WG_KV_F32);
+    cr_assert_eq(wg_kv_type(k16), WG_KV_F16);
+    cr_assert_eq(wg_kv_block_bytes(k16) * 2, wg_kv_block_bytes(k32));
+    cr_assert_eq(wg_kv_n_blocks(k16), wg_kv_n_blocks(k32), "default budget: same tokens whatever the type");
+    wg_sched_free(&s32);
+    wg_sched_free(&s16);
+    c.kv_type = (wg_kv_type_t)9;
+    cr_assert_null(wg_sched_new(m, NULL, &c), "unknown kv type accepted");
+    c.kv_type = WG_KV_F16;
+    c.device = "cuda:0";
+    wg_sched_t *sc = wg_sched_new(m, NULL, &c);
+    cr_assert_null(sc, "an F16 cache on CUDA was made");
+    cr_assert(strstr(wg_errmsg(), "f16") || strstr(wg_errmsg(), "cuda"), "%s", wg_errmsg());
     wg_model_free(&m);
 }
