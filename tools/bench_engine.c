@@ -4,9 +4,14 @@
  * against the memory roofline (issue 3).
  *
  *   waggle bench -m MODEL [--concurrency 1,8,32,64] [--prompt-len 128]
- *                [--gen-len 128] [--threads 2] [--json]
+ *                [--gen-len 128] [--threads 2] [--kv-type f16|f32] [--json]
  *   waggle bench -m MODEL --single [--threads 1,2] [--prompt-len 128]
- *                [--gen-len 64] [--reps 3] [--mem-mb 512] [--json]
+ *                [--gen-len 64] [--reps 3] [--mem-mb 512] [--kv-type f16|f32] [--json]
+ *
+ * The K/V cache is F16 by default on the CPU (llama-bench's default; the
+ * engine library and `waggle generate/run` default to the reference F32),
+ * and its pages are touched before the clock starts (a worker's cache
+ * outlives its requests).
  *
  * --single: a wg_session (batch 1) prefills P random tokens in one call,
  * then decodes G tokens one step at a time (greedy), `reps` times per thread
@@ -507,12 +512,8 @@ int wg_bench_engine_main(int argc, char **argv) {
             if (!wg_cli_device_ok("bench", s_device)) return 2;
             wg_device_parse(s_device, &s_cuda);
         } else if (!strcmp(a, "--kv-type")) {
-            if (wg_kv_type_parse(v, &s_kv_type) != WG_OK) {
-                fprintf(stderr, "waggle bench: --kv-type: %s\n", wg_errmsg());
-                return 2;
-            }
+            if (!wg_cli_kv_type_ok("bench", argv[++i], &s_kv_type)) return 2;
             s_kv_type_set = true;
-            i++;
         } else if (!strcmp(a, "--concurrency") || !strcmp(a, "-c")) {
             conc = argv[++i];
         } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {

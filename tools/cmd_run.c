@@ -89,6 +89,8 @@ static void s_usage(FILE *f) {
             "  --threads N          compute threads (default: online CPUs)\n"
             "  --device D           cpu (default) or cuda:N: where the model runs\n"
             "  --kv-budget BYTES    KV cache size (suffixes K, M, G; default from concurrency)\n"
+            "  --kv-type T          K/V cache elements: f32 (default) or f16 (half the cache, faster attention;\n"
+            "                       needs --direct: the embedded worker's cache is f32)\n"
             "  --max-batch-tokens N tokens per engine step (default 512)\n"
             "  --stream N           print the text of the first N jobs to stdout as it is generated\n"
             "  --direct             drive the engine directly instead of through the embedded broker + worker\n"
@@ -1080,6 +1082,7 @@ int wg_cmd_run(int argc, char **argv) {
     long concurrency = 64, threads = 0, stream_n = 0, max_batch = 0;
     size_t kv_budget = 0;
     bool direct = false, verbose = false;
+    wg_kv_type_t kv_type = WG_KV_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1127,6 +1130,9 @@ int wg_cmd_run(int argc, char **argv) {
                 fprintf(stderr, "waggle run: --kv-budget '%s' must be a byte count (e.g. 512M)\n", val);
                 return 2;
             }
+        } else if (!strcmp(a, "--kv-type")) {
+            NEED_VAL;
+            if (!wg_cli_kv_type_ok("run", val, &kv_type)) return 2;
         } else if (!strcmp(a, "--max-batch-tokens")) {
             NEED_VAL;
             if (!s_parse_int(val, 1, 1 << 20, &max_batch)) {
@@ -1154,6 +1160,12 @@ int wg_cmd_run(int argc, char **argv) {
         wg_log_set_level(WG_LOG_INFO);
     else if (!getenv("WAGGLE_LOG"))
         wg_log_set_level(WG_LOG_ERROR);
+    if (kv_type != WG_KV_F32 && !direct) {
+        /* The worker's config (worker/) takes no K/V type yet. */
+        fprintf(stderr, "waggle run: --kv-type %s needs --direct (the embedded worker's cache is f32)\n",
+                wg_kv_type_name(kv_type));
+        return 2;
+    }
     if (!in_path || !out_path) {
         fprintf(stderr, "waggle run: --input and --output are required\n");
         s_usage(stderr);
@@ -1295,6 +1307,7 @@ int wg_cmd_run(int argc, char **argv) {
     cfg.n_threads = (int)threads;
     cfg.device = s_device;
     cfg.kv_budget_bytes = kv_budget;
+    cfg.kv_type = kv_type;
     if (max_batch) cfg.max_batch_tokens = (int32_t)max_batch;
     s = wg_sched_new(m, tok, &cfg);
     if (!s) {

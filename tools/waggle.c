@@ -34,6 +34,12 @@ bool wg_cli_device_ok(const char *tool, const char *device) {
     return false;
 }
 
+bool wg_cli_kv_type_ok(const char *tool, const char *s, wg_kv_type_t *t) {
+    if (wg_kv_type_parse(s, t) == WG_OK) return true;
+    fprintf(stderr, "waggle %s: --kv-type: %s\n", tool, wg_errmsg());
+    return false;
+}
+
 int wg_cmd_unimplemented(const char *name) {
     fprintf(stderr, "waggle %s: not built yet in this version\n", name);
     return 2;

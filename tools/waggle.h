@@ -4,6 +4,8 @@
 
 #include <stdbool.h>
 
+#include "engine/model/wg_kv.h"
+
 /* Each subcommand gets argv starting at its own name (argv[0] = "inspect")
  * and returns the process exit code. */
 typedef int (*wg_cmd_fn)(int argc, char **argv);
@@ -30,6 +32,10 @@ WG_COMMANDS(WG_XX_DECL)
 /* Check a --device value ("cpu", "cuda", "cuda:N"): true when valid, else
  * prints "waggle TOOL: <reason>" to stderr and returns false (exit 2). */
 bool wg_cli_device_ok(const char *tool, const char *device);
+
+/* Parse a --kv-type value ("f32", "f16") into *t: true when valid, else
+ * prints "waggle TOOL: --kv-type: <reason>" to stderr and returns false (exit 2). */
+bool wg_cli_kv_type_ok(const char *tool, const char *s, wg_kv_type_t *t);
 
 /* Print "waggle NAME: not built yet" and return 2; for commands not done yet. */
 int wg_cmd_unimplemented(const char *name);

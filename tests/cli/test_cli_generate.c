@@ -227,6 +227,42 @@ Test(cli_generate, bad_flags_and_missing_model_exit_nonzero_with_a_reason) {
     free(err);
 }
 
+/* --kv-type: f32 / f16 are the only values, a bad one exits 2 naming it and
+ * the choices (generate, bench, run); `run` takes f16 only with --direct (the
+ * embedded worker's cache is f32). Greedy text on the trained model is the
+ * same with an F16 cache (its margins are far above F16's ~1e-3). */
+Test(cli_generate, kv_type_flag_is_checked_and_f16_generates) {
+    WG_REQUIRE_CORPUS();
+    char args[8192];
+    const char *cmds[] = {"generate -m '%s' -p hi --kv-type bf16", "bench -m '%s' --kv-type bf16",
+                          "run -m '%s' -i /dev/null -o /dev/null --direct --kv-type bf16"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        snprintf(args, sizeof args, cmds[i], wg_test_corpus(S_STORIES));
+        cr_assert_eq(s_run(args), 2, "%s", args);
+        char *err = s_captured("err");
+        cr_assert(strstr(err, "--kv-type") && strstr(err, "bf16") && strstr(err, "expected f32 or f16"),
+                  "%s: stderr does not name the flag, value and choices: %s", args, err);
+        free(err);
+    }
+    snprintf(args, sizeof args, "run -m '%s' -i /dev/null -o /dev/null --kv-type f16", wg_test_corpus(S_STORIES));
+    cr_assert_eq(s_run(args), 2);
+    char *err = s_captured("err");
+    cr_assert(strstr(err, "--direct"), "stderr does not say f16 needs --direct: %s", err);
+    free(err);
+    char *text[2];
+    const char *types[2] = {"f32", "f16"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args, "generate -m '%s' -p 'Once upon a time' -n 40 --temp 0 --threads 2 --kv-type %s",
+                 wg_test_corpus(S_STORIES), types[k]);
+        cr_assert_eq(s_run(args), 0, "%s: %s", args, s_captured("err"));
+        text[k] = s_captured("out");
+    }
+    cr_assert_gt(strlen(text[0]), 40);
+    cr_assert_str_eq(text[1], text[0], "greedy text differs with an F16 cache");
+    free(text[0]);
+    free(text[1]);
+}
+
 Test(cli_generate, logits_equal_the_reference_within_f32_bound) {
     WG_REQUIRE_CORPUS();
     wg_gguf_t *ref = s_open_ref("refs/llama-f32.ref.gguf");
@@ -329,8 +365,9 @@ Test(cli_generate, bench_single_json_is_consistent) {
     const json_int_t bpt = json_integer_value(json_object_get(d, "bytes_per_token"));
     /* token_embd (512 x 64 F32 = 131072 bytes) is a lookup, not read whole. */
     cr_assert(wpt > 0 && wpt <= wb - 131072, "weight bytes per token %lld of %lld", (long long)wpt, (long long)wb);
-    /* 5 layers x 4 kv heads x (8 + 8) dims x 4 bytes at mean position 16 + 4/2. */
-    cr_assert_eq(kvpt, 5 * 4 * 16 * 4 * 18);
+    /* 5 layers x 4 kv heads x (8 + 8) dims x 2 bytes (bench's F16 cache) at mean position 16 + 4/2. */
+    cr_assert_str_eq(json_string_value(json_object_get(d, "kv_type")), "f16");
+    cr_assert_eq(kvpt, 5 * 4 * 16 * 2 * 18);
     cr_assert_eq(bpt, wpt + kvpt);
     cr_assert_gt(json_integer_value(json_object_get(d, "peak_rss_bytes")), wb);
     json_t *rows = json_object_get(d, "results");
