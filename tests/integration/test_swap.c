@@ -232,8 +232,11 @@ Test(swap, worker_killed_during_a_load_jobs_complete_on_the_other, .timeout = 60
     snprintf(out, sizeof out, "%s", fl_path("out.jsonl"));
     s_write_jobs(in, 20, names, 1, 6);
     pid_t sub = fl_submit_start(&b, in, out, NULL);
-    wg_test_sleep_ms(1200); /* the slow worker got the jobs and is inside the load */
-    cr_assert(fl_file_has(w1.log, "worker=slow") && !fl_file_has(w1.log, "model=ll loaded"),
+    /* wait until the slow worker got the jobs and is inside the load (not a
+     * fixed sleep: its start alone can take over a second on a loaded machine) */
+    int64_t end = wg_test_now_ms() + 20000;
+    while (!fl_file_has(w1.log, "model=ll loading") && wg_test_now_ms() < end) wg_test_sleep_ms(20);
+    cr_assert(fl_file_has(w1.log, "model=ll loading") && !fl_file_has(w1.log, "model=ll loaded"),
               "the slow worker should be loading now (log %s)", w1.log);
     fl_kill(&w1.pid, SIGKILL);
     s_worker(&w2, &b, "fast", "0", "16");

@@ -251,6 +251,7 @@ wg_status wg_res_acquire(wg_residency_t *r, const char *name, uint64_t expected_
         } else {
             e->state = R_LOADING;
             e->bytes = expected_bytes;
+            wg_info("residency", "model=%s loading", name);
             pthread_cond_signal(&r->cv);
             st = WG_ERR_AGAIN;
         }
