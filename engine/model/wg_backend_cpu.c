@@ -418,6 +418,7 @@ typedef struct {
     int64_t sc_n;             /* floats of one query head's score row: keys rounded up to 8, + 16 */
     int32_t pf_dist;          /* slices prefetched ahead of use (0 = none) */
     int32_t max_len;          /* longest key range of any token */
+    int32_t max_blocks;       /* most blocks any token's key range touches */
     _Atomic int64_t next;     /* next unclaimed item */
     _Atomic int failed;       /* a worker could not get its score buffer */
 } s_attn_job_t;
@@ -480,7 +481,15 @@ static void s_attn_values(const s_attn_job_t *job, const float *w, const void *v
 /* Prefetch n rows (stride bytes apart) of `bytes` bytes each, from p. */
 static inline void s_prefetch_rows(const char *p, int32_t n, size_t stride, size_t bytes) {
     for (int32_t r = 0; r < n; r++)
-        for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + (size_t)r * stride + b, 0, 3);
+        for (size_t b = 0; b < bytes; b += 64) {
+#if S_X86
+            /* volatile: GCC deems a function whose only effect is
+             * __builtin_prefetch side-effect free and drops its calls. */
+            __asm__ volatile("prefetcht0 %0" : : "m"(*(p + (size_t)r * stride + b)));
+#else
+            __builtin_prefetch(p + (size_t)r * stride + b, 0, 3);
+#endif
+        }
 }
 
 /* Softmax of one head's scores sc[0..n) in place (sc has room for n rounded
@@ -524,12 +533,21 @@ static void s_attn_softmax(const s_attn_job_t *job, int32_t h, float *sc, int32_
  * that head in that block — all K slices, then all V slices. Blocks sit
  * anywhere in the pool, so the hardware prefetchers cannot run ahead across
  * them; s_attn_prefetch asks for slice `s` (no-op past the end) a few slices
- * before it is used. */
+ * before it is used. The rows of every block are looked up once per item. */
 typedef struct {
-    int32_t seq, p0, p;   /* sequence and key range [p0, p] */
+    int32_t p0, p;        /* key range [p0, p] */
     int32_t hk0, nh;      /* first kv head and kv heads of the item */
     int32_t nb;           /* blocks the range touches */
+    const char **kb, **vb; /* [nb] first K / V row of the range in each block (row p0 in block 0) */
 } s_walk_t;
+
+/* Keys of block bi of the walk. */
+static inline int32_t s_walk_keys(const s_attn_job_t *job, const s_walk_t *w, int32_t bi) {
+    const int32_t b0 = w->p0 - w->p0 % job->bt;
+    const int32_t j = bi == 0 ? w->p0 : b0 + bi * job->bt;
+    const int32_t end = b0 + bi * job->bt + job->bt - 1;
+    return (end < w->p ? end : w->p) - j + 1;
+}
 
 static void s_attn_prefetch(const s_attn_job_t *job, const s_walk_t *w, int64_t s) {
     const int64_t per = (int64_t)w->nb * w->nh;
@@ -537,13 +555,10 @@ static void s_attn_prefetch(const s_attn_job_t *job, const s_walk_t *w, int64_t 
     const bool v = s >= per;
     if (v) s -= per;
     const int32_t bi = (int32_t)(s / w->nh), hk = w->hk0 + (int32_t)(s % w->nh);
-    const int32_t b0 = w->p0 - w->p0 % job->bt;
-    const int32_t j = bi == 0 ? w->p0 : b0 + bi * job->bt;
-    const int32_t end = b0 + bi * job->bt + job->bt - 1 < w->p ? b0 + bi * job->bt + job->bt - 1 : w->p;
     const wg_attn_args_t *a = job->a;
-    const char *row = v ? wg_kv_v_row(a->kv, a->layer, w->seq, j) : wg_kv_k_row(a->kv, a->layer, w->seq, j);
     const size_t slice = (size_t)(v ? a->head_dim_v : a->head_dim) * job->es;
-    s_prefetch_rows(row + (size_t)hk * slice, end - j + 1, (size_t)(v ? job->vs : job->ks) * job->es, slice);
+    s_prefetch_rows((v ? w->vb : w->kb)[bi] + (size_t)hk * slice, s_walk_keys(job, w, bi),
+                    (size_t)(v ? job->vs : job->ks) * job->es, slice);
 }
 
 /* One item: token t, kv heads [hk0, hk1) and their grp query heads each:
@@ -554,8 +569,8 @@ static void s_attn_prefetch(const s_attn_job_t *job, const s_walk_t *w, int64_t 
  * the head alone: the same 8-key groups (from the token's own range), the
  * same softmax, the same key order in V — so how heads are grouped into
  * items, which depends on the batch, never changes them. `sc` holds
- * (hk1 - hk0) * grp rows of job->sc_n floats. */
-static void s_attn_item(const s_attn_job_t *job, int64_t t, int32_t hk0, int32_t hk1, float *sc) {
+ * (hk1 - hk0) * grp rows of job->sc_n floats, `rows` 2 * job->max_blocks. */
+static void s_attn_item(const s_attn_job_t *job, int64_t t, int32_t hk0, int32_t hk1, float *sc, const char **rows) {
     const wg_attn_args_t *a = job->a;
     const int32_t grp = job->grp, d = a->head_dim, dv = a->head_dim_v;
     const int32_t p = a->pos[t], seq = a->seq[t];
@@ -563,45 +578,51 @@ static void s_attn_item(const s_attn_job_t *job, int64_t t, int32_t hk0, int32_t
     const int32_t n = p - p0 + 1;
     const float *qt = a->q + t * a->q_stride;
     float *ot = a->out + t * (int64_t)a->n_head * dv;
-    const s_walk_t w = {.seq = seq, .p0 = p0, .p = p, .hk0 = hk0, .nh = hk1 - hk0,
-                        .nb = (p - (p0 - p0 % job->bt)) / job->bt + 1};
+    const int32_t b0 = p0 - p0 % job->bt;
+    s_walk_t w = {.p0 = p0, .p = p, .hk0 = hk0, .nh = hk1 - hk0, .nb = (p - b0) / job->bt + 1,
+                  .kb = rows, .vb = rows + job->max_blocks};
+    WG_ASSERT(w.nb <= job->max_blocks);
+    for (int32_t bi = 0; bi < w.nb; bi++) {
+        const int32_t j = bi == 0 ? p0 : b0 + bi * job->bt;
+        w.kb[bi] = wg_kv_k_row(a->kv, a->layer, seq, j);
+        w.vb[bi] = wg_kv_v_row(a->kv, a->layer, seq, j);
+    }
     const int64_t pf = job->pf_dist, per = (int64_t)w.nb * w.nh;
     for (int64_t s = 0; s < pf; s++) s_attn_prefetch(job, &w, s);
     int64_t sl = 0; /* slice index of the walk */
-    for (int32_t j = p0; j <= p;) {
-        const int32_t bend = j - j % job->bt + job->bt - 1;
-        const int32_t end = bend < p ? bend : p;
-        const char *kr = wg_kv_k_row(a->kv, a->layer, seq, j);
+    for (int32_t bi = 0, j = p0; bi < w.nb; bi++) {
+        const int32_t nk = s_walk_keys(job, &w, bi);
         for (int32_t hk = hk0; hk < hk1; hk++, sl++) {
             if (pf) s_attn_prefetch(job, &w, sl + pf);
-            const void *k = kr + (size_t)hk * (size_t)d * job->es;
+            const void *k = w.kb[bi] + (size_t)hk * (size_t)d * job->es;
             for (int32_t g = 0; g < grp; g++) {
                 const int32_t h = hk * grp + g;
-                s_attn_scores(job, qt + (int64_t)h * d, k, end - j + 1, sc + (h - hk0 * grp) * job->sc_n + (j - p0));
+                s_attn_scores(job, qt + (int64_t)h * d, k, nk, sc + (h - hk0 * grp) * job->sc_n + (j - p0));
             }
         }
-        j = end + 1;
+        j += nk;
     }
     for (int32_t h = hk0 * grp; h < hk1 * grp; h++) {
         s_attn_softmax(job, h, sc + (h - hk0 * grp) * job->sc_n, n);
         memset(ot + (int64_t)h * dv, 0, (size_t)dv * sizeof(float));
     }
     sl = per;
-    for (int32_t j = p0; j <= p;) {
-        const int32_t bend = j - j % job->bt + job->bt - 1;
-        const int32_t end = bend < p ? bend : p;
-        const char *vr = wg_kv_v_row(a->kv, a->layer, seq, j);
+    for (int32_t bi = 0, j = p0; bi < w.nb; bi++) {
+        const int32_t nk = s_walk_keys(job, &w, bi);
         for (int32_t hk = hk0; hk < hk1; hk++, sl++) {
             if (pf) s_attn_prefetch(job, &w, sl + pf);
-            const void *v = vr + (size_t)hk * (size_t)dv * job->es;
+            const void *v = w.vb[bi] + (size_t)hk * (size_t)dv * job->es;
             for (int32_t g = 0; g < grp; g++) {
                 const int32_t h = hk * grp + g;
-                s_attn_values(job, sc + (h - hk0 * grp) * job->sc_n + (j - p0), v, end - j + 1, ot + (int64_t)h * dv);
+                s_attn_values(job, sc + (h - hk0 * grp) * job->sc_n + (j - p0), v, nk, ot + (int64_t)h * dv);
             }
         }
-        j = end + 1;
+        j += nk;
     }
 }
+
+/* Block row pointers kept on the stack up to this many blocks per item. */
+#define S_STACK_BLOCKS 512
 
 static void s_attn_worker(void *vctx, int ith, int nth) {
     (void)ith;
@@ -609,14 +630,15 @@ static void s_attn_worker(void *vctx, int ith, int nth) {
     s_attn_job_t *job = vctx;
     const wg_attn_args_t *a = job->a;
     float stack_sc[S_STACK_SCORES];
+    const char *stack_rows[2 * S_STACK_BLOCKS];
     float *sc = stack_sc;
+    const char **rows = stack_rows;
     const int64_t need = (int64_t)job->hk_item * job->grp * job->sc_n;
-    if (need > S_STACK_SCORES) {
-        sc = malloc((size_t)need * sizeof(float));
-        if (!sc) {
-            atomic_store(&job->failed, 1);
-            return;
-        }
+    if (need > S_STACK_SCORES) sc = malloc((size_t)need * sizeof(float));
+    if (job->max_blocks > S_STACK_BLOCKS) rows = malloc(2 * (size_t)job->max_blocks * sizeof *rows);
+    if (!sc || !rows) {
+        atomic_store(&job->failed, 1);
+        goto done;
     }
     const int64_t n_items = a->n_tok * job->items_tok;
     for (;;) {
@@ -626,10 +648,12 @@ static void s_attn_worker(void *vctx, int ith, int nth) {
         for (int64_t it = it0; it < it1; it++) {
             const int32_t hk0 = (int32_t)(it % job->items_tok) * job->hk_item;
             const int32_t hk1 = hk0 + job->hk_item < a->n_head_kv ? hk0 + job->hk_item : a->n_head_kv;
-            s_attn_item(job, it / job->items_tok, hk0, hk1, sc);
+            s_attn_item(job, it / job->items_tok, hk0, hk1, sc, rows);
         }
     }
+done:
     if (sc != stack_sc) free(sc);
+    if (rows != stack_rows) free(rows);
 }
 
 static wg_status s_attention(void *ctx, const wg_attn_args_t *a) {
@@ -645,6 +669,8 @@ static wg_status s_attention(void *ctx, const wg_attn_args_t *a) {
         const int32_t p = a->pos[t];
         const int32_t len = a->window > 0 && a->window < p + 1 ? a->window : p + 1;
         if (len > job.max_len) job.max_len = len;
+        const int32_t p0 = p - len + 1, nb = (p - (p0 - p0 % job.bt)) / job.bt + 1;
+        if (nb > job.max_blocks) job.max_blocks = nb;
         work += (int64_t)len;
     }
     work *= (int64_t)a->n_head * (a->head_dim + a->head_dim_v);
