@@ -17,6 +17,7 @@
  *
  * Subcommands `fakeworker` and `producer` are the child processes. */
 #include <getopt.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -48,6 +49,22 @@ static int s_port(void) {
     return next++;
 }
 
+/* Start barrier: children write one byte to WG_BENCH_READY_FD once connected;
+ * producers then wait for one byte on WG_BENCH_GO_FD. The clock starts when
+ * every child is ready, so process start-up (dynamic loading of the CUDA
+ * libraries the binary links takes ~0.35 s each on a 2-vCPU VM) is not
+ * counted as broker time. */
+static void s_signal_ready(void) {
+    const char *e = getenv("WG_BENCH_READY_FD");
+    if (e && write(atoi(e), "r", 1) != 1) _exit(3);
+}
+
+static void s_wait_go(void) {
+    const char *e = getenv("WG_BENCH_GO_FD");
+    char c;
+    if (e && read(atoi(e), &c, 1) != 1) _exit(3);
+}
+
 /* ---- child: a worker that finishes every job at once ---- */
 __attribute__((noreturn)) static void s_fakeworker(const char *be, int credits, const char *id) {
     void *ctx = zmq_ctx_new(), *d = zmq_socket(ctx, ZMQ_DEALER);
@@ -61,6 +78,7 @@ __attribute__((noreturn)) static void s_fakeworker(const char *be, int credits, 
     wg_msg_ready_encode(&r, &b);
     wg_msg_send(d, NULL, 0, WG_CMD_READY, &b, 0);
     wg_msg_buf_free(&b);
+    s_signal_ready();
     double last = s_now();
     uint32_t tok = 1;
     for (;;) {
@@ -108,6 +126,8 @@ static int s_producer(const char *fe, long n, const char *model) {
     const uint32_t batch = 1024;
     long sent = 0, accepted = 0, results = 0, window = 20000;
     uint64_t req = 1;
+    s_signal_ready();
+    s_wait_go();
     double t0 = s_now(), deadline = t0 + 300;
     while (results < n && s_now() < deadline) {
         while (sent < n && sent - results < window) {
@@ -163,6 +183,8 @@ static pid_t s_spawn(char *const argv[], int out_fd) {
     return p;
 }
 
+static int s_ready[2], s_go[2]; /* start barrier pipes (see s_signal_ready) */
+
 static int s_dispatch(int argc, char **argv, const char *self) {
     long jobs = 100000;
     int workers = 4, producers = 2, credits = 256;
@@ -186,6 +208,12 @@ static int s_dispatch(int argc, char **argv, const char *self) {
         default: return 2;
         }
     }
+    if (pipe(s_ready) || pipe(s_go)) return 1;
+    char fdbuf[16];
+    snprintf(fdbuf, sizeof fdbuf, "%d", s_ready[1]);
+    setenv("WG_BENCH_READY_FD", fdbuf, 1);
+    snprintf(fdbuf, sizeof fdbuf, "%d", s_go[0]);
+    setenv("WG_BENCH_GO_FD", fdbuf, 1);
     char fe[64], be[64];
     snprintf(fe, sizeof fe, "tcp://127.0.0.1:%d", s_port());
     snprintf(be, sizeof be, "tcp://127.0.0.1:%d", s_port());
@@ -218,12 +246,27 @@ static int s_dispatch(int argc, char **argv, const char *self) {
     pid_t pp[64];
     char per[32];
     snprintf(per, sizeof per, "%ld", jobs / producers);
-    double t0 = s_now();
     for (int i = 0; i < producers && i < 64; i++) {
         char *a[] = {(char *)self, "producer", fe, per, real ? "stories" : "bench", NULL};
         pp[i] = s_spawn(a, pipefd[1]);
     }
     close(pipefd[1]);
+    /* every fake worker and producer connected (real workers: the sleep above) */
+    int ready_n = producers + (real ? 0 : workers);
+    for (int got = 0; got < ready_n;) {
+        struct pollfd pf = {s_ready[0], POLLIN, 0};
+        if (poll(&pf, 1, 60000) <= 0) {
+            fprintf(stderr, "bench-dispatch: %d of %d children ready after 60 s\n", got, ready_n);
+            return 1;
+        }
+        char rb[64];
+        ssize_t r = read(s_ready[0], rb, sizeof rb);
+        if (r <= 0) return 1;
+        got += (int)r;
+    }
+    double t0 = s_now();
+    for (int i = 0; i < producers; i++)
+        if (write(s_go[1], "g", 1) != 1) return 1;
     int ok = 1;
     for (int i = 0; i < producers; i++) {
         int st;
