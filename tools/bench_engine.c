@@ -83,6 +83,13 @@ static double s_pct(const double *v, size_t n, double p) {
     return v[k - 1];
 }
 
+/* Passes of the matmul roofline per concurrency (best taken). The roofline is
+ * a best case, and on a shared machine a few passes can all land in someone
+ * else's burst (3 passes gave 0.75k-2.8k tok/s at c=32 in one session); a
+ * pass is one step's products (~15 ms at M=32 for a 134M model), so 15 cost
+ * little. */
+#define S_ROOF_REPS 15
+
 /* Seconds for one pass of every weight matrix at batch M (best of reps). */
 static double s_matmul_roofline(const wg_model_t *m, wg_pool_t *pool, int64_t M, int reps, int64_t *n_mats) {
     const wg_gguf_t *g = wg_model_gguf(m);
@@ -249,7 +256,7 @@ static int s_bench_one(const wg_model_t *m, int32_t C, int32_t P, int32_t G, int
     if (s_cuda < 0) {
         wg_pool_t *pool = wg_pool_new(threads);
         int64_t n_mats = 0;
-        double mm = pool ? s_matmul_roofline(m, pool, C, 3, &n_mats) : 0;
+        double mm = pool ? s_matmul_roofline(m, pool, C, S_ROOF_REPS, &n_mats) : 0;
         wg_pool_destroy(&pool);
         r->roofline_tok_s = mm > 0 ? (double)C / mm : 0;
     }
