@@ -597,8 +597,19 @@ static wg_status s_model_known(wg_broker_t *b, const char *model) {
 /* ---- frontend ---- */
 
 static void s_job_id(char out[33]) {
+    /* Ids are unguessable (a FETCH names one): kernel randomness, drawn 256
+     * ids at a time rather than one getrandom system call per job. */
+    static uint8_t pool[4096];
+    static size_t left;
     uint8_t r[16];
-    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+    if (left < sizeof r) {
+        left = getrandom(pool, sizeof pool, 0) == (ssize_t)sizeof pool ? sizeof pool : 0;
+    }
+    if (left >= sizeof r) {
+        memcpy(r, pool + sizeof pool - left, sizeof r);
+        memset(pool + sizeof pool - left, 0, sizeof r); /* used once */
+        left -= sizeof r;
+    } else {
         for (int i = 0; i < 16; i++) r[i] = (uint8_t)rand();
     }
     static const char *hx = "0123456789abcdef";
