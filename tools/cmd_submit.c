@@ -704,8 +704,9 @@ int wg_cmd_submit(int argc, char **argv) {
         s_progress(tty, n_done, total, toks, t0, &last_prog, false);
     }
     s_progress(tty, n_done, total, toks, t0, &last_prog, true);
-    for (size_t i = 0; i < n_items; i++)
-        if (items[i].state != J_DONE) wg_msg_job_clear(&items[i].job);
+    /* every item, done ones too: a job the broker rejected (or one that failed
+     * locally) still owns its strings; a cleared job clears again harmlessly */
+    for (size_t i = 0; i < n_items; i++) wg_msg_job_clear(&items[i].job);
     for (size_t bi = 0; bi < n_batches; bi++) free(batches[bi].idx);
     free(batches);
     free(items);

@@ -278,8 +278,14 @@ Test(swap, hundred_load_unload_cycles_leave_rss_flat, .timeout = 90) {
     cr_assert_eq(fl_count_lines(out), 100);
     fprintf(stderr, "swap rss: %lld loads, VmRSS %ld kB -> %ld kB\n", loads1 - loads0, before, after);
     cr_assert_geq(loads1 - loads0, 90, "only %lld loads in 100 alternating jobs", loads1 - loads0);
-    /* a leaked model per cycle would add >= 100 x 1.2 MB; allow 8 MB of allocator noise */
+    /* a leaked model per cycle would add >= 100 x 1.2 MB; allow 8 MB of allocator noise.
+     * Under AddressSanitizer freed memory sits in its quarantine (RSS grows by
+     * design, and LeakSanitizer checks leaks instead): the bound is not asked. */
+#if defined(__SANITIZE_ADDRESS__)
+    (void)before, (void)after;
+#else
     cr_assert_leq(after - before, 8192, "RSS grew %ld kB over %lld loads", after - before, loads1 - loads0);
+#endif
 }
 
 /* ---- per-model residency metrics on the broker's /metrics ---- */
