@@ -28,7 +28,7 @@
 #include "wg_store.h"
 #include "worker/registry/wg_registry.h"
 
-#define NBUCKETS 8192
+#define NBUCKETS0 8192 /* initial buckets of the job table; doubles at load factor 1 */
 #define MAX_ALLOW 1024
 
 enum { J_QUEUED, J_RUNNING, J_ENDING, J_ZOMBIE };
@@ -97,7 +97,8 @@ struct wg_broker {
     void *fe, *be, *zap;          /* sockets (zap NULL without CURVE) */
     wg_store_t *store;            /* queue store */
     wg_registry_t *reg;           /* model registry (Redis mode) or NULL */
-    bjob *buckets[NBUCKETS];      /* jobs by id */
+    bjob **buckets;               /* [nbuckets] jobs by id */
+    size_t nbuckets;              /* power of two */
     bjob *qhead, *qtail;          /* queued jobs, priority desc then seq asc */
     uint64_t seq;                 /* next job seq */
     uint64_t n_jobs;              /* jobs in the table */
@@ -122,27 +123,50 @@ static int64_t s_now(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static unsigned s_hash(const char *s) {
+static size_t s_hash(const wg_broker_t *b, const char *s) {
     unsigned h = 2166136261u;
     for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % NBUCKETS;
+    return h & (b->nbuckets - 1);
+}
+
+/* Twice the buckets once there are more jobs than buckets: a fixed table let
+ * chains grow to dozens with 10^5 queued jobs, and the strcmp walk of every
+ * DONE lookup was the broker's largest cost. Allocation failure keeps the
+ * old table (longer chains, still correct). */
+static void s_table_grow(wg_broker_t *b) {
+    const size_t nn = b->nbuckets * 2;
+    bjob **nb = calloc(nn, sizeof *nb);
+    if (!nb) return;
+    const size_t old = b->nbuckets;
+    bjob **ob = b->buckets;
+    b->buckets = nb;
+    b->nbuckets = nn;
+    for (size_t h = 0; h < old; h++)
+        for (bjob *j = ob[h], *next; j; j = next) {
+            next = j->hnext;
+            const size_t k = s_hash(b, j->id);
+            j->hnext = nb[k];
+            nb[k] = j;
+        }
+    free(ob);
 }
 
 static bjob *s_find(wg_broker_t *b, const char *id) {
-    for (bjob *j = b->buckets[s_hash(id)]; j; j = j->hnext)
+    for (bjob *j = b->buckets[s_hash(b, id)]; j; j = j->hnext)
         if (!strcmp(j->id, id)) return j;
     return NULL;
 }
 
 static void s_table_add(wg_broker_t *b, bjob *j) {
-    unsigned h = s_hash(j->id);
+    if (b->n_jobs >= b->nbuckets) s_table_grow(b);
+    const size_t h = s_hash(b, j->id);
     j->hnext = b->buckets[h];
     b->buckets[h] = j;
     b->n_jobs++;
 }
 
 static void s_table_del(wg_broker_t *b, bjob *j) {
-    bjob **pp = &b->buckets[s_hash(j->id)];
+    bjob **pp = &b->buckets[s_hash(b, j->id)];
     while (*pp && *pp != j) pp = &(*pp)->hnext;
     if (*pp) {
         *pp = j->hnext;
@@ -372,7 +396,7 @@ static void s_attempt_failed(wg_broker_t *b, bjob *j, wg_status code, const char
 static void s_worker_gone(wg_broker_t *b, bworker *w, bool count_failure, const char *why) {
     wg_warn("broker", "worker=%s gone (%s), in flight=%u", w->worker_id ? w->worker_id : "?", why,
             w->inflight);
-    for (int h = 0; h < NBUCKETS; h++) {
+    for (size_t h = 0; h < b->nbuckets; h++) {
         for (bjob *j = b->buckets[h], *next; j; j = next) {
             next = j->hnext;
             if (j->worker != w) continue;
@@ -1303,6 +1327,12 @@ wg_broker_t *wg_broker_new(const wg_broker_cfg *cfg) {
         return NULL;
     }
     b->cfg = *cfg;
+    if (!(b->buckets = calloc(NBUCKETS0, sizeof *b->buckets))) {
+        free(b);
+        wg_error(WG_ERR_NOMEM, "broker job table");
+        return NULL;
+    }
+    b->nbuckets = NBUCKETS0;
     if (!b->cfg.max_attempts) b->cfg.max_attempts = 3;
     if (!b->cfg.queue_max_jobs) b->cfg.queue_max_jobs = 10000;
     if (!b->cfg.queue_max_tokens) b->cfg.queue_max_tokens = 8000000;
@@ -1422,7 +1452,7 @@ static void s_tick(wg_broker_t *b) {
         }
     }
     /* results whose store write failed earlier */
-    for (int h = 0; h < NBUCKETS; h++)
+    for (size_t h = 0; h < b->nbuckets; h++)
         for (bjob *j = b->buckets[h], *next; j; j = next) {
             next = j->hnext;
             if (j->result.data) s_try_store(b, j);
@@ -1488,11 +1518,12 @@ void wg_broker_destroy(wg_broker_t **pb) {
     if (b->be) zmq_close(b->be);
     if (b->zap) zmq_close(b->zap);
     if (b->own_ctx && b->ctx) zmq_ctx_term(b->ctx);
-    for (int h = 0; h < NBUCKETS; h++)
+    for (size_t h = 0; h < b->nbuckets; h++)
         for (bjob *j = b->buckets[h], *next; j; j = next) {
             next = j->hnext;
             s_job_free(j);
         }
+    free(b->buckets);
     for (bworker *w = b->workers, *next; w; w = next) {
         next = w->next;
         s_worker_free(w);
