@@ -3,9 +3,14 @@
 #ifndef WG_TEST_SYS_H
 #define WG_TEST_SYS_H
 
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +35,36 @@ static inline int wg_test_free_port(void) {
     getsockname(s, (struct sockaddr *)&a, &l);
     close(s);
     return ntohs(a.sin_port);
+}
+
+/* GET /metrics from HOST:PORT (HTTP/1.0, 3 s receive timeout): the whole
+ * response, headers included, as a malloc'd string; NULL when the address is
+ * not HOST:PORT or nothing answers. */
+static inline char *wg_test_metrics_get(const char *hostport) {
+    char host[128];
+    snprintf(host, sizeof host, "%s", hostport);
+    char *colon = strrchr(host, ':');
+    if (!colon) return NULL;
+    *colon = '\0';
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+    if (getaddrinfo(host, colon + 1, &hints, &ai) != 0) return NULL;
+    int fd = socket(ai->ai_family, SOCK_STREAM, 0);
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int ok = connect(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+    freeaddrinfo(ai);
+    const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+    if (!ok || write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+        close(fd);
+        return NULL;
+    }
+    size_t cap = 1 << 20, len = 0;
+    char *b = malloc(cap);
+    ssize_t n;
+    while (b && (n = read(fd, b + len, cap - len - 1)) > 0) len += (size_t)n;
+    close(fd);
+    if (b) b[len] = '\0';
+    return b;
 }
 
 #endif

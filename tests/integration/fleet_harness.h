@@ -313,31 +313,8 @@ static inline int fl_row_status(json_t *row) {
 /* GET /metrics from HOST:PORT (a broker's --metrics-http): the whole HTTP
  * response (malloc'd), or NULL when nothing listens there. */
 static inline char *fl_metrics(const char *hostport) {
-    char host[128];
-    snprintf(host, sizeof host, "%s", hostport);
-    char *colon = strrchr(host, ':');
-    cr_assert(colon, "metrics address '%s' is not HOST:PORT", hostport);
-    *colon = '\0';
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
-    cr_assert_eq(getaddrinfo(host, colon + 1, &hints, &ai), 0);
-    int fd = socket(ai->ai_family, SOCK_STREAM, 0);
-    struct timeval tv = {3, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    int ok = connect(fd, ai->ai_addr, ai->ai_addrlen) == 0;
-    freeaddrinfo(ai);
-    if (!ok) {
-        close(fd);
-        return NULL;
-    }
-    const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
-    cr_assert_eq(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
-    size_t cap = 1 << 20, len = 0;
-    char *b = malloc(cap);
-    ssize_t n;
-    while ((n = read(fd, b + len, cap - len - 1)) > 0) len += (size_t)n;
-    close(fd);
-    b[len] = '\0';
-    return b;
+    cr_assert(strrchr(hostport, ':'), "metrics address '%s' is not HOST:PORT", hostport);
+    return wg_test_metrics_get(hostport);
 }
 
 /* The value of the sample `series` (a metric name with its labels exactly as

@@ -242,35 +242,6 @@ static void s_stream_take(s_stream *st, int n, const wg_msg_in *in) {
 }
 
 
-/* Receive one published message (topic, WGL1, command, body) from a SUB. */
-static wg_status s_sub_recv(void *sock, wg_msg_in *in, int flags) {
-    memset(in, 0, sizeof *in);
-    int idx = 0;
-    wg_status st = WG_OK;
-    for (;;) {
-        zmq_msg_t part;
-        zmq_msg_init(&part);
-        if (zmq_msg_recv(&part, sock, idx == 0 ? flags : 0) < 0) {
-            zmq_msg_close(&part);
-            return idx == 0 ? WG_ERR_AGAIN : WG_ERR_ZMQ;
-        }
-        const uint8_t *d = zmq_msg_data(&part);
-        size_t n = zmq_msg_size(&part);
-        if (idx == 1 && wg_msg_check_signature(d, n)) st = WG_ERR_VERSION;
-        if (idx == 2 && wg_msg_cmd_parse(d, n, &in->cmd)) st = WG_ERR_PROTOCOL;
-        if (idx == 3) {
-            in->body = malloc(n ? n : 1);
-            memcpy(in->body, d, n);
-            in->body_len = n;
-        }
-        int more = zmq_msg_more(&part);
-        zmq_msg_close(&part);
-        idx++;
-        if (!more) break;
-    }
-    in->n_frames = idx;
-    return idx == 4 ? st : WG_ERR_PROTOCOL;
-}
 
 static void *s_producer(void *ctx, const char *ep) {
     void *p = zmq_socket(ctx, ZMQ_DEALER);
@@ -421,13 +392,13 @@ static double s_round(void *prod, void *fast, void *slow, int slow_ms, s_stream 
         int64_t wait = slow ? next_slow - wg_test_now_ms() : 5;
         zmq_poll(&it, 1, wait < 0 ? 0 : wait > 5 ? 5 : (long)wait);
         wg_msg_in in;
-        while (s_sub_recv(fast, &in, ZMQ_DONTWAIT) != WG_ERR_AGAIN) {
+        while (fl_sub_recv(fast, &in, ZMQ_DONTWAIT) != WG_ERR_AGAIN) {
             if (in.cmd == WG_CMD_TOKEN && in.body) s_stream_take(st, n, &in);
             wg_msg_in_clear(&in);
         }
         wg_msg_in_clear(&in);
         if (slow && wg_test_now_ms() >= next_slow) { /* one message per slow_ms */
-            if (s_sub_recv(slow, &in, ZMQ_DONTWAIT) == WG_OK && in.cmd == WG_CMD_TOKEN) s_stream_take(st, n, &in);
+            if (fl_sub_recv(slow, &in, ZMQ_DONTWAIT) == WG_OK && in.cmd == WG_CMD_TOKEN) s_stream_take(st, n, &in);
             wg_msg_in_clear(&in);
             next_slow = wg_test_now_ms() + slow_ms;
         }

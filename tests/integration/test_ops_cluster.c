@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "wg_test.h"
+#include "wg_test_sys.h"
 
 #define OPS_SCRIPT WG_SOURCE_DIR "/ops/cluster.sh"
 #define OPS_WAGGLE WG_BINARY_DIR "/tools/waggle"
@@ -88,34 +89,6 @@ static int s_alive(pid_t pid) {
     return rp && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';
 }
 
-/* GET /metrics body from HOST:PORT, or NULL. */
-static char *s_metrics(const char *hostport) {
-    char host[128];
-    snprintf(host, sizeof host, "%s", hostport);
-    char *colon = strrchr(host, ':');
-    cr_assert(colon);
-    *colon = '\0';
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
-    cr_assert_eq(getaddrinfo(host, colon + 1, &hints, &ai), 0);
-    int fd = socket(ai->ai_family, SOCK_STREAM, 0);
-    struct timeval tv = {3, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    int ok = connect(fd, ai->ai_addr, ai->ai_addrlen) == 0;
-    freeaddrinfo(ai);
-    if (!ok) {
-        close(fd);
-        return NULL;
-    }
-    const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
-    cr_assert_eq(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
-    size_t cap = 1 << 20, len = 0;
-    char *b = malloc(cap);
-    ssize_t n;
-    while ((n = read(fd, b + len, cap - len - 1)) > 0) len += (size_t)n;
-    close(fd);
-    b[len] = '\0';
-    return b;
-}
 
 Test(ops_cluster, start_submit_top_stop, .fini = s_fini, .timeout = 120) {
     WG_REQUIRE_CORPUS();
@@ -231,7 +204,7 @@ Test(ops_cluster, start_submit_top_stop, .fini = s_fini, .timeout = 120) {
     int checked = 0;
     char missing[128] = "";
     for (int attempt = 0; attempt < 50; attempt++) {
-        char *metrics = s_metrics(mh);
+        char *metrics = wg_test_metrics_get(mh);
         cr_assert(metrics, "GET http://%s/metrics failed", mh);
         checked = 0;
         missing[0] = '\0';
