@@ -359,4 +359,18 @@ static inline wg_status fl_sub_recv(void *sock, wg_msg_in *in, int flags) {
     return idx == 4 ? st : WG_ERR_PROTOCOL;
 }
 
+/* A SUB on `ep` for `topic`: no linger, the given receive HWM and (when
+ * non-zero) kernel receive buffer, 10 ms reconnects. */
+static inline void *fl_sub_socket(void *ctx, const char *ep, int hwm, int rcvbuf, const char *topic) {
+    void *s = zmq_socket(ctx, ZMQ_SUB);
+    int zero = 0, ivl = 10;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    if (rcvbuf) zmq_setsockopt(s, ZMQ_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    zmq_setsockopt(s, ZMQ_SUBSCRIBE, topic, strlen(topic));
+    cr_assert_eq(zmq_connect(s, ep), 0);
+    return s;
+}
+
 #endif

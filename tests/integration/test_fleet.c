@@ -333,17 +333,6 @@ static char *s_fetch_text(void *p, const char *job_id) {
     return NULL;
 }
 
-static void *s_sub(void *ctx, const char *ep, int hwm, int rcvbuf) {
-    void *s = zmq_socket(ctx, ZMQ_SUB);
-    int zero = 0, ivl = 10;
-    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
-    zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
-    if (rcvbuf) zmq_setsockopt(s, ZMQ_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    zmq_setsockopt(s, ZMQ_SUBSCRIBE, "m/", 2);
-    cr_assert_eq(zmq_connect(s, ep), 0);
-    return s;
-}
 
 /* Wait until a METRICS message arrives: the SUB is connected. */
 static void s_sub_ready(void *s) {
@@ -421,8 +410,8 @@ Test(fleet, slow_consumer_pauses_only_its_job_and_loses_no_token, .timeout = 120
     fl_worker_start(&w, &b, "streamer", ex);
     void *ctx = zmq_ctx_new();
     void *prod = s_producer(ctx, b.fe);
-    void *fast = s_sub(ctx, w.stream, 100000, 0);
-    void *slow = s_sub(ctx, w.stream, 2, 1024);
+    void *fast = fl_sub_socket(ctx, w.stream, 100000, 0, "m/");
+    void *slow = fl_sub_socket(ctx, w.stream, 2, 1024, "m/");
     s_sub_ready(fast);
     s_sub_ready(slow);
     s_stream base[4], test[4];

@@ -400,17 +400,6 @@ static void s_tokens_take(s_tokens *s, const wg_msg_token *t, int64_t now) {
     }
 }
 
-static void *s_sub_socket(void *ctx, const char *ep, int hwm, int rcvbuf, const char *topic) {
-    void *s = zmq_socket(ctx, ZMQ_SUB);
-    int zero = 0, ivl = 10;
-    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
-    zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
-    if (rcvbuf) zmq_setsockopt(s, ZMQ_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    zmq_setsockopt(s, ZMQ_SUBSCRIBE, topic, strlen(topic));
-    cr_assert_eq(zmq_connect(s, ep), 0);
-    return s;
-}
 
 /* Block until a METRICS message arrives on `s` (its connection is up). */
 static void s_wait_metrics(void *s) {
@@ -535,9 +524,9 @@ Test(swap, token_streams_of_the_serving_model_keep_flowing_while_another_loads, 
                            pre, NULL};
     w.pid = fl_spawn(wargv, w.log);
     void *ctx = zmq_ctx_new();
-    void *met = s_sub_socket(ctx, w.stream, 1000, 0, "m/");
+    void *met = fl_sub_socket(ctx, w.stream, 1000, 0, "m/");
     /* the paced consumer: first wait on METRICS (connected), then only tokens */
-    void *tok = s_sub_socket(ctx, w.stream, 4, 1024, "m/");
+    void *tok = fl_sub_socket(ctx, w.stream, 4, 1024, "m/");
     s_wait_metrics(met);
     s_wait_metrics(tok);
     zmq_setsockopt(tok, ZMQ_UNSUBSCRIBE, "m/", 2);
