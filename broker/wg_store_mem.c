@@ -1,30 +1,44 @@
-/* wg_store_mem — in-memory store for embedded mode: results in a hash table,
- * nothing durable (a process restart loses queued work by design). */
+/* wg_store_mem — in-memory store for embedded mode: results in a hash table
+ * that grows with them and drops each after the result TTL (as the Redis
+ * store's keys expire); nothing durable (a process restart loses queued work
+ * by design). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "wg_store.h"
 
-#define MEM_BUCKETS 4096
+#define MEM_BUCKETS0 4096 /* initial buckets; doubles at load factor 1 */
 
 typedef struct mem_result {
     char *job_id;            /* key */
     uint8_t *data;           /* (len,) msgpack RESULT map */
     size_t len;              /* bytes */
+    int64_t expires_ms;      /* monotonic time the result expires (the Redis store's EX) */
     struct mem_result *next; /* bucket chain */
+    struct mem_result *older, *newer; /* insertion order: expiry walks from the oldest */
 } mem_result;
 
 typedef struct mem_store {
-    wg_store_t base;                /* ops */
-    mem_result *buckets[MEM_BUCKETS]; /* results by job_id */
-    uint64_t next_entry;            /* entry id counter */
+    wg_store_t base;                 /* ops */
+    mem_result **buckets;            /* [nbuckets] results by job_id */
+    size_t nbuckets;                 /* power of two */
+    size_t n;                        /* results held */
+    mem_result *oldest, *newest;     /* insertion order */
+    uint64_t next_entry;             /* entry id counter */
 } mem_store;
 
-static unsigned s_hash(const char *s) {
+static int64_t s_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static size_t s_hash(const mem_store *m, const char *s) {
     unsigned h = 2166136261u;
     for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % MEM_BUCKETS;
+    return h & (m->nbuckets - 1);
 }
 
 static wg_status mem_enqueue(wg_store_t *s, const char *model, const char *job_id,
@@ -42,36 +56,87 @@ static wg_status mem_recover(wg_store_t *s, wg_store_recover_fn fn, void *arg) {
 }
 
 static mem_result *s_find(mem_store *m, const char *job_id) {
-    for (mem_result *r = m->buckets[s_hash(job_id)]; r; r = r->next)
+    for (mem_result *r = m->buckets[s_hash(m, job_id)]; r; r = r->next)
         if (!strcmp(r->job_id, job_id)) return r;
     return NULL;
 }
 
+static void s_free_result(mem_result *r) {
+    free(r->job_id);
+    free(r->data);
+    free(r);
+}
+
+/* Drop results whose TTL has passed, oldest first (a fixed table that kept
+ * every result made each lookup walk ever longer chains, and memory grow
+ * without bound). */
+static void s_expire(mem_store *m, int64_t now) {
+    while (m->oldest && m->oldest->expires_ms <= now) {
+        mem_result *r = m->oldest;
+        mem_result **pp = &m->buckets[s_hash(m, r->job_id)];
+        while (*pp && *pp != r) pp = &(*pp)->next;
+        if (*pp) *pp = r->next;
+        m->oldest = r->newer;
+        if (m->oldest) m->oldest->older = NULL;
+        else m->newest = NULL;
+        m->n--;
+        s_free_result(r);
+    }
+}
+
+static void s_grow(mem_store *m) {
+    const size_t nn = m->nbuckets * 2;
+    mem_result **nb = calloc(nn, sizeof *nb);
+    if (!nb) return; /* longer chains, still correct */
+    mem_result **ob = m->buckets;
+    const size_t on = m->nbuckets;
+    m->buckets = nb;
+    m->nbuckets = nn;
+    for (size_t i = 0; i < on; i++)
+        for (mem_result *r = ob[i], *next; r; r = next) {
+            next = r->next;
+            const size_t h = s_hash(m, r->job_id);
+            r->next = nb[h];
+            nb[h] = r;
+        }
+    free(ob);
+}
+
 static wg_status mem_finish(wg_store_t *s, const char *model, const char *entry_id,
                             const char *job_id, const uint8_t *result, size_t len, uint32_t ttl_s) {
-    (void)model, (void)entry_id, (void)ttl_s;
+    (void)model, (void)entry_id;
     mem_store *m = (mem_store *)s;
+    const int64_t now = s_now_ms();
+    s_expire(m, now);
     if (s_find(m, job_id)) return WG_OK; /* first writer wins */
     mem_result *r = calloc(1, sizeof *r);
     if (!r) return wg_error(WG_ERR_NOMEM, "result for job=%s", job_id);
     r->job_id = strdup(job_id);
     r->data = malloc(len ? len : 1);
     if (!r->job_id || !r->data) {
-        free(r->job_id);
-        free(r->data);
-        free(r);
+        s_free_result(r);
         return wg_error(WG_ERR_NOMEM, "result for job=%s", job_id);
     }
     memcpy(r->data, result, len);
     r->len = len;
-    unsigned h = s_hash(job_id);
+    r->expires_ms = now + (int64_t)(ttl_s ? ttl_s : 86400) * 1000;
+    if (m->n >= m->nbuckets) s_grow(m);
+    const size_t h = s_hash(m, job_id);
     r->next = m->buckets[h];
     m->buckets[h] = r;
+    /* TTLs are one setting per broker, so insertion order is expiry order */
+    r->older = m->newest;
+    if (m->newest) m->newest->newer = r;
+    else m->oldest = r;
+    m->newest = r;
+    m->n++;
     return WG_OK;
 }
 
 static wg_status mem_get_result(wg_store_t *s, const char *job_id, uint8_t **out, size_t *len) {
-    mem_result *r = s_find((mem_store *)s, job_id);
+    mem_store *m = (mem_store *)s;
+    s_expire(m, s_now_ms());
+    mem_result *r = s_find(m, job_id);
     if (!r) return wg_error(WG_ERR_NOTFOUND, "no result for job_id=%s", job_id);
     *out = malloc(r->len ? r->len : 1);
     if (!*out) return wg_error(WG_ERR_NOMEM, "result copy");
@@ -92,15 +157,11 @@ static int mem_healthy(wg_store_t *s) {
 
 static void mem_destroy(wg_store_t *s) {
     mem_store *m = (mem_store *)s;
-    for (int i = 0; i < MEM_BUCKETS; i++) {
-        for (mem_result *r = m->buckets[i]; r;) {
-            mem_result *n = r->next;
-            free(r->job_id);
-            free(r->data);
-            free(r);
-            r = n;
-        }
+    for (mem_result *r = m->oldest, *next; r; r = next) {
+        next = r->newer;
+        s_free_result(r);
     }
+    free(m->buckets);
     free(m);
 }
 
@@ -113,6 +174,12 @@ wg_store_t *wg_store_mem_new(void) {
         wg_error(WG_ERR_NOMEM, "memory store");
         return NULL;
     }
+    if (!(m->buckets = calloc(MEM_BUCKETS0, sizeof *m->buckets))) {
+        free(m);
+        wg_error(WG_ERR_NOMEM, "memory store");
+        return NULL;
+    }
+    m->nbuckets = MEM_BUCKETS0;
     m->base.ops = &s_mem_ops;
     return &m->base;
 }
