@@ -13,7 +13,9 @@
  *   bench-dispatch share MODEL_PATH [--jobs N] [--tokens K]
  *       embedded broker + worker (inproc, one process) generating streamed
  *       jobs with a subscriber on every job: share of the engine loop spent
- *       encoding and publishing TOKEN events (publish / (step + publish)).
+ *       on publishing (publish / (step + publish)); since the stream thread,
+ *       that is queuing the events and handing them over, while encoding and
+ *       sending run on the stream thread (stream_thread_busy_seconds).
  *
  * Subcommands `fakeworker` and `producer` are the child processes. */
 #include <getopt.h>
@@ -429,10 +431,13 @@ static int s_share(int argc, char **argv) {
     wg_broker_destroy(&b);
     zmq_ctx_term(ctx);
     printf("{\"bench\": \"publish_share\", \"jobs\": %ld, \"max_tokens\": %ld, \"results\": %ld, \"tokens\": %llu, "
-           "\"events_received\": %ld, \"seconds\": %.3f, \"step_seconds\": %.4f, \"publish_seconds\": %.4f, "
-           "\"publish_share\": %.4f, \"target_share\": 0.02}\n",
-           jobs, tokens, results, (unsigned long long)st.tokens, events, el, st.step_seconds, st.publish_seconds,
-           st.publish_seconds / (st.step_seconds + st.publish_seconds));
+           "\"events_received\": %ld, \"events_published\": %llu, \"events_held\": %llu, \"seconds\": %.3f, "
+           "\"step_seconds\": %.4f, \"publish_seconds\": %.4f, \"publish_share\": %.4f, \"target_share\": 0.02, "
+           "\"stream_thread_busy_seconds\": %.4f, \"stream_thread_us_per_event\": %.2f}\n",
+           jobs, tokens, results, (unsigned long long)st.tokens, events, (unsigned long long)st.events_published,
+           (unsigned long long)st.events_held, el, st.step_seconds, st.publish_seconds,
+           st.publish_seconds / (st.step_seconds + st.publish_seconds), st.stream_busy_seconds,
+           st.events_published ? st.stream_busy_seconds * 1e6 / (double)st.events_published : 0.0);
     return results == jobs ? 0 : 1;
 }
 

@@ -1,11 +1,13 @@
-/* wg_worker — broker client, engine loop and stream publisher (see wg_worker.h).
+/* wg_worker — broker client and engine loop (see wg_worker.h); the stream
+ * publisher thread is wg_stream.c.
  *
- * One thread, one loop: poll the broker DEALER and the XPUB (subscriptions)
- * without blocking while any scheduler is busy, run one step per busy model,
- * turn the step's events into TOKEN publications and results, retry held
- * publications, send heartbeats/metrics on their timers, and watch the
- * broker's liveness. Job state lives in a small table keyed by the job
- * pointer the scheduler hands back in each event (req.user). */
+ * One loop: poll the broker DEALER and the stream thread's note fd without
+ * blocking while any scheduler is busy, run one step per busy model, queue
+ * the step's TOKEN events for the stream thread and hand them over once per
+ * turn, apply its notes (pause/resume a job, a stream's final event out ->
+ * DONE), send heartbeats/metrics on their timers, and watch the broker's
+ * liveness. Job state lives in a small table keyed by the job pointer the
+ * scheduler hands back in each event (req.user). */
 #include "wg_worker.h"
 
 #include <errno.h>
@@ -28,6 +30,7 @@
 #include "schemas/wg_msg_zmq.h"
 #include "worker/registry/wg_registry.h"
 #include "worker/registry/wg_residency.h"
+#include "worker/wg_stream.h"
 
 #define S_MOD "worker"
 #define S_TOPIC_CAP (3 + WG_MSG_MAX_ID + 1)
@@ -55,11 +58,11 @@ typedef struct s_job {
     bool stream;                /* publish TOKEN events */
     bool want_lp;               /* return logprobs in the result */
     bool finished;              /* the scheduler reported its last event */
-    bool stream_dead;           /* stream abandoned: publish nothing more */
-    bool seen_pause;            /* its stream has been held at least once (logged once) */
+    bool stream_dead;           /* stream abandoned (or never opened): queue nothing more */
+    bool final_sent;            /* its final event is queued and the stream thread has not reported it out */
     bool paused;                /* its sequence is paused in the scheduler */
     uint64_t seq;               /* next TOKEN seq */
-    char topic[S_TOPIC_CAP];    /* "t/<job_id>" */
+    uint64_t sid;               /* stream id in w->stream (0 until its first event) */
     int32_t *stop_ids;          /* (n_stop_ids,) stop tokens, not part of the result */
     uint32_t n_stop_ids;        /* count */
     char *text;                 /* (n_text,) generated text, NUL-terminated */
@@ -76,9 +79,6 @@ typedef struct s_job {
     uint32_t prompt_tokens;     /* usage */
     uint32_t completion_tokens; /* usage */
     wg_finish_t finish;         /* how it ended */
-    wg_msg_buf *held;           /* (n_held - head,) encoded TOKEN bodies waiting for the pipe */
-    size_t head, n_held, cap_held; /* ring-less queue: [head, n_held) pending */
-    int64_t held_progress_ms;   /* last time a held event went out (or was first held) */
     bool pinned;                /* residency: holds a pin on models[pin_slot] */
     bool waiting;               /* residency: held_job waits for its model's load */
     uint32_t pin_slot;          /* residency: slot of the pinned model */
@@ -93,7 +93,7 @@ struct wg_worker {
     void *ctx;                   /* zmq context */
     bool own_ctx;                /* created here */
     void *dealer;                /* DEALER to the broker */
-    void *xpub;                  /* stream socket or NULL */
+    wg_stream_t *stream;         /* stream publisher thread (owns the XPUB) or NULL */
     bool curve;                  /* CURVE client */
     char curve_server[41];       /* broker public key */
     char curve_public[41];       /* ours */
@@ -104,12 +104,8 @@ struct wg_worker {
     uint32_t hb_ms;              /* heartbeat interval */
     uint32_t liveness;           /* missed intervals */
     uint32_t drain_timeout_ms;   /* drain limit */
-    uint32_t stall_ms;           /* stream stall limit */
-    size_t max_held;             /* held events per job */
     s_job **jobs;                /* (n_jobs,) in flight */
     uint32_t n_jobs, cap_jobs;   /* used / allocated */
-    char **subs;                 /* (n_subs,) subscribed prefixes */
-    uint32_t n_subs, cap_subs;   /* used / allocated */
     atomic_int stop_req;         /* wg_worker_stop called */
     atomic_int drain_req;        /* wg_worker_drain called */
     bool draining;               /* drain in progress */
@@ -171,8 +167,6 @@ static void s_job_free(s_job *j) {
     free(j->lps);
     free(j->n_top);
     free(j->top);
-    for (size_t i = j->head; i < j->n_held; i++) wg_msg_buf_free(&j->held[i]);
-    free(j->held);
     free(j);
 }
 
@@ -197,6 +191,7 @@ static wg_status s_job_add(wg_worker_t *w, s_job *j) {
 static void s_job_remove(wg_worker_t *w, s_job *j) {
     if (j->pinned) w->models[j->pin_slot].unpins++; /* released after this turn's steps (s_res_turn) */
     if (j->waiting && w->n_waiting) w->n_waiting--;
+    wg_stream_close(w->stream, j->sid); /* drops what the stream thread may still hold of it */
     for (uint32_t i = 0; i < w->n_jobs; i++)
         if (w->jobs[i] == j) {
             w->jobs[i] = w->jobs[--w->n_jobs];
@@ -334,120 +329,46 @@ static void s_registry_refresh(wg_worker_t *w) {
 
 /* ---------------------------------------------------------------- streams */
 
-static bool s_subscribed(const wg_worker_t *w, const char *topic, size_t len) {
-    for (uint32_t i = 0; i < w->n_subs; i++) {
-        size_t sl = strlen(w->subs[i]);
-        if (sl <= len && memcmp(w->subs[i], topic, sl) == 0) return true;
-    }
-    return false;
-}
-
-/* XPUB delivers first subscriptions and last unsubscriptions (not verbose):
- * keep the set of prefixes someone listens to. */
-static void s_xpub_read(wg_worker_t *w) {
-    for (;;) {
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, w->xpub, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&m);
-            return;
-        }
-        const uint8_t *d = zmq_msg_data(&m);
-        size_t n = zmq_msg_size(&m);
-        if (n >= 1 && (d[0] == 1 || d[0] == 0) && n - 1 <= WG_MSG_MAX_ID + 8) {
-            char *p = strndup((const char *)d + 1, n - 1);
-            if (p && d[0] == 1) {
-                if (w->n_subs == w->cap_subs) {
-                    uint32_t nc = w->cap_subs ? w->cap_subs * 2 : 16;
-                    char **ns = realloc(w->subs, nc * sizeof *ns);
-                    if (ns) {
-                        w->subs = ns;
-                        w->cap_subs = nc;
-                    }
-                }
-                if (w->n_subs < w->cap_subs) w->subs[w->n_subs++] = p, p = NULL;
-            } else if (p) {
-                for (uint32_t i = 0; i < w->n_subs; i++)
-                    if (strcmp(w->subs[i], p) == 0) {
-                        free(w->subs[i]);
-                        w->subs[i] = w->subs[--w->n_subs];
-                        break;
-                    }
-            }
-            free(p);
-        }
-        zmq_msg_close(&m);
-    }
-}
-
 static void s_resume(wg_worker_t *w, s_job *j) {
     if (j->paused && !j->finished) wg_sched_resume(w->models[j->model].sched, j->handle);
     j->paused = false;
 }
 
-/* Publish j's held events in order until the pipe pushes back. */
-static void s_flush_held(wg_worker_t *w, s_job *j, int64_t now) {
-    while (j->head < j->n_held) {
-        wg_status st = wg_msg_publish(w->xpub, j->topic, WG_CMD_TOKEN, &j->held[j->head], ZMQ_DONTWAIT);
-        if (st == WG_ERR_AGAIN) break;
-        wg_msg_buf_free(&j->held[j->head]);
-        j->head++;
-        j->held_progress_ms = now;
-        if (st == WG_OK) w->st.events_published++;
-    }
-    if (j->head == j->n_held) {
-        j->head = j->n_held = 0;
-        s_resume(w, j);
-    }
-}
+static void s_finish_job(wg_worker_t *w, s_job *j);
 
-static void s_abandon_stream(wg_worker_t *w, s_job *j, const char *why) {
-    for (size_t i = j->head; i < j->n_held; i++) wg_msg_buf_free(&j->held[i]);
-    j->head = j->n_held = 0;
-    j->stream_dead = true;
-    s_resume(w, j);
-    w->st.streams_abandoned++;
-    wg_warn(S_MOD, "worker=%s job=%s stream abandoned: %s (result still goes to the broker)", w->id,
-            j->job_id, why);
-}
-
-/* Take ownership of *b as a held event of j. */
-static void s_hold(wg_worker_t *w, s_job *j, wg_msg_buf *b, int64_t now) {
-    if (j->n_held - j->head >= w->max_held) {
-        wg_msg_buf_free(b);
-        s_abandon_stream(w, j, "held-event buffer full");
-        return;
-    }
-    if (j->n_held == j->cap_held) {
-        if (j->head > 0) { /* compact */
-            memmove(j->held, j->held + j->head, (j->n_held - j->head) * sizeof *j->held);
-            j->n_held -= j->head;
-            j->head = 0;
-        }
-        if (j->n_held == j->cap_held) {
-            size_t nc = j->cap_held ? j->cap_held * 2 : 16;
-            wg_msg_buf *nh = realloc(j->held, nc * sizeof *nh);
-            if (!nh) {
-                wg_msg_buf_free(b);
-                s_abandon_stream(w, j, "out of memory holding events");
-                return;
+/* Notes from the stream thread (flow control and stream ends), applied to
+ * the scheduler as the old in-loop publisher did: PAUSE stops only that
+ * job's sequence (its KV kept), RESUME restarts it; CLOSED / ABANDONED say
+ * nothing of the stream is left there, so a finished job's DONE may go.
+ * Returns the seconds spent sending results (not publishing work). */
+static double s_stream_notes(wg_worker_t *w) {
+    double t_results = 0;
+    wg_stream_note n;
+    wg_stream_notes_take(w->stream);
+    while (wg_stream_note_next(w->stream, &n)) {
+        s_job *j = n.user;
+        switch (n.kind) {
+        case WG_STREAM_PAUSE:
+            if (!j->finished && j->handle && !j->paused &&
+                wg_sched_pause(w->models[j->model].sched, j->handle) == WG_OK)
+                j->paused = true;
+            break;
+        case WG_STREAM_RESUME: s_resume(w, j); break;
+        case WG_STREAM_ABANDONED:
+            j->stream_dead = true;
+            s_resume(w, j);
+            /* fall through */
+        case WG_STREAM_CLOSED:
+            j->final_sent = false;
+            if (j->finished) {
+                double t0 = s_now_s();
+                s_finish_job(w, j); /* closes its stream: later notes of it are skipped */
+                t_results += s_now_s() - t0;
             }
-            j->held = nh;
-            j->cap_held = nc;
+            break;
         }
     }
-    if (j->head == j->n_held) {
-        j->held_progress_ms = now;
-        /* Backpressure: stop generating for this job only (its KV stays). */
-        if (!j->finished && j->handle && !j->paused &&
-            wg_sched_pause(w->models[j->model].sched, j->handle) == WG_OK)
-            j->paused = true;
-        if (!j->seen_pause) wg_info(S_MOD, "worker=%s job=%s stream paused: subscriber pipe full", w->id, j->job_id);
-        j->seen_pause = true;
-    }
-    j->held[j->n_held++] = *b;
-    memset(b, 0, sizeof *b);
-    w->st.events_held++;
+    return t_results;
 }
 
 /* ---------------------------------------------------------------- results */
@@ -553,7 +474,7 @@ static bool s_is_stop_token(const wg_worker_t *w, const s_job *j, int32_t t) {
     return t == wg_model_hparams(m->m)->eos;
 }
 
-static void s_on_event(wg_worker_t *w, const wg_sched_event_t *ev, int64_t now) {
+static void s_on_event(wg_worker_t *w, const wg_sched_event_t *ev) {
     s_job *j = ev->user;
     /* A terminating stop token is not part of the output (its text is empty). */
     bool keep = ev->token >= 0 && !(ev->finish == WG_FINISH_STOP && ev->text_len == 0 &&
@@ -570,46 +491,31 @@ static void s_on_event(wg_worker_t *w, const wg_sched_event_t *ev, int64_t now) 
         j->finished = true;
         j->finish = ev->finish;
     }
-    if (j->stream && !j->stream_dead && w->xpub) {
+    if (j->stream && !j->stream_dead && w->stream) {
+        /* Engine-side publishing is a record copy; encoding and sending are the stream thread's. */
         double t0 = s_now_s();
-        size_t tl = strlen(j->topic);
-        if (j->head < j->n_held || s_subscribed(w, j->topic, tl)) {
-            wg_msg_top_logprob top[WG_MSG_MAX_TOP_LOGPROBS];
-            wg_msg_token t = {0};
-            t.job_id = j->job_id;
-            t.seq = j->seq++;
-            t.token_id = ev->token >= 0 ? (uint32_t)ev->token : 0;
-            t.text_delta = (char *)ev->text;
-            t.attempt = j->attempt;
-            t.final = ev->finish != WG_FINISH_NONE;
-            t.finish_reason = t.final ? (char *)wg_finish_name(ev->finish) : NULL;
+        if (!j->sid) j->sid = wg_stream_open(w->stream, j->job_id, j);
+        if (j->sid) {
+            wg_stream_ev e = {.seq = j->seq++, .token_id = ev->token >= 0 ? (uint32_t)ev->token : 0,
+                              .attempt = j->attempt, .text = ev->text, .text_len = ev->text_len,
+                              .final = ev->finish != WG_FINISH_NONE, .finish_reason = wg_finish_name(ev->finish)};
             if (ev->has_logprobs && ev->token >= 0) {
-                t.has_logprob = true;
-                t.logprob = ev->sample.logprob;
-                uint32_t nt = ev->sample.n_top > 0 ? (uint32_t)ev->sample.n_top : 0;
-                if (nt > WG_MSG_MAX_TOP_LOGPROBS) nt = WG_MSG_MAX_TOP_LOGPROBS;
-                for (uint32_t i = 0; i < nt; i++)
-                    top[i] = (wg_msg_top_logprob){(uint32_t)ev->sample.top_tokens[i], ev->sample.top_logprobs[i]};
-                t.top = nt ? top : NULL;
-                t.n_top = nt;
+                e.has_logprob = true;
+                e.logprob = ev->sample.logprob;
+                e.top_tokens = ev->sample.top_tokens;
+                e.top_logprobs = ev->sample.top_logprobs;
+                e.n_top = ev->sample.n_top > 0 ? (uint32_t)ev->sample.n_top : 0;
             }
-            wg_msg_buf b = {0};
-            if (wg_msg_token_encode(&t, &b) == WG_OK) {
-                if (j->head < j->n_held) {
-                    s_hold(w, j, &b, now);
-                } else {
-                    wg_status st = wg_msg_publish(w->xpub, j->topic, WG_CMD_TOKEN, &b, ZMQ_DONTWAIT);
-                    if (st == WG_ERR_AGAIN) s_hold(w, j, &b, now);
-                    else if (st == WG_OK) w->st.events_published++;
-                }
-            }
-            wg_msg_buf_free(&b);
+            wg_stream_event(w->stream, j->sid, &e);
+            j->final_sent = e.final;
         } else {
-            j->seq++; /* nobody listens: the event is dropped, as PUB would */
+            j->stream_dead = true;
+            wg_warn(S_MOD, "worker=%s job=%s streams nothing: out of memory", w->id, j->job_id);
         }
         w->st.publish_seconds += s_now_s() - t0;
     }
-    if (j->finished && j->head == j->n_held) s_finish_job(w, j);
+    /* A streamed job's DONE waits until the stream thread has its final event out (s_stream_notes). */
+    if (j->finished && !j->final_sent) s_finish_job(w, j);
 }
 
 /* ---------------------------------------------------------------- jobs in */
@@ -814,7 +720,6 @@ static void s_on_job(wg_worker_t *w, const wg_msg_in *in) {
         return;
     }
     j->attempt = job->attempt;
-    wg_msg_token_topic(j->job_id, j->topic, sizeof j->topic);
     if (w->draining) { /* handed back by the DISCONNECT that ends the drain */
         j->held_job = job;
         return;
@@ -1186,11 +1091,11 @@ static void s_metrics(wg_worker_t *w, int64_t now) {
     m->mem_used_bytes = s_rss_bytes();
     m->mem_total_bytes = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
     s_metrics_res(w); /* residency: resident weights + KV against the budget, per-model counters */
-    if (w->xpub) {
+    if (w->stream) { /* published by the stream thread, which owns the socket */
         char topic[S_TOPIC_CAP];
         wg_msg_metrics_topic(w->id, topic, sizeof topic);
         wg_msg_buf b = {0};
-        if (wg_msg_metrics_encode(m, &b) == WG_OK) wg_msg_publish(w->xpub, topic, WG_CMD_METRICS, &b, ZMQ_DONTWAIT);
+        if (wg_msg_metrics_encode(m, &b) == WG_OK) wg_stream_metrics(w->stream, topic, &b);
         wg_msg_buf_free(&b);
     }
 }
@@ -1258,18 +1163,25 @@ static wg_status s_load_model(s_model *sm, const wg_worker_model *spec, const wg
 }
 
 static wg_status s_bind_stream(wg_worker_t *w, const wg_worker_cfg *cfg) {
-    w->xpub = zmq_socket(w->ctx, ZMQ_XPUB);
-    if (!w->xpub) return wg_error(WG_ERR_ZMQ, "worker: XPUB socket: %s", zmq_strerror(errno));
+    void *xpub = zmq_socket(w->ctx, ZMQ_XPUB);
+    if (!xpub) return wg_error(WG_ERR_ZMQ, "worker: XPUB socket: %s", zmq_strerror(errno));
     int one = 1, zero = 0, hwm = cfg->stream_hwm ? (int)cfg->stream_hwm : 1000;
-    zmq_setsockopt(w->xpub, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt(w->xpub, ZMQ_SNDHWM, &hwm, sizeof hwm);
-    zmq_setsockopt(w->xpub, ZMQ_XPUB_NODROP, &one, sizeof one);
-    if (cfg->stream_sndbuf > 0) zmq_setsockopt(w->xpub, ZMQ_SNDBUF, &cfg->stream_sndbuf, sizeof cfg->stream_sndbuf);
-    if (zmq_bind(w->xpub, cfg->stream) != 0)
-        return wg_error(WG_ERR_ZMQ, "worker: bind stream '%s': %s", cfg->stream, zmq_strerror(errno));
+    zmq_setsockopt(xpub, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(xpub, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(xpub, ZMQ_XPUB_NODROP, &one, sizeof one);
+    if (cfg->stream_sndbuf > 0) zmq_setsockopt(xpub, ZMQ_SNDBUF, &cfg->stream_sndbuf, sizeof cfg->stream_sndbuf);
+    if (zmq_bind(xpub, cfg->stream) != 0) {
+        wg_status st = wg_error(WG_ERR_ZMQ, "worker: bind stream '%s': %s", cfg->stream, zmq_strerror(errno));
+        zmq_close(xpub);
+        return st;
+    }
     char ep[512];
     size_t l = sizeof ep;
-    if (zmq_getsockopt(w->xpub, ZMQ_LAST_ENDPOINT, ep, &l) != 0) snprintf(ep, sizeof ep, "%s", cfg->stream);
+    if (zmq_getsockopt(xpub, ZMQ_LAST_ENDPOINT, ep, &l) != 0) snprintf(ep, sizeof ep, "%s", cfg->stream);
+    /* From here on the socket belongs to the stream thread. */
+    wg_stream_cfg sc = {.xpub = xpub, .worker_id = w->id, .stall_ms = cfg->stream_stall_ms,
+                        .max_held = cfg->max_buffered_events};
+    if (!(w->stream = wg_stream_new(&sc))) return WG_ERR;
     w->stream_ep = strdup(ep);
     if (cfg->stream_advertise) {
         w->advertise = strdup(cfg->stream_advertise);
@@ -1316,8 +1228,6 @@ wg_worker_t *wg_worker_new(const wg_worker_cfg *cfg) {
     w->hb_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 1000;
     w->liveness = cfg->liveness ? cfg->liveness : 3;
     w->drain_timeout_ms = cfg->drain_timeout_ms ? cfg->drain_timeout_ms : 30000;
-    w->stall_ms = cfg->stream_stall_ms ? cfg->stream_stall_ms : 10000;
-    w->max_held = cfg->max_buffered_events ? cfg->max_buffered_events : 65536;
     w->reconnect_after_ms = (int64_t)w->hb_ms * w->liveness;
     atomic_init(&w->stop_req, 0);
     atomic_init(&w->drain_req, 0);
@@ -1426,6 +1336,14 @@ const char *wg_worker_id(const wg_worker_t *w) { return w ? w->id : NULL; }
 void wg_worker_get_stats(const wg_worker_t *w, wg_worker_stats *out) {
     WG_ASSERT(w && out);
     *out = w->st;
+    if (w->stream) { /* the stream thread's counters */
+        wg_stream_stats ss;
+        wg_stream_get_stats(w->stream, &ss);
+        out->events_published = ss.events_published;
+        out->events_held = ss.events_held;
+        out->streams_abandoned = ss.streams_abandoned;
+        out->stream_busy_seconds = ss.busy_seconds;
+    }
 }
 
 static bool s_any_busy(const wg_worker_t *w) {
@@ -1463,6 +1381,7 @@ static void s_fail_model(wg_worker_t *w, uint32_t mi, wg_status st) {
 
 static void s_goodbye(wg_worker_t *w, const char *reason) {
     if (w->res) s_res_log(w, "exit");
+    wg_worker_get_stats(w, &w->st); /* the stream thread's counters into the exit line */
     wg_info(S_MOD, "worker=%s exit: reason=\"%s\" jobs_done=%llu jobs_failed=%llu tokens=%llu bad_frames=%llu "
             "events_published=%llu streams_abandoned=%llu reconnects=%llu", w->id, reason,
             (unsigned long long)w->st.jobs_done, (unsigned long long)w->st.jobs_failed,
@@ -1476,6 +1395,15 @@ static void s_goodbye(wg_worker_t *w, const char *reason) {
     wg_msg_buf_free(&b);
     int linger = 1000;
     zmq_setsockopt(w->dealer, ZMQ_LINGER, &linger, sizeof linger);
+}
+
+/* Hand the queued stream records over (timed as publishing: it is the
+ * engine loop's share of it). */
+static void s_stream_flush(wg_worker_t *w) {
+    if (!w->stream) return;
+    double t0 = s_now_s();
+    wg_stream_flush(w->stream);
+    w->st.publish_seconds += s_now_s() - t0;
 }
 
 wg_status wg_worker_run(wg_worker_t *w) {
@@ -1507,17 +1435,19 @@ wg_status wg_worker_run(wg_worker_t *w) {
             return WG_OK;
         }
         bool busy = s_any_busy(w);
-        bool held = false;
-        for (uint32_t i = 0; i < w->n_jobs && !held; i++) held = w->jobs[i]->head < w->jobs[i]->n_held;
-        zmq_pollitem_t items[2] = {{w->dealer, 0, ZMQ_POLLIN, 0}, {w->xpub, 0, ZMQ_POLLIN, 0}};
-        int n_items = w->xpub ? 2 : 1;
-        long timeout = busy ? 0 : held ? 1 : w->n_waiting ? 2 : 100;
+        zmq_pollitem_t items[2] = {{w->dealer, 0, ZMQ_POLLIN, 0}, {NULL, w->stream ? wg_stream_fd(w->stream) : -1, ZMQ_POLLIN, 0}};
+        int n_items = w->stream ? 2 : 1;
+        long timeout = busy ? 0 : w->n_waiting ? 2 : 100; /* stream notes wake the poll */
         if (zmq_poll(items, n_items, timeout) < 0 && errno != EINTR) {
             wg_err(S_MOD, "worker=%s poll: %s", w->id, zmq_strerror(errno));
             return wg_error(WG_ERR_ZMQ, "worker: poll: %s", zmq_strerror(errno));
         }
         if (items[0].revents & ZMQ_POLLIN) s_read_broker(w);
-        if (n_items > 1 && (items[1].revents & ZMQ_POLLIN)) s_xpub_read(w);
+        if (n_items > 1 && (items[1].revents & ZMQ_POLLIN)) {
+            double t0 = s_now_s();
+            double t_results = s_stream_notes(w);
+            w->st.publish_seconds += s_now_s() - t0 - t_results;
+        }
         now = s_now_ms();
         /* Engine: one step per busy model. */
         for (uint32_t mi = 0; mi < w->n_models; mi++) {
@@ -1527,26 +1457,13 @@ wg_status wg_worker_run(wg_worker_t *w) {
             double t0 = s_now_s();
             wg_status st = wg_sched_step(w->models[mi].sched, &ev, &n_ev);
             w->st.step_seconds += s_now_s() - t0;
-            for (size_t e = 0; e < n_ev; e++) s_on_event(w, &ev[e], now);
+            for (size_t e = 0; e < n_ev; e++) s_on_event(w, &ev[e]);
             if (st) {
                 wg_err(S_MOD, "worker=%s model=%s step failed: %s", w->id, w->models[mi].name, wg_errmsg());
                 s_fail_model(w, mi, st);
             }
         }
-        /* Held publications: retry in order; give up on stalled streams. */
-        for (uint32_t i = 0; i < w->n_jobs;) {
-            s_job *j = w->jobs[i];
-            if (j->head < j->n_held) {
-                s_flush_held(w, j, now);
-                if (j->head < j->n_held && now - j->held_progress_ms > (int64_t)w->stall_ms)
-                    s_abandon_stream(w, j, "subscriber stalled");
-                if (j->finished && j->head == j->n_held) {
-                    s_finish_job(w, j); /* swaps the last job into i */
-                    continue;
-                }
-            }
-            i++;
-        }
+        s_stream_flush(w); /* this turn's events to the stream thread: one hand-over, one wake-up */
         if (w->res) s_res_turn(w);
         now = s_now_ms();
         if (now >= w->next_metrics_ms) {
@@ -1555,6 +1472,7 @@ wg_status wg_worker_run(wg_worker_t *w) {
         }
         if (now - w->last_send_ms >= (int64_t)w->hb_ms) s_heartbeat(w);
         if (now - w->last_recv_ms > w->reconnect_after_ms) s_reconnect(w);
+        s_stream_flush(w); /* what the rest of the turn queued (stream ends, metrics); usually nothing */
     }
 }
 
@@ -1563,10 +1481,8 @@ void wg_worker_destroy(wg_worker_t **pw) {
     wg_worker_t *w = *pw;
     for (uint32_t i = 0; i < w->n_jobs; i++) s_job_free(w->jobs[i]);
     free(w->jobs);
-    for (uint32_t i = 0; i < w->n_subs; i++) free(w->subs[i]);
-    free(w->subs);
     if (w->dealer) zmq_close(w->dealer);
-    if (w->xpub) zmq_close(w->xpub);
+    wg_stream_destroy(&w->stream); /* joins the stream thread, closes the XPUB */
     if (w->own_ctx && w->ctx) zmq_ctx_term(w->ctx);
     wg_res_destroy(&w->res); /* unloads (and clears the slots of) every resident model */
     wg_registry_destroy(&w->load_reg);

@@ -2,22 +2,31 @@
  * (PROTOCOL.md §6), one continuous-batching scheduler per resident model, and
  * an XPUB stream publisher for token events and metrics (§8).
  *
- * Design: one thread owns every socket, every scheduler and all job state
- * (wg_worker_run is that thread's loop), so nothing on the hot path takes a
- * lock. The loop alternates "drain the broker socket" and "one scheduler
- * step per busy model"; each step's events become TOKEN publications and,
- * on a sequence's last event, the DONE to the broker. Credits are the
- * scheduler's sequence slots (cfg.max_seqs): the broker never sends more,
- * and jobs over a model's running limit simply wait in its scheduler.
+ * Design: one thread owns the broker socket, every scheduler and all job
+ * state (wg_worker_run is that thread's loop), so nothing on the hot path
+ * takes a lock per event. The loop alternates "drain the broker socket" and
+ * "one scheduler step per busy model"; each step's events become compact
+ * records for the stream thread (wg_stream.h) and, on a sequence's last
+ * event, the DONE to the broker. Credits are the scheduler's sequence slots
+ * (cfg.max_seqs): the broker never sends more, and jobs over a model's
+ * running limit simply wait in its scheduler.
+ *
+ * Streams: a second thread owns the XPUB (subscriptions, msgpack encoding,
+ * sends, METRICS too). The engine loop only copies each TOKEN event into a
+ * batch and hands the batch over once per loop turn (tens of ns per event);
+ * the stream thread naps 1 ms at a time while records keep coming, so a
+ * hand-over normally costs no system call.
  *
  * Flow control: the XPUB has ZMQ_XPUB_NODROP, so a publication to a job whose
- * subscriber's pipe is full fails with EAGAIN. That job's sequence is then
- * paused in its scheduler (wg_sched_pause: out of the batch, KV kept) and the
- * event (plus any produced in the same step) is held in order and retried
- * every loop turn while other jobs keep running; when the held events are
- * out, the sequence resumes. Its DONE waits for its final event. A stream that cannot move for cfg.stream_stall_ms or
- * overflows its buffer is abandoned (consumers recover with FETCH): final
- * results never depend on consumers.
+ * subscriber's pipe is full fails with EAGAIN. The stream thread then holds
+ * that event and the job's later ones in order, retries every millisecond,
+ * and tells the loop to pause that job's sequence (wg_sched_pause: out of the
+ * batch, KV kept) while other jobs keep running; when the held events are
+ * out it tells it to resume. A streamed job's DONE is sent only after the
+ * stream thread reports its final event published (or dropped: nobody
+ * subscribed) or the stream abandoned. A stream that cannot move for
+ * cfg.stream_stall_ms or overflows cfg.max_buffered_events is abandoned
+ * (consumers recover with FETCH): final results never depend on consumers.
  *
  * The worker can run as a thread inside another process (embedded mode):
  * endpoints are strings (inproc:// works with a shared cfg.zmq_ctx) and
@@ -92,12 +101,15 @@ typedef struct wg_worker_stats {
     uint64_t jobs_failed;        /* FAILED sent */
     uint64_t bad_frames;         /* undecodable/malformed backend messages */
     uint64_t tokens;             /* tokens generated */
-    uint64_t events_published;   /* TOKEN events sent on the XPUB */
-    uint64_t events_held;        /* publications that hit EAGAIN and were held */
+    uint64_t events_published;   /* TOKEN events sent on the XPUB (stream thread) */
+    uint64_t events_held;        /* publications that hit EAGAIN and were held (stream thread) */
     uint64_t streams_abandoned;  /* streams given up (stall or overflow) */
     uint64_t reconnects;         /* broker sessions re-established */
     double step_seconds;         /* time inside wg_sched_step */
-    double publish_seconds;      /* time encoding + sending TOKEN events */
+    double publish_seconds;      /* engine-loop time spent on streams: queuing TOKEN records for the
+                                  * stream thread, handing them over (one wake-up per turn) and
+                                  * applying its flow-control notes; encoding and sending are not in it */
+    double stream_busy_seconds;  /* stream thread: time encoding, sending and retrying (its own core) */
     uint64_t loads;              /* residency: on-demand loads completed */
     uint64_t load_failures;      /* residency: loads that failed (checksum, I/O, budget...) */
     double load_seconds;         /* residency: seconds spent loading (loader thread) */

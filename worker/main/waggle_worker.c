@@ -15,11 +15,16 @@
 static wg_worker_t *s_worker;
 static volatile sig_atomic_t s_signals;
 
+/* Installed before the models load: a signal that arrives meanwhile is
+ * counted and honoured once the worker exists (it used to kill the process
+ * with the default action while the model loaded). */
 static void s_on_signal(int sig) {
     (void)sig;
-    if (!s_worker) return;
-    if (s_signals++ == 0) wg_worker_drain(s_worker);
-    else wg_worker_stop(s_worker);
+    if (s_signals++ == 0) {
+        if (s_worker) wg_worker_drain(s_worker);
+    } else if (s_worker) {
+        wg_worker_stop(s_worker);
+    }
 }
 
 static void s_usage(FILE *f) {
@@ -226,17 +231,19 @@ int main(int argc, char **argv) {
     }
     cfg.models = models;
     cfg.n_models = n_models;
-    s_worker = wg_worker_new(&cfg);
-    if (!s_worker) {
-        fprintf(stderr, "waggle-worker: %s\n", wg_errmsg());
-        return 1;
-    }
     struct sigaction sa = {0};
     sa.sa_handler = s_on_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    s_worker = wg_worker_new(&cfg);
+    if (!s_worker) {
+        fprintf(stderr, "waggle-worker: %s\n", wg_errmsg());
+        return 1;
+    }
+    if (s_signals > 1) wg_worker_stop(s_worker); /* signalled while starting */
+    else if (s_signals) wg_worker_drain(s_worker);
     wg_status st = wg_worker_run(s_worker);
     if (st) fprintf(stderr, "waggle-worker: %s\n", wg_errmsg());
     wg_worker_stats ws;
