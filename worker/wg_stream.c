@@ -476,6 +476,7 @@ static void s_on_open(wg_stream_t *s, const s_rec *r, const uint8_t *payload) {
         s_pub *np = realloc(s->pubs, nc * sizeof *np);
         if (!np) {
             wg_warn(S_MOD, "worker=%s stream not opened: out of memory", s->worker_id);
+            s_notes_push(&s->notes_wr, WG_STREAM_ABANDONED, r->sid); /* so its DONE does not wait */
             return; /* its events find no stream and are dropped */
         }
         memset(np + s->n_pubs, 0, (nc - s->n_pubs) * sizeof *np);
