@@ -34,6 +34,14 @@ typedef void (*wg_cpu_tile_fn)(int64_t K, const uint8_t *w, size_t wrow, int nw,
                                float *y, int64_t ldy);
 /* Prepare one quantized activation row (vec_dot_type blocks) for tile kernels. */
 typedef void (*wg_cpu_prep_fn)(const void *xq, uint8_t *xp, int64_t k);
+/* A row kernel (M = 1): y[i] = dot(weight row i, the one prepared activation
+ * row xp) for i < nw, weight row i at w + i*wrow. It walks each weight row
+ * once in memory order, with no unpacked copy, and performs per output the
+ * float operations of the tile kernel of the same type (wg_vec_x86.inc), so
+ * M = 1 through either path gives bitwise the same numbers. */
+#define WG_CPU_GEMV_MAXR 32 /* rows a row kernel keeps accumulators for at once */
+typedef void (*wg_cpu_gemv_fn)(int64_t K, const uint8_t *w, size_t wrow, int64_t nw,
+                               const uint8_t *xp, float *y);
 
 /* Bytes of one prepared activation row of K values of activation type vt:
  * K unsigned bytes (quant + 128), the K signed quants, a float scale per
@@ -53,6 +61,7 @@ typedef struct {
     wg_cpu_quant_fn quant[WG_TYPE_COUNT];  /* by activation (vec_dot) type; NULL = ref */
     wg_cpu_tile_fn tile[WG_TYPE_COUNT];    /* by weight type; preferred over vdot */
     wg_cpu_prep_fn prep[WG_TYPE_COUNT];    /* by activation type, for tile kernels */
+    wg_cpu_gemv_fn gemv[WG_TYPE_COUNT];    /* by weight type: M = 1 row kernels, or NULL */
     int tile_n;                            /* weight rows per tile kernel call (8 or 16) */
 } wg_cpu_kernels_t;
 

@@ -7,6 +7,8 @@
  * counter. Quantized types use tile kernels (tile_n = 8 or 16 rows): each
  * weight chunk of the tile is unpacked once and applied to ALL M activation
  * rows, so the unpack cost is paid once per call, not once per row group.
+ * With one activation row (decode) the types that have a row kernel (gemv)
+ * skip the unpack: each thread streams runs of whole weight rows.
  * Float types use multi-row vdot kernels over tiles of WG_CPU_NB rows,
  * WG_CPU_MR activation rows at a time. Either way each output is computed
  * with the same operation sequence as a lone row would be (see
@@ -26,6 +28,9 @@
 
 /* Tiles per claim for tile kernels (see s_dot_rows). */
 #define WG_CPU_RUN 4
+
+/* Weight rows per claim for row kernels (M = 1). */
+#define WG_CPU_GEMV_RUN 32
 
 static wg_cpu_kernels_t s_kern;       /* kernels in use */
 static pthread_once_t s_once = PTHREAD_ONCE_INIT;
@@ -101,6 +106,7 @@ typedef struct {
     wg_cpu_vdot_fn vdot;         /* SIMD multi-row kernel, or NULL for the ref vec_dot */
     wg_cpu_tile_fn tile;         /* tile kernel (preferred), or NULL */
     wg_cpu_prep_fn prep;         /* activation preparation for tile */
+    wg_cpu_gemv_fn gemv;         /* row kernel for M = 1 (preferred there), or NULL */
     uint8_t *xp;                 /* [M][xps] prepared activations (tile path) */
     size_t xps;                  /* bytes per prepared activation row */
     _Atomic int64_t next_tile;   /* next tile of WG_CPU_NB weight rows to hand out */
@@ -143,8 +149,24 @@ static void s_dot_tile(const s_mm *c, int64_t nb, int64_t ne) {
  * the product. Which thread computes a tile never changes its numbers. */
 static void s_dot_rows(void *arg, int ith, int nth) {
     (void)ith;
-    (void)nth;
     s_mm *c = arg;
+    if (c->gemv) {
+        /* M = 1: runs of consecutive rows, about four per thread (at least
+         * WG_CPU_GEMV_RUN): long runs keep each thread's reads one sequential
+         * stream the hardware prefetcher follows; several per thread still
+         * let a thread that got the CPU late take less. */
+        int64_t rr = c->N / (4 * (int64_t)nth) / 4 * 4;
+        rr = rr < WG_CPU_GEMV_RUN ? WG_CPU_GEMV_RUN : rr > 16 * WG_CPU_GEMV_RUN ? 16 * WG_CPU_GEMV_RUN : rr;
+        const int64_t n_runs = (c->N + rr - 1) / rr;
+        for (;;) {
+            const int64_t run = atomic_fetch_add_explicit(&c->next_tile, 1, memory_order_relaxed);
+            if (run >= n_runs) break;
+            const int64_t nb = run * rr;
+            const int64_t nw = c->N - nb < rr ? c->N - nb : rr;
+            c->gemv(c->K, c->W + (size_t)nb * c->wrow, c->wrow, nw, c->xp, c->Y + nb);
+        }
+        return;
+    }
     if (c->tile) {
         /* Threads claim runs of WG_CPU_RUN consecutive tiles: a tile kernel
          * prefetches the start of the next tile in memory, which is then
@@ -201,6 +223,7 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
     if (s_kern.tile[wt] && s_kern.vdot_x[wt] == vt && s_kern.prep[vt]) {
         c.tile = s_kern.tile[wt];
         c.prep = s_kern.prep[vt];
+        if (M == 1 && s_kern.gemv[wt]) c.gemv = s_kern.gemv[wt];
     }
     atomic_init(&c.next_tile, 0);
     atomic_init(&c.next_row, 0);

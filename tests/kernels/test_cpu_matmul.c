@@ -161,38 +161,48 @@ S_TYPE_TEST(BF16, s_K_float)
 
 /* Row m of a product computed alone (M=1, one thread) must equal, bit for
  * bit, row m of the same product computed in a batch of 7, 32 or 100 rows,
- * with 1 or 2 threads, at the fastest SIMD level. */
-Test(cpu_matmul, batch_and_thread_invariant_bitwise, .timeout = 300) {
+ * with 1 or 2 threads, at the fastest SIMD level. M = 1 runs the row kernels
+ * (gemv) where a type has one and batches the tile kernels, so the K values
+ * cover their block loops: 4-block groups and tails, more than one staged
+ * span of activations (K = 9472, 37 super-blocks), and a Q8_0 row whose
+ * block count is not a multiple of 8 (K = 416). */
+Test(cpu_matmul, batch_and_thread_invariant_bitwise, .timeout = 600) {
     static const wg_type_t types[] = {
         WG_TYPE_Q4_0, WG_TYPE_Q4_1, WG_TYPE_Q5_0, WG_TYPE_Q5_1, WG_TYPE_Q8_0,
         WG_TYPE_IQ4_NL, WG_TYPE_MXFP4, WG_TYPE_Q2_K, WG_TYPE_Q3_K, WG_TYPE_Q4_K,
         WG_TYPE_Q5_K, WG_TYPE_Q6_K, WG_TYPE_IQ4_XS, WG_TYPE_F32, WG_TYPE_F16, WG_TYPE_BF16};
     static const int64_t Ms[] = {7, 32, 100};
-    const int64_t N = 37, K = 512;
+    static const int64_t Ks[] = {512, 9472, 416};
+    const int64_t N = 37;
     wg_pool_t *p1 = wg_pool_new(1), *p2 = wg_pool_new(2);
     cr_assert(p1 && p2);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const wg_type_t t = types[ti];
-        float *deq;
-        void *W = s_make_weights(t, N, K, &deq);
-        float *X = s_rand_floats(100 * K, 3.0f);
-        float *Y1 = malloc(100 * N * sizeof(float)), *Yb = malloc(100 * N * sizeof(float));
-        for (int64_t m = 0; m < 100; m++)
-            cr_assert_eq(wg_k_matmul_cpu(p1, t, W, N, K, X + m * K, 1, Y1 + m * N), WG_OK);
-        for (int mi = 0; mi < 3; mi++) {
-            for (int pi = 0; pi < 2; pi++) {
-                memset(Yb, 0, 100 * N * sizeof(float));
-                cr_assert_eq(wg_k_matmul_cpu(pi ? p2 : p1, t, W, N, K, X, Ms[mi], Yb), WG_OK);
-                cr_assert(memcmp(Y1, Yb, (size_t)(Ms[mi] * N) * sizeof(float)) == 0,
-                          "%s (%s): batch of %ld rows with %d threads differs from M=1",
-                          wg_type_name(t), wg_cpu_simd_name(), (long)Ms[mi], pi + 1);
+        for (int ki = 0; ki < 3; ki++) {
+            const int64_t K = Ks[ki];
+            if (K % wg_type_traits(t)->blck_size != 0) continue;
+            float *deq;
+            void *W = s_make_weights(t, N, K, &deq);
+            float *X = s_rand_floats(100 * K, 3.0f);
+            float *Y1 = malloc(100 * N * sizeof(float)), *Yb = malloc(100 * N * sizeof(float));
+            for (int64_t m = 0; m < 100; m++)
+                cr_assert_eq(wg_k_matmul_cpu(p1, t, W, N, K, X + m * K, 1, Y1 + m * N), WG_OK);
+            for (int mi = 0; mi < 3; mi++) {
+                if (K > 4096 && Ms[mi] > 32) continue; /* keep it quick */
+                for (int pi = 0; pi < 2; pi++) {
+                    memset(Yb, 0, 100 * N * sizeof(float));
+                    cr_assert_eq(wg_k_matmul_cpu(pi ? p2 : p1, t, W, N, K, X, Ms[mi], Yb), WG_OK);
+                    cr_assert(memcmp(Y1, Yb, (size_t)(Ms[mi] * N) * sizeof(float)) == 0,
+                              "%s (%s) K=%ld: batch of %ld rows with %d threads differs from M=1",
+                              wg_type_name(t), wg_cpu_simd_name(), (long)K, (long)Ms[mi], pi + 1);
+                }
             }
+            free(W);
+            free(deq);
+            free(X);
+            free(Y1);
+            free(Yb);
         }
-        free(W);
-        free(deq);
-        free(X);
-        free(Y1);
-        free(Yb);
     }
     wg_pool_destroy(&p1);
     wg_pool_destroy(&p2);
