@@ -93,6 +93,11 @@ typedef struct {
     /* Y[M][w.n] = X[M][w.k] @ rows(w, expert)^T. */
     wg_status (*matmul)(void *ctx, const wg_weight_t *w, int64_t expert, const float *X, int64_t M,
                         float *Y);
+    /* Optional: Y[i] = X @ rows(w[i], expert[i])^T for i < n (n <= 4, all
+     * w[i].k equal), bitwise what n matmul calls give; NULL means the
+     * forward pass makes the n calls. */
+    wg_status (*matmul_n)(void *ctx, int n, const wg_weight_t *const *w, const int64_t *expert,
+                          const float *X, int64_t M, float *const *Y);
     /* In-place norm of n_rows rows of n values (row stride `stride`); w/b may be NULL. */
     void (*norm)(void *ctx, wg_norm_kind_t kind, float *x, int64_t n_rows, int64_t n, int64_t stride,
                  const float *w, const float *b, float eps);

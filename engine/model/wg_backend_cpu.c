@@ -49,6 +49,18 @@ static wg_status s_matmul(void *ctx, const wg_weight_t *w, int64_t expert, const
     return wg_k_matmul_cpu((wg_pool_t *)ctx, w->type, wg_weight_rows(w, expert), w->n, w->k, X, M, Y);
 }
 
+static wg_status s_matmul_n(void *ctx, int n, const wg_weight_t *const *w, const int64_t *expert,
+                            const float *X, int64_t M, float *const *Y) {
+    WG_ASSERT(n >= 0 && n <= WG_K_MM_MAX);
+    if (M == 0 || n == 0) return WG_OK;
+    wg_k_mm_t mm[WG_K_MM_MAX];
+    for (int i = 0; i < n; i++) {
+        WG_ASSERT(w[i]->k == w[0]->k);
+        mm[i] = (wg_k_mm_t){.type = w[i]->type, .W = wg_weight_rows(w[i], expert[i]), .N = w[i]->n, .Y = Y[i]};
+    }
+    return wg_k_matmul_cpu_n((wg_pool_t *)ctx, n, mm, w[0]->k, X, M);
+}
+
 /* ------------------------------------------------------------------------ */
 /* AVX2 / AVX-512 building blocks                                            */
 /* ------------------------------------------------------------------------ */
@@ -787,6 +799,7 @@ static void s_act(void *ctx, wg_act_t act, float *gate, const float *up, int64_t
 const wg_backend_ops_t wg_backend_cpu = {
     .name = "cpu",
     .matmul = s_matmul,
+    .matmul_n = s_matmul_n,
     .norm = s_norm,
     .rope = s_rope,
     .attention = s_attention,

@@ -86,6 +86,21 @@ static void s_add_bias(float *y, const float *b, int64_t M, int64_t N) {
         for (int64_t j = 0; j < N; j++) y[i * N + j] += b[j];
 }
 
+/* Y[i] = X @ W[i]^T (+ b[i]) for i < n, one backend call where it has matmul_n. */
+static wg_status s_mm_n(s_fwd_t *f, int n, const wg_weight_t *const *w, int64_t e, const float *X, int64_t M,
+                        float *const *Y, const float *const *b) {
+    wg_status st;
+    if (f->be->matmul_n) {
+        const int64_t es[4] = {e, e, e, e};
+        if ((st = f->be->matmul_n(f->bctx, n, w, es, X, M, Y))) return st;
+    } else {
+        for (int i = 0; i < n; i++)
+            if ((st = f->be->matmul(f->bctx, w[i], e, X, M, Y[i]))) return st;
+    }
+    for (int i = 0; i < n; i++) s_add_bias(Y[i], b[i], M, w[i]->n);
+    return WG_OK;
+}
+
 /* Y = X @ W^T (+ b). */
 static wg_status s_mm(s_fwd_t *f, const wg_weight_t *w, int64_t e, const float *X, int64_t M, float *Y,
                       const float *b) {
@@ -214,9 +229,10 @@ static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) 
             memcpy(f->v + t * vd, f->qkv + t * W + qd + kd, (size_t)vd * sizeof(float));
         }
     } else {
-        if ((st = s_mm(f, &L->wq, 0, cur, n, f->q, L->bq)) || (st = s_mm(f, &L->wk, 0, cur, n, f->k, L->bk)) ||
-            (st = s_mm(f, &L->wv, 0, cur, n, f->v, L->bv)))
-            return st;
+        const wg_weight_t *w3[3] = {&L->wq, &L->wk, &L->wv};
+        float *y3[3] = {f->q, f->k, f->v};
+        const float *b3[3] = {L->bq, L->bk, L->bv};
+        if ((st = s_mm_n(f, 3, w3, 0, cur, n, y3, b3))) return st;
     }
     if (hp->clamp_kqv > 0.0f) {
         s_clamp(f->q, n * qd, hp->clamp_kqv);
@@ -267,7 +283,10 @@ static wg_status s_build_ffn(s_fwd_t *f, const wg_weight_t *gate, const wg_weigh
         for (int64_t t = 0; t < M; t++) memmove(f->u + t * F, f->u + t * F2 + F, (size_t)F * sizeof(float));
         f->be->act(f->bctx, m->arch->act, f->g, f->u, M * F);
     } else if (gate->data) {
-        if ((st = s_mm(f, gate, e, x, M, f->g, gate_b)) || (st = s_mm(f, up, e, x, M, f->u, up_b))) return st;
+        const wg_weight_t *w2[2] = {gate, up};
+        float *y2[2] = {f->g, f->u};
+        const float *b2[2] = {gate_b, up_b};
+        if ((st = s_mm_n(f, 2, w2, e, x, M, y2, b2))) return st;
         f->be->act(f->bctx, m->arch->act, f->g, f->u, M * gate->n);
     } else {
         if ((st = s_mm(f, up, e, x, M, f->g, up_b))) return st;

@@ -34,6 +34,23 @@ void wg_pool_run(wg_pool_t *pool, void (*fn)(void *ctx, int ith, int nth), void 
 wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t N, int64_t K,
                           const float *X, int64_t M, float *Y);
 
+/* One product of wg_k_matmul_cpu_n: Y[M][N] = X @ W^T, W of type `type`. */
+typedef struct {
+    wg_type_t type;
+    const void *W;
+    int64_t N;
+    float *Y;
+} wg_k_mm_t;
+#define WG_K_MM_MAX 4
+
+/* Several products of the same activations X[M][K] (Q, K and V; gate and
+ * up). With one activation row and row kernels for every type, X is
+ * quantized once per activation type and all products share one pool run
+ * (one wake-up and one join instead of n); otherwise it is n calls of
+ * wg_k_matmul_cpu. Outputs are bitwise those of separate calls. */
+wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t K, const float *X,
+                            int64_t M);
+
 /* Names of the SIMD level in use ("avx512", "avx2", "scalar"). */
 const char *wg_cpu_simd_name(void);
 

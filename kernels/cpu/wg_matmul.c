@@ -29,8 +29,8 @@
 /* Tiles per claim for tile kernels (see s_dot_rows). */
 #define WG_CPU_RUN 4
 
-/* Weight rows per claim for row kernels (M = 1). */
-#define WG_CPU_GEMV_RUN 32
+/* Fewest weight rows per claim for row kernels (M = 1). */
+#define WG_CPU_GEMV_RUN 16
 
 static wg_cpu_kernels_t s_kern;       /* kernels in use */
 static pthread_once_t s_once = PTHREAD_ONCE_INIT;
@@ -144,6 +144,26 @@ static void s_dot_tile(const s_mm *c, int64_t nb, int64_t ne) {
     }
 }
 
+/* Guided claims of rows for row kernels (M = 1): a claim takes 1/(2*nth) of
+ * what is left of rows [base, end) (at least WG_CPU_GEMV_RUN), so the first
+ * claims are long single streams for the hardware prefetcher and the last
+ * ones short, and threads finish together. *nb gets the first row claimed
+ * (relative to base); returns the count, 0 when nothing is left. */
+static int64_t s_claim_rows(_Atomic int64_t *next, int64_t base, int64_t end, int nth, int64_t *nb) {
+    int64_t cur = atomic_load_explicit(next, memory_order_relaxed);
+    for (;;) {
+        if (cur >= end) return 0;
+        int64_t take = (end - cur) / (2 * (int64_t)nth);
+        if (take < WG_CPU_GEMV_RUN) take = WG_CPU_GEMV_RUN;
+        if (take > end - cur) take = end - cur;
+        if (atomic_compare_exchange_weak_explicit(next, &cur, cur + take, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *nb = cur - base;
+            return take;
+        }
+    }
+}
+
 /* Tiles are handed out from a shared counter rather than split statically:
  * on a loaded machine a descheduled worker then delays one tile, not half
  * the product. Which thread computes a tile never changes its numbers. */
@@ -151,20 +171,9 @@ static void s_dot_rows(void *arg, int ith, int nth) {
     (void)ith;
     s_mm *c = arg;
     if (c->gemv) {
-        /* M = 1: runs of consecutive rows, about four per thread (at least
-         * WG_CPU_GEMV_RUN): long runs keep each thread's reads one sequential
-         * stream the hardware prefetcher follows; several per thread still
-         * let a thread that got the CPU late take less. */
-        int64_t rr = c->N / (4 * (int64_t)nth) / 4 * 4;
-        rr = rr < WG_CPU_GEMV_RUN ? WG_CPU_GEMV_RUN : rr > 16 * WG_CPU_GEMV_RUN ? 16 * WG_CPU_GEMV_RUN : rr;
-        const int64_t n_runs = (c->N + rr - 1) / rr;
-        for (;;) {
-            const int64_t run = atomic_fetch_add_explicit(&c->next_tile, 1, memory_order_relaxed);
-            if (run >= n_runs) break;
-            const int64_t nb = run * rr;
-            const int64_t nw = c->N - nb < rr ? c->N - nb : rr;
+        int64_t nb, nw;
+        while ((nw = s_claim_rows(&c->next_tile, 0, c->N, nth, &nb)) > 0)
             c->gemv(c->K, c->W + (size_t)nb * c->wrow, c->wrow, nw, c->xp, c->Y + nb);
-        }
         return;
     }
     if (c->tile) {
@@ -251,3 +260,89 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
     free(buf);
     return WG_OK;
 }
+
+/* ---- several products of one activation row (M = 1) in one pool run ---- */
+
+typedef struct {
+    s_mm mm[WG_K_MM_MAX];        /* one per product (its xp points into buf) */
+    int64_t first[WG_K_MM_MAX + 1]; /* first row of each product in one range; first[n] = total */
+    int n;
+    _Atomic int64_t next;        /* next row of that range to hand out */
+} s_mmn;
+
+static void s_dot_runs_n(void *arg, int ith, int nth) {
+    (void)ith;
+    s_mmn *c = arg;
+    /* rows of all products as one range; claims never straddle two */
+    for (int p = 0; p < c->n; p++) {
+        const s_mm *m = &c->mm[p];
+        int64_t nb, nw;
+        while ((nw = s_claim_rows(&c->next, c->first[p], c->first[p + 1], nth, &nb)) > 0)
+            m->gemv(m->K, m->W + (size_t)nb * m->wrow, m->wrow, nw, m->xp, m->Y + nb);
+    }
+}
+
+wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t K, const float *X,
+                            int64_t M) {
+    WG_ASSERT(n >= 0 && n <= WG_K_MM_MAX && K >= 0 && M >= 0);
+    pthread_once(&s_once, s_auto);
+    bool fused = M == 1 && n > 1;
+    for (int i = 0; i < n && fused; i++) {
+        const wg_type_traits_t *tr = wg_type_traits(mm[i].type);
+        fused = tr && tr->supported && s_kern.gemv[mm[i].type] && s_kern.tile[mm[i].type] &&
+                s_kern.vdot_x[mm[i].type] == tr->vec_dot_type && s_kern.prep[tr->vec_dot_type] &&
+                s_kern.quant[tr->vec_dot_type] && K % tr->blck_size == 0 && mm[i].N > 0;
+    }
+    if (!fused) {
+        for (int i = 0; i < n; i++) {
+            wg_status st = wg_k_matmul_cpu(pool, mm[i].type, mm[i].W, mm[i].N, K, X, M, mm[i].Y);
+            if (st) return st;
+        }
+        return WG_OK;
+    }
+    /* One quantized + prepared copy of X per distinct activation type. */
+    wg_type_t vts[WG_K_MM_MAX];
+    size_t off[WG_K_MM_MAX], total = 0;
+    int nv = 0;
+    for (int i = 0; i < n; i++) {
+        const wg_type_t vt = wg_type_traits(mm[i].type)->vec_dot_type;
+        int j = 0;
+        while (j < nv && vts[j] != vt) j++;
+        if (j == nv) {
+            vts[nv] = vt;
+            off[nv] = total;
+            total += (wg_row_size(vt, K) + 63) / 64 * 64 + wg_cpu_xprep_size(vt, K);
+            nv++;
+        }
+    }
+    uint8_t *buf = aligned_alloc(64, total + 64);
+    if (!buf) return wg_error(WG_ERR_NOMEM, "wg_k_matmul_cpu_n: %zu bytes of activations", total);
+    for (int j = 0; j < nv; j++) {
+        uint8_t *xq = buf + off[j];
+        s_kern.quant[vts[j]](X, xq, K);
+        s_kern.prep[vts[j]](xq, xq + (wg_row_size(vts[j], K) + 63) / 64 * 64, K);
+    }
+    s_mmn c;
+    memset(&c, 0, sizeof c);
+    c.n = n;
+    for (int i = 0; i < n; i++) {
+        const wg_type_t vt = wg_type_traits(mm[i].type)->vec_dot_type;
+        int j = 0;
+        while (vts[j] != vt) j++;
+        s_mm *m = &c.mm[i];
+        m->W = mm[i].W;
+        m->wrow = wg_row_size(mm[i].type, K);
+        m->N = mm[i].N;
+        m->K = K;
+        m->M = 1;
+        m->Y = mm[i].Y;
+        m->gemv = s_kern.gemv[mm[i].type];
+        m->xp = buf + off[j] + (wg_row_size(vt, K) + 63) / 64 * 64;
+        c.first[i + 1] = c.first[i] + m->N;
+    }
+    atomic_init(&c.next, 0);
+    wg_pool_run_any(pool, s_dot_runs_n, &c);
+    free(buf);
+    return WG_OK;
+}
+

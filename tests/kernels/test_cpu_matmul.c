@@ -347,3 +347,45 @@ Test(cpu_matmul, unsupported_type_is_an_error) {
     cr_assert(strstr(wg_errmsg(), "I32") != NULL, "%s", wg_errmsg());
     cr_assert_eq(wg_k_matmul_cpu(NULL, (wg_type_t)33, w, 1, 32, x, 1, y), WG_ERR_UNSUPPORTED);
 }
+
+/* Several products of one activation row in one call (Q, K, V; gate, up)
+ * are bitwise the separate calls: with row kernels for every type (one
+ * shared pool run, X quantized once per activation type: Q8_K for Q4_K and
+ * Q6_K, Q8_0 for Q8_0), with a type that has none (F16: separate calls),
+ * with M > 1 (separate calls) and on 1 and 2 threads. */
+Test(cpu_matmul, fused_products_equal_separate_calls) {
+    const int64_t K = 1280;
+    static const wg_type_t sets[][3] = {{WG_TYPE_Q4_K, WG_TYPE_Q6_K, WG_TYPE_Q8_0},
+                                        {WG_TYPE_Q4_K, WG_TYPE_F16, WG_TYPE_Q4_K},
+                                        {WG_TYPE_Q8_0, WG_TYPE_Q8_0, WG_TYPE_Q6_K}};
+    static const int64_t Ns[3] = {100, 37, 515};
+    wg_pool_t *pools[2] = {wg_pool_new(1), wg_pool_new(2)};
+    cr_assert(pools[0] && pools[1]);
+    for (int si = 0; si < 3; si++) {
+        for (int64_t M = 1; M <= 3; M += 2) {
+            void *W[3];
+            float *deq[3], *Ys[3], *Yn[3];
+            wg_k_mm_t mm[3];
+            float *X = s_rand_floats(M * K, 2.0f);
+            for (int i = 0; i < 3; i++) {
+                W[i] = s_make_weights(sets[si][i], Ns[i], K, &deq[i]);
+                Ys[i] = malloc((size_t)(M * Ns[i]) * sizeof(float));
+                Yn[i] = malloc((size_t)(M * Ns[i]) * sizeof(float));
+                cr_assert_eq(wg_k_matmul_cpu(pools[0], sets[si][i], W[i], Ns[i], K, X, M, Ys[i]), WG_OK);
+                mm[i] = (wg_k_mm_t){.type = sets[si][i], .W = W[i], .N = Ns[i], .Y = Yn[i]};
+            }
+            for (int pi = 0; pi < 2; pi++) {
+                for (int i = 0; i < 3; i++) memset(Yn[i], 0xFF, (size_t)(M * Ns[i]) * sizeof(float));
+                cr_assert_eq(wg_k_matmul_cpu_n(pools[pi], 3, mm, K, X, M), WG_OK, "%s", wg_errmsg());
+                for (int i = 0; i < 3; i++)
+                    cr_assert(memcmp(Ys[i], Yn[i], (size_t)(M * Ns[i]) * sizeof(float)) == 0,
+                              "set %d product %d (%s) M=%ld threads=%d differs from a separate call", si, i,
+                              wg_type_name(sets[si][i]), (long)M, pi + 1);
+            }
+            for (int i = 0; i < 3; i++) free(W[i]), free(deq[i]), free(Ys[i]), free(Yn[i]);
+            free(X);
+        }
+    }
+    wg_pool_destroy(&pools[0]);
+    wg_pool_destroy(&pools[1]);
+}
