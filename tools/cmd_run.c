@@ -89,8 +89,7 @@ static void s_usage(FILE *f) {
             "  --threads N          compute threads (default: online CPUs)\n"
             "  --device D           cpu (default) or cuda:N: where the model runs\n"
             "  --kv-budget BYTES    KV cache size (suffixes K, M, G; default from concurrency)\n"
-            "  --kv-type T          K/V cache elements: f32 (default) or f16 (half the cache, faster attention;\n"
-            "                       needs --direct: the embedded worker's cache is f32)\n"
+            "  --kv-type T          K/V cache elements: f32 (default) or f16 (half the cache, faster attention)\n"
             "  --max-batch-tokens N tokens per engine step (default 512)\n"
             "  --stream N           print the text of the first N jobs to stdout as it is generated\n"
             "  --direct             drive the engine directly instead of through the embedded broker + worker\n"
@@ -867,7 +866,7 @@ static bool s_sub_recv(void *sub, wg_msg_token *t) {
  * SUBMIT in batches, rows written as RESULT pushes arrive. 0 on success. */
 static const char *s_device = "cpu"; /* --device */
 
-static int s_run_embedded(s_emb_t *e, const wg_model_t *m, const char *model_name, long concurrency, long threads,
+static int s_run_embedded(s_emb_t *e, const wg_model_t *m, const char *model_name, wg_kv_type_t kv_type, long concurrency, long threads,
                           size_t kv_budget) {
     int rc = 1;
     char fe[96], be[96], se[96];
@@ -908,6 +907,7 @@ static int s_run_embedded(s_emb_t *e, const wg_model_t *m, const char *model_nam
     wc.device = s_device;
     wc.max_seqs = (int32_t)concurrency;
     wc.kv_budget_bytes = kv_budget;
+    wc.kv_type = kv_type;
     w = wg_worker_new(&wc);
     if (!w) {
         fprintf(stderr, "waggle run: cannot start the embedded worker: %s\n", wg_errmsg());
@@ -1160,12 +1160,6 @@ int wg_cmd_run(int argc, char **argv) {
         wg_log_set_level(WG_LOG_INFO);
     else if (!getenv("WAGGLE_LOG"))
         wg_log_set_level(WG_LOG_ERROR);
-    if (kv_type != WG_KV_F32 && !direct) {
-        /* The worker's config (worker/) takes no K/V type yet. */
-        fprintf(stderr, "waggle run: --kv-type %s needs --direct (the embedded worker's cache is f32)\n",
-                wg_kv_type_name(kv_type));
-        return 2;
-    }
     if (!in_path || !out_path) {
         fprintf(stderr, "waggle run: --input and --output are required\n");
         s_usage(stderr);
@@ -1291,7 +1285,7 @@ int wg_cmd_run(int argc, char **argv) {
     if (!direct) {
         s_prog_t eprog = {isatty(2) != 0, s_now(), 0, n_jobs};
         s_emb_t e = {.jobs = jobs, .n_jobs = n_jobs, .out = &out, .tok = tok, .prog = &eprog, .stream_n = stream_n};
-        if (s_run_embedded(&e, m, model_name, concurrency, threads, kv_budget) != 0) goto done;
+        if (s_run_embedded(&e, m, model_name, kv_type, concurrency, threads, kv_budget) != 0) goto done;
         s_progress(&eprog, e.n_done, e.n_tokens, true);
         if (eprog.tty) fputc('\n', stderr);
         double ewall = s_now() - t0;

@@ -1156,6 +1156,7 @@ static wg_status s_load_model(s_model *sm, const wg_worker_model *spec, const wg
     sc.max_seqs = cfg->max_seqs > 0 ? cfg->max_seqs : 64;
     sc.n_threads = cfg->n_threads > 0 ? cfg->n_threads : 1;
     sc.device = cfg->device;
+    sc.kv_type = cfg->kv_type;
     if (sc.max_batch_tokens < sc.max_seqs) sc.max_batch_tokens = sc.max_seqs;
     sm->sched = wg_sched_new(sm->m, sm->tok, &sc);
     if (!sm->sched) return wg_error(WG_ERR, "worker: scheduler for model '%s': %s", spec->name, wg_errmsg());
@@ -1310,8 +1311,8 @@ wg_worker_t *wg_worker_new(const wg_worker_cfg *cfg) {
     }
     if (cfg->stream && (st = s_bind_stream(w, cfg))) goto err;
     if ((st = s_dealer_open(w))) goto err;
-    wg_info(S_MOD, "worker=%s broker=%s stream=%s models=%u credits=%d", w->id, w->broker_ep,
-            w->advertise ? w->advertise : "-", w->n_models, w->max_seqs);
+    wg_info(S_MOD, "worker=%s broker=%s stream=%s models=%u credits=%d kv=%s", w->id, w->broker_ep,
+            w->advertise ? w->advertise : "-", w->n_models, w->max_seqs, wg_kv_type_name(cfg->kv_type));
     return w;
 err:
     {

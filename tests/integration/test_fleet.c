@@ -738,6 +738,52 @@ Test(fleet, waggle_run_gives_the_same_outputs_as_the_distributed_path, .timeout 
     json_decref(c);
 }
 
+/* An F16 K/V cache on the fleet path: a worker started with --kv-type f16
+ * says so at start-up and gives, job for job, the outputs of the engine
+ * driven directly with --kv-type f16 (greedy and seeded sampling). */
+Test(fleet, worker_kv_type_f16_gives_the_outputs_of_the_direct_engine_with_f16, .timeout = 90) {
+    WG_REQUIRE_CORPUS();
+    const char *in = fl_path("f16.jsonl");
+    FILE *f = fopen(in, "w");
+    cr_assert(f);
+    for (int i = 0; i < 16; i++)
+        fprintf(f,
+                "{\"custom_id\":\"job-%d\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"model\":"
+                "\"stories\",\"prompt\":\"Once upon a time %d\",\"max_tokens\":40,\"temperature\":%s,\"seed\":%d}}\n",
+                i, i, i % 2 ? "0" : "0.8", i);
+    fclose(f);
+    fl_broker b = {0};
+    fl_broker_start(&b, NULL, NULL);
+    fl_worker w1 = {0};
+    const char *extra[] = {"--kv-type", "f16", NULL};
+    fl_worker_start(&w1, &b, "w1", extra);
+    const char *out_fleet = fl_path("f16-fleet.jsonl"), *out_direct = fl_path("f16-direct.jsonl");
+    pid_t sp = fl_submit_start(&b, in, out_fleet, NULL);
+    cr_assert_eq(fl_wait(&sp, 60000), 0);
+    cr_assert(fl_file_has(w1.log, "kv=f16"), "the worker log does not say kv=f16");
+    const char *argv[] = {FL_WAGGLE, "run", "--direct", "--kv-type", "f16", "--model", wg_test_corpus(FL_MODEL_REL),
+                          "--input", in, "--output", out_direct, NULL};
+    pid_t rp = fl_spawn(argv, fl_path("f16-direct.log"));
+    cr_assert_eq(fl_wait(&rp, 60000), 0, "waggle run --direct --kv-type f16 failed");
+    json_t *a = fl_rows(out_fleet), *c = fl_rows(out_direct);
+    s_expect_all_ok(a, 16);
+    s_expect_all_ok(c, 16);
+    const char *key;
+    json_t *ra;
+    json_object_foreach(a, key, ra) {
+        json_t *rc = json_object_get(c, key);
+        cr_assert_str_eq(fl_row_text(ra), fl_row_text(rc), "%s: fleet '%s' vs direct '%s'", key, fl_row_text(ra),
+                         fl_row_text(rc));
+    }
+    json_decref(a);
+    json_decref(c);
+    /* a bad value is refused up front */
+    const char *bad[] = {FL_WORKER, "--broker", b.be, "--model", "x=y", "--kv-type", "f8", NULL};
+    pid_t bp = fl_spawn(bad, fl_path("f16-bad.log"));
+    cr_assert_eq(fl_wait(&bp, 10000), 2);
+    cr_assert(fl_file_has(fl_path("f16-bad.log"), "--kv-type must be f32 or f16, got 'f8'"));
+}
+
 /* ---- drain and tail ---- */
 
 Test(fleet, sigterm_drains_worker_exit_0_and_every_job_still_completes, .timeout = 90) {

@@ -45,6 +45,8 @@ static void s_usage(FILE *f) {
             "  --device D                   cpu (default) or cuda:N: where models run\n"
             "  --max-seqs N                 sequence slots = credits, 1..4096 (default 64)\n"
             "  --kv-budget BYTES            KV cache bytes per model (suffix K, M, G; default: scheduler's)\n"
+            "  --kv-type T                  K/V cache elements: f32 (default, the reference numbers) or f16\n"
+            "                               (half the bytes per token, faster attention)\n"
             "  --heartbeat-ms N             heartbeat interval (default 1000)\n"
             "  --liveness N                 silent heartbeats before the broker counts as dead, 3..5 (default 3)\n"
             "  --drain-timeout-ms N         on SIGTERM, hand back jobs still running after N ms (default 30000)\n"
@@ -119,13 +121,14 @@ static int s_read_key(const char *path, const char *prefer, char out[41]) {
 int main(int argc, char **argv) {
     wg_mem_tune(); /* models are loaded and freed for the life of the process */
     enum { O_BROKER = 1, O_MODEL, O_STREAM, O_ADV, O_REDIS, O_ID, O_THREADS, O_MAXSEQS, O_KV, O_HB, O_LIVE,
-           O_DRAIN, O_HWM, O_STALL, O_SNDBUF, O_CSRV, O_CSEC, O_LOG, O_HELP, O_MEM, O_DELAY, O_DEVICE };
+           O_DRAIN, O_HWM, O_STALL, O_SNDBUF, O_CSRV, O_CSEC, O_LOG, O_HELP, O_MEM, O_DELAY, O_DEVICE, O_KVTYPE };
     static const struct option opts[] = {
         {"broker", required_argument, 0, O_BROKER},   {"model", required_argument, 0, O_MODEL},
         {"stream", required_argument, 0, O_STREAM},   {"stream-advertise", required_argument, 0, O_ADV},
         {"redis", required_argument, 0, O_REDIS},     {"id", required_argument, 0, O_ID},
         {"threads", required_argument, 0, O_THREADS}, {"max-seqs", required_argument, 0, O_MAXSEQS},
         {"device", required_argument, 0, O_DEVICE},
+        {"kv-type", required_argument, 0, O_KVTYPE},
         {"kv-budget", required_argument, 0, O_KV},    {"heartbeat-ms", required_argument, 0, O_HB},
         {"liveness", required_argument, 0, O_LIVE},   {"drain-timeout-ms", required_argument, 0, O_DRAIN},
         {"stream-hwm", required_argument, 0, O_HWM},  {"stream-stall-ms", required_argument, 0, O_STALL},
@@ -190,6 +193,12 @@ int main(int argc, char **argv) {
             cfg.max_seqs = (int32_t)v;
             break;
         case O_KV: if (s_num("--kv-budget", optarg, &v)) return 2; cfg.kv_budget_bytes = (size_t)v; break;
+        case O_KVTYPE:
+            if (wg_kv_type_parse(optarg, &cfg.kv_type) != WG_OK) {
+                fprintf(stderr, "waggle-worker: --kv-type must be f32 or f16, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case O_HB: if (s_num("--heartbeat-ms", optarg, &v)) return 2; cfg.heartbeat_ms = (uint32_t)v; break;
         case O_LIVE: if (s_num("--liveness", optarg, &v)) return 2; cfg.liveness = (uint32_t)v; break;
         case O_DRAIN: if (s_num("--drain-timeout-ms", optarg, &v)) return 2; cfg.drain_timeout_ms = (uint32_t)v; break;
