@@ -228,8 +228,8 @@ Test(cli_generate, bad_flags_and_missing_model_exit_nonzero_with_a_reason) {
 }
 
 /* --kv-type: f32 / f16 are the only values, a bad one exits 2 naming it and
- * the choices (generate, bench, run); `run` takes f16 only with --direct (the
- * embedded worker's cache is f32). Greedy text on the trained model is the
+ * the choices (generate, bench, run); `run` takes f16 with or without
+ * --direct (the embedded worker has --kv-type too). Greedy text on the trained model is the
  * same with an F16 cache (its margins are far above F16's ~1e-3). */
 Test(cli_generate, kv_type_flag_is_checked_and_f16_generates) {
     WG_REQUIRE_CORPUS();
@@ -244,11 +244,21 @@ Test(cli_generate, kv_type_flag_is_checked_and_f16_generates) {
                   "%s: stderr does not name the flag, value and choices: %s", args, err);
         free(err);
     }
-    snprintf(args, sizeof args, "run -m '%s' -i /dev/null -o /dev/null --kv-type f16", wg_test_corpus(S_STORIES));
-    cr_assert_eq(s_run(args), 2);
-    char *err = s_captured("err");
-    cr_assert(strstr(err, "--direct"), "stderr does not say f16 needs --direct: %s", err);
-    free(err);
+    /* run takes f16 through the embedded worker too (waggle-worker --kv-type) */
+    char in[300], out[300];
+    snprintf(in, sizeof in, "%s/kv.jsonl", s_dir);
+    snprintf(out, sizeof out, "%s/kv-out.jsonl", s_dir);
+    FILE *f = fopen(in, "w");
+    cr_assert(f);
+    fprintf(f, "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":"
+               "\"Once upon a time\",\"max_tokens\":8,\"temperature\":0}}\n");
+    fclose(f);
+    snprintf(args, sizeof args, "run -m '%s' -i %s -o %s --kv-type f16", wg_test_corpus(S_STORIES), in, out);
+    cr_assert_eq(s_run(args), 0, "%s: %s", args, s_captured("err"));
+    size_t olen = 0;
+    char *o = s_slurp(out, &olen);
+    cr_assert(strstr(o, "\"custom_id\":\"a\"") && strstr(o, "\"status_code\":200"), "run output: %s", o);
+    free(o);
     char *text[2];
     const char *types[2] = {"f32", "f16"};
     for (int k = 0; k < 2; k++) {
