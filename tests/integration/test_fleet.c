@@ -417,11 +417,15 @@ Test(fleet, slow_consumer_pauses_only_its_job_and_loses_no_token, .timeout = 120
     s_stream base[4], test[4];
     double r0 = s_round(prod, fast, NULL, 0, base, 1);
     double r1 = s_round(prod, fast, slow, 2, test, 2);
-    if (r1 < 0.9 * r0) { /* a shared 2-core machine is noisy: measure both once more */
+    /* A shared 2-core machine running other suites is noisy (alone, r1 is
+     * 1.3-1.7x r0: the paused job leaves the others a smaller batch): up to
+     * three more pairs of rounds, best of each. */
+    for (int k = 0; k < 3 && r1 < 0.9 * r0; k++) {
         s_stream b2[4], t2[4];
-        double a = s_round(prod, fast, NULL, 0, b2, 3), c = s_round(prod, fast, slow, 2, t2, 4);
+        double a = s_round(prod, fast, NULL, 0, b2, 3 + 2 * (uint64_t)k), c = s_round(prod, fast, slow, 2, t2, 4 + 2 * (uint64_t)k);
         if (a > r0) r0 = a;
         if (c > r1) r1 = c;
+        for (int i = 0; i < 4; i++) free(b2[i].text), free(t2[i].text);
     }
     cr_assert(fl_file_has(w.log, "stream paused"), "the slow consumer never filled its pipe (log %s)", w.log);
     /* No token lost: every stream is gap-free, ends with its final event and
@@ -438,6 +442,7 @@ Test(fleet, slow_consumer_pauses_only_its_job_and_loses_no_token, .timeout = 120
         free(base[i].text);
     }
     cr_assert_gt(test[0].t_final, test[1].t_final, "the slow stream should end after the fast ones");
+    fprintf(stderr, "slow consumer: other streams %.0f tok/s vs %.0f without it (%.2f)\n", r1, r0, r1 / r0);
     cr_assert_geq(r1, 0.9 * r0, "other streams slowed down: %.0f tok/s vs %.0f without the slow consumer", r1, r0);
     zmq_close(prod);
     zmq_close(fast);
