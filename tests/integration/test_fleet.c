@@ -691,6 +691,29 @@ Test(fleet, curve_refuses_unauthorized_worker_and_producer, .timeout = 60) {
 
 /* ---- waggle run vs the fleet ---- */
 
+/* Both output files hold n successful rows, and every row of the fleet run
+ * has the text, usage and finish_reason of the same custom_id in `other`. */
+static void s_expect_same_rows(const char *fleet_path, const char *other_path, int n, const char *what) {
+    json_t *a = fl_rows(fleet_path), *c = fl_rows(other_path);
+    s_expect_all_ok(a, n);
+    s_expect_all_ok(c, n);
+    const char *key;
+    json_t *ra;
+    json_object_foreach(a, key, ra) {
+        json_t *rc = json_object_get(c, key);
+        cr_assert_str_eq(fl_row_text(ra), fl_row_text(rc), "%s: fleet '%s' vs %s '%s'", key, fl_row_text(ra), what,
+                         fl_row_text(rc));
+        json_t *ba = json_object_get(json_object_get(ra, "response"), "body");
+        json_t *bc = json_object_get(json_object_get(rc, "response"), "body");
+        cr_assert(json_equal(json_object_get(ba, "usage"), json_object_get(bc, "usage")), "%s: usage differs", key);
+        cr_assert(json_equal(json_object_get(json_array_get(json_object_get(ba, "choices"), 0), "finish_reason"),
+                             json_object_get(json_array_get(json_object_get(bc, "choices"), 0), "finish_reason")),
+                  "%s: finish_reason differs", key);
+    }
+    json_decref(a);
+    json_decref(c);
+}
+
 Test(fleet, waggle_run_gives_the_same_outputs_as_the_distributed_path, .timeout = 90) {
     WG_REQUIRE_CORPUS();
     const char *in = fl_path("mixed.jsonl");
@@ -723,24 +746,7 @@ Test(fleet, waggle_run_gives_the_same_outputs_as_the_distributed_path, .timeout 
                           out_run, NULL};
     pid_t rp = fl_spawn(argv, fl_path("run.log"));
     cr_assert_eq(fl_wait(&rp, 60000), 0, "waggle run failed");
-    json_t *a = fl_rows(out_fleet), *c = fl_rows(out_run);
-    s_expect_all_ok(a, 40);
-    s_expect_all_ok(c, 40);
-    const char *key;
-    json_t *ra;
-    json_object_foreach(a, key, ra) {
-        json_t *rc = json_object_get(c, key);
-        cr_assert_str_eq(fl_row_text(ra), fl_row_text(rc), "%s: fleet '%s' vs run '%s'", key, fl_row_text(ra),
-                         fl_row_text(rc));
-        json_t *ba = json_object_get(json_object_get(ra, "response"), "body");
-        json_t *bc = json_object_get(json_object_get(rc, "response"), "body");
-        cr_assert(json_equal(json_object_get(ba, "usage"), json_object_get(bc, "usage")), "%s: usage differs", key);
-        cr_assert(json_equal(json_object_get(json_array_get(json_object_get(ba, "choices"), 0), "finish_reason"),
-                             json_object_get(json_array_get(json_object_get(bc, "choices"), 0), "finish_reason")),
-                  "%s: finish_reason differs", key);
-    }
-    json_decref(a);
-    json_decref(c);
+    s_expect_same_rows(out_fleet, out_run, 40, "run");
 }
 
 /* An F16 K/V cache on the fleet path: a worker started with --kv-type f16
@@ -770,18 +776,7 @@ Test(fleet, worker_kv_type_f16_gives_the_outputs_of_the_direct_engine_with_f16, 
                           "--input", in, "--output", out_direct, NULL};
     pid_t rp = fl_spawn(argv, fl_path("f16-direct.log"));
     cr_assert_eq(fl_wait(&rp, 60000), 0, "waggle run --direct --kv-type f16 failed");
-    json_t *a = fl_rows(out_fleet), *c = fl_rows(out_direct);
-    s_expect_all_ok(a, 16);
-    s_expect_all_ok(c, 16);
-    const char *key;
-    json_t *ra;
-    json_object_foreach(a, key, ra) {
-        json_t *rc = json_object_get(c, key);
-        cr_assert_str_eq(fl_row_text(ra), fl_row_text(rc), "%s: fleet '%s' vs direct '%s'", key, fl_row_text(ra),
-                         fl_row_text(rc));
-    }
-    json_decref(a);
-    json_decref(c);
+    s_expect_same_rows(out_fleet, out_direct, 16, "direct");
     /* a bad value is refused up front */
     const char *bad[] = {FL_WORKER, "--broker", b.be, "--model", "x=y", "--kv-type", "f8", NULL};
     pid_t bp = fl_spawn(bad, fl_path("f16-bad.log"));
