@@ -166,7 +166,21 @@ S_TYPE_TEST(BF16, s_K_float)
  * cover their block loops: 4-block groups and tails, more than one staged
  * span of activations (K = 9472, 37 super-blocks), and a Q8_0 row whose
  * block count is not a multiple of 8 (K = 416). */
+static void s_invariance_at_level(void);
+
+/* ... at every SIMD level the CPU has (AVX2 has a Q8_0 row kernel too). */
 Test(cpu_matmul, batch_and_thread_invariant_bitwise, .timeout = 600) {
+    int n = 0;
+    for (int li = 1; li < 3; li++) {
+        if (!wg_cpu_force_simd(s_levels[li])) continue;
+        s_invariance_at_level();
+        n++;
+    }
+    wg_cpu_force_simd(NULL);
+    cr_assert_geq(n, 1);
+}
+
+static void s_invariance_at_level(void) {
     static const wg_type_t types[] = {
         WG_TYPE_Q4_0, WG_TYPE_Q4_1, WG_TYPE_Q5_0, WG_TYPE_Q5_1, WG_TYPE_Q8_0,
         WG_TYPE_IQ4_NL, WG_TYPE_MXFP4, WG_TYPE_Q2_K, WG_TYPE_Q3_K, WG_TYPE_Q4_K,
