@@ -207,6 +207,12 @@ static void s_dot_rows(void *arg, int ith, int nth) {
     }
 }
 
+/* Activation buffer layout of both entry points: M quantized rows of type
+ * vt padded to 64 bytes, then (row kernels and tiles) M prepared rows. */
+static size_t s_xq_bytes(wg_type_t vt, int64_t K, int64_t M) {
+    return (wg_row_size(vt, K) * (size_t)M + 63) / 64 * 64;
+}
+
 wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t N, int64_t K,
                           const float *X, int64_t M, float *Y) {
     WG_ASSERT(N >= 0 && K >= 0 && M >= 0);
@@ -244,7 +250,7 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
         c.quant = s_kern.quant[vt] ? s_kern.quant[vt] : vtr->from_float;
         c.xrow = wg_row_size(vt, K);
         c.xps = c.tile ? wg_cpu_xprep_size(vt, K) : 0;
-        const size_t xq_bytes = (c.xrow * (size_t)M + 63) / 64 * 64;
+        const size_t xq_bytes = s_xq_bytes(vt, K, M);
         buf = aligned_alloc(64, xq_bytes + c.xps * (size_t)M + 64);
         if (!buf)
             return wg_error(WG_ERR_NOMEM, "wg_k_matmul_cpu: %zu bytes of activations",
@@ -311,7 +317,7 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
         if (j == nv) {
             vts[nv] = vt;
             off[nv] = total;
-            total += (wg_row_size(vt, K) + 63) / 64 * 64 + wg_cpu_xprep_size(vt, K);
+            total += s_xq_bytes(vt, K, 1) + wg_cpu_xprep_size(vt, K);
             nv++;
         }
     }
@@ -320,7 +326,7 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
     for (int j = 0; j < nv; j++) {
         uint8_t *xq = buf + off[j];
         s_kern.quant[vts[j]](X, xq, K);
-        s_kern.prep[vts[j]](xq, xq + (wg_row_size(vts[j], K) + 63) / 64 * 64, K);
+        s_kern.prep[vts[j]](xq, xq + s_xq_bytes(vts[j], K, 1), K);
     }
     s_mmn c;
     memset(&c, 0, sizeof c);
@@ -337,7 +343,7 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
         m->M = 1;
         m->Y = mm[i].Y;
         m->gemv = s_kern.gemv[mm[i].type];
-        m->xp = buf + off[j] + (wg_row_size(vt, K) + 63) / 64 * 64;
+        m->xp = buf + off[j] + s_xq_bytes(vt, K, 1);
         c.first[i + 1] = c.first[i] + m->N;
     }
     atomic_init(&c.next, 0);
