@@ -413,7 +413,7 @@ wg_status wg_st_open_mem(const void *buf, size_t len, wg_st_t **out) {
     if (!buf && len) return wg_error(WG_ERR_INVAL, "safetensors: NULL buffer of %zu bytes", len);
     wg_st_t *st = s_new();
     if (!st) return wg_error(WG_ERR_NOMEM, "safetensors: handle");
-    int idx;
+    int idx = -1;
     wg_status s = s_add_shard(st, buf, len, false, &idx);
     if (s == WG_OK) s = s_parse_image(st, idx);
     if (s == WG_OK) s = s_index(st);
@@ -432,7 +432,7 @@ static wg_status s_open_file(wg_st_t *st, const char *path) {
     size_t len = 0;
     wg_status s = s_map(path, &base, &len);
     if (s != WG_OK) return s;
-    int idx;
+    int idx = -1;
     if ((s = s_add_shard(st, base, len, true, &idx)) != WG_OK) return s;
     if ((s = s_parse_image(st, idx)) != WG_OK) {
         char msg[1024];
