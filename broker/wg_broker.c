@@ -22,6 +22,7 @@
 #include <zmq.h>
 
 #include "common/wg_log.h"
+#include "common/wg_strmap.h"
 #include "schemas/wg_msg_producer.h"
 #include "schemas/wg_msg_worker.h"
 #include "schemas/wg_msg_zmq.h"
@@ -51,7 +52,7 @@ typedef struct bjob {
     int64_t enq_ms;             /* when first queued (age for the starvation guard) */
     wg_msg_buf result;          /* ENDING: encoded RESULT waiting to be stored */
     char end_state[12];         /* ENDING: done|failed|cancelled */
-    struct bjob *hnext;         /* hash chain */
+    wg_strmap_node node;        /* in the job table, key = id */
     struct bjob *qprev, *qnext; /* queue links while QUEUED */
 } bjob;
 
@@ -97,11 +98,9 @@ struct wg_broker {
     void *fe, *be, *zap;          /* sockets (zap NULL without CURVE) */
     wg_store_t *store;            /* queue store */
     wg_registry_t *reg;           /* model registry (Redis mode) or NULL */
-    bjob **buckets;               /* [nbuckets] jobs by id */
-    size_t nbuckets;              /* power of two */
+    wg_strmap jobs;               /* bjob by id (node) */
     bjob *qhead, *qtail;          /* queued jobs, priority desc then seq asc */
     uint64_t seq;                 /* next job seq */
-    uint64_t n_jobs;              /* jobs in the table */
     bworker *workers;             /* live workers */
     bmodel *models;               /* per-model figures */
     atomic_int stop;              /* set by wg_broker_stop */
@@ -123,55 +122,23 @@ static int64_t s_now(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static size_t s_hash(const wg_broker_t *b, const char *s) {
-    unsigned h = 2166136261u;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-    return h & (b->nbuckets - 1);
-}
-
-/* Twice the buckets once there are more jobs than buckets: a fixed table let
- * chains grow to dozens with 10^5 queued jobs, and the strcmp walk of every
- * DONE lookup was the broker's largest cost. Allocation failure keeps the
- * old table (longer chains, still correct). */
-static void s_table_grow(wg_broker_t *b) {
-    const size_t nn = b->nbuckets * 2;
-    bjob **nb = calloc(nn, sizeof *nb);
-    if (!nb) return;
-    const size_t old = b->nbuckets;
-    bjob **ob = b->buckets;
-    b->buckets = nb;
-    b->nbuckets = nn;
-    for (size_t h = 0; h < old; h++)
-        for (bjob *j = ob[h], *next; j; j = next) {
-            next = j->hnext;
-            const size_t k = s_hash(b, j->id);
-            j->hnext = nb[k];
-            nb[k] = j;
-        }
-    free(ob);
-}
-
 static bjob *s_find(wg_broker_t *b, const char *id) {
-    for (bjob *j = b->buckets[s_hash(b, id)]; j; j = j->hnext)
-        if (!strcmp(j->id, id)) return j;
-    return NULL;
+    wg_strmap_node *n = wg_strmap_find(&b->jobs, id);
+    return n ? WG_CONTAINER_OF(n, bjob, node) : NULL;
 }
 
 static void s_table_add(wg_broker_t *b, bjob *j) {
-    if (b->n_jobs >= b->nbuckets) s_table_grow(b);
-    const size_t h = s_hash(b, j->id);
-    j->hnext = b->buckets[h];
-    b->buckets[h] = j;
-    b->n_jobs++;
+    j->node.key = j->id;
+    wg_strmap_add(&b->jobs, &j->node);
 }
 
-static void s_table_del(wg_broker_t *b, bjob *j) {
-    bjob **pp = &b->buckets[s_hash(b, j->id)];
-    while (*pp && *pp != j) pp = &(*pp)->hnext;
-    if (*pp) {
-        *pp = j->hnext;
-        b->n_jobs--;
-    }
+static void s_table_del(wg_broker_t *b, bjob *j) { wg_strmap_del(&b->jobs, &j->node); }
+
+/* Walk of the job table; the job just returned may leave the table and be
+ * freed before the next call. */
+static bjob *s_next_job(wg_broker_t *b, wg_strmap_iter *it) {
+    wg_strmap_node *n = wg_strmap_iter_next(&b->jobs, it);
+    return n ? WG_CONTAINER_OF(n, bjob, node) : NULL;
 }
 
 static void s_job_free(bjob *j) {
@@ -396,25 +363,24 @@ static void s_attempt_failed(wg_broker_t *b, bjob *j, wg_status code, const char
 static void s_worker_gone(wg_broker_t *b, bworker *w, bool count_failure, const char *why) {
     wg_warn("broker", "worker=%s gone (%s), in flight=%u", w->worker_id ? w->worker_id : "?", why,
             w->inflight);
-    for (size_t h = 0; h < b->nbuckets; h++) {
-        for (bjob *j = b->buckets[h], *next; j; j = next) {
-            next = j->hnext;
-            if (j->worker != w) continue;
-            if (j->state == J_ZOMBIE) {
-                s_table_del(b, j);
-                s_job_free(j);
-                continue;
-            }
-            if (j->state != J_RUNNING) continue;
-            if (count_failure) {
-                s_attempt_failed(b, j, WG_ERR_TIMEOUT, "worker lost", true);
-            } else {
-                j->worker->inflight--;
-                bmodel *m = s_model(b, j->job.model);
-                if (m) m->running--;
-                b->c_requeued++;
-                s_q_push(b, j);
-            }
+    wg_strmap_iter it;
+    wg_strmap_iter_init(&b->jobs, &it);
+    for (bjob *j; (j = s_next_job(b, &it));) {
+        if (j->worker != w) continue;
+        if (j->state == J_ZOMBIE) {
+            s_table_del(b, j);
+            s_job_free(j);
+            continue;
+        }
+        if (j->state != J_RUNNING) continue;
+        if (count_failure) {
+            s_attempt_failed(b, j, WG_ERR_TIMEOUT, "worker lost", true);
+        } else {
+            j->worker->inflight--;
+            bmodel *m = s_model(b, j->job.model);
+            if (m) m->running--;
+            b->c_requeued++;
+            s_q_push(b, j);
         }
     }
     bworker **pp = &b->workers;
@@ -1327,12 +1293,11 @@ wg_broker_t *wg_broker_new(const wg_broker_cfg *cfg) {
         return NULL;
     }
     b->cfg = *cfg;
-    if (!(b->buckets = calloc(NBUCKETS0, sizeof *b->buckets))) {
+    if (wg_strmap_init(&b->jobs, NBUCKETS0) != WG_OK) {
         free(b);
         wg_error(WG_ERR_NOMEM, "broker job table");
         return NULL;
     }
-    b->nbuckets = NBUCKETS0;
     if (!b->cfg.max_attempts) b->cfg.max_attempts = 3;
     if (!b->cfg.queue_max_jobs) b->cfg.queue_max_jobs = 10000;
     if (!b->cfg.queue_max_tokens) b->cfg.queue_max_tokens = 8000000;
@@ -1452,11 +1417,10 @@ static void s_tick(wg_broker_t *b) {
         }
     }
     /* results whose store write failed earlier */
-    for (size_t h = 0; h < b->nbuckets; h++)
-        for (bjob *j = b->buckets[h], *next; j; j = next) {
-            next = j->hnext;
-            if (j->result.data) s_try_store(b, j);
-        }
+    wg_strmap_iter it;
+    wg_strmap_iter_init(&b->jobs, &it);
+    for (bjob *j; (j = s_next_job(b, &it));)
+        if (j->result.data) s_try_store(b, j);
 }
 
 wg_status wg_broker_run(wg_broker_t *b) {
@@ -1518,12 +1482,10 @@ void wg_broker_destroy(wg_broker_t **pb) {
     if (b->be) zmq_close(b->be);
     if (b->zap) zmq_close(b->zap);
     if (b->own_ctx && b->ctx) zmq_ctx_term(b->ctx);
-    for (size_t h = 0; h < b->nbuckets; h++)
-        for (bjob *j = b->buckets[h], *next; j; j = next) {
-            next = j->hnext;
-            s_job_free(j);
-        }
-    free(b->buckets);
+    wg_strmap_iter it;
+    wg_strmap_iter_init(&b->jobs, &it);
+    for (bjob *j; (j = s_next_job(b, &it));) s_job_free(j);
+    wg_strmap_clear(&b->jobs);
     for (bworker *w = b->workers, *next; w; w = next) {
         next = w->next;
         s_worker_free(w);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/wg_strmap.h"
 #include "wg_store.h"
 
 #define MEM_BUCKETS0 4096 /* initial buckets; doubles at load factor 1 */
@@ -16,15 +17,13 @@ typedef struct mem_result {
     uint8_t *data;           /* (len,) msgpack RESULT map */
     size_t len;              /* bytes */
     int64_t expires_ms;      /* monotonic time the result expires (the Redis store's EX) */
-    struct mem_result *next; /* bucket chain */
+    wg_strmap_node node;     /* in the results table, key = job_id */
     struct mem_result *older, *newer; /* insertion order: expiry walks from the oldest */
 } mem_result;
 
 typedef struct mem_store {
     wg_store_t base;                 /* ops */
-    mem_result **buckets;            /* [nbuckets] results by job_id */
-    size_t nbuckets;                 /* power of two */
-    size_t n;                        /* results held */
+    wg_strmap results;               /* mem_result by job_id (node) */
     mem_result *oldest, *newest;     /* insertion order */
     uint64_t next_entry;             /* entry id counter */
 } mem_store;
@@ -33,12 +32,6 @@ static int64_t s_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static size_t s_hash(const mem_store *m, const char *s) {
-    unsigned h = 2166136261u;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-    return h & (m->nbuckets - 1);
 }
 
 static wg_status mem_enqueue(wg_store_t *s, const char *model, const char *job_id,
@@ -56,9 +49,8 @@ static wg_status mem_recover(wg_store_t *s, wg_store_recover_fn fn, void *arg) {
 }
 
 static mem_result *s_find(mem_store *m, const char *job_id) {
-    for (mem_result *r = m->buckets[s_hash(m, job_id)]; r; r = r->next)
-        if (!strcmp(r->job_id, job_id)) return r;
-    return NULL;
+    wg_strmap_node *n = wg_strmap_find(&m->results, job_id);
+    return n ? WG_CONTAINER_OF(n, mem_result, node) : NULL;
 }
 
 static void s_free_result(mem_result *r) {
@@ -73,33 +65,12 @@ static void s_free_result(mem_result *r) {
 static void s_expire(mem_store *m, int64_t now) {
     while (m->oldest && m->oldest->expires_ms <= now) {
         mem_result *r = m->oldest;
-        mem_result **pp = &m->buckets[s_hash(m, r->job_id)];
-        while (*pp && *pp != r) pp = &(*pp)->next;
-        if (*pp) *pp = r->next;
+        wg_strmap_del(&m->results, &r->node);
         m->oldest = r->newer;
         if (m->oldest) m->oldest->older = NULL;
         else m->newest = NULL;
-        m->n--;
         s_free_result(r);
     }
-}
-
-static void s_grow(mem_store *m) {
-    const size_t nn = m->nbuckets * 2;
-    mem_result **nb = calloc(nn, sizeof *nb);
-    if (!nb) return; /* longer chains, still correct */
-    mem_result **ob = m->buckets;
-    const size_t on = m->nbuckets;
-    m->buckets = nb;
-    m->nbuckets = nn;
-    for (size_t i = 0; i < on; i++)
-        for (mem_result *r = ob[i], *next; r; r = next) {
-            next = r->next;
-            const size_t h = s_hash(m, r->job_id);
-            r->next = nb[h];
-            nb[h] = r;
-        }
-    free(ob);
 }
 
 static wg_status mem_finish(wg_store_t *s, const char *model, const char *entry_id,
@@ -120,16 +91,13 @@ static wg_status mem_finish(wg_store_t *s, const char *model, const char *entry_
     memcpy(r->data, result, len);
     r->len = len;
     r->expires_ms = now + (int64_t)(ttl_s ? ttl_s : 86400) * 1000;
-    if (m->n >= m->nbuckets) s_grow(m);
-    const size_t h = s_hash(m, job_id);
-    r->next = m->buckets[h];
-    m->buckets[h] = r;
+    r->node.key = r->job_id;
+    wg_strmap_add(&m->results, &r->node);
     /* TTLs are one setting per broker, so insertion order is expiry order */
     r->older = m->newest;
     if (m->newest) m->newest->newer = r;
     else m->oldest = r;
     m->newest = r;
-    m->n++;
     return WG_OK;
 }
 
@@ -161,7 +129,7 @@ static void mem_destroy(wg_store_t *s) {
         next = r->newer;
         s_free_result(r);
     }
-    free(m->buckets);
+    wg_strmap_clear(&m->results);
     free(m);
 }
 
@@ -174,12 +142,11 @@ wg_store_t *wg_store_mem_new(void) {
         wg_error(WG_ERR_NOMEM, "memory store");
         return NULL;
     }
-    if (!(m->buckets = calloc(MEM_BUCKETS0, sizeof *m->buckets))) {
+    if (wg_strmap_init(&m->results, MEM_BUCKETS0) != WG_OK) {
         free(m);
         wg_error(WG_ERR_NOMEM, "memory store");
         return NULL;
     }
-    m->nbuckets = MEM_BUCKETS0;
     m->base.ops = &s_mem_ops;
     return &m->base;
 }
