@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "common/wg_log.h"
+#include "common/wg_redis.h"
 #include "wg_store.h"
 
 #define MAX_GROUPS 256
@@ -19,11 +20,7 @@
 typedef struct redis_store {
     wg_store_t base;              /* ops */
     redisContext *c;              /* NULL while disconnected */
-    char host[256];               /* from the URL */
-    int port;                     /* from the URL */
-    int db;                       /* SELECT index */
-    char user[128];               /* ACL user or "" */
-    char password[256];           /* password or "" */
+    wg_redis_addr addr;           /* from the URL (user/password overridable) */
     char group[64];               /* consumer group */
     char consumer[128];           /* consumer name */
     char *groups[MAX_GROUPS];     /* models whose group exists (this connection) */
@@ -51,41 +48,9 @@ static void s_drop(redis_store *r, const char *why) {
 }
 
 static wg_status s_connect(redis_store *r) {
-    struct timeval tv = {1, 0};
-    redisContext *c = redisConnectWithTimeout(r->host, r->port, tv);
-    if (!c || c->err) {
-        wg_status st = wg_error(WG_ERR_REDIS, "connect %s:%d: %s", r->host, r->port,
-                                c ? c->errstr : "out of memory");
-        if (c) redisFree(c);
-        return st;
-    }
-    redisSetTimeout(c, tv);
-    redisReply *rep = NULL;
-    if (r->password[0]) {
-        if (r->user[0]) rep = redisCommand(c, "AUTH %s %s", r->user, r->password);
-        else rep = redisCommand(c, "AUTH %s", r->password);
-        if (!rep || rep->type == REDIS_REPLY_ERROR) {
-            wg_status st = wg_error(WG_ERR_REDIS, "AUTH as user='%s' failed: %s", r->user,
-                                    rep ? rep->str : c->errstr);
-            if (rep) freeReplyObject(rep);
-            redisFree(c);
-            return st;
-        }
-        freeReplyObject(rep);
-    }
-    if (r->db) {
-        rep = redisCommand(c, "SELECT %d", r->db);
-        if (!rep || rep->type == REDIS_REPLY_ERROR) {
-            wg_status st = wg_error(WG_ERR_REDIS, "SELECT %d failed", r->db);
-            if (rep) freeReplyObject(rep);
-            redisFree(c);
-            return st;
-        }
-        freeReplyObject(rep);
-    }
-    r->c = c;
-    r->backoff_ms = 100;
-    return WG_OK;
+    wg_status st = wg_redis_open(&r->addr, 1000, 1000, &r->c, NULL);
+    if (st == WG_OK) r->backoff_ms = 100;
+    return st;
 }
 
 /* Ensure a live connection (with backoff between attempts). */
@@ -93,14 +58,14 @@ static wg_status s_ready(redis_store *r) {
     if (r->c && !r->c->err) return WG_OK;
     if (r->c) s_drop(r, r->c->errstr);
     if (s_now_ms() < r->next_try_ms)
-        return wg_error(WG_ERR_REDIS, "redis %s:%d unavailable (retrying)", r->host, r->port);
+        return wg_error(WG_ERR_REDIS, "redis %s:%d unavailable (retrying)", r->addr.host, r->addr.port);
     wg_status st = s_connect(r);
     if (st) {
         r->next_try_ms = s_now_ms() + r->backoff_ms;
         r->backoff_ms = r->backoff_ms * 2 > 5000 ? 5000 : r->backoff_ms * 2;
         return st;
     }
-    wg_info("store", "redis connected host=%s port=%d", r->host, r->port);
+    wg_info("store", "redis connected host=%s port=%d", r->addr.host, r->addr.port);
     return WG_OK;
 }
 
@@ -364,41 +329,6 @@ static void r_destroy(wg_store_t *s) {
 static const wg_store_ops s_redis_ops = {r_enqueue, r_recover, r_finish, r_get_result,
                                          r_set_failures, r_healthy, r_destroy};
 
-/* redis://[user[:pass]@]host[:port][/db] */
-static wg_status s_parse_url(redis_store *r, const char *url) {
-    const char *p = url;
-    if (strncmp(p, "redis://", 8) != 0)
-        return wg_error(WG_ERR_INVAL, "redis url '%s' must start with redis://", url);
-    p += 8;
-    const char *at = strrchr(p, '@');
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon) {
-            snprintf(r->user, sizeof r->user, "%.*s", (int)(colon - p), p);
-            snprintf(r->password, sizeof r->password, "%.*s", (int)(at - colon - 1), colon + 1);
-        } else {
-            snprintf(r->password, sizeof r->password, "%.*s", (int)(at - p), p);
-        }
-        p = at + 1;
-    }
-    const char *slash = strchr(p, '/');
-    const char *end = slash ? slash : p + strlen(p);
-    const char *colon = memchr(p, ':', (size_t)(end - p));
-    r->port = 6379;
-    if (colon) {
-        char *e;
-        long port = strtol(colon + 1, &e, 10);
-        if (e != end || port <= 0 || port > 65535)
-            return wg_error(WG_ERR_INVAL, "redis url '%s': bad port", url);
-        r->port = (int)port;
-        end = colon;
-    }
-    if (end == p) return wg_error(WG_ERR_INVAL, "redis url '%s': empty host", url);
-    snprintf(r->host, sizeof r->host, "%.*s", (int)(end - p), p);
-    if (slash && slash[1]) r->db = atoi(slash + 1);
-    return WG_OK;
-}
-
 wg_store_t *wg_store_redis_new(const wg_store_redis_cfg *cfg) {
     redis_store *r = calloc(1, sizeof *r);
     if (!r) {
@@ -407,12 +337,12 @@ wg_store_t *wg_store_redis_new(const wg_store_redis_cfg *cfg) {
     }
     r->base.ops = &s_redis_ops;
     r->backoff_ms = 100;
-    if (s_parse_url(r, cfg->url)) {
+    if (wg_redis_parse_url(cfg->url, &r->addr)) {
         free(r);
         return NULL;
     }
-    if (cfg->user) snprintf(r->user, sizeof r->user, "%s", cfg->user);
-    if (cfg->password) snprintf(r->password, sizeof r->password, "%s", cfg->password);
+    if (cfg->user) snprintf(r->addr.user, sizeof r->addr.user, "%s", cfg->user);
+    if (cfg->password) snprintf(r->addr.password, sizeof r->addr.password, "%s", cfg->password);
     snprintf(r->group, sizeof r->group, "%s", cfg->group ? cfg->group : "waggle");
     snprintf(r->consumer, sizeof r->consumer, "%s", cfg->consumer ? cfg->consumer : "broker");
     if (s_connect(r)) {

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/wg_redis.h"
 #include "engine/formats/wg_gguf.h"
 #include "engine/formats/wg_hfconfig.h"
 #include "engine/formats/wg_safetensors.h"
@@ -33,11 +34,7 @@
 
 struct wg_registry {
     redisContext *c;        /* live connection or NULL */
-    char host[256];         /* from the URL */
-    int port;               /* from the URL */
-    int db;                 /* SELECT index */
-    char user[128];         /* ACL user or "" */
-    char password[256];     /* password or "" */
+    wg_redis_addr addr;     /* from the URL (user/password overridable) */
     wg_registry_stats stats; /* counters */
     int64_t next_try_ms;    /* after a failed connect: no new attempt before this */
     int64_t backoff_ms;     /* current reconnect backoff (200 ms .. 2 s) */
@@ -91,97 +88,27 @@ void wg_reg_model_clear(wg_reg_model *m) {
 
 /* ---------------------------------------------------------------- connection */
 
-static wg_status s_parse_url(wg_registry_t *r, const char *url) {
-    if (!url || !*url) return wg_error(WG_ERR_INVAL, "redis URL is empty");
-    const char *p = url;
-    if (!strncmp(p, "redis://", 8)) p += 8;
-    else if (strstr(p, "://")) return wg_error(WG_ERR_INVAL, "redis URL '%s': scheme must be redis://", url);
-    const char *at = strrchr(p, '@');
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon) {
-            snprintf(r->user, sizeof r->user, "%.*s", (int)(colon - p), p);
-            snprintf(r->password, sizeof r->password, "%.*s", (int)(at - colon - 1), colon + 1);
-        } else {
-            snprintf(r->password, sizeof r->password, "%.*s", (int)(at - p), p);
-        }
-        p = at + 1;
-    }
-    const char *slash = strchr(p, '/');
-    const char *end = slash ? slash : p + strlen(p);
-    const char *colon = memchr(p, ':', (size_t)(end - p));
-    const char *hend = colon ? colon : end;
-    if (hend == p || (size_t)(hend - p) >= sizeof r->host)
-        return wg_error(WG_ERR_INVAL, "redis URL '%s': missing or too long host", url);
-    snprintf(r->host, sizeof r->host, "%.*s", (int)(hend - p), p);
-    r->port = 6379;
-    if (colon) {
-        char *e;
-        long port = strtol(colon + 1, &e, 10);
-        if (e != end || port <= 0 || port > 65535)
-            return wg_error(WG_ERR_INVAL, "redis URL '%s': bad port '%.*s'", url, (int)(end - colon - 1), colon + 1);
-        r->port = (int)port;
-    }
-    r->db = 0;
-    if (slash && slash[1]) {
-        char *e;
-        long db = strtol(slash + 1, &e, 10);
-        if (*e || db < 0 || db > 65535) return wg_error(WG_ERR_INVAL, "redis URL '%s': bad db '%s'", url, slash + 1);
-        r->db = (int)db;
-    }
-    return WG_OK;
-}
-
 static wg_status s_connect(wg_registry_t *r) {
     if (r->c) {
         redisFree(r->c);
         r->c = NULL;
     }
-    struct timeval tv = {2, 0};
-    redisContext *c = redisConnectWithTimeout(r->host, r->port, tv);
-    if (!c || c->err) {
-        wg_status st = wg_error(WG_ERR_REDIS, "redis %s:%d unreachable: %s", r->host, r->port,
-                                c ? c->errstr : "out of memory");
-        if (c) redisFree(c);
+    bool reached;
+    wg_status st = wg_redis_open(&r->addr, 2000, 10000, &r->c, &reached);
+    if (st != WG_OK && !reached) {
         /* callers on a serving loop (the broker) must not stall on a dead Redis */
         r->backoff_ms = r->backoff_ms ? (r->backoff_ms * 2 > 2000 ? 2000 : r->backoff_ms * 2) : 200;
         r->next_try_ms = s_mono_ms() + r->backoff_ms;
         return st;
     }
-    redisSetTimeout(c, (struct timeval){10, 0});
-    redisReply *rep = NULL;
-    if (r->password[0]) {
-        rep = r->user[0] ? redisCommand(c, "AUTH %s %s", r->user, r->password)
-                         : redisCommand(c, "AUTH %s", r->password);
-        if (!rep || rep->type == REDIS_REPLY_ERROR) {
-            wg_status st = wg_error(WG_ERR_REDIS, "redis %s:%d: AUTH as user '%s' refused: %s", r->host,
-                                    r->port, r->user[0] ? r->user : "default", rep ? rep->str : c->errstr);
-            if (rep) freeReplyObject(rep);
-            redisFree(c);
-            return st;
-        }
-        freeReplyObject(rep);
-    }
-    if (r->db) {
-        rep = redisCommand(c, "SELECT %d", r->db);
-        if (!rep || rep->type == REDIS_REPLY_ERROR) {
-            wg_status st = wg_error(WG_ERR_REDIS, "redis %s:%d: SELECT %d failed: %s", r->host, r->port,
-                                    r->db, rep ? rep->str : c->errstr);
-            if (rep) freeReplyObject(rep);
-            redisFree(c);
-            return st;
-        }
-        freeReplyObject(rep);
-    }
-    r->c = c;
-    r->backoff_ms = 0;
-    return WG_OK;
+    if (st == WG_OK) r->backoff_ms = 0;
+    return st;
 }
 
 /* Reconnect unless a recent attempt failed (then fail fast). */
 static wg_status s_reconnect(wg_registry_t *r) {
     if (r->next_try_ms && s_mono_ms() < r->next_try_ms)
-        return wg_error(WG_ERR_REDIS, "redis %s:%d unavailable (reconnecting)", r->host, r->port);
+        return wg_error(WG_ERR_REDIS, "redis %s:%d unavailable (reconnecting)", r->addr.host, r->addr.port);
     return s_connect(r);
 }
 
@@ -194,9 +121,9 @@ wg_status wg_registry_connect_auth(const char *url, const char *user, const char
     *out = NULL;
     wg_registry_t *r = calloc(1, sizeof *r);
     if (!r) return wg_error(WG_ERR_NOMEM, "registry");
-    wg_status st = s_parse_url(r, url);
-    if (st == WG_OK && user) snprintf(r->user, sizeof r->user, "%s", user);
-    if (st == WG_OK && password) snprintf(r->password, sizeof r->password, "%s", password);
+    wg_status st = wg_redis_parse_url(url, &r->addr);
+    if (st == WG_OK && user) snprintf(r->addr.user, sizeof r->addr.user, "%s", user);
+    if (st == WG_OK && password) snprintf(r->addr.password, sizeof r->addr.password, "%s", password);
     if (st == WG_OK) st = s_connect(r);
     if (st) {
         free(r);
@@ -223,13 +150,13 @@ static redisReply *s_cmd(wg_registry_t *r, int argc, const char **argv, const si
         if ((!r->c || r->c->err) && s_reconnect(r)) return NULL;
         redisReply *rep = redisCommandArgv(r->c, argc, argv, lens);
         if (!rep) {
-            wg_error(WG_ERR_REDIS, "redis %s:%d: %s", r->host, r->port, r->c->errstr);
+            wg_error(WG_ERR_REDIS, "redis %s:%d: %s", r->addr.host, r->addr.port, r->c->errstr);
             redisFree(r->c);
             r->c = NULL;
             continue;
         }
         if (rep->type == REDIS_REPLY_ERROR) {
-            wg_error(WG_ERR_REDIS, "redis %s:%d: %s: %s", r->host, r->port, argv[0], rep->str);
+            wg_error(WG_ERR_REDIS, "redis %s:%d: %s: %s", r->addr.host, r->addr.port, argv[0], rep->str);
             freeReplyObject(rep);
             return NULL;
         }
@@ -264,9 +191,9 @@ static wg_status s_multi(wg_registry_t *r, int n, int *argcs, const char ***argv
             redisFree(r->c);
             r->c = NULL;
             if (attempt == 0) continue;
-            return wg_error(WG_ERR_REDIS, "redis %s:%d: %s", r->host, r->port, why);
+            return wg_error(WG_ERR_REDIS, "redis %s:%d: %s", r->addr.host, r->addr.port, why);
         }
-        if (failed) return wg_error(WG_ERR_REDIS, "redis %s:%d: transaction failed: %s", r->host, r->port, why);
+        if (failed) return wg_error(WG_ERR_REDIS, "redis %s:%d: transaction failed: %s", r->addr.host, r->addr.port, why);
         return WG_OK;
     }
     return WG_ERR_REDIS;
