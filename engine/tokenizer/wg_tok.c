@@ -49,6 +49,10 @@ typedef struct {
 
 static void s_buf_add(s_buf_t *b, const void *src, size_t n) {
     if (b->oom) return;
+    if (n >= SIZE_MAX / 2 - b->n) { /* also tells gcc -O3 the sizes below cannot wrap */
+        b->oom = true;
+        return;
+    }
     if (b->n + n + 1 > b->cap) {
         size_t nc = b->cap ? b->cap : 64;
         while (nc < b->n + n + 1) nc *= 2;

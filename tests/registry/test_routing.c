@@ -227,7 +227,7 @@ Test(routing, a_busy_worker_finishes_its_models_queue_before_switching) {
         char got[4][32], ids[4][33];
         int k = s_take_models(w, got, ids, 2, 800);
         for (int i = 0; i < k; i++) {
-            snprintf(order[n++], 32, "%s", got[i]);
+            snprintf(order[n++], 32, "%.31s", got[i]);
             h_done(w, ids[i], "ok");
         }
     }
