@@ -281,6 +281,14 @@ Test(cpu_matmul, raw_random_blocks_match_reference_at_extremes, .timeout = 300) 
                               wg_type_name(t), s_levels[li], (long)m, (long)n, Y[m * N + n],
                               Yr[m * N + n], S);
                 }
+            /* Each row alone (the M = 1 row kernels) gives the batch's bits
+             * at these extremes too. */
+            for (int64_t m = 0; m < M; m++) {
+                float y1[21];
+                cr_assert_eq(wg_k_matmul_cpu(NULL, t, W, N, K, X + m * K, 1, y1), WG_OK);
+                cr_assert(memcmp(y1, Y + m * N, sizeof y1) == 0, "%s %s row %ld: M = 1 differs from the batch",
+                          wg_type_name(t), s_levels[li], (long)m);
+            }
         }
         wg_cpu_force_simd(NULL);
         free(W), free(deq), free(X), free(Yr), free(Y);
