@@ -73,6 +73,28 @@ static int s_cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+double wg_bench_read_bw_buf(const void *buf, size_t bytes, wg_pool_t *pool, int reps, double *best) {
+    *best = 0;
+    const int nth = wg_pool_size(pool);
+    bytes = bytes / 4096 * 4096;
+    if (!buf || bytes == 0) return 0;
+    s_rd_t r = {.buf = buf, .bytes = bytes};
+    double t[64];
+    if (reps < 1) reps = 1;
+    if (reps > 64) reps = 64;
+    wg_pool_run(pool, s_read_job, &r); /* warm-up */
+    for (int i = 0; i < reps; i++) {
+        const double t0 = s_now();
+        wg_pool_run(pool, s_read_job, &r);
+        t[i] = s_now() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, s_cmp);
+    const double read = (double)(bytes / (size_t)nth / 128 * 128 * (size_t)nth);
+    const double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    *best = read / t[0] / 1e9;
+    return read / med / 1e9;
+}
+
 double wg_bench_read_bw(size_t bytes, int nth, int reps, double *best) {
     *best = 0;
     bytes = bytes / 4096 * 4096;
@@ -85,21 +107,8 @@ double wg_bench_read_bw(size_t bytes, int nth, int reps, double *best) {
         return 0;
     }
     memset(buf, 1, bytes); /* fault the pages in before timing */
-    s_rd_t r = {.buf = buf, .bytes = bytes};
-    double t[64];
-    if (reps < 1) reps = 1;
-    if (reps > 64) reps = 64;
-    wg_pool_run(pool, s_read_job, &r); /* warm-up */
-    for (int i = 0; i < reps; i++) {
-        const double t0 = s_now();
-        wg_pool_run(pool, s_read_job, &r);
-        t[i] = s_now() - t0;
-    }
+    const double med = wg_bench_read_bw_buf(buf, bytes, pool, reps, best);
     wg_pool_destroy(&pool);
     free(buf);
-    qsort(t, (size_t)reps, sizeof *t, s_cmp);
-    const double read = (double)(bytes / (size_t)nth / 128 * 128 * (size_t)nth);
-    const double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
-    *best = read / t[0] / 1e9;
-    return read / med / 1e9;
+    return med;
 }
