@@ -164,6 +164,27 @@ static int64_t s_claim_rows(_Atomic int64_t *next, int64_t base, int64_t end, in
     }
 }
 
+/* Runs of WG_CPU_RUN tiles in a tile-kernel product. */
+static int64_t s_tile_runs(const s_mm *c) {
+    const int64_t tn = s_kern.tile_n;
+    return ((c->N + tn - 1) / tn + WG_CPU_RUN - 1) / WG_CPU_RUN;
+}
+
+/* Tile run `run` of a tile-kernel product: its weight rows against all M
+ * prepared activation rows. */
+static void s_tile_run(const s_mm *c, int64_t run) {
+    const int64_t tn = s_kern.tile_n;
+    const int64_t n_tiles = (c->N + tn - 1) / tn;
+    const int64_t t_end = (run + 1) * WG_CPU_RUN < n_tiles ? (run + 1) * WG_CPU_RUN : n_tiles;
+    const int64_t row_end = t_end * tn < c->N ? t_end * tn : c->N;
+    for (int64_t t = run * WG_CPU_RUN; t < t_end; t++) {
+        const int64_t nb = t * tn;
+        const int nw = (int)(c->N - nb < tn ? c->N - nb : tn);
+        c->tile(c->K, c->W + (size_t)nb * c->wrow, c->wrow, nw, c->W + (size_t)row_end * c->wrow, c->xp,
+                c->xps, c->M, c->Y + nb, c->N);
+    }
+}
+
 /* Tiles are handed out from a shared counter rather than split statically:
  * on a loaded machine a descheduled worker then delays one tile, not half
  * the product. Which thread computes a tile never changes its numbers. */
@@ -181,20 +202,11 @@ static void s_dot_rows(void *arg, int ith, int nth) {
          * prefetches the start of the next tile in memory, which is then
          * its own next tile (not, as with single-tile claims, usually the
          * other thread's). */
-        const int64_t tn = s_kern.tile_n;
-        const int64_t n_tiles = (c->N + tn - 1) / tn;
-        const int64_t n_runs = (n_tiles + WG_CPU_RUN - 1) / WG_CPU_RUN;
+        const int64_t n_runs = s_tile_runs(c);
         for (;;) {
             const int64_t run = atomic_fetch_add_explicit(&c->next_tile, 1, memory_order_relaxed);
             if (run >= n_runs) break;
-            const int64_t t_end = (run + 1) * WG_CPU_RUN < n_tiles ? (run + 1) * WG_CPU_RUN : n_tiles;
-            const int64_t row_end = t_end * tn < c->N ? t_end * tn : c->N;
-            for (int64_t t = run * WG_CPU_RUN; t < t_end; t++) {
-                const int64_t nb = t * tn;
-                const int nw = (int)(c->N - nb < tn ? c->N - nb : tn);
-                c->tile(c->K, c->W + (size_t)nb * c->wrow, c->wrow, nw,
-                        c->W + (size_t)row_end * c->wrow, c->xp, c->xps, c->M, c->Y + nb, c->N);
-            }
+            s_tile_run(c, run);
         }
         return;
     }
@@ -267,14 +279,32 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
     return WG_OK;
 }
 
-/* ---- several products of one activation row (M = 1) in one pool run ---- */
+/* ---- several products of the same activations in one pool run ----
+ * M = 1: the row kernels over one range of all products' rows. M > 1: the
+ * activations quantized and prepared once per activation type, then the
+ * products' tile runs handed out from one counter. Either way each output is
+ * what a separate wg_k_matmul_cpu call gives, bit for bit. */
 
 typedef struct {
     s_mm mm[WG_K_MM_MAX];        /* one per product (its xp points into buf) */
-    int64_t first[WG_K_MM_MAX + 1]; /* first row of each product in one range; first[n] = total */
+    int64_t first[WG_K_MM_MAX + 1]; /* first row (M = 1) / tile run (M > 1) of each product in
+                                     * one range; first[n] = total */
     int n;
     _Atomic int64_t next;        /* next row of that range to hand out */
 } s_mmn;
+
+static void s_tile_runs_n(void *arg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    s_mmn *c = arg;
+    for (;;) {
+        const int64_t g = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+        if (g >= c->first[c->n]) break;
+        int p = 0;
+        while (g >= c->first[p + 1]) p++;
+        s_tile_run(&c->mm[p], g - c->first[p]);
+    }
+}
 
 static void s_dot_runs_n(void *arg, int ith, int nth) {
     (void)ith;
@@ -292,10 +322,10 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
                             int64_t M) {
     WG_ASSERT(n >= 0 && n <= WG_K_MM_MAX && K >= 0 && M >= 0);
     pthread_once(&s_once, s_auto);
-    bool fused = M == 1 && n > 1;
+    bool fused = M >= 1 && n > 1;
     for (int i = 0; i < n && fused; i++) {
         const wg_type_traits_t *tr = wg_type_traits(mm[i].type);
-        fused = tr && tr->supported && s_kern.gemv[mm[i].type] && s_kern.tile[mm[i].type] &&
+        fused = tr && tr->supported && (M > 1 || s_kern.gemv[mm[i].type]) && s_kern.tile[mm[i].type] &&
                 s_kern.vdot_x[mm[i].type] == tr->vec_dot_type && s_kern.prep[tr->vec_dot_type] &&
                 s_kern.quant[tr->vec_dot_type] && K % tr->blck_size == 0 && mm[i].N > 0;
     }
@@ -317,7 +347,7 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
         if (j == nv) {
             vts[nv] = vt;
             off[nv] = total;
-            total += s_xq_bytes(vt, K, 1) + wg_cpu_xprep_size(vt, K);
+            total += s_xq_bytes(vt, K, M) + wg_cpu_xprep_size(vt, K) * (size_t)M;
             nv++;
         }
     }
@@ -325,8 +355,17 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
     if (!buf) return wg_error(WG_ERR_NOMEM, "wg_k_matmul_cpu_n: %zu bytes of activations", total);
     for (int j = 0; j < nv; j++) {
         uint8_t *xq = buf + off[j];
-        s_kern.quant[vts[j]](X, xq, K);
-        s_kern.prep[vts[j]](xq, xq + s_xq_bytes(vts[j], K, 1), K);
+        if (M == 1) {
+            s_kern.quant[vts[j]](X, xq, K);
+            s_kern.prep[vts[j]](xq, xq + s_xq_bytes(vts[j], K, 1), K);
+            continue;
+        }
+        s_mm q = {.X = X, .K = K, .M = M, .quant = s_kern.quant[vts[j]], .xq = xq,
+                  .xrow = wg_row_size(vts[j], K), .tile = s_kern.tile[mm[0].type], .prep = s_kern.prep[vts[j]],
+                  .xp = xq + s_xq_bytes(vts[j], K, M), .xps = wg_cpu_xprep_size(vts[j], K)};
+        atomic_init(&q.next_row, 0);
+        atomic_init(&q.next_tile, 0);
+        wg_pool_run_any(pool, s_quant_rows, &q);
     }
     s_mmn c;
     memset(&c, 0, sizeof c);
@@ -340,14 +379,16 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
         m->wrow = wg_row_size(mm[i].type, K);
         m->N = mm[i].N;
         m->K = K;
-        m->M = 1;
+        m->M = M;
         m->Y = mm[i].Y;
         m->gemv = s_kern.gemv[mm[i].type];
-        m->xp = buf + off[j] + s_xq_bytes(vt, K, 1);
-        c.first[i + 1] = c.first[i] + m->N;
+        m->tile = s_kern.tile[mm[i].type];
+        m->xp = buf + off[j] + s_xq_bytes(vt, K, M);
+        m->xps = wg_cpu_xprep_size(vt, K);
+        c.first[i + 1] = c.first[i] + (M == 1 ? m->N : s_tile_runs(m));
     }
     atomic_init(&c.next, 0);
-    wg_pool_run_any(pool, s_dot_runs_n, &c);
+    wg_pool_run_any(pool, M == 1 ? s_dot_runs_n : s_tile_runs_n, &c);
     free(buf);
     return WG_OK;
 }
