@@ -3,9 +3,12 @@
 # time to read each model file (page cache cold: posix_fadvise(DONTNEED)
 # first; and warm). Real redis-server + waggle-broker + one waggle-worker on
 # loopback; the budget holds one model, so every job for another model swaps.
-# Swap latency = the worker's load time for that model (registry lookup,
-# sha256 check from the size+mtime cache, GGUF load, tokenizer, scheduler and
-# KV allocation), logged as "model=X loaded ... seconds=S"; median of ROUNDS.
+# Swap latency = the worker's load time for that model (registry lookup, one
+# round trip, overlapped with the load on a re-load; sha256 check from the
+# loader's in-process record or the size+mtime cache; GGUF load, tokenizer,
+# scheduler and KV allocation), logged as "model=X loaded ... seconds=S";
+# median of ROUNDS. The worker log (BENCH_KEEP_LOG=FILE keeps it) has each
+# load's phases at debug level ("model=X load ms: registry ... verify ...").
 # Target (issue 6): swap <= 1.5 x warm read.
 #
 # usage: benchmarks/bench_swap.sh BUILD_DIR [ROUNDS]   (prints one JSON object)

@@ -35,6 +35,8 @@
 #define S_MOD "worker"
 #define S_TOPIC_CAP (3 + WG_MSG_MAX_ID + 1)
 
+#define S_MAX_KNOWN 64 /* registry entries the loader remembers (speculative re-loads) */
+
 typedef struct s_model {
     char *name;              /* name jobs use */
     wg_model_t *owned;       /* loaded here, or NULL when borrowed */
@@ -46,6 +48,7 @@ typedef struct s_model {
     int32_t n_vocab;         /* logits width */
     void *res_h;             /* residency handle (heap s_model this slot was installed from) or NULL */
     uint32_t unpins;         /* residency: finished sequences whose pin is released at the end of the turn */
+    float load_ms[5];        /* residency load: registry, verify, model, tokenizer, scheduler (logged at install) */
 } s_model;
 
 typedef struct s_job {
@@ -126,6 +129,8 @@ struct wg_worker {
     uint64_t mem_budget;         /* bytes of weights + KV (0 = no residency) */
     uint32_t load_delay_ms;      /* test hook: extra sleep per load */
     wg_registry_t *load_reg;     /* loader thread's own registry connection */
+    wg_reg_model known[S_MAX_KNOWN]; /* loader thread: entries of models it loaded, most recent first */
+    uint32_t n_known;            /* entries in known */
     size_t kv_budget;            /* KV bytes per model (cfg.kv_budget_bytes) */
     int n_threads;               /* forward threads per model */
     char device[32];             /* "cpu" or "cuda:N" */
@@ -810,11 +815,62 @@ static uint64_t s_model_bytes(const s_model *m) {
     return (uint64_t)wg_model_weight_bytes(m->m) + (uint64_t)s.kv_blocks * s.kv_block_bytes;
 }
 
-static wg_status s_load_model(s_model *sm, const wg_worker_model *spec, const wg_worker_cfg *cfg);
+static wg_status s_load_model(s_model *sm, const wg_worker_model *spec, const wg_worker_cfg *cfg, double *t);
+
+/* The remembered entry of `name`, or -1. Loader thread. */
+static int s_known_find(const wg_worker_t *w, const char *name) {
+    for (uint32_t i = 0; i < w->n_known; i++)
+        if (!strcmp(w->known[i].name, name)) return (int)i;
+    return -1;
+}
+
+static void s_known_drop(wg_worker_t *w, const char *name) {
+    int i = s_known_find(w, name);
+    if (i < 0) return;
+    wg_reg_model_clear(&w->known[i]);
+    memmove(&w->known[i], &w->known[i + 1], (w->n_known - (uint32_t)i - 1) * sizeof *w->known);
+    w->n_known--;
+}
+
+/* Remember *rm (taken: *rm is left empty) as the newest entry. */
+static void s_known_take(wg_worker_t *w, wg_reg_model *rm) {
+    s_known_drop(w, rm->name);
+    if (w->n_known == S_MAX_KNOWN) wg_reg_model_clear(&w->known[--w->n_known]);
+    memmove(&w->known[1], &w->known[0], w->n_known * sizeof *w->known);
+    w->known[0] = *rm;
+    w->n_known++;
+    memset(rm, 0, sizeof *rm);
+    rm->file_type = -1;
+}
+
+/* Same model as far as a load is concerned: path, digest, size and files
+ * (recorded mtimes may differ: the file identity check is the stat). */
+static bool s_same_entry(const wg_reg_model *a, const wg_reg_model *b) {
+    if (strcmp(a->path, b->path) || strcmp(a->sha256, b->sha256) || strcmp(a->format, b->format) ||
+        a->bytes != b->bytes || a->n_files != b->n_files)
+        return false;
+    for (uint32_t i = 0; i < a->n_files; i++)
+        if (strcmp(a->files[i].name, b->files[i].name) || a->files[i].size != b->files[i].size ||
+            strcmp(a->files[i].sha256, b->files[i].sha256))
+            return false;
+    return true;
+}
+
+static wg_status s_load_model(s_model *sm, const wg_worker_model *spec, const wg_worker_cfg *cfg, double *t);
 
 /* wg_res_ops.load (loader thread): registry entry -> budget check -> sha256
  * verify -> model, tokenizer, scheduler. The handle is a heap s_model that the
- * owner thread installs into a slot on first acquire (s_res_slot). */
+ * owner thread installs into a slot on first acquire (s_res_slot).
+ *
+ * One Redis round trip, and on a re-load it is hidden: when the loader
+ * loaded `name` before and the registry handle's in-process record still
+ * vouches for its files (same device, inode, size, mtime), the HGETALL is
+ * sent first, the model is loaded from the remembered entry meanwhile, and
+ * the reply decides: the same entry (path, digest, files) keeps the load; a
+ * changed or removed one discards it and takes the full path with the new
+ * entry. Every load therefore still answers to the registry as it is at load
+ * time. Nothing is logged in here: the phase times are kept in the handle
+ * and logged when it is installed, outside the measured load. */
 static wg_status s_res_load(void *arg, const char *name, void **handle, uint64_t *bytes) {
     wg_worker_t *w = arg;
     if (!w->redis_url)
@@ -823,37 +879,63 @@ static wg_status s_res_load(void *arg, const char *name, void **handle, uint64_t
     wg_status st;
     if (!w->load_reg && (st = wg_registry_connect(w->redis_url, &w->load_reg))) return st;
     wg_reg_model rm = {0};
+    rm.file_type = -1;
     s_model *m = NULL;
-    const double t0 = s_now_s();
-    double t_verify = t0, t_model = t0;
-    if ((st = wg_registry_get(w->load_reg, name, &rm))) goto out;
+    wg_worker_cfg c = {.kv_budget_bytes = w->kv_budget, .max_seqs = w->max_seqs, .n_threads = w->n_threads,
+                       .device = w->device};
+    double t[6] = {s_now_s()}; /* start, registry, verify, model (+ test delay), tokenizer, scheduler */
+    const int k = s_known_find(w, name);
+    /* (the test hook's slow loads always take the plain path, where they sleep) */
+    if (k >= 0 && !w->load_delay_ms && wg_registry_get_start(w->load_reg, name) == WG_OK) {
+        const wg_reg_model *kn = &w->known[k];
+        wg_status ls = WG_ERR;
+        if ((uint64_t)kn->bytes <= w->mem_budget && wg_registry_verified(w->load_reg, kn) &&
+            (m = calloc(1, sizeof *m))) {
+            t[2] = s_now_s();
+            ls = s_load_model(m, &(wg_worker_model){.name = name, .path = kn->path}, &c, &t[3]);
+        }
+        const double t_wait = s_now_s();
+        st = wg_registry_get_finish(w->load_reg, name, &rm);
+        if (st == WG_OK && ls == WG_OK && s_same_entry(kn, &rm)) {
+            /* phases: verify = the stat check, registry = the wait left for the reply */
+            const double ms[5] = {s_now_s() - t_wait, t[2] - t[0], t[3] - t[2], t[4] - t[3], t[5] - t[4]};
+            for (int i = 0; i < 5; i++) m->load_ms[i] = (float)(ms[i] * 1e3);
+            goto loaded;
+        }
+        if (m) s_model_clear(m);
+        free(m);
+        m = NULL;
+        if (st) goto out; /* e.g. no longer registered */
+        t[0] = s_now_s(); /* the entry changed: the full path below, with the entry just read */
+    } else if ((st = wg_registry_get(w->load_reg, name, &rm))) {
+        goto out;
+    }
+    t[1] = s_now_s();
     if ((uint64_t)rm.bytes > w->mem_budget) {
         st = wg_error(WG_ERR_FULL, "model '%s' has %lld bytes of weights, over the memory budget of %llu of worker %s",
                       name, (long long)rm.bytes, (unsigned long long)w->mem_budget, w->id);
         goto out;
     }
-    if ((st = wg_registry_verify(w->load_reg, name, NULL, NULL, NULL))) goto out;
-    t_verify = s_now_s();
+    if ((st = wg_registry_verify_entry(w->load_reg, &rm, NULL, NULL, NULL))) goto out;
+    t[2] = s_now_s();
     if (w->load_delay_ms) usleep((useconds_t)w->load_delay_ms * 1000u);
     if (!(m = calloc(1, sizeof *m))) {
         st = wg_error(WG_ERR_NOMEM, "model '%s'", name);
         goto out;
     }
-    wg_worker_model spec = {.name = name, .path = rm.path};
-    wg_worker_cfg c = {.kv_budget_bytes = w->kv_budget, .max_seqs = w->max_seqs, .n_threads = w->n_threads,
-                       .device = w->device};
-    t_model = s_now_s();
-    if ((st = s_load_model(m, &spec, &c))) goto out;
+    if ((st = s_load_model(m, &(wg_worker_model){.name = name, .path = rm.path}, &c, &t[3]))) goto out;
+    for (int i = 0; i < 5; i++) m->load_ms[i] = (float)((t[i + 1] - t[i]) * 1e3);
+loaded:
     *handle = m;
     *bytes = s_model_bytes(m);
-    wg_debug(S_MOD, "model=%s load ms: registry+verify %.3f, model+tokenizer+scheduler %.3f", name,
-             (t_verify - t0) * 1e3, (s_now_s() - t_model) * 1e3);
     m = NULL;
+    s_known_take(w, &rm);
 out:
     if (st) {
         char keep[1024];
         snprintf(keep, sizeof keep, "%s", wg_errmsg());
         if (m) s_model_clear(m);
+        s_known_drop(w, name);
         wg_error(st, "%s", keep);
     }
     free(m);
@@ -891,6 +973,9 @@ static int s_res_slot(wg_worker_t *w, void *h) {
     w->models[free_i] = *(s_model *)h;
     w->models[free_i].res_h = h;
     w->models[free_i].unpins = 0;
+    const float *ms = w->models[free_i].load_ms;
+    wg_debug(S_MOD, "model=%s load ms: registry %.3f verify %.3f model %.3f tokenizer %.3f scheduler %.3f",
+             w->models[free_i].name, ms[0], ms[1], ms[2], ms[3], ms[4]);
     return free_i;
 }
 
@@ -1126,7 +1211,9 @@ static void s_heartbeat(wg_worker_t *w) {
 
 /* ---------------------------------------------------------------- lifecycle */
 
-static wg_status s_load_model(s_model *sm, const wg_worker_model *spec, const wg_worker_cfg *cfg) {
+/* Fill a slot from spec. t (NULL or 3 entries) receives the s_now_s() at the
+ * end of the model load, the tokenizer build and the scheduler creation. */
+static wg_status s_load_model(s_model *sm, const wg_worker_model *spec, const wg_worker_cfg *cfg, double *t) {
     wg_status st;
     if (!spec->name || !*spec->name || strlen(spec->name) > WG_MSG_MAX_MODEL)
         return wg_error(WG_ERR_INVAL, "worker: model name '%s' must be 1..256 bytes", spec->name ? spec->name : "");
@@ -1134,9 +1221,11 @@ static wg_status s_load_model(s_model *sm, const wg_worker_model *spec, const wg
     if (spec->model) {
         sm->m = spec->model;
         sm->tok = spec->tok;
+        if (t) t[0] = s_now_s();
     } else {
         if (!spec->path) return wg_error(WG_ERR_INVAL, "worker: model '%s' has neither path nor model", spec->name);
         if ((st = wg_model_load(spec->path, &sm->owned))) return st;
+        if (t) t[0] = s_now_s();
         sm->m = sm->owned;
         const wg_gguf_t *g = wg_model_gguf(sm->m);
         if (g) {
@@ -1149,6 +1238,7 @@ static wg_status s_load_model(s_model *sm, const wg_worker_model *spec, const wg
         if (st) wg_warn(S_MOD, "model=%s no tokenizer (%s): only token-free jobs work", spec->name, wg_errmsg());
         sm->tok = sm->tok_owned;
     }
+    if (t) t[1] = s_now_s();
     sm->n_vocab = wg_model_hparams(sm->m)->n_vocab;
     sm->chat = wg_chat_detect(sm->tok ? wg_tok_chat_template(sm->tok) : NULL);
     wg_sched_cfg_t sc = wg_sched_defaults();
@@ -1160,6 +1250,7 @@ static wg_status s_load_model(s_model *sm, const wg_worker_model *spec, const wg
     if (sc.max_batch_tokens < sc.max_seqs) sc.max_batch_tokens = sc.max_seqs;
     sm->sched = wg_sched_new(sm->m, sm->tok, &sc);
     if (!sm->sched) return wg_error(WG_ERR, "worker: scheduler for model '%s': %s", spec->name, wg_errmsg());
+    if (t) t[2] = s_now_s();
     return WG_OK;
 }
 
@@ -1296,7 +1387,7 @@ wg_worker_t *wg_worker_new(const wg_worker_cfg *cfg) {
                 wg_error(WG_ERR_INVAL, "worker: model name '%s' given twice", cfg->models[i].name);
                 goto err;
             }
-        if ((st = s_load_model(&w->models[i], &cfg->models[i], cfg))) goto err;
+        if ((st = s_load_model(&w->models[i], &cfg->models[i], cfg, NULL))) goto err;
     }
     if (w->mem_budget && (st = s_res_start(w))) goto err;
     if (cfg->zmq_ctx) {
@@ -1487,6 +1578,7 @@ void wg_worker_destroy(wg_worker_t **pw) {
     if (w->own_ctx && w->ctx) zmq_ctx_term(w->ctx);
     wg_res_destroy(&w->res); /* unloads (and clears the slots of) every resident model */
     wg_registry_destroy(&w->load_reg);
+    while (w->n_known) wg_reg_model_clear(&w->known[--w->n_known]);
     for (uint32_t i = 0; i < w->n_models; i++) s_model_clear(&w->models[i]);
     free(w->models);
     wg_registry_destroy(&w->registry);

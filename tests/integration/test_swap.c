@@ -217,6 +217,64 @@ Test(swap, corrupted_registered_file_fails_its_jobs_naming_the_checksum_others_s
     cr_assert(fl_alive(w.pid), "worker died");
 }
 
+/* A re-load of a model the worker loaded before overlaps its registry round
+ * trip with the load (the in-process verification record vouches for the
+ * unchanged file): it must still follow a re-registration to another file
+ * and still catch a file corrupted since its last load. */
+Test(swap, re_loads_follow_a_re_registration_and_catch_a_file_corrupted_since, .timeout = 90) {
+    WG_REQUIRE_CORPUS();
+    fl_redis r = {0};
+    fl_broker b = {0};
+    s_start(&r, &b);
+    char copy[256], cmd[5200];
+    snprintf(copy, sizeof copy, "%s/copy.gguf", fl_tmp());
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s' && chmod u+w '%s'", wg_test_corpus(S_ST), copy, copy);
+    cr_assert_eq(system(cmd), 0);
+    s_models_add("a", wg_test_corpus(S_ST));
+    s_models_add("b", wg_test_corpus(S_LL));
+    s_models_add("c", copy);
+    fl_worker w = {0};
+    s_worker(&w, &b, "w1", "0", "1");
+    const char *seq[] = {"--window", "1", "--batch", "1", NULL}; /* one job at a time: each one swaps */
+    char in[256], out[256];
+    snprintf(in, sizeof in, "%s", fl_path("j1.jsonl"));
+    snprintf(out, sizeof out, "%s", fl_path("j1.out.jsonl"));
+    const char *abc[] = {"a", "b", "c"};
+    s_write_jobs(in, 6, abc, 3, 2); /* a b c a b c: the second of each is a re-load */
+    cr_assert_eq(s_submit(&b, in, out, seq, 40000), 0, "every job of the first round must succeed");
+    const long long a_bytes = s_log_last(w.log, "model=a loaded bytes=");
+    cr_assert_gt(a_bytes, 0);
+    /* "a" now names another model; "c"'s file is corrupted in place (same size) */
+    s_models_add("a", wg_test_corpus(S_QW));
+    FILE *f = fopen(copy, "r+b");
+    cr_assert(f);
+    fseek(f, 600000, SEEK_SET);
+    unsigned char buf[64];
+    cr_assert_eq(fread(buf, 1, sizeof buf, f), sizeof buf);
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] ^= 0x5a;
+    fseek(f, 600000, SEEK_SET);
+    fwrite(buf, 1, sizeof buf, f);
+    fclose(f);
+    snprintf(in, sizeof in, "%s", fl_path("j2.jsonl"));
+    snprintf(out, sizeof out, "%s", fl_path("j2.out.jsonl"));
+    const char *ac[] = {"a", "c"};
+    s_write_jobs(in, 2, ac, 2, 2);
+    cr_assert_eq(s_submit(&b, in, out, seq, 40000), 3, "the corrupted model's job must fail");
+    json_t *rows = fl_rows(out);
+    json_t *ra = json_object_get(rows, "job-0"), *rc = json_object_get(rows, "job-1");
+    cr_assert(ra && rc);
+    cr_assert_eq(fl_row_status(ra), 200, "the re-registered model failed");
+    char *sc = json_dumps(rc, 0);
+    cr_assert_neq(fl_row_status(rc), 200, "corrupted model served: %s", sc);
+    cr_assert(strstr(sc, "sha256") && strstr(sc, "copy.gguf"), "reason names neither checksum nor file: %s", sc);
+    free(sc);
+    json_decref(rows);
+    const long long a2_bytes = s_log_last(w.log, "model=a loaded bytes=");
+    cr_assert(a2_bytes > 0 && a2_bytes != a_bytes, "'a' was re-loaded from its old file (%lld bytes, before %lld)",
+              a2_bytes, a_bytes);
+    cr_assert(fl_alive(w.pid), "worker died");
+}
+
 Test(swap, worker_killed_during_a_load_jobs_complete_on_the_other, .timeout = 60) {
     WG_REQUIRE_CORPUS();
     fl_redis r = {0};

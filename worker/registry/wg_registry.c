@@ -31,6 +31,27 @@
 #define PROGRESS_EVERY (64ull << 20)   /* progress callback interval */
 #define SET_MODELS "waggle:registry:models"
 #define SET_WORKERS "waggle:workers"
+#define MAX_VERIFIED 64                /* in-process verification records kept per handle */
+
+/* One file as it was when this process last verified it: the inode (not only
+ * size and mtime, which a same-size replacement with a preserved mtime keeps)
+ * and the sha256 it matched. */
+typedef struct s_vfile {
+    char *name;        /* file name relative to the model path ("" for a GGUF file) */
+    uint64_t dev, ino; /* st_dev, st_ino */
+    int64_t size;      /* bytes */
+    int64_t mtime_ns;  /* st_mtim, ns */
+    char sha256[65];   /* the registered sha256 it matched */
+} s_vfile;
+
+/* A model this handle verified: path + digest + its files' identities. */
+typedef struct s_verified {
+    char *path;              /* registered (absolute) path */
+    char sha256[65];         /* model digest it matched */
+    s_vfile *files;          /* (n_files,) */
+    uint32_t n_files;        /* count */
+    struct s_verified *next; /* most recent first */
+} s_verified;
 
 struct wg_registry {
     redisContext *c;        /* live connection or NULL */
@@ -38,6 +59,8 @@ struct wg_registry {
     wg_registry_stats stats; /* counters */
     int64_t next_try_ms;    /* after a failed connect: no new attempt before this */
     int64_t backoff_ms;     /* current reconnect backoff (200 ms .. 2 s) */
+    s_verified *verified;   /* in-process verification records (at most MAX_VERIFIED) */
+    bool pending;           /* an HGETALL sent by wg_registry_get_start awaits its reply */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -133,9 +156,33 @@ wg_status wg_registry_connect_auth(const char *url, const char *user, const char
     return WG_OK;
 }
 
+static void s_verified_free(s_verified *v) {
+    if (!v) return;
+    for (uint32_t i = 0; i < v->n_files; i++) free(v->files[i].name);
+    free(v->files);
+    free(v->path);
+    free(v);
+}
+
+/* Unlink and free the record of `path`, if any. */
+static void s_verified_drop(wg_registry_t *r, const char *path) {
+    for (s_verified **pp = &r->verified; *pp; pp = &(*pp)->next)
+        if (!strcmp((*pp)->path, path)) {
+            s_verified *v = *pp;
+            *pp = v->next;
+            s_verified_free(v);
+            return;
+        }
+}
+
 void wg_registry_destroy(wg_registry_t **pr) {
     if (!pr || !*pr) return;
     if ((*pr)->c) redisFree((*pr)->c);
+    while ((*pr)->verified) {
+        s_verified *v = (*pr)->verified;
+        (*pr)->verified = v->next;
+        s_verified_free(v);
+    }
     free(*pr);
     *pr = NULL;
 }
@@ -146,6 +193,7 @@ void wg_registry_get_stats(const wg_registry_t *r, wg_registry_stats *out) { *ou
  * NULL with wg_errmsg() set on a transport failure; an error reply is
  * returned as ERR_REDIS too (and freed). */
 static redisReply *s_cmd(wg_registry_t *r, int argc, const char **argv, const size_t *lens) {
+    WG_ASSERT(!r->pending); /* wg_registry_get_finish first */
     for (int attempt = 0; attempt < 2; attempt++) {
         if ((!r->c || r->c->err) && s_reconnect(r)) return NULL;
         redisReply *rep = redisCommandArgv(r->c, argc, argv, lens);
@@ -167,6 +215,7 @@ static redisReply *s_cmd(wg_registry_t *r, int argc, const char **argv, const si
 
 /* Run `n` commands as MULTI ... EXEC in one pipeline. */
 static wg_status s_multi(wg_registry_t *r, int n, int *argcs, const char ***argvs, size_t **lens) {
+    WG_ASSERT(!r->pending); /* wg_registry_get_finish first */
     for (int attempt = 0; attempt < 2; attempt++) {
         if ((!r->c || r->c->err) && s_reconnect(r)) return WG_ERR_REDIS;
         redisAppendCommand(r->c, "MULTI");
@@ -569,19 +618,13 @@ static wg_status s_put(wg_registry_t *r, const wg_reg_model *m) {
     return st;
 }
 
-wg_status wg_registry_get(wg_registry_t *r, const char *name, wg_reg_model *m) {
-    memset(m, 0, sizeof *m);
-    m->file_type = -1;
-    wg_status st = s_check_name(name);
-    if (st) return st;
-    char key[WG_REG_MAX_NAME + 32];
-    snprintf(key, sizeof key, "waggle:model:%s", name);
-    const char *argv[] = {"HGETALL", key};
-    redisReply *rep = s_cmd(r, 2, argv, NULL);
-    if (!rep) return WG_ERR_REDIS;
+/* Parse an HGETALL reply (consumed) into *m. */
+static wg_status s_entry_from_reply(const char *name, const char *key, redisReply *rep, wg_reg_model *m) {
+    wg_status st;
     if (rep->type != REDIS_REPLY_ARRAY) {
+        int type = rep->type;
         freeReplyObject(rep);
-        return wg_error(WG_ERR_REDIS, "HGETALL %s: unexpected reply type %d", key, rep->type);
+        return wg_error(WG_ERR_REDIS, "HGETALL %s: unexpected reply type %d", key, type);
     }
     if (rep->elements == 0) {
         freeReplyObject(rep);
@@ -627,6 +670,62 @@ wg_status wg_registry_get(wg_registry_t *r, const char *name, wg_reg_model *m) {
         return wg_error(st, "%s", why);
     }
     return WG_OK;
+}
+
+wg_status wg_registry_get(wg_registry_t *r, const char *name, wg_reg_model *m) {
+    memset(m, 0, sizeof *m);
+    m->file_type = -1;
+    wg_status st = s_check_name(name);
+    if (st) return st;
+    char key[WG_REG_MAX_NAME + 32];
+    snprintf(key, sizeof key, "waggle:model:%s", name);
+    const char *argv[] = {"HGETALL", key};
+    redisReply *rep = s_cmd(r, 2, argv, NULL);
+    if (!rep) return WG_ERR_REDIS;
+    return s_entry_from_reply(name, key, rep, m);
+}
+
+wg_status wg_registry_get_start(wg_registry_t *r, const char *name) {
+    WG_ASSERT(!r->pending);
+    wg_status st = s_check_name(name);
+    if (st) return st;
+    if ((!r->c || r->c->err) && s_reconnect(r)) return WG_ERR_REDIS;
+    char key[WG_REG_MAX_NAME + 32];
+    snprintf(key, sizeof key, "waggle:model:%s", name);
+    const char *argv[] = {"HGETALL", key};
+    int done = 0;
+    if (redisAppendCommandArgv(r->c, 2, argv, NULL) == REDIS_OK)
+        while (!done && redisBufferWrite(r->c, &done) == REDIS_OK) {}
+    if (!done) {
+        st = wg_error(WG_ERR_REDIS, "redis %s:%d: %s", r->addr.host, r->addr.port, r->c->errstr);
+        redisFree(r->c);
+        r->c = NULL;
+        return st;
+    }
+    r->pending = true;
+    return WG_OK;
+}
+
+wg_status wg_registry_get_finish(wg_registry_t *r, const char *name, wg_reg_model *m) {
+    WG_ASSERT(r->pending);
+    r->pending = false;
+    memset(m, 0, sizeof *m);
+    m->file_type = -1;
+    redisReply *rep = NULL;
+    if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep) {
+        /* the connection broke under the request: once more, synchronously */
+        redisFree(r->c);
+        r->c = NULL;
+        return wg_registry_get(r, name, m);
+    }
+    char key[WG_REG_MAX_NAME + 32];
+    snprintf(key, sizeof key, "waggle:model:%s", name);
+    if (rep->type == REDIS_REPLY_ERROR) {
+        wg_status st = wg_error(WG_ERR_REDIS, "redis %s:%d: HGETALL: %s", r->addr.host, r->addr.port, rep->str);
+        freeReplyObject(rep);
+        return st;
+    }
+    return s_entry_from_reply(name, key, rep, m);
 }
 
 wg_status wg_registry_add(wg_registry_t *r, const char *name, const char *path,
@@ -715,12 +814,117 @@ wg_status wg_registry_rm(wg_registry_t *r, const char *name) {
     return s_multi(r, 2, argcs, argvs, lens);
 }
 
+/* stat() identity of one file: false when it is missing or not a regular file. */
+static bool s_stat_id(const char *fp, s_vfile *out) {
+    struct stat sb;
+    if (stat(fp, &sb) != 0 || !S_ISREG(sb.st_mode)) return false;
+    out->dev = (uint64_t)sb.st_dev;
+    out->ino = (uint64_t)sb.st_ino;
+    out->size = (int64_t)sb.st_size;
+    out->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+    return true;
+}
+
+/* Whether this handle verified `reg` before (same path, digest and file
+ * hashes) and every file still has the identity (device, inode, size, mtime)
+ * it had then: 1 yes (one stat per file, no realpath, no Redis, no hashing);
+ * -1 there is such a record but a file changed since (then even a file whose
+ * size and mtime look the same, as Redis records them, is another inode or
+ * was rewritten with its mtime put back: the caller re-hashes everything);
+ * 0 no record. */
+static int s_verified_check(wg_registry_t *r, const wg_reg_model *reg) {
+    s_verified *v = NULL;
+    for (s_verified *e = r->verified; e && !v; e = e->next)
+        if (!strcmp(e->path, reg->path)) v = e;
+    if (!v || strcmp(v->sha256, reg->sha256) != 0 || v->n_files != reg->n_files) return 0;
+    for (uint32_t i = 0; i < reg->n_files; i++) {
+        const s_vfile *f = &v->files[i];
+        if (strcmp(f->name, reg->files[i].name) != 0 || strcmp(f->sha256, reg->files[i].sha256) != 0 ||
+            f->size != reg->files[i].size)
+            return 0;
+    }
+    for (uint32_t i = 0; i < reg->n_files; i++) {
+        const s_vfile *f = &v->files[i];
+        char fp[PATH_MAX + 256];
+        if (f->name[0]) snprintf(fp, sizeof fp, "%s/%s", reg->path, f->name);
+        else snprintf(fp, sizeof fp, "%s", reg->path);
+        s_vfile now;
+        if (!s_stat_id(fp, &now) || now.dev != f->dev || now.ino != f->ino || now.size != f->size ||
+            now.mtime_ns != f->mtime_ns)
+            return -1;
+    }
+    return 1;
+}
+
+/* Record that `reg`'s files, as stat'ed in `cur` (the same order), matched.
+ * Out of memory only loses the record (the next verify does the full check). */
+static void s_verified_put(wg_registry_t *r, const wg_reg_model *reg, const wg_reg_model *cur) {
+    s_verified_drop(r, reg->path);
+    s_verified *v = calloc(1, sizeof *v);
+    if (!v || !(v->path = strdup(reg->path)) || !(v->files = calloc(reg->n_files, sizeof *v->files))) {
+        s_verified_free(v);
+        return;
+    }
+    memcpy(v->sha256, reg->sha256, 65);
+    for (uint32_t i = 0; i < reg->n_files; i++) {
+        s_vfile *f = &v->files[i];
+        char fp[PATH_MAX + 256];
+        s_file_path(cur, i, fp, sizeof fp);
+        /* the identity now, compared with what was hashed: a file replaced
+         * meanwhile gets no record */
+        if (!s_stat_id(fp, f) || f->size != cur->files[i].size || f->mtime_ns != cur->files[i].mtime_ns ||
+            !(f->name = strdup(reg->files[i].name))) {
+            s_verified_free(v);
+            return;
+        }
+        memcpy(f->sha256, reg->files[i].sha256, 65);
+        v->n_files++;
+    }
+    v->next = r->verified;
+    r->verified = v;
+    uint32_t n = 0;
+    for (s_verified **pp = &r->verified; *pp; pp = &(*pp)->next)
+        if (++n == MAX_VERIFIED) {
+            while ((*pp)->next) {
+                s_verified *old = (*pp)->next;
+                (*pp)->next = old->next;
+                s_verified_free(old);
+            }
+            break;
+        }
+}
+
+bool wg_registry_verified(wg_registry_t *r, const wg_reg_model *reg) {
+    if (s_verified_check(r, reg) != 1) return false;
+    r->stats.verified_in_process++;
+    r->stats.cache_hits += reg->n_files;
+    return true;
+}
+
 wg_status wg_registry_verify(wg_registry_t *r, const char *name, const char *path,
                              wg_reg_progress_fn progress, void *arg) {
-    wg_reg_model reg, cur;
+    wg_reg_model reg;
     wg_status st = wg_registry_get(r, name, &reg);
     if (st) return st;
-    const char *p = path ? path : reg.path;
+    st = wg_registry_verify_entry(r, &reg, path, progress, arg);
+    wg_reg_model_clear(&reg);
+    return st;
+}
+
+wg_status wg_registry_verify_entry(wg_registry_t *r, const wg_reg_model *reg, const char *path,
+                                   wg_reg_progress_fn progress, void *arg) {
+    const char *name = reg->name;
+    int known = 0;
+    if (!path || !strcmp(path, reg->path)) {
+        if ((known = s_verified_check(r, reg)) == 1) {
+            r->stats.verified_in_process++;
+            r->stats.cache_hits += reg->n_files;
+            return WG_OK;
+        }
+    }
+    wg_status st = WG_OK;
+    wg_reg_model cur;
+    const char *p = path ? path : reg->path;
     memset(&cur, 0, sizeof cur);
     cur.file_type = -1;
     char abs[PATH_MAX];
@@ -730,59 +934,70 @@ wg_status wg_registry_verify(wg_registry_t *r, const char *name, const char *pat
     }
     /* the registered file list, stat'ed at the given path */
     cur.path = strdup(abs);
-    cur.format = strdup(reg.format);
-    cur.files = calloc(reg.n_files, sizeof *cur.files);
+    cur.format = strdup(reg->format);
+    cur.files = calloc(reg->n_files, sizeof *cur.files);
     if (!cur.path || !cur.format || !cur.files) {
         st = wg_error(WG_ERR_NOMEM, "verify");
         goto out;
     }
-    for (uint32_t i = 0; i < reg.n_files; i++) {
+    for (uint32_t i = 0; i < reg->n_files; i++) {
         char fp[PATH_MAX + 256];
-        if (reg.files[i].name[0]) snprintf(fp, sizeof fp, "%s/%s", abs, reg.files[i].name);
+        if (reg->files[i].name[0]) snprintf(fp, sizeof fp, "%s/%s", abs, reg->files[i].name);
         else snprintf(fp, sizeof fp, "%s", abs);
-        if ((st = s_stat_file(fp, reg.files[i].name, &cur.files[i])) != WG_OK) {
+        if ((st = s_stat_file(fp, reg->files[i].name, &cur.files[i])) != WG_OK) {
             st = wg_error(WG_ERR_IO, "model '%s': file '%s' is missing or unreadable", name, fp);
             goto out;
         }
         cur.n_files++;
         cur.bytes += cur.files[i].size;
-        if (cur.files[i].size != reg.files[i].size) {
+        if (cur.files[i].size != reg->files[i].size) {
             st = wg_error(WG_ERR_TRUNCATED, "model '%s': file '%s' is %lld bytes, registered %lld (sha256 %s)",
-                          name, fp, (long long)cur.files[i].size, (long long)reg.files[i].size, reg.files[i].sha256);
+                          name, fp, (long long)cur.files[i].size, (long long)reg->files[i].size, reg->files[i].sha256);
             goto out;
         }
     }
-    bool same_path = !strcmp(abs, reg.path);
-    if ((st = s_hash_files(r, &cur, same_path ? &reg : NULL, progress, arg)) != WG_OK) goto out;
-    for (uint32_t i = 0; i < reg.n_files; i++) {
-        if (strcmp(cur.files[i].sha256, reg.files[i].sha256) != 0) {
+    bool same_path = !strcmp(abs, reg->path);
+    /* Redis' size+mtime record is trusted unless this process saw the file
+     * change in a way size and mtime do not show (known == -1) */
+    if ((st = s_hash_files(r, &cur, same_path && known != -1 ? reg : NULL, progress, arg)) != WG_OK) goto out;
+    for (uint32_t i = 0; i < reg->n_files; i++) {
+        if (strcmp(cur.files[i].sha256, reg->files[i].sha256) != 0) {
             char fp[PATH_MAX + 256];
             s_file_path(&cur, i, fp, sizeof fp);
             st = wg_error(WG_ERR_CHECKSUM, "model '%s': sha256 of '%s' is %s, registered %s", name, fp,
-                          cur.files[i].sha256, reg.files[i].sha256);
+                          cur.files[i].sha256, reg->files[i].sha256);
             goto out;
         }
     }
-    if (strcmp(cur.sha256, reg.sha256) != 0) {
-        st = wg_error(WG_ERR_CHECKSUM, "model '%s': sha256 of '%s' is %s, registered %s", name, abs, cur.sha256, reg.sha256);
+    if (strcmp(cur.sha256, reg->sha256) != 0) {
+        st = wg_error(WG_ERR_CHECKSUM, "model '%s': sha256 of '%s' is %s, registered %s", name, abs, cur.sha256, reg->sha256);
         goto out;
     }
+    if (same_path) s_verified_put(r, reg, &cur);
     /* record new mtimes of files that were re-hashed and matched (touch) */
     bool changed = false;
-    for (uint32_t i = 0; i < reg.n_files; i++) changed |= cur.files[i].mtime_ns != reg.files[i].mtime_ns;
+    for (uint32_t i = 0; i < reg->n_files; i++) changed |= cur.files[i].mtime_ns != reg->files[i].mtime_ns;
     if (same_path && changed) {
-        for (uint32_t i = 0; i < reg.n_files; i++) reg.files[i].mtime_ns = cur.files[i].mtime_ns;
+        wg_reg_model upd = *reg; /* shallow: only files[] is rewritten, in a copy */
+        wg_reg_file *files = malloc(reg->n_files * sizeof *files);
+        char *json = NULL;
+        if (files) {
+            memcpy(files, reg->files, reg->n_files * sizeof *files);
+            for (uint32_t i = 0; i < reg->n_files; i++) files[i].mtime_ns = cur.files[i].mtime_ns;
+            upd.files = files;
+            json = s_files_json(&upd);
+        }
         char key[WG_REG_MAX_NAME + 32];
         snprintf(key, sizeof key, "waggle:model:%s", name);
-        char *files = s_files_json(&reg);
-        const char *argv[] = {"HSET", key, "files", files ? files : "[]"};
-        redisReply *rep = files ? s_cmd(r, 4, argv, NULL) : NULL;
+        const char *argv[] = {"HSET", key, "files", json};
+        redisReply *rep = json ? s_cmd(r, 4, argv, NULL) : NULL;
         if (rep) freeReplyObject(rep);
+        free(json);
         free(files); /* failing to record only costs a re-hash next time */
         wg_error_clear();
     }
 out:
-    wg_reg_model_clear(&reg);
+    if (st != WG_OK) s_verified_drop(r, reg->path);
     wg_reg_model_clear(&cur);
     return st;
 }

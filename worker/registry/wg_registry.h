@@ -70,6 +70,7 @@ typedef struct wg_registry_stats {
     uint64_t files_hashed; /* files read through sha256 */
     uint64_t bytes_hashed; /* bytes read through sha256 */
     uint64_t cache_hits;   /* files whose recorded sha256 was reused */
+    uint64_t verified_in_process; /* verifications answered by this handle's own record */
 } wg_registry_stats;
 
 /* Connect to `url` = redis://[user:pass@]host[:port][/db] (port 6379, db 0 by
@@ -105,6 +106,14 @@ wg_status wg_registry_add(wg_registry_t *r, const char *name, const char *path,
  * ERR_FORMAT (a corrupt hash). */
 wg_status wg_registry_get(wg_registry_t *r, const char *name, wg_reg_model *out);
 
+/* wg_registry_get in two halves, to overlap its round trip with other work:
+ * _start sends the request (ERR_REDIS when it cannot), _finish waits for the
+ * reply and returns what wg_registry_get would (a connection that broke in
+ * between is re-established and the request sent again). Between the two,
+ * no other call on this handle (asserted). */
+wg_status wg_registry_get_start(wg_registry_t *r, const char *name);
+wg_status wg_registry_get_finish(wg_registry_t *r, const char *name, wg_reg_model *out);
+
 /* Whether `name` is registered (one SISMEMBER). */
 wg_status wg_registry_exists(wg_registry_t *r, const char *name, bool *out);
 
@@ -125,6 +134,26 @@ wg_status wg_registry_rm(wg_registry_t *r, const char *name);
  * ("model 'x': sha256 of FILE is A, registered B"). */
 wg_status wg_registry_verify(wg_registry_t *r, const char *name, const char *path,
                              wg_reg_progress_fn progress, void *arg);
+
+/* The same check against an entry the caller already fetched with
+ * wg_registry_get (no second round trip; Redis is only written when a
+ * re-hashed file's new mtime is recorded). Each handle also keeps, in
+ * process, a record of the models it verified at their registered path:
+ * device, inode, size and mtime of every file and the digests they matched.
+ * A later check of the same entry (same path, digest and file hashes) whose
+ * files all still have those identities is answered from it with one stat
+ * per file (stats.verified_in_process); any difference (touch, rewrite,
+ * replacement by another inode, a re-registration with another digest) runs
+ * the full check above, and a failed check drops the record. */
+wg_status wg_registry_verify_entry(wg_registry_t *r, const wg_reg_model *reg, const char *path,
+                                   wg_reg_progress_fn progress, void *arg);
+
+/* Only the in-process part of wg_registry_verify_entry at the registered
+ * path: true (and counted in stats.verified_in_process) when this handle's
+ * record vouches for reg's files as they are now; false means "not known",
+ * never "bad" (run wg_registry_verify_entry). Touches no Redis, so it may be
+ * called between wg_registry_get_start and _finish. */
+bool wg_registry_verified(wg_registry_t *r, const wg_reg_model *reg);
 
 void wg_registry_get_stats(const wg_registry_t *r, wg_registry_stats *out);
 
