@@ -87,6 +87,43 @@ typedef struct {
     const float *sinks;      /* [n_head] attention sink logits, or NULL */
 } wg_attn_args_t;
 
+/* One step of a fused run (wg_backend_ops_t.run) for ONE token. A run does
+ * its steps in order; step i starts once step i-1 and its `after` are done. */
+typedef enum {
+    WG_STEP_MATMUL, /* y[i] = in' @ w[i]^T (+ b[i]), then the epilogue */
+    WG_STEP_ATTN,   /* attention (n_tok = 1) */
+} wg_step_kind_t;
+
+typedef struct wg_step wg_step_t;
+struct wg_step {
+    wg_step_kind_t kind;
+    /* WG_STEP_MATMUL. in' = in, or in normalized (norm set: each thread
+     * normalizes its own copy, `in` is left alone). */
+    const float *in;           /* [w[0]->k] input row */
+    bool norm;                 /* normalize in first */
+    wg_norm_kind_t norm_kind;  /* with this norm */
+    const float *norm_w;       /* its weight, or NULL */
+    const float *norm_b;       /* its bias, or NULL */
+    float eps;                 /* its epsilon */
+    int n_w;                   /* products, 1..3, all with the same k */
+    const wg_weight_t *w[3];   /* plain matrices (one expert) */
+    float *y[3];               /* [w[i]->n] outputs */
+    const float *b[3];         /* [w[i]->n] biases, or NULL */
+    /* Epilogue, per output element: with `act`, y[0] = act(y[0]) * y[1]
+     * (n_w = 2, equal n) or act(y[0]) (n_w = 1); with `resid` (n_w = 1),
+     * resid += y[0]. Each is what the separate act op / add would give. */
+    bool act;                  /* apply act_kind */
+    wg_act_t act_kind;         /* the activation */
+    float *resid;              /* [w[0]->n] residual to add y[0] to, or NULL */
+    /* WG_STEP_ATTN */
+    wg_attn_args_t attn;       /* the call (n_tok = 1) */
+    /* Any kind: serial glue run by one thread once the step's outputs are
+     * all written and before the next step starts; NULL for none. */
+    wg_status (*after)(void *arg, const wg_step_t *s);
+    void *after_arg;           /* its argument */
+    int32_t layer;             /* for `after`: the layer the step belongs to */
+};
+
 /* The op table. `ctx` is the backend's own state (the CPU pool for CPU). */
 typedef struct {
     const char *name;
@@ -109,6 +146,13 @@ typedef struct {
     wg_status (*attention)(void *ctx, const wg_attn_args_t *a);
     /* gate[i] = act(gate[i]) * up[i] (gated FFN), or x = act(x) when up == NULL. */
     void (*act)(void *ctx, wg_act_t act, float *gate, const float *up, int64_t n);
+    /* Optional: run steps[0..n) as one job on the backend's threads (no
+     * per-product wake-up and join; the serial parts between products run
+     * inside the products or on one thread while the others wait a moment),
+     * bitwise what the separate ops give. Returns WG_ERR_UNSUPPORTED, having
+     * done nothing and set no error message, when some step cannot run this
+     * way (a weight type without a row kernel): the caller then uses the ops. */
+    wg_status (*run)(void *ctx, const wg_step_t *steps, int n);
 } wg_backend_ops_t;
 
 /* The CPU implementation (ctx = wg_pool_t *, may be NULL). */

@@ -17,6 +17,7 @@
  * output element accumulates its values in key order. */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 
 #include "../../kernels/cpu/wg_cpu.h"
 #include "../../kernels/cpu/wg_cpu_impl.h" /* wg_pool_run_any */
+#include "../../kernels/ref/wg_ref.h" /* wg_type_traits */
 #include "wg_backend.h"
 
 typedef enum { S_SCALAR, S_AVX2, S_AVX512 } s_level_t;
@@ -636,25 +638,26 @@ static void s_attn_item(const s_attn_job_t *job, int64_t t, int32_t hk0, int32_t
 /* Block row pointers kept on the stack up to this many blocks per item. */
 #define S_STACK_BLOCKS 512
 
-static void s_attn_worker(void *vctx, int ith, int nth) {
-    (void)ith;
-    (void)nth;
-    s_attn_job_t *job = vctx;
+/* Claim items of `job` from *next (grab at a time) until none is left;
+ * returns the items this thread computed, or -1 when it could not get its
+ * score buffer (then it computed none). */
+static int64_t s_attn_items(const s_attn_job_t *job, _Atomic int64_t *next) {
     const wg_attn_args_t *a = job->a;
     float stack_sc[S_STACK_SCORES];
     const char *stack_rows[2 * S_STACK_BLOCKS];
     float *sc = stack_sc;
     const char **rows = stack_rows;
+    int64_t done = 0;
     const int64_t need = (int64_t)job->hk_item * job->grp * job->sc_n;
     if (need > S_STACK_SCORES) sc = malloc((size_t)need * sizeof(float));
     if (job->max_blocks > S_STACK_BLOCKS) rows = malloc(2 * (size_t)job->max_blocks * sizeof *rows);
     if (!sc || !rows) {
-        atomic_store(&job->failed, 1);
-        goto done;
+        done = -1;
+        goto out;
     }
     const int64_t n_items = a->n_tok * job->items_tok;
     for (;;) {
-        const int64_t it0 = atomic_fetch_add_explicit(&job->next, job->grab, memory_order_relaxed);
+        const int64_t it0 = atomic_fetch_add_explicit(next, job->grab, memory_order_relaxed);
         if (it0 >= n_items) break;
         const int64_t it1 = it0 + job->grab < n_items ? it0 + job->grab : n_items;
         for (int64_t it = it0; it < it1; it++) {
@@ -662,51 +665,77 @@ static void s_attn_worker(void *vctx, int ith, int nth) {
             const int32_t hk1 = hk0 + job->hk_item < a->n_head_kv ? hk0 + job->hk_item : a->n_head_kv;
             s_attn_item(job, it / job->items_tok, hk0, hk1, sc, rows);
         }
+        done += it1 - it0;
     }
-done:
+out:
     if (sc != stack_sc) free(sc);
     if (rows != stack_rows) free(rows);
+    return done;
+}
+
+static void s_attn_worker(void *vctx, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    s_attn_job_t *job = vctx;
+    if (s_attn_items(job, &job->next) < 0) atomic_store(&job->failed, 1);
+}
+
+/* The set-up of one attention call for nth threads: key ranges, items and
+ * grabs (counters zeroed). Returns the work in multiply-adds. */
+static int64_t s_attn_setup(s_attn_job_t *job, const wg_attn_args_t *a, int nth) {
+    const wg_kv_type_t kt = wg_kv_type(a->kv);
+    *job = (s_attn_job_t){.a = a, .lv = s_level(), .f16 = kt == WG_KV_F16, .es = wg_kv_type_size(kt),
+                          .bt = wg_kv_block_tokens(a->kv), .grp = a->n_head / a->n_head_kv, .max_len = 0};
+    atomic_init(&job->next, 0);
+    atomic_init(&job->failed, 0);
+    int64_t work = 0;
+    for (int64_t t = 0; t < a->n_tok; t++) {
+        const int32_t p = a->pos[t];
+        const int32_t len = a->window > 0 && a->window < p + 1 ? a->window : p + 1;
+        if (len > job->max_len) job->max_len = len;
+        const int32_t p0 = p - len + 1, nb = (p - (p0 - p0 % job->bt)) / job->bt + 1;
+        if (nb > job->max_blocks) job->max_blocks = nb;
+        work += (int64_t)len;
+    }
+    work *= (int64_t)a->n_head * (a->head_dim + a->head_dim_v);
+    /* Rows of neighbouring positions inside a block follow each other (wg_kv.h). */
+    job->ks = wg_kv_k_dim(a->kv);
+    job->vs = wg_kv_v_dim(a->kv);
+    job->sc_n = ((int64_t)job->max_len + 7) / 8 * 8 + 16;
+    /* F16 slices are half the lines, and asking 4 slices ahead measured
+     * 1.5x faster decode attention; for F32 the hardware prefetchers did as
+     * well alone (more prefetches only pushed useful lines out of L1). */
+    job->pf_dist = job->f16 ? 4 : 0;
+    /* As many kv heads per item as the score rows allow on the stack, while
+     * leaving at least 4 items per thread when the call has that many heads. */
+    int64_t hk = S_STACK_SCORES / ((int64_t)job->grp * job->sc_n);
+    const int64_t par = a->n_tok * a->n_head_kv / (4 * nth);
+    if (hk > par) hk = par;
+    if (hk > a->n_head_kv) hk = a->n_head_kv;
+    if (hk < 1) hk = 1;
+    job->hk_item = (int32_t)hk;
+    job->items_tok = (a->n_head_kv + job->hk_item - 1) / job->hk_item;
+    const int32_t heads_item = job->hk_item * job->grp;
+    job->grab = heads_item >= S_ATTN_GRAB_HEADS ? 1 : S_ATTN_GRAB_HEADS / heads_item;
+    /* Still at least 4 grabs per thread: one decode token has only n_head_kv
+     * items, and 12 heads in grabs of 4 split 8:4 between two threads. */
+    const int64_t n_items = a->n_tok * job->items_tok;
+    if (job->grab > 1 && n_items / job->grab < 4 * (int64_t)nth)
+        job->grab = n_items / (4 * nth) > 1 ? (int32_t)(n_items / (4 * nth)) : 1;
+    return work;
 }
 
 static wg_status s_attention(void *ctx, const wg_attn_args_t *a) {
     WG_ASSERT(a->n_head_kv > 0 && a->n_head % a->n_head_kv == 0);
     if (a->n_tok == 0) return WG_OK;
-    const wg_kv_type_t kt = wg_kv_type(a->kv);
-    s_attn_job_t job = {.a = a, .lv = s_level(), .f16 = kt == WG_KV_F16, .es = wg_kv_type_size(kt),
-                        .bt = wg_kv_block_tokens(a->kv), .grp = a->n_head / a->n_head_kv, .max_len = 0};
-    atomic_init(&job.next, 0);
-    atomic_init(&job.failed, 0);
-    int64_t work = 0;
-    for (int64_t t = 0; t < a->n_tok; t++) {
-        const int32_t p = a->pos[t];
-        const int32_t len = a->window > 0 && a->window < p + 1 ? a->window : p + 1;
-        if (len > job.max_len) job.max_len = len;
-        const int32_t p0 = p - len + 1, nb = (p - (p0 - p0 % job.bt)) / job.bt + 1;
-        if (nb > job.max_blocks) job.max_blocks = nb;
-        work += (int64_t)len;
-    }
-    work *= (int64_t)a->n_head * (a->head_dim + a->head_dim_v);
-    /* Rows of neighbouring positions inside a block follow each other (wg_kv.h). */
-    job.ks = wg_kv_k_dim(a->kv);
-    job.vs = wg_kv_v_dim(a->kv);
-    job.sc_n = ((int64_t)job.max_len + 7) / 8 * 8 + 16;
-    /* F16 slices are half the lines, and asking 4 slices ahead measured
-     * 1.5x faster decode attention; for F32 the hardware prefetchers did as
-     * well alone (more prefetches only pushed useful lines out of L1). */
-    job.pf_dist = job.f16 ? 4 : 0;
     wg_pool_t *pool = ctx;
-    const int nth = pool && wg_pool_size(pool) > 1 && work >= S_ATTN_PAR_MIN ? wg_pool_size(pool) : 1;
-    /* As many kv heads per item as the score rows allow on the stack, while
-     * leaving at least 4 items per thread when the call has that many heads. */
-    int64_t hk = S_STACK_SCORES / ((int64_t)job.grp * job.sc_n);
-    const int64_t par = a->n_tok * a->n_head_kv / (4 * nth);
-    if (hk > par) hk = par;
-    if (hk > a->n_head_kv) hk = a->n_head_kv;
-    if (hk < 1) hk = 1;
-    job.hk_item = (int32_t)hk;
-    job.items_tok = (a->n_head_kv + job.hk_item - 1) / job.hk_item;
-    const int32_t heads_item = job.hk_item * job.grp;
-    job.grab = heads_item >= S_ATTN_GRAB_HEADS ? 1 : S_ATTN_GRAB_HEADS / heads_item;
+    s_attn_job_t job;
+    int nth = pool ? wg_pool_size(pool) : 1;
+    /* The work does not depend on the thread count; the item split does. */
+    if (s_attn_setup(&job, a, nth) < S_ATTN_PAR_MIN && nth > 1) {
+        nth = 1;
+        s_attn_setup(&job, a, nth);
+    }
     if (nth > 1 && a->n_tok * job.items_tok > 1)
         wg_pool_run_any(pool, s_attn_worker, &job);
     else
@@ -796,6 +825,312 @@ static void s_act(void *ctx, wg_act_t act, float *gate, const float *up, int64_t
         for (int64_t i = i0; i < n; i++) gate[i] = s_act1(act, gate[i]);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Fused runs: a list of steps as one pool job                               */
+/* ------------------------------------------------------------------------ */
+
+/* Spins on a step counter (~20 ns of pause each here) before a waiting
+ * thread starts yielding. A step's inputs are normally ready within a few
+ * microseconds; a longer wait means the thread finishing them was
+ * descheduled, maybe for this very CPU (another process on the other one),
+ * and spinning on would only keep it off. */
+#define S_RUN_SPIN 512
+
+#if S_X86
+#define S_PAUSE() _mm_pause()
+#else
+#define S_PAUSE() ((void)0)
+#endif
+
+/* Lanes (threads that own a contiguous share of a product's rows) at most;
+ * more threads only steal. */
+#define S_RUN_LANES 8
+/* Rows an owner claims at a time from the front of its lane, and the fewest
+ * a thief takes from the back of another's. */
+#define S_RUN_CHUNK 32
+#define S_RUN_STEAL 16
+
+/* One lane of rows [front, back), packed as back << 32 | front so that owner
+ * and thief claims are one compare-and-swap; on a line of its own. */
+typedef struct {
+    _Alignas(64) _Atomic uint64_t fb;
+} s_lane_t;
+
+/* Shared state of one step: its work counters, on a line of its own. */
+typedef struct {
+    _Alignas(64) _Atomic int64_t next; /* next unclaimed attention item; rows: unused */
+    _Atomic int64_t done;              /* units finished; total + 1 once `after` has run */
+    int64_t total;                     /* units of the step */
+    int64_t first[4];                  /* WG_STEP_MATMUL, one range: first unit of product i, first[n] = total */
+    bool paired;                       /* units are rows of every product (gated act) */
+    bool rows;                         /* units are rows claimed through the lanes */
+    s_attn_job_t attn;                 /* WG_STEP_ATTN: the call's set-up (its own counters unused) */
+    s_lane_t lane[S_RUN_LANES];        /* WG_STEP_MATMUL: the rows, one lane per thread */
+} s_step_state_t;
+
+typedef struct {
+    const wg_step_t *steps;  /* [n] */
+    s_step_state_t *st;      /* [n] */
+    int n;                   /* steps */
+    int nth;                 /* threads the claims are sized for */
+    int nl;                  /* lanes: min(nth, S_RUN_LANES) */
+    char *tbuf;              /* [nth][tb] per-thread activation copies */
+    size_t tb;               /* bytes per thread (multiple of 64) */
+    size_t xoff;             /* offset of the prepared copies in a thread's part */
+    _Atomic int failed;      /* a step failed: wg_status of the first failure */
+} s_run_t;
+
+static void s_run_wait(const s_step_state_t *st) {
+    int spins = 0;
+    while (atomic_load_explicit(&st->done, memory_order_acquire) != st->total + 1) {
+        if (++spins < S_RUN_SPIN) {
+            S_PAUSE();
+        } else {
+            sched_yield();
+        }
+    }
+}
+
+/* Row claims of a product step. Thread i owns lane i, a contiguous 1/nl of
+ * the rows, and takes S_RUN_CHUNK rows at a time from its front, so its
+ * claims follow each other in memory and the row kernel's prefetches (and
+ * the hardware's) run on into its own next rows; with one shared counter the
+ * two threads' claims interleave and every claim starts a cold stream. A
+ * thread whose lane is empty steals half of what is left of the fullest
+ * other lane, from the back, so a lane whose owner is late, descheduled or
+ * absent (wg_pool_run_any) is still done. Which thread computes a row never
+ * changes its numbers. Returns the rows claimed (first at *nb), 0 when
+ * every lane is empty. */
+static int64_t s_lane_claim(s_step_state_t *st, int nl, int me, int64_t *nb) {
+    if (me < nl) {
+        _Atomic uint64_t *w = &st->lane[me].fb;
+        uint64_t v = atomic_load_explicit(w, memory_order_relaxed);
+        for (;;) {
+            const uint32_t f = (uint32_t)v, b = (uint32_t)(v >> 32);
+            if (f >= b) break;
+            uint32_t take = (b - f) / 4 > S_RUN_CHUNK ? (b - f) / 4 : S_RUN_CHUNK;
+            if (b - f < take + S_RUN_STEAL) take = b - f;
+            if (atomic_compare_exchange_weak_explicit(w, &v, ((uint64_t)b << 32) | (f + take),
+                                                      memory_order_relaxed, memory_order_relaxed)) {
+                *nb = f;
+                return take;
+            }
+        }
+    }
+    for (;;) {
+        int best = -1;
+        uint32_t most = 0;
+        uint64_t bv = 0;
+        for (int l = 0; l < nl; l++) {
+            const uint64_t v = atomic_load_explicit(&st->lane[l].fb, memory_order_relaxed);
+            const uint32_t f = (uint32_t)v, b = (uint32_t)(v >> 32);
+            if (l != me && b > f && b - f > most) {
+                most = b - f;
+                best = l;
+                bv = v;
+            }
+        }
+        if (best < 0) return 0;
+        const uint32_t f = (uint32_t)bv, b = (uint32_t)(bv >> 32);
+        const uint32_t take = b - f < 2 * S_RUN_STEAL ? b - f : (b - f) / 2;
+        if (atomic_compare_exchange_weak_explicit(&st->lane[best].fb, &bv, ((uint64_t)(b - take) << 32) | f,
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+            *nb = b - take;
+            return take;
+        }
+    }
+}
+
+/* Whether every unit of the step has been claimed. */
+static bool s_step_claimed(const s_run_t *r, s_step_state_t *st) {
+    if (!st->rows) return atomic_load_explicit(&st->next, memory_order_relaxed) >= st->total;
+    for (int l = 0; l < r->nl; l++) {
+        const uint64_t v = atomic_load_explicit(&st->lane[l].fb, memory_order_relaxed);
+        if ((uint32_t)v < (uint32_t)(v >> 32)) return false;
+    }
+    return true;
+}
+
+/* This thread's share of a WG_STEP_MATMUL; returns the units it did. */
+static int64_t s_run_mm(const s_run_t *r, const wg_step_t *s, s_step_state_t *st, int me, char *mine) {
+    const int64_t K = s->w[0]->k;
+    const float *x = s->in;
+    if (s->norm) {
+        /* Each thread normalizes (and below, quantizes) its own copy: the
+         * same operations give the same bits, and no thread waits for
+         * another to do it. */
+        float *c = (float *)(void *)mine;
+        memcpy(c, s->in, (size_t)K * sizeof(float));
+        s_norm(NULL, s->norm_kind, c, 1, K, K, s->norm_w, s->norm_b, s->eps);
+        x = c;
+    }
+    /* One prepared copy per distinct activation type. */
+    const void *xb[3];
+    char *p = mine + r->xoff;
+    for (int i = 0; i < s->n_w; i++) {
+        const wg_type_t vt = wg_type_traits(s->w[i]->type)->vec_dot_type;
+        int j = 0;
+        while (j < i && wg_type_traits(s->w[j]->type)->vec_dot_type != vt) j++;
+        if (j < i) {
+            xb[i] = xb[j];
+            continue;
+        }
+        wg_k_gemv_prep(s->w[i]->type, x, K, p);
+        xb[i] = p;
+        p += (wg_k_gemv_xsize(s->w[i]->type, K) + 63) / 64 * 64;
+    }
+    int64_t units = 0, nb, nw;
+    if (st->paired) {
+        /* Rows [nb, nb + nw) of every product, then the activation on them:
+         * gate and up of a row are both at hand without waiting. */
+        while ((nw = s_lane_claim(st, r->nl, me, &nb)) > 0) {
+            for (int i = 0; i < s->n_w; i++) {
+                float *y = s->y[i] + nb;
+                wg_k_gemv_rows(s->w[i]->type, wg_weight_rows(s->w[i], 0), K, nb, nw, xb[i], y);
+                if (s->b[i])
+                    for (int64_t j = 0; j < nw; j++) y[j] += s->b[i][nb + j];
+            }
+            s_act(NULL, s->act_kind, s->y[0] + nb, s->y[1] + nb, nw);
+            units += nw;
+        }
+        return units;
+    }
+    /* Rows of all products as one range (Q, K and V lie one after another
+     * in the file too); a claim that straddles two is cut in two. */
+    while ((nw = s_lane_claim(st, r->nl, me, &nb)) > 0) {
+        units += nw;
+        for (int i = 0; i < s->n_w && nw > 0; i++) {
+            if (nb >= st->first[i + 1]) continue;
+            /* rows [r0, r0 + cnt) of product i */
+            const int64_t r0 = nb - st->first[i];
+            const int64_t cnt = nb + nw <= st->first[i + 1] ? nw : st->first[i + 1] - nb;
+            nb += cnt;
+            nw -= cnt;
+            float *y = s->y[i] + r0;
+            wg_k_gemv_rows(s->w[i]->type, wg_weight_rows(s->w[i], 0), K, r0, cnt, xb[i], y);
+            if (s->b[i])
+                for (int64_t j = 0; j < cnt; j++) y[j] += s->b[i][r0 + j];
+            if (s->act) s_act(NULL, s->act_kind, y, NULL, cnt);
+            if (s->resid)
+                for (int64_t j = 0; j < cnt; j++) s->resid[r0 + j] += y[j];
+        }
+    }
+    return units;
+}
+
+/* Every thread walks all steps in order. A step whose units are all claimed
+ * is skipped without waiting, so a thread that joins late (or comes back
+ * from being descheduled) catches up at once, and work only waits for the
+ * steps it reads. The thread whose units complete a step runs its `after`
+ * and then releases the step. */
+static void s_run_worker(void *vctx, int ith, int nth) {
+    (void)nth;
+    s_run_t *r = vctx;
+    char *mine = r->tbuf + (size_t)ith * r->tb;
+    for (int i = 0; i < r->n; i++) {
+        s_step_state_t *st = &r->st[i];
+        if (s_step_claimed(r, st)) continue;
+        if (i > 0) s_run_wait(&r->st[i - 1]);
+        const wg_step_t *s = &r->steps[i];
+        int64_t units;
+        if (s->kind == WG_STEP_MATMUL) {
+            units = s_run_mm(r, s, st, ith, mine);
+        } else if ((units = s_attn_items(&st->attn, &st->next)) < 0) {
+            /* No score buffer: claim the rest so the step completes, and
+             * fail the run (its outputs are not used). */
+            int expected = WG_OK;
+            atomic_compare_exchange_strong(&r->failed, &expected, WG_ERR_NOMEM);
+            units = 0;
+            for (;;) {
+                const int64_t it = atomic_fetch_add_explicit(&st->next, 1, memory_order_relaxed);
+                if (it >= st->total) break;
+                units++;
+            }
+        }
+        if (units == 0) continue;
+        const int64_t was = atomic_fetch_add_explicit(&st->done, units, memory_order_acq_rel);
+        if (was + units != st->total) continue;
+        if (s->after && atomic_load_explicit(&r->failed, memory_order_relaxed) == WG_OK) {
+            const wg_status e = s->after(s->after_arg, s);
+            int expected = WG_OK;
+            if (e != WG_OK) atomic_compare_exchange_strong(&r->failed, &expected, (int)e);
+        }
+        atomic_store_explicit(&st->done, st->total + 1, memory_order_release);
+    }
+    /* The caller returns only when the last step is released. */
+    if (ith == 0 && r->n > 0) s_run_wait(&r->st[r->n - 1]);
+}
+
+static wg_status s_run(void *ctx, const wg_step_t *steps, int n) {
+    wg_pool_t *pool = ctx;
+    const int nth = pool ? wg_pool_size(pool) : 1;
+    /* Check every step before touching anything. */
+    size_t xb_max = 0, in_max = 0;
+    for (int i = 0; i < n; i++) {
+        const wg_step_t *s = &steps[i];
+        if (s->kind == WG_STEP_ATTN) {
+            if (s->attn.n_tok != 1 || s->attn.n_head_kv <= 0 || s->attn.n_head % s->attn.n_head_kv != 0)
+                return WG_ERR_UNSUPPORTED;
+            continue;
+        }
+        if (s->kind != WG_STEP_MATMUL || s->n_w < 1 || s->n_w > 3) return WG_ERR_UNSUPPORTED;
+        if ((s->resid && s->n_w != 1) || (s->act && s->n_w == 3) || (s->act && s->resid))
+            return WG_ERR_UNSUPPORTED;
+        const int64_t K = s->w[0]->k;
+        size_t xb = 0;
+        int64_t rows = 0; /* lanes hold 32-bit row indices */
+        for (int j = 0; j < s->n_w; j++) {
+            const wg_weight_t *w = s->w[j];
+            if (w->k != K || w->n_exp != 1 || !w->data || w->n <= 0) return WG_ERR_UNSUPPORTED;
+            if ((rows += w->n) > (int64_t)UINT32_MAX) return WG_ERR_UNSUPPORTED;
+            if (s->act && w->n != s->w[0]->n) return WG_ERR_UNSUPPORTED;
+            const size_t sz = wg_k_gemv_xsize(w->type, K);
+            if (sz == 0) return WG_ERR_UNSUPPORTED;
+            xb += (sz + 63) / 64 * 64;
+        }
+        if (xb > xb_max) xb_max = xb;
+        if (s->norm && (size_t)K * sizeof(float) > in_max) in_max = (size_t)K * sizeof(float);
+    }
+    if (n == 0) return WG_OK;
+    s_run_t r = {.steps = steps, .n = n, .nth = nth, .nl = nth < S_RUN_LANES ? nth : S_RUN_LANES};
+    atomic_init(&r.failed, WG_OK);
+    r.xoff = (in_max + 63) / 64 * 64;
+    r.tb = r.xoff + xb_max;
+    const size_t st_bytes = (size_t)n * sizeof(s_step_state_t);
+    char *buf = aligned_alloc(64, st_bytes + (size_t)nth * r.tb);
+    if (!buf) return wg_error(WG_ERR_NOMEM, "fused run: %d steps", n);
+    r.st = (s_step_state_t *)(void *)buf;
+    r.tbuf = buf + st_bytes;
+    for (int i = 0; i < n; i++) {
+        const wg_step_t *s = &steps[i];
+        s_step_state_t *st = &r.st[i];
+        memset(st, 0, sizeof *st);
+        if (s->kind == WG_STEP_ATTN) {
+            s_attn_setup(&st->attn, &s->attn, nth);
+            st->total = st->attn.items_tok;
+        } else {
+            st->paired = s->act && s->n_w == 2;
+            for (int j = 0; j < s->n_w; j++) st->first[j + 1] = st->first[j] + s->w[j]->n;
+            st->total = st->paired ? s->w[0]->n : st->first[s->n_w];
+            st->rows = true;
+            for (int l = 0; l < r.nl; l++) {
+                const uint64_t f = (uint64_t)(st->total * l / r.nl), b = (uint64_t)(st->total * (l + 1) / r.nl);
+                atomic_init(&st->lane[l].fb, b << 32 | f);
+            }
+        }
+        atomic_init(&st->next, 0);
+        atomic_init(&st->done, 0);
+    }
+    if (nth > 1)
+        wg_pool_run_any(pool, s_run_worker, &r);
+    else
+        s_run_worker(&r, 0, 1);
+    free(buf);
+    const int e = atomic_load(&r.failed);
+    if (e == WG_ERR_NOMEM) return wg_error(WG_ERR_NOMEM, "fused run: no memory for attention scores");
+    return (wg_status)e;
+}
+
 const wg_backend_ops_t wg_backend_cpu = {
     .name = "cpu",
     .matmul = s_matmul,
@@ -804,4 +1139,5 @@ const wg_backend_ops_t wg_backend_cpu = {
     .rope = s_rope,
     .attention = s_attention,
     .act = s_act,
+    .run = s_run,
 };

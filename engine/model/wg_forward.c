@@ -210,29 +210,22 @@ static wg_status s_build_attn_mla(s_fwd_t *f, int il, const float *cur, float *o
     return s_mm(f, &L->wo, 0, o, n, out, L->bo);
 }
 
-/* Self-attention of one layer: cur [n][n_embd] -> out [n][n_embd]. */
-static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) {
+/* After the Q/K/V products of layer il: split a fused QKV output, clamp,
+ * q/k norms, rope, and the new K/V rows into the cache. */
+static void s_attn_post_qkv(s_fwd_t *f, int il) {
     const wg_model_t *m = f->m;
-    if (m->arch->flags & WG_F_MLA) return s_build_attn_mla(f, il, cur, out);
     const wg_hparams_t *hp = &m->hp;
     const wg_layer_t *L = &m->layers[il];
     const uint32_t fl = m->arch->flags;
     const int64_t n = f->n, hd = hp->head_dim;
     const int64_t qd = hp->n_head * hd, kd = hp->n_head_kv * hd, vd = (int64_t)hp->n_head_kv * hp->head_dim_v;
-    wg_status st;
     if (L->wqkv.data) {
         const int64_t W = qd + kd + vd;
-        if ((st = s_mm(f, &L->wqkv, 0, cur, n, f->qkv, L->bqkv))) return st;
         for (int64_t t = 0; t < n; t++) {
             memcpy(f->q + t * qd, f->qkv + t * W, (size_t)qd * sizeof(float));
             memcpy(f->k + t * kd, f->qkv + t * W + qd, (size_t)kd * sizeof(float));
             memcpy(f->v + t * vd, f->qkv + t * W + qd + kd, (size_t)vd * sizeof(float));
         }
-    } else {
-        const wg_weight_t *w3[3] = {&L->wq, &L->wk, &L->wv};
-        float *y3[3] = {f->q, f->k, f->v};
-        const float *b3[3] = {L->bq, L->bk, L->bv};
-        if ((st = s_mm_n(f, 3, w3, 0, cur, n, y3, b3))) return st;
     }
     if (hp->clamp_kqv > 0.0f) {
         s_clamp(f->q, n * qd, hp->clamp_kqv);
@@ -246,7 +239,6 @@ static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) 
         s_rms(f, f->q, n, qd, L->q_norm);
         s_rms(f, f->k, n, kd, L->k_norm);
     }
-    const bool swa = wg_layer_is_swa(hp, il);
     wg_rope_t rope;
     wg_layer_rope(m, il, &rope);
     f->be->rope(f->bctx, &rope, f->q, n, hp->n_head, (int32_t)hd, qd, f->pos);
@@ -255,15 +247,39 @@ static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) 
         wg_kv_put_k(f->kv, il, f->seq[t], f->pos[t], f->k + t * kd, (int32_t)kd);
         wg_kv_put_v(f->kv, il, f->seq[t], f->pos[t], f->v + t * vd, (int32_t)vd);
     }
-    wg_attn_args_t a = {
-        .kv = f->kv, .layer = il, .n_tok = n, .seq = f->seq, .pos = f->pos, .q = f->q, .q_stride = qd,
-        .out = f->att, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = (int32_t)hd,
-        .head_dim_v = hp->head_dim_v, .scale = hp->attn_scale, .window = swa ? hp->n_swa : 0,
-        .softcap = hp->attn_softcap,
-        .sinks = L->attn_sinks,
+}
+
+/* The attention call of layer il over the batch (queries in f->q, output in f->att). */
+static wg_attn_args_t s_attn_args(const s_fwd_t *f, int il) {
+    const wg_hparams_t *hp = &f->m->hp;
+    const int64_t qd = hp->n_head * hp->head_dim;
+    return (wg_attn_args_t){
+        .kv = f->kv, .layer = il, .n_tok = f->n, .seq = f->seq, .pos = f->pos, .q = f->q, .q_stride = qd,
+        .out = f->att, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim,
+        .head_dim_v = hp->head_dim_v, .scale = hp->attn_scale,
+        .window = wg_layer_is_swa(hp, il) ? hp->n_swa : 0, .softcap = hp->attn_softcap,
+        .sinks = f->m->layers[il].attn_sinks,
     };
+}
+
+/* Self-attention of one layer: cur [n][n_embd] -> out [n][n_embd]. */
+static wg_status s_build_attn(s_fwd_t *f, int il, const float *cur, float *out) {
+    const wg_model_t *m = f->m;
+    if (m->arch->flags & WG_F_MLA) return s_build_attn_mla(f, il, cur, out);
+    const wg_layer_t *L = &m->layers[il];
+    wg_status st;
+    if (L->wqkv.data) {
+        if ((st = s_mm(f, &L->wqkv, 0, cur, f->n, f->qkv, L->bqkv))) return st;
+    } else {
+        const wg_weight_t *w3[3] = {&L->wq, &L->wk, &L->wv};
+        float *y3[3] = {f->q, f->k, f->v};
+        const float *b3[3] = {L->bq, L->bk, L->bv};
+        if ((st = s_mm_n(f, 3, w3, 0, cur, f->n, y3, b3))) return st;
+    }
+    s_attn_post_qkv(f, il);
+    const wg_attn_args_t a = s_attn_args(f, il);
     if ((st = f->be->attention(f->bctx, &a))) return st;
-    return s_mm(f, &L->wo, 0, f->att, n, out, L->bo);
+    return s_mm(f, &L->wo, 0, f->att, f->n, out, L->bo);
 }
 
 /* Dense FFN on M rows: x [M][n_embd] -> out [M][n_embd]. `e` selects an expert. */
@@ -389,6 +405,160 @@ static wg_status s_build_moe(s_fwd_t *f, int il, const float *cur, float *out) {
     return WG_OK;
 }
 
+/* ---- one decode token as one fused run (wg_backend_ops_t.run) ----
+ * A batch of one token runs every layer and the output head as a list of
+ * steps the backend executes in one job on all its threads: per layer the
+ * Q/K/V products (each thread normalizes its own copy of x first), the
+ * attention, the output projection (adding into x), the gate/up products
+ * (activation applied per row) and the down projection (adding into x). The
+ * glue between them (rope and the cache writes, post norms, parallel-block
+ * sums, soft-cap) runs in `after` hooks on one thread. Every number is
+ * computed by the same operations as in the layer-by-layer path below. */
+
+typedef struct {
+    s_fwd_t *f;       /* the forward call */
+    float *x;         /* [n_embd] residual stream */
+    float *a_out;     /* [n_embd] attention output */
+    float *f_out;     /* [n_embd] FFN output */
+    float *logits;    /* [n_vocab] */
+} s_fused_t;
+
+static wg_status s_after_qkv(void *arg, const wg_step_t *s) {
+    s_fused_t *u = arg;
+    s_attn_post_qkv(u->f, s->layer);
+    return WG_OK;
+}
+
+/* Attention output with a post norm: norm it, then add it in (unless the
+ * layer is a parallel block, which adds it with the FFN output). */
+static wg_status s_after_attn_out(void *arg, const wg_step_t *s) {
+    s_fused_t *u = arg;
+    const wg_model_t *m = u->f->m;
+    const int64_t E = m->hp.n_embd;
+    const wg_layer_t *L = &m->layers[s->layer];
+    if (L->attn_post_norm) s_build_norm(u->f, u->a_out, 1, E, L->attn_post_norm, NULL);
+    if (!(m->arch->flags & WG_F_PARALLEL))
+        for (int64_t i = 0; i < E; i++) u->x[i] += u->a_out[i];
+    return WG_OK;
+}
+
+static wg_status s_after_ffn_out(void *arg, const wg_step_t *s) {
+    s_fused_t *u = arg;
+    const wg_model_t *m = u->f->m;
+    const int64_t E = m->hp.n_embd;
+    const wg_layer_t *L = &m->layers[s->layer];
+    if (m->arch->flags & WG_F_PARALLEL) {
+        for (int64_t i = 0; i < E; i++) u->x[i] = (u->a_out[i] + u->f_out[i]) + u->x[i];
+        return WG_OK;
+    }
+    if (L->ffn_post_norm) s_build_norm(u->f, u->f_out, 1, E, L->ffn_post_norm, NULL);
+    for (int64_t i = 0; i < E; i++) u->x[i] += u->f_out[i];
+    return WG_OK;
+}
+
+static wg_status s_after_logits(void *arg, const wg_step_t *s) {
+    (void)s;
+    s_fused_t *u = arg;
+    const wg_hparams_t *hp = &u->f->m->hp;
+    const float c = hp->final_softcap;
+    for (int64_t i = 0; i < hp->n_vocab; i++) u->logits[i] = tanhf(u->logits[i] / c) * c;
+    return WG_OK;
+}
+
+/* Steps a fused decode needs (room for `steps`). */
+static int64_t s_fused_n_steps(const wg_model_t *m) { return 5 * (int64_t)m->hp.n_layer + 1; }
+
+/* Run the layers and the output head of one token (x holds its embedding)
+ * as one fused run. WG_ERR_UNSUPPORTED, with nothing done, when a layer has
+ * a part the steps do not cover (MLA, MoE, a fused gate/up matrix) or the
+ * backend cannot run some step: the caller then takes the per-op path. */
+static wg_status s_fused_decode(s_fwd_t *f, wg_step_t *steps, float *x, float *a_out, float *f_out,
+                                float *logits) {
+    const wg_model_t *m = f->m;
+    const wg_hparams_t *hp = &m->hp;
+    const uint32_t fl = m->arch->flags;
+    if (!f->be->run || f->n != 1 || (fl & WG_F_MLA)) return WG_ERR_UNSUPPORTED;
+    s_fused_t u = {.f = f, .x = x, .a_out = a_out, .f_out = f_out, .logits = logits};
+    const bool par = fl & WG_F_PARALLEL, pre = !(fl & WG_F_NO_PRE_NORM);
+    const wg_step_t norm_x = {.kind = WG_STEP_MATMUL, .in = x, .norm = pre, .norm_kind = m->arch->norm,
+                              .eps = hp->norm_eps, .after_arg = &u};
+    int n = 0;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const wg_layer_t *L = &m->layers[il];
+        if (L->gate_inp.data || (!L->ffn_gate.data && (fl & WG_F_FUSED_GATE_UP))) return WG_ERR_UNSUPPORTED;
+        wg_step_t *s = &steps[n++];
+        *s = norm_x;
+        s->layer = il;
+        s->norm_w = L->attn_norm;
+        s->norm_b = L->attn_norm_b;
+        if (L->wqkv.data) {
+            s->n_w = 1;
+            s->w[0] = &L->wqkv;
+            s->y[0] = f->qkv;
+            s->b[0] = L->bqkv;
+        } else {
+            s->n_w = 3;
+            s->w[0] = &L->wq, s->w[1] = &L->wk, s->w[2] = &L->wv;
+            s->y[0] = f->q, s->y[1] = f->k, s->y[2] = f->v;
+            s->b[0] = L->bq, s->b[1] = L->bk, s->b[2] = L->bv;
+        }
+        s->after = s_after_qkv;
+
+        s = &steps[n++];
+        *s = (wg_step_t){.kind = WG_STEP_ATTN, .attn = s_attn_args(f, il), .layer = il};
+
+        s = &steps[n++];
+        *s = (wg_step_t){.kind = WG_STEP_MATMUL, .in = f->att, .n_w = 1, .w = {&L->wo}, .y = {a_out},
+                         .b = {L->bo}, .layer = il, .after_arg = &u};
+        if (L->attn_post_norm)
+            s->after = s_after_attn_out;
+        else if (!par)
+            s->resid = x;
+
+        /* A parallel block's FFN reads the attention's input norm of the
+         * same x, which is still unchanged. */
+        s = &steps[n++];
+        *s = norm_x;
+        s->layer = il;
+        s->norm_w = par ? L->attn_norm : L->ffn_norm;
+        s->norm_b = par ? L->attn_norm_b : L->ffn_norm_b;
+        s->act = true;
+        s->act_kind = m->arch->act;
+        if (L->ffn_gate.data) {
+            s->n_w = 2;
+            s->w[0] = &L->ffn_gate, s->w[1] = &L->ffn_up;
+            s->y[0] = f->g, s->y[1] = f->u;
+            s->b[1] = L->ffn_up_b;
+        } else {
+            s->n_w = 1;
+            s->w[0] = &L->ffn_up;
+            s->y[0] = f->g;
+            s->b[0] = L->ffn_up_b;
+        }
+
+        s = &steps[n++];
+        *s = (wg_step_t){.kind = WG_STEP_MATMUL, .in = f->g, .n_w = 1, .w = {&L->ffn_down}, .y = {f_out},
+                         .b = {L->ffn_down_b}, .layer = il, .after_arg = &u};
+        if (L->ffn_post_norm || par)
+            s->after = s_after_ffn_out;
+        else
+            s->resid = x;
+    }
+    if (logits) {
+        wg_step_t *s = &steps[n++];
+        *s = norm_x;
+        s->norm_w = m->out_norm;
+        s->norm_b = m->out_norm_b;
+        s->norm = true;
+        s->n_w = 1;
+        s->w[0] = &m->output;
+        s->y[0] = logits;
+        s->b[0] = m->out_b;
+        if (hp->final_softcap > 0.0f) s->after = s_after_logits;
+    }
+    return f->be->run(f->bctx, steps, n);
+}
+
 /* Validate the batch against the cache and reserve blocks (all or nothing). */
 static wg_status s_prepare(const wg_model_t *m, wg_kv_t *kv, const wg_batch_tok_t *b, int64_t n,
                            int32_t **next_out, int32_t *n_seq_slots) {
@@ -477,6 +647,7 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
 
     s_fwd_t f = {.m = m, .be = &wg_backend_cpu, .bctx = pool, .kv = kv, .n = n};
     float *x = NULL, *cur = NULL, *a_out = NULL, *f_out = NULL;
+    wg_step_t *steps = NULL;
     /* Scratch rows carved from the thread's grow-only arena: pass 0 sizes,
      * pass 1 points (64-byte aligned pieces). */
     char *base = NULL;
@@ -507,6 +678,7 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
         S_TAKE(f.sel, (size_t)(n * K) * sizeof(int32_t));
         S_TAKE(f.selw, (size_t)(n * K) * sizeof(float));
         S_TAKE(f.rows, (size_t)(n * K) * sizeof(int32_t));
+        S_TAKE(steps, n == 1 ? (size_t)s_fused_n_steps(m) * sizeof(wg_step_t) : 0);
 #undef S_TAKE
         if (pass == 0 && !(base = s_scratch(off))) {
             st = wg_error(WG_ERR_NOMEM, "forward scratch of %zu bytes for %lld tokens", off, (long long)n);
@@ -524,6 +696,13 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
             const float s = sqrtf((float)E);
             for (int64_t i = 0; i < E; i++) x[t * E + i] *= s;
         }
+    }
+    if (n == 1) {
+        WG_ASSERT(logits || !batch[0].want_logits);
+        st = s_fused_decode(&f, steps, x, a_out, f_out, batch[0].want_logits ? logits : NULL);
+        if (st == WG_OK) goto out_done;
+        if (st != WG_ERR_UNSUPPORTED) goto done;
+        st = WG_OK;
     }
     for (int il = 0; il < hp->n_layer; il++) {
         const wg_layer_t *L = &m->layers[il];
@@ -566,6 +745,7 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
             for (int64_t i = 0; i < n_out * V; i++) logits[i] = tanhf(logits[i] / c) * c;
         }
     }
+out_done:
     for (int32_t s = 0; s < n_slots; s++)
         if (next[s] >= 0) wg_kv_seq_set_len(kv, s, next[s]);
 done:

@@ -51,6 +51,22 @@ typedef struct {
 wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t K, const float *X,
                             int64_t M);
 
+/* Row products of one activation row from inside a running pool job (the
+ * M = 1 path of wg_k_matmul_cpu taken apart): each thread prepares its own
+ * copy of the activation and computes the runs of rows it claims, in
+ * whatever way the job shares them out. Every row is bitwise what
+ * wg_k_matmul_cpu gives at M = 1, whoever computes it. */
+
+/* Bytes of x[K] prepared for weight type wt's row kernel, or 0 when wt has
+ * no row kernel at the SIMD level in use (use wg_k_matmul_cpu then). Types
+ * with the same vec_dot_type (wg_ref.h) share one prepared copy. */
+size_t wg_k_gemv_xsize(wg_type_t wt, int64_t K);
+/* Quantize and prepare x[K] into xbuf (wg_k_gemv_xsize bytes, 64-byte aligned). */
+void wg_k_gemv_prep(wg_type_t wt, const float *x, int64_t K, void *xbuf);
+/* y[i] = dot(row nb + i of W, x) for i < nw; W has rows of K values of wt. */
+void wg_k_gemv_rows(wg_type_t wt, const void *W, int64_t K, int64_t nb, int64_t nw, const void *xbuf,
+                    float *y);
+
 /* Names of the SIMD level in use ("avx512", "avx2", "scalar"). */
 const char *wg_cpu_simd_name(void);
 

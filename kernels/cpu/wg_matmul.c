@@ -393,3 +393,35 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
     return WG_OK;
 }
 
+/* ---- row products from inside a running pool job (M = 1) ----
+ * The row kernels and quantizers of wg_k_matmul_cpu's M = 1 path, taken
+ * apart so that a caller that already runs a pool job (a whole decode step
+ * as one job, engine/model/wg_backend_cpu.c) can split products between its
+ * threads without a pool run per product. */
+
+size_t wg_k_gemv_xsize(wg_type_t wt, int64_t K) {
+    pthread_once(&s_once, s_auto);
+    const wg_type_traits_t *tr = wg_type_traits(wt);
+    if (!tr || !tr->supported || K <= 0 || K % tr->blck_size != 0) return 0;
+    const wg_type_t vt = tr->vec_dot_type;
+    /* The conditions under which wg_k_matmul_cpu(_n) runs the row kernel
+     * at M = 1, so the rows come out bitwise as they do there. */
+    if (!s_kern.gemv[wt] || !s_kern.tile[wt] || s_kern.vdot_x[wt] != vt || !s_kern.prep[vt] ||
+        !s_kern.quant[vt])
+        return 0;
+    return (wg_row_size(vt, K) + 63) / 64 * 64 + wg_cpu_xprep_size(vt, K);
+}
+
+void wg_k_gemv_prep(wg_type_t wt, const float *x, int64_t K, void *xbuf) {
+    const wg_type_t vt = wg_type_traits(wt)->vec_dot_type;
+    uint8_t *xq = xbuf;
+    s_kern.quant[vt](x, xq, K);
+    s_kern.prep[vt](xq, xq + (wg_row_size(vt, K) + 63) / 64 * 64, K);
+}
+
+void wg_k_gemv_rows(wg_type_t wt, const void *W, int64_t K, int64_t nb, int64_t nw, const void *xbuf, float *y) {
+    const wg_type_t vt = wg_type_traits(wt)->vec_dot_type;
+    const size_t wrow = wg_row_size(wt, K);
+    s_kern.gemv[wt](K, (const uint8_t *)W + (size_t)nb * wrow, wrow, nw,
+                    (const uint8_t *)xbuf + (wg_row_size(vt, K) + 63) / 64 * 64, y);
+}
