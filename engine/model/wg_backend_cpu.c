@@ -908,7 +908,9 @@ static int64_t s_lane_claim(s_step_state_t *st, int nl, int me, int64_t *nb) {
         for (;;) {
             const uint32_t f = (uint32_t)v, b = (uint32_t)(v >> 32);
             if (f >= b) break;
-            uint32_t take = (b - f) / 4 > S_RUN_CHUNK ? (b - f) / 4 : S_RUN_CHUNK;
+            /* a quarter of the rest (half with no other lane to share) */
+            const uint32_t part = (b - f) / (nl > 1 ? 4 : 2);
+            uint32_t take = part > S_RUN_CHUNK ? part : S_RUN_CHUNK;
             if (b - f < take + S_RUN_STEAL) take = b - f;
             if (atomic_compare_exchange_weak_explicit(w, &v, ((uint64_t)b << 32) | (f + take),
                                                       memory_order_relaxed, memory_order_relaxed)) {
