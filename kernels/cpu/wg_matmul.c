@@ -225,6 +225,24 @@ static size_t s_xq_bytes(wg_type_t vt, int64_t K, int64_t M) {
     return (wg_row_size(vt, K) * (size_t)M + 63) / 64 * 64;
 }
 
+/* Whether a product of wt over K with M activation rows can run from one
+ * shared prepared copy of the activations: the tile kernel (and, at M = 1,
+ * the row kernel) with the quantizer and prep wg_k_matmul_cpu would use, so
+ * the outputs are bitwise the same. */
+static bool s_prepared_ok(wg_type_t wt, int64_t K, int64_t M) {
+    const wg_type_traits_t *tr = wg_type_traits(wt);
+    if (!tr || !tr->supported || K % tr->blck_size != 0) return false;
+    const wg_type_t vt = tr->vec_dot_type;
+    return (M > 1 || s_kern.gemv[wt]) && s_kern.tile[wt] && s_kern.vdot_x[wt] == vt && s_kern.prep[vt] &&
+           s_kern.quant[vt];
+}
+
+/* Quantize and prepare one activation row x[K] as type vt into xq. */
+static void s_prep_row(wg_type_t vt, const float *x, int64_t K, uint8_t *xq) {
+    s_kern.quant[vt](x, xq, K);
+    s_kern.prep[vt](xq, xq + s_xq_bytes(vt, K, 1), K);
+}
+
 wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t N, int64_t K,
                           const float *X, int64_t M, float *Y) {
     WG_ASSERT(N >= 0 && K >= 0 && M >= 0);
@@ -323,12 +341,7 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
     WG_ASSERT(n >= 0 && n <= WG_K_MM_MAX && K >= 0 && M >= 0);
     pthread_once(&s_once, s_auto);
     bool fused = M >= 1 && n > 1;
-    for (int i = 0; i < n && fused; i++) {
-        const wg_type_traits_t *tr = wg_type_traits(mm[i].type);
-        fused = tr && tr->supported && (M > 1 || s_kern.gemv[mm[i].type]) && s_kern.tile[mm[i].type] &&
-                s_kern.vdot_x[mm[i].type] == tr->vec_dot_type && s_kern.prep[tr->vec_dot_type] &&
-                s_kern.quant[tr->vec_dot_type] && K % tr->blck_size == 0 && mm[i].N > 0;
-    }
+    for (int i = 0; i < n && fused; i++) fused = s_prepared_ok(mm[i].type, K, M) && mm[i].N > 0;
     if (!fused) {
         for (int i = 0; i < n; i++) {
             wg_status st = wg_k_matmul_cpu(pool, mm[i].type, mm[i].W, mm[i].N, K, X, M, mm[i].Y);
@@ -356,8 +369,7 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
     for (int j = 0; j < nv; j++) {
         uint8_t *xq = buf + off[j];
         if (M == 1) {
-            s_kern.quant[vts[j]](X, xq, K);
-            s_kern.prep[vts[j]](xq, xq + s_xq_bytes(vts[j], K, 1), K);
+            s_prep_row(vts[j], X, K, xq);
             continue;
         }
         s_mm q = {.X = X, .K = K, .M = M, .quant = s_kern.quant[vts[j]], .xq = xq,
@@ -401,27 +413,20 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
 
 size_t wg_k_gemv_xsize(wg_type_t wt, int64_t K) {
     pthread_once(&s_once, s_auto);
-    const wg_type_traits_t *tr = wg_type_traits(wt);
-    if (!tr || !tr->supported || K <= 0 || K % tr->blck_size != 0) return 0;
-    const wg_type_t vt = tr->vec_dot_type;
-    /* The conditions under which wg_k_matmul_cpu(_n) runs the row kernel
-     * at M = 1, so the rows come out bitwise as they do there. */
-    if (!s_kern.gemv[wt] || !s_kern.tile[wt] || s_kern.vdot_x[wt] != vt || !s_kern.prep[vt] ||
-        !s_kern.quant[vt])
-        return 0;
-    return (wg_row_size(vt, K) + 63) / 64 * 64 + wg_cpu_xprep_size(vt, K);
+    /* the conditions under which wg_k_matmul_cpu(_n) runs the row kernel
+     * at M = 1, so the rows come out bitwise as they do there */
+    if (K <= 0 || !s_prepared_ok(wt, K, 1)) return 0;
+    const wg_type_t vt = wg_type_traits(wt)->vec_dot_type;
+    return s_xq_bytes(vt, K, 1) + wg_cpu_xprep_size(vt, K);
 }
 
 void wg_k_gemv_prep(wg_type_t wt, const float *x, int64_t K, void *xbuf) {
-    const wg_type_t vt = wg_type_traits(wt)->vec_dot_type;
-    uint8_t *xq = xbuf;
-    s_kern.quant[vt](x, xq, K);
-    s_kern.prep[vt](xq, xq + (wg_row_size(vt, K) + 63) / 64 * 64, K);
+    s_prep_row(wg_type_traits(wt)->vec_dot_type, x, K, xbuf);
 }
 
 void wg_k_gemv_rows(wg_type_t wt, const void *W, int64_t K, int64_t nb, int64_t nw, const void *xbuf, float *y) {
     const wg_type_t vt = wg_type_traits(wt)->vec_dot_type;
     const size_t wrow = wg_row_size(wt, K);
     s_kern.gemv[wt](K, (const uint8_t *)W + (size_t)nb * wrow, wrow, nw,
-                    (const uint8_t *)xbuf + (wg_row_size(vt, K) + 63) / 64 * 64, y);
+                    (const uint8_t *)xbuf + s_xq_bytes(vt, K, 1), y);
 }
