@@ -86,6 +86,19 @@ static long long s_log_last(const char *path, const char *key) {
     return v;
 }
 
+/* Flip 64 bytes in the middle of a model file's tensor data; size unchanged. */
+static void s_corrupt(const char *path) {
+    FILE *f = fopen(path, "r+b");
+    cr_assert(f, "%s", path);
+    fseek(f, 600000, SEEK_SET);
+    unsigned char buf[64];
+    cr_assert_eq(fread(buf, 1, sizeof buf, f), sizeof buf);
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] ^= 0x5a;
+    fseek(f, 600000, SEEK_SET);
+    fwrite(buf, 1, sizeof buf, f);
+    fclose(f);
+}
+
 static long s_rss_kb(pid_t pid) {
     char p[64], line[256];
     snprintf(p, sizeof p, "/proc/%d/status", (int)pid);
@@ -179,16 +192,7 @@ Test(swap, corrupted_registered_file_fails_its_jobs_naming_the_checksum_others_s
     cr_assert_eq(system(cmd), 0);
     s_models_add("bad", copy);
     s_models_add("qw", wg_test_corpus(S_QW));
-    /* flip bytes in the middle of the tensor data; size unchanged */
-    FILE *f = fopen(copy, "r+b");
-    cr_assert(f);
-    fseek(f, 600000, SEEK_SET);
-    unsigned char buf[64];
-    cr_assert_eq(fread(buf, 1, sizeof buf, f), sizeof buf);
-    for (size_t i = 0; i < sizeof buf; i++) buf[i] ^= 0x5a;
-    fseek(f, 600000, SEEK_SET);
-    fwrite(buf, 1, sizeof buf, f);
-    fclose(f);
+    s_corrupt(copy);
     fl_worker w = {0};
     s_worker(&w, &b, "w1", "0", "16");
     const char *names[] = {"bad", "qw"};
@@ -246,15 +250,7 @@ Test(swap, re_loads_follow_a_re_registration_and_catch_a_file_corrupted_since, .
     cr_assert_gt(a_bytes, 0);
     /* "a" now names another model; "c"'s file is corrupted in place (same size) */
     s_models_add("a", wg_test_corpus(S_QW));
-    FILE *f = fopen(copy, "r+b");
-    cr_assert(f);
-    fseek(f, 600000, SEEK_SET);
-    unsigned char buf[64];
-    cr_assert_eq(fread(buf, 1, sizeof buf, f), sizeof buf);
-    for (size_t i = 0; i < sizeof buf; i++) buf[i] ^= 0x5a;
-    fseek(f, 600000, SEEK_SET);
-    fwrite(buf, 1, sizeof buf, f);
-    fclose(f);
+    s_corrupt(copy);
     snprintf(in, sizeof in, "%s", fl_path("j2.jsonl"));
     snprintf(out, sizeof out, "%s", fl_path("j2.out.jsonl"));
     const char *ac[] = {"a", "c"};
