@@ -164,8 +164,10 @@ S_TYPE_TEST(BF16, s_K_float)
  * with 1 or 2 threads, at the fastest SIMD level. M = 1 runs the row kernels
  * (gemv) where a type has one and batches the tile kernels, so the K values
  * cover their block loops: 4-block groups and tails, more than one staged
- * span of activations (K = 9472, 37 super-blocks), and a Q8_0 row whose
- * block count is not a multiple of 8 (K = 416). */
+ * span of activations (K = 9472, 37 super-blocks), a Q8_0 row whose
+ * block count is not a multiple of 8 (K = 416), and super-block counts of
+ * 2, 3 and 5 (K = 512, 768, 1280), where the Q4_K/Q5_K/Q6_K row kernels
+ * take their blocks four at a time across row ends. */
 static void s_invariance_at_level(void);
 
 /* ... at every SIMD level the CPU has (AVX2 has a Q8_0 row kernel too). */
@@ -186,13 +188,13 @@ static void s_invariance_at_level(void) {
         WG_TYPE_IQ4_NL, WG_TYPE_MXFP4, WG_TYPE_Q2_K, WG_TYPE_Q3_K, WG_TYPE_Q4_K,
         WG_TYPE_Q5_K, WG_TYPE_Q6_K, WG_TYPE_IQ4_XS, WG_TYPE_F32, WG_TYPE_F16, WG_TYPE_BF16};
     static const int64_t Ms[] = {7, 32, 100};
-    static const int64_t Ks[] = {512, 9472, 416};
+    static const int64_t Ks[] = {512, 9472, 416, 768, 1280};
     const int64_t N = 37;
     wg_pool_t *p1 = wg_pool_new(1), *p2 = wg_pool_new(2);
     cr_assert(p1 && p2);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const wg_type_t t = types[ti];
-        for (int ki = 0; ki < 3; ki++) {
+        for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
             const int64_t K = Ks[ki];
             if (K % wg_type_traits(t)->blck_size != 0) continue;
             float *deq;
