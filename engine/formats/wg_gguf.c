@@ -211,6 +211,33 @@ static size_t s_left(const s_rd_t *r) { return r->size - r->pos; }
 
 static bool s_has(const s_rd_t *r, size_t n) { return n <= r->size - r->pos; }
 
+/* What a read is for, in error messages: "kv[3].key", "kv[3] 'general.name'"
+ * or "tensor_info[7].ne". Kept as its parts and formatted only when an error
+ * is reported: a snprintf for every key and tensor field made every open pay
+ * for messages it almost never writes. */
+typedef struct {
+    enum { S_W_KV_KEY, S_W_KV, S_W_TENSOR } kind; /* which form */
+    uint64_t i;        /* kv or tensor index */
+    const char *key;   /* S_W_KV: the key (arena) */
+    const char *text;  /* S_W_TENSOR: the field ("name", "n_dims", "ne", "type") */
+} s_where_t;
+
+#define S_WHERE_MAX 160 /* "kv[" + 20 digits + "] '" + 100 bytes + "'" fits */
+
+/* The text of *w, written to buf (S_WHERE_MAX bytes). */
+static const char *s_where_fmt(const s_where_t *w, char *buf) {
+    switch (w->kind) {
+    case S_W_KV_KEY: snprintf(buf, S_WHERE_MAX, "kv[%" PRIu64 "].key", w->i); break;
+    case S_W_KV: snprintf(buf, S_WHERE_MAX, "kv[%" PRIu64 "] '%.100s'", w->i, w->key); break;
+    case S_W_TENSOR: snprintf(buf, S_WHERE_MAX, "tensor_info[%" PRIu64 "].%s", w->i, w->text); break;
+    }
+    return buf;
+}
+
+/* A where's text for one error message (the buffer lives to the end of the
+ * enclosing block, i.e. through the wg_error call it is an argument of). */
+#define S_WHERE(w) s_where_fmt((w), (char[S_WHERE_MAX]){0})
+
 /* Format "truncated while reading WHAT (need N bytes at offset P, file has S)". */
 static wg_status s_trunc(const s_rd_t *r, size_t need, const char *what) {
     return wg_error(WG_ERR_TRUNCATED,
@@ -233,23 +260,23 @@ static uint64_t s_take(s_rd_t *r, int n) {
 
 /* Read a GGUF string (u64 length + bytes) into the arena. `what` names the
  * field for errors. */
-static wg_status s_read_str(s_rd_t *r, s_arena_t *a, uint64_t max_len, const char *what, const char **out,
+static wg_status s_read_str(s_rd_t *r, s_arena_t *a, uint64_t max_len, const s_where_t *what, const char **out,
                             uint64_t *out_len) {
-    if (!s_has(r, 8)) return s_trunc(r, 8, what);
+    if (!s_has(r, 8)) return s_trunc(r, 8, S_WHERE(what));
     uint64_t len = s_take(r, 8);
     if (len > max_len)
-        return wg_error(WG_ERR_FORMAT, "gguf: %s: string length %" PRIu64 " exceeds the limit %" PRIu64, what,
-                        len, max_len);
+        return wg_error(WG_ERR_FORMAT, "gguf: %s: string length %" PRIu64 " exceeds the limit %" PRIu64,
+                        S_WHERE(what), len, max_len);
     if (!s_has(r, len)) {
         r->pos -= 8;
         wg_status st = wg_error(WG_ERR_TRUNCATED,
                                 "gguf: truncated while reading %s (need %" PRIu64
                                 " bytes at offset %zu, file has %zu)",
-                                what, len, r->pos + 8, r->size);
+                                S_WHERE(what), len, r->pos + 8, r->size);
         return st;
     }
     char *s = s_arena_strndup(a, (const char *)r->p + r->pos, (size_t)len);
-    if (!s) return wg_error(WG_ERR_NOMEM, "gguf: out of memory for %s (%" PRIu64 " bytes)", what, len);
+    if (!s) return wg_error(WG_ERR_NOMEM, "gguf: out of memory for %s (%" PRIu64 " bytes)", S_WHERE(what), len);
     r->pos += (size_t)len;
     *out = s;
     if (out_len) *out_len = len;
@@ -257,11 +284,11 @@ static wg_status s_read_str(s_rd_t *r, s_arena_t *a, uint64_t max_len, const cha
 }
 
 /* Decode one value of type `t` (already read) into *v. `where` names the kv. */
-static wg_status s_read_value(s_rd_t *r, s_arena_t *a, uint32_t t, int depth, const char *where,
+static wg_status s_read_value(s_rd_t *r, s_arena_t *a, uint32_t t, int depth, const s_where_t *where,
                               wg_gguf_value_t *v) {
     memset(v, 0, sizeof *v);
     if (t >= WG_GGUF_VTYPE_COUNT)
-        return wg_error(WG_ERR_FORMAT, "gguf: %s: unknown value type %" PRIu32, where, t);
+        return wg_error(WG_ERR_FORMAT, "gguf: %s: unknown value type %" PRIu32, S_WHERE(where), t);
     v->type = (wg_gguf_vtype_t)t;
     size_t sz = s_min_elem_size[t];
     switch ((wg_gguf_vtype_t)t) {
@@ -269,14 +296,14 @@ static wg_status s_read_value(s_rd_t *r, s_arena_t *a, uint32_t t, int depth, co
     case WG_GGUF_UINT16:
     case WG_GGUF_UINT32:
     case WG_GGUF_UINT64:
-        if (!s_has(r, sz)) return s_trunc(r, sz, where);
+        if (!s_has(r, sz)) return s_trunc(r, sz, S_WHERE(where));
         v->v.u64 = s_take(r, (int)sz);
         return WG_OK;
     case WG_GGUF_INT8:
     case WG_GGUF_INT16:
     case WG_GGUF_INT32:
     case WG_GGUF_INT64: {
-        if (!s_has(r, sz)) return s_trunc(r, sz, where);
+        if (!s_has(r, sz)) return s_trunc(r, sz, S_WHERE(where));
         uint64_t u = s_take(r, (int)sz);
         int bits = (int)sz * 8;
         if (bits < 64 && (u >> (bits - 1)) & 1) u |= ~(uint64_t)0 << bits; /* sign-extend */
@@ -284,7 +311,7 @@ static wg_status s_read_value(s_rd_t *r, s_arena_t *a, uint32_t t, int depth, co
         return WG_OK;
     }
     case WG_GGUF_FLOAT32: {
-        if (!s_has(r, 4)) return s_trunc(r, 4, where);
+        if (!s_has(r, 4)) return s_trunc(r, 4, S_WHERE(where));
         uint32_t u = (uint32_t)s_take(r, 4);
         float f;
         memcpy(&f, &u, 4);
@@ -292,15 +319,15 @@ static wg_status s_read_value(s_rd_t *r, s_arena_t *a, uint32_t t, int depth, co
         return WG_OK;
     }
     case WG_GGUF_FLOAT64: {
-        if (!s_has(r, 8)) return s_trunc(r, 8, where);
+        if (!s_has(r, 8)) return s_trunc(r, 8, S_WHERE(where));
         uint64_t u = s_take(r, 8);
         memcpy(&v->v.f64, &u, 8);
         return WG_OK;
     }
     case WG_GGUF_BOOL: {
-        if (!s_has(r, 1)) return s_trunc(r, 1, where);
+        if (!s_has(r, 1)) return s_trunc(r, 1, S_WHERE(where));
         uint64_t b = s_take(r, 1);
-        if (b > 1) return wg_error(WG_ERR_FORMAT, "gguf: %s: bool value %" PRIu64 " (must be 0 or 1)", where, b);
+        if (b > 1) return wg_error(WG_ERR_FORMAT, "gguf: %s: bool value %" PRIu64 " (must be 0 or 1)", S_WHERE(where), b);
         v->v.u64 = b;
         return WG_OK;
     }
@@ -308,23 +335,23 @@ static wg_status s_read_value(s_rd_t *r, s_arena_t *a, uint32_t t, int depth, co
         return s_read_str(r, a, UINT64_MAX, where, &v->v.str.ptr, &v->v.str.len);
     case WG_GGUF_ARRAY: {
         if (depth >= S_MAX_DEPTH)
-            return wg_error(WG_ERR_FORMAT, "gguf: %s: arrays nested deeper than %d", where, S_MAX_DEPTH);
-        if (!s_has(r, 12)) return s_trunc(r, 12, where);
+            return wg_error(WG_ERR_FORMAT, "gguf: %s: arrays nested deeper than %d", S_WHERE(where), S_MAX_DEPTH);
+        if (!s_has(r, 12)) return s_trunc(r, 12, S_WHERE(where));
         uint32_t et = (uint32_t)s_take(r, 4);
         uint64_t n = s_take(r, 8);
         if (et >= WG_GGUF_VTYPE_COUNT)
-            return wg_error(WG_ERR_FORMAT, "gguf: %s: unknown array element type %" PRIu32, where, et);
+            return wg_error(WG_ERR_FORMAT, "gguf: %s: unknown array element type %" PRIu32, S_WHERE(where), et);
         if (n > s_left(r) / s_min_elem_size[et])
             return wg_error(WG_ERR_TRUNCATED,
                             "gguf: %s: array of %" PRIu64 " %s needs at least %" PRIu64
                             " bytes at offset %zu, file has %zu",
-                            where, n, s_vtype_names[et], n, r->pos, r->size);
+                            S_WHERE(where), n, s_vtype_names[et], n, r->pos, r->size);
         v->v.arr.type = (wg_gguf_vtype_t)et;
         v->v.arr.n = n;
         if (n == 0) return WG_OK;
         wg_gguf_value_t *items = s_arena_alloc(a, (size_t)n * sizeof *items);
         if (!items)
-            return wg_error(WG_ERR_NOMEM, "gguf: %s: out of memory for %" PRIu64 " array items", where, n);
+            return wg_error(WG_ERR_NOMEM, "gguf: %s: out of memory for %" PRIu64 " array items", S_WHERE(where), n);
         v->v.arr.items = items;
         for (uint64_t i = 0; i < n; i++) {
             wg_status st = s_read_value(r, a, et, depth + 1, where, &items[i]);
@@ -340,7 +367,7 @@ static wg_status s_read_value(s_rd_t *r, s_arena_t *a, uint32_t t, int depth, co
         return WG_OK;
     }
     default:
-        return wg_error(WG_ERR_FORMAT, "gguf: %s: unknown value type %" PRIu32, where, t);
+        return wg_error(WG_ERR_FORMAT, "gguf: %s: unknown value type %" PRIu32, S_WHERE(where), t);
     }
 }
 
@@ -389,27 +416,26 @@ static wg_status s_parse(wg_gguf_t *g) {
     if ((st = s_index_init(&g->kv_index, (int64_t)n_kv)) != WG_OK) return st;
     g->alignment = WG_GGUF_DEFAULT_ALIGNMENT;
     for (uint64_t i = 0; i < n_kv; i++) {
-        char where[160];
-        snprintf(where, sizeof where, "kv[%" PRIu64 "].key", i);
+        s_where_t where = {.kind = S_W_KV_KEY, .i = i};
         const char *key;
-        if ((st = s_read_str(&r, &g->arena, S_MAX_KEY_LEN, where, &key, NULL)) != WG_OK) return st;
+        if ((st = s_read_str(&r, &g->arena, S_MAX_KEY_LEN, &where, &key, NULL)) != WG_OK) return st;
         g->keys[i] = key;
         if (s_index_find(&g->kv_index, key, g->keys, sizeof *g->keys, (int64_t)i, true) >= 0)
             return wg_error(WG_ERR_FORMAT, "gguf: kv[%" PRIu64 "] '%.100s': duplicate key", i, key);
-        snprintf(where, sizeof where, "kv[%" PRIu64 "] '%.100s'", i, key);
-        if (!s_has(&r, 4)) return s_trunc(&r, 4, where);
+        where = (s_where_t){.kind = S_W_KV, .i = i, .key = key};
+        if (!s_has(&r, 4)) return s_trunc(&r, 4, S_WHERE(&where));
         uint32_t t = (uint32_t)s_take(&r, 4);
-        if ((st = s_read_value(&r, &g->arena, t, 0, where, &g->values[i])) != WG_OK) return st;
+        if ((st = s_read_value(&r, &g->arena, t, 0, &where, &g->values[i])) != WG_OK) return st;
         if (strcmp(key, "general.alignment") == 0) {
             const wg_gguf_value_t *v = &g->values[i];
             if (v->type != WG_GGUF_UINT32)
-                return wg_error(WG_ERR_FORMAT, "gguf: %s: alignment has type %s (must be u32)", where,
+                return wg_error(WG_ERR_FORMAT, "gguf: %s: alignment has type %s (must be u32)", S_WHERE(&where),
                                 wg_gguf_vtype_name(v->type));
             uint64_t al = v->v.u64;
             if (al == 0 || (al & (al - 1)) != 0)
-                return wg_error(WG_ERR_FORMAT, "gguf: %s: alignment %" PRIu64 " is not a power of two", where, al);
+                return wg_error(WG_ERR_FORMAT, "gguf: %s: alignment %" PRIu64 " is not a power of two", S_WHERE(&where), al);
             if (al > S_MAX_ALIGNMENT)
-                return wg_error(WG_ERR_FORMAT, "gguf: %s: alignment %" PRIu64 " exceeds %u", where, al,
+                return wg_error(WG_ERR_FORMAT, "gguf: %s: alignment %" PRIu64 " exceeds %u", S_WHERE(&where), al,
                                 S_MAX_ALIGNMENT);
             g->alignment = (size_t)al;
         }
@@ -426,21 +452,20 @@ static wg_status s_parse(wg_gguf_t *g) {
     for (uint64_t i = 0; i < n_tensors; i++) {
         wg_gguf_tensor_t *t = &g->tensors[i];
         memset(t, 0, sizeof *t);
-        char where[160];
-        snprintf(where, sizeof where, "tensor_info[%" PRIu64 "].name", i);
-        if ((st = s_read_str(&r, &g->arena, S_MAX_NAME_LEN, where, &t->name, NULL)) != WG_OK) return st;
+        s_where_t where = {.kind = S_W_TENSOR, .i = i, .text = "name"};
+        if ((st = s_read_str(&r, &g->arena, S_MAX_NAME_LEN, &where, &t->name, NULL)) != WG_OK) return st;
         if (s_index_find(&g->tensor_index, t->name, &g->tensors[0].name, sizeof *g->tensors, (int64_t)i, true) >= 0)
             return wg_error(WG_ERR_FORMAT, "gguf: tensor_info[%" PRIu64 "] '%.100s': duplicate tensor name", i,
                             t->name);
-        snprintf(where, sizeof where, "tensor_info[%" PRIu64 "].n_dims", i);
-        if (!s_has(&r, 4)) return s_trunc(&r, 4, where);
+        where.text = "n_dims";
+        if (!s_has(&r, 4)) return s_trunc(&r, 4, S_WHERE(&where));
         uint32_t n_dims = (uint32_t)s_take(&r, 4);
         if (n_dims < 1 || n_dims > WG_GGUF_MAX_DIMS)
             return wg_error(WG_ERR_FORMAT, "gguf: tensor '%.100s': n_dims=%" PRIu32 " (must be 1..%d)", t->name,
                             n_dims, WG_GGUF_MAX_DIMS);
         t->n_dims = n_dims;
-        snprintf(where, sizeof where, "tensor_info[%" PRIu64 "].ne", i);
-        if (!s_has(&r, 8 * (size_t)n_dims)) return s_trunc(&r, 8 * (size_t)n_dims, where);
+        where.text = "ne";
+        if (!s_has(&r, 8 * (size_t)n_dims)) return s_trunc(&r, 8 * (size_t)n_dims, S_WHERE(&where));
         uint64_t nel = 1;
         bool overflow = false;
         for (uint32_t d = 0; d < WG_GGUF_MAX_DIMS; d++) {
@@ -459,8 +484,8 @@ static wg_status s_parse(wg_gguf_t *g) {
             return wg_error(WG_ERR_FORMAT, "gguf: tensor '%.100s': element count %" PRId64 " x %" PRId64 " x %" PRId64
                             " x %" PRId64 " overflows",
                             t->name, t->ne[0], t->ne[1], t->ne[2], t->ne[3]);
-        snprintf(where, sizeof where, "tensor_info[%" PRIu64 "].type", i);
-        if (!s_has(&r, 12)) return s_trunc(&r, 12, where);
+        where.text = "type";
+        if (!s_has(&r, 12)) return s_trunc(&r, 12, S_WHERE(&where));
         uint32_t type = (uint32_t)s_take(&r, 4);
         const s_type_size_t *ts = s_type_size(type);
         if (!ts)
