@@ -4,9 +4,9 @@
  * against the memory roofline (issue 3).
  *
  *   waggle bench -m MODEL [--concurrency 1,8,32,64] [--prompt-len 128]
- *                [--gen-len 128] [--threads 2] [--kv-type f16|f32] [--json]
+ *                [--gen-len 128] [--threads 2] [--kv-type f16|f32|q8_0] [--json]
  *   waggle bench -m MODEL --single [--threads 1,2] [--prompt-len 128]
- *                [--gen-len 64] [--reps 3] [--mem-mb 512] [--kv-type f16|f32] [--json]
+ *                [--gen-len 64] [--reps 3] [--mem-mb 512] [--kv-type f16|f32|q8_0] [--json]
  *
  * The K/V cache is F16 by default on the CPU (llama-bench's default; the
  * engine library and `waggle generate/run` default to the reference F32),
@@ -489,11 +489,11 @@ static int s_bench_single(const char *model, const wg_model_t *m, const int *thr
 
 static void s_usage(FILE *f) {
     fprintf(f, "usage: waggle bench [engine] -m MODEL [--concurrency 1,8,32,64] [--prompt-len 128] [--gen-len 128]\n"
-               "                    [--threads 2] [--device cpu|cuda:N] [--kv-type f16|f32] [--json]\n"
+               "                    [--threads 2] [--device cpu|cuda:N] [--kv-type f16|f32|q8_0] [--json]\n"
                "       waggle bench [engine] -m MODEL --single [--threads 1,2] [--prompt-len 128] [--gen-len 64]\n"
-               "                    [--reps 3] [--mem-mb 512] [--device cpu|cuda:N] [--kv-type f16|f32] [--json]\n"
-               "  --kv-type T  K/V cache elements: f16 (default on the CPU, as llama-bench) or f32 (the engine's\n"
-               "               library default and the only type on CUDA)\n");
+               "                    [--reps 3] [--mem-mb 512] [--device cpu|cuda:N] [--kv-type f16|f32|q8_0] [--json]\n"
+               "  --kv-type T  K/V cache elements: f16 (default on the CPU, as llama-bench), f32 (the engine's\n"
+               "               library default and the only type on CUDA) or q8_0\n");
 }
 
 int wg_bench_engine_main(int argc, char **argv) {

@@ -3,7 +3,9 @@
  * in LIFO order restores the exact initial stack. F16 rows are converted with
  * F16C when the kernel library runs at AVX2 or above (round to nearest even,
  * the same bits as the scalar wg_fp32_to_fp16 except NaN payloads), one path
- * for the cache's whole life so every element gets one formula. */
+ * for the cache's whole life so every element gets one formula. Q8_0 rows
+ * are quantized per 32 elements with the kernel library's Q8_0 quantizer
+ * (the reference's bits at every SIMD level). */
 #include "wg_kv.h"
 
 #include <stdbool.h>
@@ -36,10 +38,10 @@ struct wg_kv {
     int32_t bt;            /* tokens per block */
     int32_t n_blocks;      /* blocks in the pool */
     wg_kv_type_t type;     /* element type (F32 for a recurrent state) */
-    size_t es;             /* bytes per element */
+    size_t k_rb, v_rb;     /* bytes of one key / value row (wg_kv_row_bytes) */
     bool f16c;             /* F16 rows stored with F16C (the library runs at AVX2 or above) */
-    size_t layer_elems;    /* elements of one layer in a block: bt*(k_dim+v_dim); state floats when recurrent */
-    char *pool;            /* [n_blocks][n_layer][K: bt*k_dim | V: bt*v_dim] elements */
+    size_t layer_bytes;    /* bytes of one layer in a block: bt*(k_rb+v_rb); the state when recurrent */
+    char *pool;            /* [n_blocks][n_layer][K: bt rows | V: bt rows] */
     void *map;             /* mapping holding the pool (NULL: pool is malloc'ed) */
     size_t map_bytes;      /* its length */
     int32_t *free_stack;   /* [n_blocks] free block ids; top at n_free-1 */
@@ -51,20 +53,32 @@ struct wg_kv {
     void (*dev_free)(void *); /* frees `dev` with the cache */
 };
 
-const char *wg_kv_type_name(wg_kv_type_t t) { return t == WG_KV_F16 ? "f16" : "f32"; }
+static const char *const s_type_names[] = {"f32", "f16", "q8_0"};
 
-size_t wg_kv_type_size(wg_kv_type_t t) { return t == WG_KV_F16 ? sizeof(wg_half) : sizeof(float); }
+const char *wg_kv_type_name(wg_kv_type_t t) {
+    return (unsigned)t < sizeof s_type_names / sizeof s_type_names[0] ? s_type_names[t] : "?";
+}
+
+size_t wg_kv_type_size(wg_kv_type_t t) {
+    return t == WG_KV_F16 ? sizeof(wg_half) : t == WG_KV_F32 ? sizeof(float) : 0;
+}
+
+size_t wg_kv_row_bytes(wg_kv_type_t t, int64_t n) {
+    if (t == WG_KV_Q8_0) {
+        WG_ASSERT(n % WG_QK8_0 == 0);
+        return (size_t)(n / WG_QK8_0) * sizeof(wg_block_q8_0);
+    }
+    return (size_t)n * wg_kv_type_size(t);
+}
 
 wg_status wg_kv_type_parse(const char *s, wg_kv_type_t *t) {
-    if (s && !strcmp(s, "f32")) {
-        *t = WG_KV_F32;
-        return WG_OK;
+    for (size_t i = 0; s && i < sizeof s_type_names / sizeof s_type_names[0]; i++) {
+        if (!strcmp(s, s_type_names[i])) {
+            *t = (wg_kv_type_t)i;
+            return WG_OK;
+        }
     }
-    if (s && !strcmp(s, "f16")) {
-        *t = WG_KV_F16;
-        return WG_OK;
-    }
-    return wg_error(WG_ERR_INVAL, "kv type '%s': expected f32 or f16", s ? s : "(null)");
+    return wg_error(WG_ERR_INVAL, "kv type '%s': expected f32, f16 or q8_0", s ? s : "(null)");
 }
 
 #define S_HUGE ((size_t)2 << 20)
@@ -97,8 +111,13 @@ static wg_kv_t *s_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t blo
                  n_layer, k_dim, v_dim, block_tokens);
         return NULL;
     }
-    if (type != WG_KV_F32 && type != WG_KV_F16) {
+    if (type != WG_KV_F32 && type != WG_KV_F16 && type != WG_KV_Q8_0) {
         wg_error(WG_ERR_INVAL, "kv: bad element type %d", (int)type);
+        return NULL;
+    }
+    if (type == WG_KV_Q8_0 && (k_dim % WG_QK8_0 != 0 || v_dim % WG_QK8_0 != 0)) {
+        wg_error(WG_ERR_UNSUPPORTED, "kv: q8_0 rows need multiples of %d elements (k_dim=%d v_dim=%d)",
+                 WG_QK8_0, k_dim, v_dim);
         return NULL;
     }
     wg_kv_t *kv = calloc(1, sizeof *kv);
@@ -107,11 +126,12 @@ static wg_kv_t *s_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t blo
     kv->k_dim = k_dim;
     kv->v_dim = v_dim;
     kv->type = type;
-    kv->es = wg_kv_type_size(type);
+    kv->k_rb = wg_kv_row_bytes(type, k_dim);
+    kv->v_rb = wg_kv_row_bytes(type, v_dim);
     kv->f16c = S_X86 && strcmp(wg_cpu_simd_name(), "scalar") != 0;
     kv->bt = block_tokens ? block_tokens : WG_KV_DEFAULT_BLOCK;
-    kv->layer_elems = (size_t)kv->bt * (size_t)(k_dim + v_dim);
-    size_t block_bytes = kv->layer_elems * (size_t)n_layer * kv->es;
+    kv->layer_bytes = (size_t)kv->bt * (kv->k_rb + kv->v_rb);
+    size_t block_bytes = kv->layer_bytes * (size_t)n_layer;
     size_t nb = budget_bytes / block_bytes;
     if (nb < 1) nb = 1;
     if (nb > INT32_MAX / 2) {
@@ -175,9 +195,8 @@ wg_kv_t *wg_kv_new_recurrent(size_t state_floats, size_t budget_bytes) {
     kv->n_layer = 1;
     kv->bt = WG_KV_STATE_TOKENS;
     kv->type = WG_KV_F32;
-    kv->es = sizeof(float);
     kv->state_floats = state_floats;
-    kv->layer_elems = state_floats;
+    kv->layer_bytes = state_floats * sizeof(float);
     size_t nb = budget_bytes / (state_floats * sizeof(float));
     if (nb < 1) nb = 1;
     if (nb > 1 << 20) nb = 1 << 20;
@@ -225,9 +244,7 @@ int32_t wg_kv_k_dim(const wg_kv_t *kv) { return kv->k_dim; }
 int32_t wg_kv_v_dim(const wg_kv_t *kv) { return kv->v_dim; }
 int32_t wg_kv_n_blocks(const wg_kv_t *kv) { return kv->n_blocks; }
 int32_t wg_kv_n_free_blocks(const wg_kv_t *kv) { return kv->n_free; }
-size_t wg_kv_block_bytes(const wg_kv_t *kv) {
-    return kv->layer_elems * (size_t)kv->n_layer * kv->es;
-}
+size_t wg_kv_block_bytes(const wg_kv_t *kv) { return kv->layer_bytes * (size_t)kv->n_layer; }
 
 static s_seq_t *s_seq(const wg_kv_t *kv, int32_t seq) {
     if (seq < 0 || seq >= kv->n_seqs || !kv->seqs[seq].used) return NULL;
@@ -338,9 +355,9 @@ static char *s_slot(const wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, 
     WG_ASSERT(s && layer >= 0 && layer < kv->n_layer && pos >= 0 && pos / kv->bt < s->n_blocks);
     int32_t blk = s->table[pos / kv->bt];
     int32_t off = pos % kv->bt;
-    size_t e = ((size_t)blk * (size_t)kv->n_layer + (size_t)layer) * kv->layer_elems;
-    e += v ? (size_t)kv->bt * kv->k_dim + (size_t)off * kv->v_dim : (size_t)off * kv->k_dim;
-    return kv->pool + e * kv->es;
+    size_t b = ((size_t)blk * (size_t)kv->n_layer + (size_t)layer) * kv->layer_bytes;
+    b += v ? (size_t)kv->bt * kv->k_rb + (size_t)off * kv->v_rb : (size_t)off * kv->k_rb;
+    return kv->pool + b;
 }
 
 float *wg_kv_k(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos) {
@@ -385,6 +402,11 @@ static void s_put(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, const fl
     char *dst = s_slot(kv, layer, seq, pos, v);
     if (kv->type == WG_KV_F32) {
         memcpy(dst, src, (size_t)n * sizeof(float));
+        return;
+    }
+    if (kv->type == WG_KV_Q8_0) {
+        WG_ASSERT(n % WG_QK8_0 == 0);
+        wg_k_quant_row(WG_TYPE_Q8_0, src, dst, n);
         return;
     }
     wg_half *h = (wg_half *)(void *)dst;

@@ -2,7 +2,9 @@
  * block table per sequence (vLLM's PagedAttention layout). Values are F32 by
  * default, as llama.cpp's f32 cache, so results match its references; an F16
  * cache (wg_kv_new_typed) halves the bytes attention reads per step, at the
- * cost of rounding every stored K/V element to binary16.
+ * cost of rounding every stored K/V element to binary16, and a Q8_0 cache
+ * takes 34 bytes per 32 elements (0.53 of F16), each row quantized per block
+ * of 32 when stored.
  *
  * A block holds `block_tokens` consecutive positions of one sequence for every
  * layer: [layer][K|V][token][dim], elements of the cache's type. A sequence's
@@ -36,14 +38,19 @@ typedef struct wg_kv wg_kv_t;
 typedef enum {
     WG_KV_F32 = 0,  /* float: the reference numbers */
     WG_KV_F16,      /* IEEE binary16, rounded to nearest even when stored */
+    WG_KV_Q8_0,     /* GGUF Q8_0 blocks of 32 (an fp16 scale, 32 int8), quantized when stored;
+                     * rows (and, for attention, head slices) are whole blocks */
 } wg_kv_type_t;
 
-/* "f32" / "f16". */
+/* "f32" / "f16" / "q8_0". */
 const char *wg_kv_type_name(wg_kv_type_t t);
-/* Parse "f32" / "f16" (case-sensitive). WG_ERR_INVAL naming `s` otherwise. */
+/* Parse "f32" / "f16" / "q8_0" (case-sensitive). WG_ERR_INVAL naming `s` otherwise. */
 wg_status wg_kv_type_parse(const char *s, wg_kv_type_t *t);
-/* Bytes of one element. */
+/* Bytes of one element of an F32 or F16 cache (0 for other types). */
 size_t wg_kv_type_size(wg_kv_type_t t);
+/* Bytes of a row of n elements (Q8_0: n % 32 == 0, asserted; 0 for an
+ * unknown type). */
+size_t wg_kv_row_bytes(wg_kv_type_t t, int64_t n);
 
 #define WG_KV_DEFAULT_BLOCK 16
 #define WG_KV_STATE_TOKENS (1 << 20) /* positions one recurrent-state block covers */
@@ -53,7 +60,8 @@ size_t wg_kv_type_size(wg_kv_type_t t);
  * fit in budget_bytes (at least 1). NULL on failure (wg_errmsg). */
 wg_kv_t *wg_kv_new(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
                    size_t budget_bytes);
-/* wg_kv_new with elements of `type` (budget_bytes counts them at their size). */
+/* wg_kv_new with elements of `type` (budget_bytes counts them at their size;
+ * Q8_0 needs k_dim and v_dim multiples of 32, else WG_ERR_UNSUPPORTED). */
 wg_kv_t *wg_kv_new_typed(int32_t n_layer, int32_t k_dim, int32_t v_dim, int32_t block_tokens,
                          size_t budget_bytes, wg_kv_type_t type);
 /* The same bookkeeping (blocks, free list, tables) without a host pool: for
@@ -120,12 +128,14 @@ wg_status wg_kv_truncate(wg_kv_t *kv, int32_t seq, int32_t new_len);
  * capacity (asserted). */
 float *wg_kv_k(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos);
 float *wg_kv_v(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos);
-/* The same rows in the cache's own element type (float or wg_half). */
+/* The same rows in the cache's own element type (float, wg_half or
+ * wg_block_q8_0 blocks). */
 const void *wg_kv_k_row(const wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos);
 const void *wg_kv_v_row(const wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos);
-/* Store src[0..n) into the first n elements (n <= k_dim / v_dim, asserted) of
- * the key / value row, converted to the cache's type. Any cache type; the
- * conversion of an element never depends on n or on its place in the row. */
+/* Store src[0..n) into the first n elements (n <= k_dim / v_dim, asserted;
+ * Q8_0: n % 32 == 0) of the key / value row, converted to the cache's type.
+ * Any cache type; the conversion of an element never depends on n or on its
+ * place in the row (Q8_0: on its block of 32 only). */
 void wg_kv_put_k(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, const float *src, int32_t n);
 void wg_kv_put_v(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, const float *src, int32_t n);
 

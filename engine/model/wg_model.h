@@ -126,7 +126,8 @@ wg_kv_t *wg_model_kv_new_on(const wg_model_t *m, size_t budget_bytes, int32_t bl
 wg_kv_t *wg_model_kv_new_typed(const wg_model_t *m, size_t budget_bytes, int32_t block_tokens,
                                const char *device, wg_kv_type_t type);
 /* Bytes of one token's K/V (every layer) in a cache of `type`; 0 for a
- * recurrent model. */
+ * recurrent model, or for Q8_0 when a head size is not a multiple of 32
+ * (wg_model_kv_new_typed then fails with the reason). */
 size_t wg_model_kv_token_bytes(const wg_model_t *m, wg_kv_type_t type);
 
 /* Bytes of one sequence's recurrent state (0 for attention-only models): what

@@ -1054,8 +1054,9 @@ wg_kv_t *wg_model_kv_new_on(const wg_model_t *m, size_t budget_bytes, int32_t bl
 size_t wg_model_kv_token_bytes(const wg_model_t *m, wg_kv_type_t type) {
     const wg_hparams_t *hp = &m->hp;
     if (hp->recurrent) return 0;
-    return (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) *
-           wg_kv_type_size(type);
+    if (type == WG_KV_Q8_0 && (hp->head_dim % WG_QK8_0 != 0 || hp->head_dim_v % WG_QK8_0 != 0)) return 0;
+    return (size_t)hp->n_layer * (size_t)hp->n_head_kv *
+           (wg_kv_row_bytes(type, hp->head_dim) + wg_kv_row_bytes(type, hp->head_dim_v));
 }
 
 wg_kv_t *wg_model_kv_new_typed(const wg_model_t *m, size_t budget_bytes, int32_t block_tokens, const char *device,
@@ -1065,6 +1066,12 @@ wg_kv_t *wg_model_kv_new_typed(const wg_model_t *m, size_t budget_bytes, int32_t
     const wg_hparams_t *hp0 = &m->hp;
     if (cuda < 0) {
         if (hp0->recurrent || type == WG_KV_F32) return wg_model_kv_new(m, budget_bytes, block_tokens);
+        if (type == WG_KV_Q8_0 && (hp0->head_dim % WG_QK8_0 != 0 || hp0->head_dim_v % WG_QK8_0 != 0)) {
+            wg_error(WG_ERR_UNSUPPORTED,
+                     "kv type q8_0: head sizes must be multiples of %d (this model: keys %d, values %d); use f16 or f32",
+                     WG_QK8_0, (int)hp0->head_dim, (int)hp0->head_dim_v);
+            return NULL;
+        }
         return wg_kv_new_typed(hp0->n_layer, hp0->n_head_kv * hp0->head_dim, hp0->n_head_kv * hp0->head_dim_v,
                                block_tokens, budget_bytes, type);
     }

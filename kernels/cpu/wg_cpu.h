@@ -67,6 +67,11 @@ void wg_k_gemv_prep(wg_type_t wt, const float *x, int64_t K, void *xbuf);
 void wg_k_gemv_rows(wg_type_t wt, const void *W, int64_t K, int64_t nb, int64_t nw, const void *xbuf,
                     float *y);
 
+/* Quantize x[k] to y as type vt (a vec_dot type: Q8_0, Q8_1, Q8_K; k a
+ * multiple of its block) with the quantizer the products use, which gives
+ * the reference quantizer's bytes at every SIMD level. */
+void wg_k_quant_row(wg_type_t vt, const float *x, void *y, int64_t k);
+
 /* Names of the SIMD level in use ("avx512", "avx2", "scalar"). */
 const char *wg_cpu_simd_name(void);
 

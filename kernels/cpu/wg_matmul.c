@@ -237,6 +237,13 @@ static bool s_prepared_ok(wg_type_t wt, int64_t K, int64_t M) {
            s_kern.quant[vt];
 }
 
+void wg_k_quant_row(wg_type_t vt, const float *x, void *y, int64_t k) {
+    pthread_once(&s_once, s_auto);
+    const wg_type_traits_t *tr = wg_type_traits(vt);
+    WG_ASSERT(tr && tr->from_float && k % tr->blck_size == 0);
+    (s_kern.quant[vt] ? s_kern.quant[vt] : tr->from_float)(x, y, k);
+}
+
 /* Quantize and prepare one activation row x[K] as type vt into xq. */
 static void s_prep_row(wg_type_t vt, const float *x, int64_t K, uint8_t *xq) {
     s_kern.quant[vt](x, xq, K);

@@ -240,7 +240,7 @@ Test(cli_generate, kv_type_flag_is_checked_and_f16_generates) {
         snprintf(args, sizeof args, cmds[i], wg_test_corpus(S_STORIES));
         cr_assert_eq(s_run(args), 2, "%s", args);
         char *err = s_captured("err");
-        cr_assert(strstr(err, "--kv-type") && strstr(err, "bf16") && strstr(err, "expected f32 or f16"),
+        cr_assert(strstr(err, "--kv-type") && strstr(err, "bf16") && strstr(err, "expected f32, f16 or q8_0"),
                   "%s: stderr does not name the flag, value and choices: %s", args, err);
         free(err);
     }

@@ -116,6 +116,9 @@ Test(forward, batched_equals_alone_f32) { s_batched_equals_alone("models/llama/l
  * (one kv head, value rows shorter than key rows), a recurrent model (whose
  * state ignores the type). */
 Test(forward, batched_equals_alone_f16_kv_llama) { s_batched_equals_alone_kv("models/llama/llama-f32.gguf", WG_KV_F16); }
+Test(forward, batched_equals_alone_q8_0_kv_llama_q4_k) {
+    s_batched_equals_alone_kv("models/llama/llama-Q4_K_M.gguf", WG_KV_Q8_0);
+}
 Test(forward, batched_equals_alone_f16_kv_qwen3) { s_batched_equals_alone_kv("models/qwen3/qwen3-f32.gguf", WG_KV_F16); }
 Test(forward, batched_equals_alone_f16_kv_gemma2_swa) {
     s_batched_equals_alone_kv("models/gemma2/gemma2-Q8_0.gguf", WG_KV_F16);
@@ -181,6 +184,19 @@ static void s_chunked_equals_one_chunk(const char *rel) { s_chunked_equals_one_c
 Test(forward, chunked_prefill_equals_one_chunk_f32) { s_chunked_equals_one_chunk("models/llama/llama-f32.gguf"); }
 Test(forward, chunked_prefill_equals_one_chunk_f16_kv) {
     s_chunked_equals_one_chunk_kv("models/llama/llama-f32.gguf", WG_KV_F16);
+}
+Test(forward, chunked_prefill_equals_one_chunk_q8_0_kv) {
+    s_chunked_equals_one_chunk_kv("models/llama/llama-f32.gguf", WG_KV_Q8_0);
+}
+/* A model whose head size is not a multiple of 32 cannot take a Q8_0 cache:
+ * the cache is refused with the reason, not built wrong. */
+Test(forward, q8_0_kv_refused_for_head_size_8) {
+    WG_REQUIRE_CORPUS();
+    wg_model_t *m = s_load("trained/stories260K-f32.gguf");
+    wg_kv_t *kv = wg_model_kv_new_typed(m, 1 << 20, 16, "cpu", WG_KV_Q8_0);
+    cr_assert_null(kv);
+    cr_assert(strstr(wg_errmsg(), "q8_0") && strstr(wg_errmsg(), "multiples of 32"), "message: %s", wg_errmsg());
+    wg_model_free(&m);
 }
 Test(forward, chunked_prefill_equals_one_chunk_q4_0) { s_chunked_equals_one_chunk("models/llama/llama-Q4_0.gguf"); }
 Test(forward, chunked_prefill_equals_one_chunk_qwen2_bf16) { s_chunked_equals_one_chunk("models/qwen2/qwen2-BF16.gguf"); }
@@ -405,7 +421,7 @@ Test(forward, hf_yi_config_equals_gguf_twin) {
  * at 2e-2 max abs for the f32 classes (the F32 bound is 5e-4), and llama.cpp's
  * own F16-cache runs sit at 1.8e-3 ... 1e-2. The F16 cache must also move the
  * logits at all (or the test would not be testing it). */
-static void s_f16_kv_within_reference_bound(const char *model_rel, const char *ref_rel) {
+static void s_kv_within_reference_bound(const char *model_rel, const char *ref_rel, wg_kv_type_t type, double bound) {
     WG_REQUIRE_CORPUS();
     wg_model_t *m = s_load(model_rel);
     wg_gguf_t *g = NULL;
@@ -415,7 +431,7 @@ static void s_f16_kv_within_reference_bound(const char *model_rel, const char *r
     const int n = (int)tt->ne[0];
     const int64_t V = wg_model_hparams(m)->n_vocab;
     cr_assert_eq(tl->ne[0], V);
-    float *l16 = s_run_chunked_kv(m, (const int32_t *)tt->data, n, n, 2, WG_KV_F16);
+    float *l16 = s_run_chunked_kv(m, (const int32_t *)tt->data, n, n, 2, type);
     float *l32 = s_run_chunked_kv(m, (const int32_t *)tt->data, n, n, 2, WG_KV_F32);
     const float *ref = tl->data;
     double d16 = 0, d32 = 0;
@@ -423,14 +439,19 @@ static void s_f16_kv_within_reference_bound(const char *model_rel, const char *r
         d16 = fmax(d16, fabs((double)l16[i] - (double)ref[i]));
         d32 = fmax(d32, fabs((double)l32[i] - (double)ref[i]));
     }
-    cr_log_info("%s: max abs vs reference, F16 cache %.3g, F32 cache %.3g", model_rel, d16, d32);
-    cr_assert_leq(d16, 2e-2, "%s: F16 cache %.4g from the reference (bound 2e-2)", model_rel, d16);
-    cr_assert(memcmp(l16, l32, (size_t)((int64_t)n * V) * sizeof(float)) != 0, "%s: F16 cache changed nothing",
-              model_rel);
+    const char *tn = wg_kv_type_name(type);
+    cr_log_info("%s: max abs vs reference, %s cache %.3g, F32 cache %.3g", model_rel, tn, d16, d32);
+    cr_assert_leq(d16, bound, "%s: %s cache %.4g from the reference (bound %.3g)", model_rel, tn, d16, bound);
+    cr_assert(memcmp(l16, l32, (size_t)((int64_t)n * V) * sizeof(float)) != 0, "%s: %s cache changed nothing",
+              model_rel, tn);
     free(l16);
     free(l32);
     wg_gguf_close(&g);
     wg_model_free(&m);
+}
+
+static void s_f16_kv_within_reference_bound(const char *model_rel, const char *ref_rel) {
+    s_kv_within_reference_bound(model_rel, ref_rel, WG_KV_F16, 2e-2);
 }
 
 Test(forward, f16_kv_within_reference_bound_llama) {
@@ -441,4 +462,11 @@ Test(forward, f16_kv_within_reference_bound_qwen3) {
 }
 Test(forward, f16_kv_within_reference_bound_deepseek2_mla) {
     s_f16_kv_within_reference_bound("models/deepseek2/deepseek2-f32.gguf", "refs/deepseek2-f32.ref.gguf");
+}
+/* Q8_0 K/V: the corpus README gives no bound for it; its elements carry
+ * ~16x the F16 rounding (amax/254 per block of 32 against 2^-11 relative),
+ * so the F16 bound times 4 (8e-2), which still separates it from a wrong
+ * cache row (logits move by ~1 there). */
+Test(forward, q8_0_kv_within_bound_llama) {
+    s_kv_within_reference_bound("models/llama/llama-f32.gguf", "refs/llama-f32.ref.gguf", WG_KV_Q8_0, 8e-2);
 }

@@ -4,7 +4,9 @@
 #include <string.h>
 
 #include "engine/model/wg_kv.h"
+#include "kernels/cpu/wg_cpu_impl.h"
 #include "kernels/quant.h"
+#include "kernels/ref/wg_ref_kernels.h"
 
 /* 2 layers, 8 key floats, 4 value floats, 4-token blocks, 10 blocks. */
 static wg_kv_t *s_kv(void) {
@@ -163,11 +165,55 @@ Test(kv, type_names_parse_and_bad_names_are_errors) {
     cr_assert_eq(t, WG_KV_F16);
     cr_assert_str_eq(wg_kv_type_name(WG_KV_F16), "f16");
     cr_assert_str_eq(wg_kv_type_name(WG_KV_F32), "f32");
-    const char *bad[] = {"bf16", "F16", "", "f16 ", "q8_0"};
+    cr_assert_eq(wg_kv_type_parse("q8_0", &t), WG_OK);
+    cr_assert_eq(t, WG_KV_Q8_0);
+    cr_assert_str_eq(wg_kv_type_name(WG_KV_Q8_0), "q8_0");
+    const char *bad[] = {"bf16", "F16", "", "f16 ", "Q8_0", "q8"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cr_assert_eq(wg_kv_type_parse(bad[i], &t), WG_ERR_INVAL, "'%s' accepted", bad[i]);
-        cr_assert(strstr(wg_errmsg(), "expected f32 or f16"), "message: %s", wg_errmsg());
+        cr_assert(strstr(wg_errmsg(), "expected f32, f16 or q8_0"), "message: %s", wg_errmsg());
     }
     cr_assert_eq(wg_kv_type_parse(NULL, &t), WG_ERR_INVAL);
     cr_assert_null(wg_kv_new_typed(2, 8, 8, 16, 1 << 20, (wg_kv_type_t)7), "unknown element type");
+}
+
+/* Q8_0 rows: 34 bytes per 32 elements, each block the reference quantizer's
+ * bytes at every SIMD level; rows whose size is not whole blocks refused. */
+Test(kv, q8_0_rows_are_reference_blocks) {
+    static const char *const levels[] = {"scalar", "avx2", "avx512"};
+    cr_assert_eq(wg_kv_row_bytes(WG_KV_Q8_0, 64), 2 * sizeof(wg_block_q8_0));
+    cr_assert_eq(wg_kv_row_bytes(WG_KV_F16, 64), 128);
+    cr_assert_null(wg_kv_new_typed(2, 48, 64, 4, 1 << 20, WG_KV_Q8_0), "48-element rows are not whole blocks");
+    cr_assert(strstr(wg_errmsg(), "q8_0") && strstr(wg_errmsg(), "k_dim=48"), "message: %s", wg_errmsg());
+    /* 2 layers, 64 key and 32 value elements, 4-token blocks */
+    const size_t block8 = 2 * 4 * (2 + 1) * sizeof(wg_block_q8_0);
+    wg_kv_t *kv = wg_kv_new_typed(2, 64, 32, 4, 10 * block8, WG_KV_Q8_0);
+    cr_assert(kv, "%s", wg_errmsg());
+    cr_assert_eq(wg_kv_block_bytes(kv), block8);
+    cr_assert_eq(wg_kv_n_blocks(kv), 10);
+    int32_t a;
+    cr_assert_eq(wg_kv_seq_new(kv, &a), 0);
+    cr_assert_eq(wg_kv_reserve(kv, a, 6), 0);
+    float k[64], v[32];
+    int n_levels = 0;
+    for (int li = 0; li < 3; li++) {
+        if (!wg_cpu_force_simd(levels[li])) continue;
+        n_levels++;
+        for (int p = 0; p < 6; p++) {
+            for (int i = 0; i < 64; i++) k[i] = (float)((i * 37 + p * 11 + li) % 23 - 11) * 0.173f + (i == 5 ? 40.0f : 0.0f);
+            for (int i = 0; i < 32; i++) v[i] = (float)((i * 13 + p) % 17 - 8) * -0.01f;
+            wg_kv_put_k(kv, 1, a, p, k, 64);
+            wg_kv_put_v(kv, 1, a, p, v, 32);
+            wg_block_q8_0 rk[2], rv[1];
+            wg_k_quant_q8_0_ref(k, rk, 64);
+            wg_k_quant_q8_0_ref(v, rv, 32);
+            cr_assert(memcmp(wg_kv_k_row(kv, 1, a, p), rk, sizeof rk) == 0, "%s: pos %d key blocks", levels[li], p);
+            cr_assert(memcmp(wg_kv_v_row(kv, 1, a, p), rv, sizeof rv) == 0, "%s: pos %d value block", levels[li], p);
+        }
+    }
+    wg_cpu_force_simd(NULL);
+    cr_assert_geq(n_levels, 1);
+    cr_assert_eq((const char *)wg_kv_k_row(kv, 1, a, 1) - (const char *)wg_kv_k_row(kv, 1, a, 0),
+                 2 * sizeof(wg_block_q8_0));
+    wg_kv_free(&kv);
 }

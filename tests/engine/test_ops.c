@@ -53,6 +53,8 @@ Test(ops, gelu_variants_same_for_every_element_place) {
 #include <math.h>
 
 #include "kernels/cpu/wg_cpu.h"
+#include "kernels/cpu/wg_cpu_impl.h"
+#include "kernels/ref/wg_ref_kernels.h"
 
 typedef struct {
     int32_t n_head, n_kv, hd, hdv, window, bt;
@@ -73,12 +75,23 @@ static const int32_t s_alens[][5] = {
 };
 
 /* n_seq sequences of lens[s] positions of random K/V (uniform [-1, 1)) in a
- * cache of `type`; round16: store f16(x) (as floats) instead of x. */
-static wg_kv_t *s_acache(const s_acase_t *c, const int32_t *lens, int n_seq, wg_kv_type_t type, bool round16) {
+ * cache of `type`; round: store x rounded as a cache of that type would
+ * (f16(x), or Q8_0-quantized and dequantized per 32 of the K and the V row,
+ * by the reference kernels), as floats, instead of x. */
+typedef enum { S_EXACT, S_ROUND16, S_ROUNDQ8 } s_round_t;
+
+static void s_round_q8(float *x, int32_t n) {
+    wg_block_q8_0 b[64];
+    cr_assert(n % 32 == 0 && n / 32 <= 64);
+    wg_k_quant_q8_0_ref(x, b, n);
+    wg_k_dequant_q8_0_ref(b, x, n);
+}
+
+static wg_kv_t *s_acache(const s_acase_t *c, const int32_t *lens, int n_seq, wg_kv_type_t type, s_round_t round) {
     const int32_t kd = c->n_kv * c->hd, vd = c->n_kv * c->hdv;
     size_t tok = 0;
     for (int s = 0; s < n_seq; s++) tok += (size_t)lens[s] + (size_t)c->bt;
-    wg_kv_t *kv = wg_kv_new_typed(1, kd, vd, c->bt, tok * (size_t)(kd + vd) * wg_kv_type_size(type), type);
+    wg_kv_t *kv = wg_kv_new_typed(1, kd, vd, c->bt, tok * (wg_kv_row_bytes(type, kd) + wg_kv_row_bytes(type, vd)), type);
     cr_assert(kv, "%s", wg_errmsg());
     float *row = malloc((size_t)(kd + vd) * sizeof(float));
     uint32_t st = 777u;
@@ -90,7 +103,11 @@ static wg_kv_t *s_acache(const s_acase_t *c, const int32_t *lens, int n_seq, wg_
         for (int32_t p = 0; p < lens[s]; p++) {
             for (int32_t i = 0; i < kd + vd; i++) {
                 row[i] = s_rand(&st) / 8.0f;
-                if (round16) row[i] = wg_fp16_to_fp32(wg_fp32_to_fp16(row[i]));
+                if (round == S_ROUND16) row[i] = wg_fp16_to_fp32(wg_fp32_to_fp16(row[i]));
+            }
+            if (round == S_ROUNDQ8) {
+                s_round_q8(row, kd);
+                s_round_q8(row + kd, vd);
             }
             wg_kv_put_k(kv, 0, s, p, row, kd);
             wg_kv_put_v(kv, 0, s, p, row + kd, vd);
@@ -137,8 +154,8 @@ Test(ops, attention_f16_cache_equals_f32_cache_of_rounded_values_and_is_batch_in
     for (size_t ci = 0; ci < sizeof s_acases / sizeof s_acases[0]; ci++) {
         const s_acase_t *c = &s_acases[ci];
         const int n_seq = 5;
-        wg_kv_t *k16 = s_acache(c, s_alens[ci], n_seq, WG_KV_F16, false);
-        wg_kv_t *k32r = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, true);
+        wg_kv_t *k16 = s_acache(c, s_alens[ci], n_seq, WG_KV_F16, S_EXACT);
+        wg_kv_t *k32r = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, S_ROUND16);
         const int64_t qs = (int64_t)c->n_head * c->hd, os = (int64_t)c->n_head * c->hdv;
         float *q = malloc((size_t)(16 * qs) * sizeof(float));
         float *o16 = calloc((size_t)(16 * os), sizeof(float)), *o32r = calloc((size_t)(16 * os), sizeof(float));
@@ -175,8 +192,8 @@ Test(ops, attention_f16_cache_within_bound_of_f32_cache) {
     for (size_t ci = 0; ci < sizeof s_acases / sizeof s_acases[0]; ci++) {
         const s_acase_t *c = &s_acases[ci];
         const int n_seq = 5;
-        wg_kv_t *k16 = s_acache(c, s_alens[ci], n_seq, WG_KV_F16, false);
-        wg_kv_t *k32 = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, false);
+        wg_kv_t *k16 = s_acache(c, s_alens[ci], n_seq, WG_KV_F16, S_EXACT);
+        wg_kv_t *k32 = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, S_EXACT);
         const int64_t qs = (int64_t)c->n_head * c->hd, os = (int64_t)c->n_head * c->hdv;
         float *q = malloc((size_t)(16 * qs) * sizeof(float));
         float *o16 = calloc((size_t)(16 * os), sizeof(float)), *o32 = calloc((size_t)(16 * os), sizeof(float));
@@ -199,5 +216,87 @@ Test(ops, attention_f16_cache_within_bound_of_f32_cache) {
         wg_kv_free(&k32);
     }
     cr_assert_gt(worst, 0.0, "F16 rounding should change something");
+    wg_pool_destroy(&pool);
+}
+
+/* ---- Q8_0 cache ---- */
+
+/* A Q8_0 cache's attention is an F32 cache's over the dequantized values, bit
+ * for bit (the kernels widen each element to d * q, exact in float), at every
+ * SIMD level, and batch invariant. Cases whose head sizes are multiples of 32. */
+Test(ops, attention_q8_0_cache_equals_f32_cache_of_dequantized_values_and_is_batch_invariant) {
+    static const char *const levels[] = {"scalar", "avx2", "avx512"};
+    wg_pool_t *pool = wg_pool_new(2);
+    int n_cases = 0;
+    for (int li = 0; li < 3; li++) {
+        if (!wg_cpu_force_simd(levels[li])) continue;
+        for (size_t ci = 0; ci < sizeof s_acases / sizeof s_acases[0]; ci++) {
+            const s_acase_t *c = &s_acases[ci];
+            if (c->hd % 32 != 0 || c->hdv % 32 != 0) continue;
+            n_cases++;
+            const int n_seq = 5;
+            wg_kv_t *k8 = s_acache(c, s_alens[ci], n_seq, WG_KV_Q8_0, S_EXACT);
+            wg_kv_t *k32r = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, S_ROUNDQ8);
+            const int64_t qs = (int64_t)c->n_head * c->hd, os = (int64_t)c->n_head * c->hdv;
+            float *q = malloc((size_t)(16 * qs) * sizeof(float));
+            float *o8 = calloc((size_t)(16 * os), sizeof(float)), *o32r = calloc((size_t)(16 * os), sizeof(float));
+            float *alone = calloc((size_t)(16 * os), sizeof(float));
+            uint32_t st = 99u + (uint32_t)ci;
+            for (int64_t i = 0; i < 16 * qs; i++) q[i] = s_rand(&st) / 8.0f;
+            const int n = s_arun(c, k8, s_alens[ci], n_seq, q, pool, -1, o8);
+            s_arun(c, k32r, s_alens[ci], n_seq, q, pool, -1, o32r);
+            for (int64_t i = 0; i < n * os; i++)
+                cr_assert(memcmp(&o8[i], &o32r[i], sizeof(float)) == 0,
+                          "%s case %zu: element %lld: Q8_0 cache %.9g, F32 cache of the dequantized values %.9g",
+                          levels[li], ci, (long long)i, (double)o8[i], (double)o32r[i]);
+            for (int t = 0; t < n; t++) s_arun(c, k8, s_alens[ci], n_seq, q, pool, t, alone);
+            cr_assert(memcmp(o8, alone, (size_t)(n * os) * sizeof(float)) == 0,
+                      "%s case %zu: a token alone differs from the batch", levels[li], ci);
+            free(q);
+            free(o8);
+            free(o32r);
+            free(alone);
+            wg_kv_free(&k8);
+            wg_kv_free(&k32r);
+        }
+    }
+    wg_cpu_force_simd(NULL);
+    cr_assert_geq(n_cases, 4);
+    wg_pool_destroy(&pool);
+}
+
+/* Q8_0 keeps each element within d/2 = amax/254 of its block (values in
+ * [-1, 1) here: <= 3.9e-3); an output, a convex mix of values, moves by at
+ * most that plus what the scores move (up to scale * sum |q_i| * 3.9e-3,
+ * mostly cancelling). Seen: 3.4e-3 ... 4.5e-3. The bound, 1e-2, is ~2x that
+ * and below what a wrong row, head or position gives (outputs ~5e-2). */
+Test(ops, attention_q8_0_cache_within_bound_of_f32_cache) {
+    wg_pool_t *pool = wg_pool_new(2);
+    double worst = 0;
+    for (size_t ci = 0; ci < sizeof s_acases / sizeof s_acases[0]; ci++) {
+        const s_acase_t *c = &s_acases[ci];
+        if (c->hd % 32 != 0 || c->hdv % 32 != 0) continue;
+        const int n_seq = 5;
+        wg_kv_t *k8 = s_acache(c, s_alens[ci], n_seq, WG_KV_Q8_0, S_EXACT);
+        wg_kv_t *k32 = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, S_EXACT);
+        const int64_t qs = (int64_t)c->n_head * c->hd, os = (int64_t)c->n_head * c->hdv;
+        float *q = malloc((size_t)(16 * qs) * sizeof(float));
+        float *o8 = calloc((size_t)(16 * os), sizeof(float)), *o32 = calloc((size_t)(16 * os), sizeof(float));
+        uint32_t st = 99u + (uint32_t)ci;
+        for (int64_t i = 0; i < 16 * qs; i++) q[i] = s_rand(&st) / 8.0f;
+        const int n = s_arun(c, k8, s_alens[ci], n_seq, q, pool, -1, o8);
+        s_arun(c, k32, s_alens[ci], n_seq, q, pool, -1, o32);
+        double md = 0;
+        for (int64_t i = 0; i < n * os; i++) md = fmax(md, fabs((double)o8[i] - (double)o32[i]));
+        cr_log_info("attention case %zu: max |q8_0 - f32| = %.3g", ci, md);
+        cr_expect_leq(md, 1e-2, "case %zu: Q8_0 cache off by %.3g from F32", ci, md);
+        if (md > worst) worst = md;
+        free(q);
+        free(o8);
+        free(o32);
+        wg_kv_free(&k8);
+        wg_kv_free(&k32);
+    }
+    cr_assert_gt(worst, 0.0, "Q8_0 rounding should change something");
     wg_pool_destroy(&pool);
 }

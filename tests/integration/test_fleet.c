@@ -781,7 +781,7 @@ Test(fleet, worker_kv_type_f16_gives_the_outputs_of_the_direct_engine_with_f16, 
     const char *bad[] = {FL_WORKER, "--broker", b.be, "--model", "x=y", "--kv-type", "f8", NULL};
     pid_t bp = fl_spawn(bad, fl_path("f16-bad.log"));
     cr_assert_eq(fl_wait(&bp, 10000), 2);
-    cr_assert(fl_file_has(fl_path("f16-bad.log"), "--kv-type must be f32 or f16, got 'f8'"));
+    cr_assert(fl_file_has(fl_path("f16-bad.log"), "--kv-type must be f32, f16 or q8_0, got 'f8'"));
 }
 
 /* ---- drain and tail ---- */

@@ -184,6 +184,7 @@ static void check_invariance(const char *rel) { check_invariance_kv(rel, WG_KV_F
 
 Test(sched, invariance_llama_f32) { check_invariance("models/llama/llama-f32.gguf"); }
 Test(sched, invariance_llama_f32_f16_kv) { check_invariance_kv("models/llama/llama-f32.gguf", WG_KV_F16); }
+Test(sched, invariance_llama_q4_k_q8_0_kv) { check_invariance_kv("models/llama/llama-Q4_K_M.gguf", WG_KV_Q8_0); }
 Test(sched, invariance_qwen2_q8_0_f16_kv) { check_invariance_kv("models/qwen2/qwen2-Q8_0.gguf", WG_KV_F16); }
 Test(sched, invariance_llama_q4_k_m) { check_invariance("models/llama/llama-Q4_K_M.gguf"); }
 Test(sched, invariance_qwen2_q8_0) { check_invariance("models/qwen2/qwen2-Q8_0.gguf"); }

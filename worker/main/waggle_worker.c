@@ -45,8 +45,8 @@ static void s_usage(FILE *f) {
             "  --device D                   cpu (default) or cuda:N: where models run\n"
             "  --max-seqs N                 sequence slots = credits, 1..4096 (default 64)\n"
             "  --kv-budget BYTES            KV cache bytes per model (suffix K, M, G; default: scheduler's)\n"
-            "  --kv-type T                  K/V cache elements: f32 (default, the reference numbers) or f16\n"
-            "                               (half the bytes per token, faster attention)\n"
+            "  --kv-type T                  K/V cache elements: f32 (default, the reference numbers), f16\n"
+            "                               (half the bytes per token, faster attention) or q8_0 (0.53 of f16)\n"
             "  --heartbeat-ms N             heartbeat interval (default 1000)\n"
             "  --liveness N                 silent heartbeats before the broker counts as dead, 3..5 (default 3)\n"
             "  --drain-timeout-ms N         on SIGTERM, hand back jobs still running after N ms (default 30000)\n"
@@ -195,7 +195,7 @@ int main(int argc, char **argv) {
         case O_KV: if (s_num("--kv-budget", optarg, &v)) return 2; cfg.kv_budget_bytes = (size_t)v; break;
         case O_KVTYPE:
             if (wg_kv_type_parse(optarg, &cfg.kv_type) != WG_OK) {
-                fprintf(stderr, "waggle-worker: --kv-type must be f32 or f16, got '%s'\n", optarg);
+                fprintf(stderr, "waggle-worker: --kv-type must be f32, f16 or q8_0, got '%s'\n", optarg);
                 return 2;
             }
             break;
