@@ -7,9 +7,9 @@
  * a word of n symbols costs O(n log n), never a rescan per merge. The
  * behaviour (defaults, special-token splitting order, tie-breaking) follows
  * llama.cpp, the reference the conformance corpus was produced with. */
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include <ctype.h>
-#include <pcre2.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -178,8 +178,15 @@ struct wg_tok {
     int32_t n_trie;            /* trie nodes */
     int32_t max_special_len;   /* longest special text */
     char *trie_keys;           /* (n_trie * 5) key storage for special_trie */
-    pcre2_code *re[WG_MAX_REGEX]; /* BPE pre-tokenizer, applied in sequence */
+    /* BPE pre-tokenizer, applied in sequence. Ready for matching only after
+     * s_re_prepare (the first encode): the one part of a wg_tok_t written
+     * after creation, under re_mu. */
+    pcre2_code *re[WG_MAX_REGEX]; /* compiled patterns (NULL until prepared when re_builtin) */
+    const char *re_src[WG_MAX_REGEX]; /* re_builtin: the patterns (static strings) */
     int32_t n_re;              /* count */
+    bool re_builtin;           /* re[] are borrowed from wg_tok_pre_compiled; else owned, JIT-compiled when prepared */
+    atomic_bool re_ready;      /* re[] can be matched (release/acquire) */
+    pthread_mutex_t re_mu;     /* serialises preparing re[] */
     /* RWKV: byte trie over unescaped tokens */
     s_map_t rwkv_trie;         /* node/byte key -> child */
     char *rwkv_keys;           /* key storage */
@@ -231,7 +238,9 @@ void wg_tok_free(wg_tok_t **pt) {
     free(t->special_trie.slots);
     free(t->trie_tok);
     free(t->trie_keys);
-    for (int32_t i = 0; i < t->n_re; i++) pcre2_code_free(t->re[i]);
+    if (!t->re_builtin)
+        for (int32_t i = 0; i < t->n_re; i++) pcre2_code_free(t->re[i]);
+    pthread_mutex_destroy(&t->re_mu);
     free(t->rwkv_trie.slots);
     free(t->rwkv_keys);
     free(t->rwkv_tok);
@@ -316,11 +325,17 @@ static bool s_contains_ci(const char *hay, const char *needle) {
     return false;
 }
 
+static int s_hex(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
 /* Appends token id's piece plus a NUL to b (one buffer for the whole
  * vocabulary: a malloc per token made loading slow); *off gets its start. */
-static wg_status s_build_piece(wg_tok_t *t, int32_t id, s_buf_t *pb, size_t *off) {
-    s_buf_t b = *pb;
-    const size_t start = b.n;
+static wg_status s_build_piece(wg_tok_t *t, int32_t id, s_buf_t *b, size_t *off) {
+    const size_t start = b->n;
     const char *s = t->text[id];
     size_t n = t->len[id];
     uint8_t a = t->attr[id];
@@ -328,49 +343,58 @@ static wg_status s_build_piece(wg_tok_t *t, int32_t id, s_buf_t *pb, size_t *off
         char *tmp = malloc(n + 1);
         if (!tmp) return wg_error(WG_ERR_NOMEM, "tokenizer piece");
         size_t m = s_rwkv_unescape(s, n, tmp);
-        s_buf_add(&b, tmp, m);
+        s_buf_add(b, tmp, m);
         free(tmp);
     } else if (a & (WG_TA_UNKNOWN | WG_TA_CONTROL | WG_TA_USER)) {
-        s_buf_add(&b, s, n);
+        s_buf_add(b, s, n);
     } else if (t->kind == WG_TOK_BPE && (a & WG_TA_NORMAL)) {
         utf8proc_int32_t cp;
         size_t i = 0;
         while (i < n) {
             utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
             if (k <= 0) {
-                s_buf_add(&b, s + i, 1);
+                s_buf_add(b, s + i, 1);
                 i++;
                 continue;
             }
             int byte = wg_tok_cp_to_byte((uint32_t)cp);
             if (byte >= 0) {
                 char c = (char)byte;
-                s_buf_add(&b, &c, 1);
+                s_buf_add(b, &c, 1);
             } else {
-                s_buf_add(&b, s + i, (size_t)k);
+                s_buf_add(b, s + i, (size_t)k);
             }
             i += (size_t)k;
         }
     } else if (a & WG_TA_BYTE) {
-        char c = (char)strtol(s + 3, NULL, 16);
-        s_buf_add(&b, &c, 1);
+        int hi, lo;
+        char c;
+        if (n == 6 && !memcmp(s, "<0x", 3) && s[5] == '>' && (hi = s_hex(s[3])) >= 0 && (lo = s_hex(s[4])) >= 0)
+            c = (char)(hi << 4 | lo); /* the usual "<0xNN>", without strtol's locale work */
+        else
+            c = (char)strtol(s + 3, NULL, 16);
+        s_buf_add(b, &c, 1);
     } else if (a & WG_TA_NORMAL) {
-        /* SPM / WPM: "▁" stands for a space */
+        /* SPM / WPM: "▁" stands for a space; the runs between are copied whole */
         size_t i = 0;
         while (i < n) {
+            const char *u = memchr(s + i, 0xe2, n - i);
+            size_t run = u ? (size_t)(u - s) - i : n - i;
+            if (run) s_buf_add(b, s + i, run);
+            i += run;
+            if (i == n) break;
             if (i + 3 <= n && memcmp(s + i, "\xe2\x96\x81", 3) == 0) {
-                s_buf_add(&b, " ", 1);
+                s_buf_add(b, " ", 1);
                 i += 3;
             } else {
-                s_buf_add(&b, s + i, 1);
+                s_buf_add(b, s + i, 1);
                 i++;
             }
         }
     }
-    const size_t len = b.n - start;
-    s_buf_add(&b, "", 1); /* the terminator is part of the arena */
-    *pb = b;
-    if (b.oom) return wg_error(WG_ERR_NOMEM, "tokenizer piece");
+    const size_t len = b->n - start;
+    s_buf_add(b, "", 1); /* the terminator is part of the arena */
+    if (b->oom) return wg_error(WG_ERR_NOMEM, "tokenizer piece");
     *off = start;
     t->piece_len[id] = (uint32_t)len;
     return WG_OK;
@@ -428,6 +452,8 @@ wg_status wg_tok_build(const wg_tok_spec_t *sp, wg_tok_t **out) {
     wg_status st = WG_OK;
     wg_tok_t *t = calloc(1, sizeof *t);
     if (!t) return wg_error(WG_ERR_NOMEM, "tokenizer");
+    pthread_mutex_init(&t->re_mu, NULL);
+    atomic_init(&t->re_ready, false);
     int32_t n = sp->n_vocab;
     t->kind = sp->kind;
     t->n_vocab = n;
@@ -506,13 +532,22 @@ wg_status wg_tok_build(const wg_tok_spec_t *sp, wg_tok_t **out) {
         if (nre <= 0 && !sp->no_regex) {
             st = wg_tok_pre_regexes(sp->pre, &re, &nre, &im, &ab, &cs);
             if (st != WG_OK) goto err;
+            t->re_builtin = true;
         }
         if (sp->no_regex) nre = 0;
         if (nre > WG_MAX_REGEX) {
             st = wg_error(WG_ERR_UNSUPPORTED, "tokenizer: %d pre-tokenizer regexes (max %d)", nre, WG_MAX_REGEX);
             goto err;
         }
+        /* Built-in patterns are only noted: s_re_prepare fetches them compiled
+         * at the first encode. A tokenizer.json's own patterns are compiled
+         * now, so a bad one fails the load; their JIT compile waits too. */
         for (int32_t i = 0; i < nre; i++) {
+            if (t->re_builtin) {
+                t->re_src[i] = re[i];
+                t->n_re = i + 1;
+                continue;
+            }
             int ec;
             PCRE2_SIZE eo;
             t->re[i] = pcre2_compile((PCRE2_SPTR)re[i], PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
@@ -524,7 +559,6 @@ wg_status wg_tok_build(const wg_tok_spec_t *sp, wg_tok_t **out) {
                 goto err;
             }
             t->n_re = i + 1;
-            pcre2_jit_compile(t->re[i], PCRE2_JIT_COMPLETE); /* optional speed-up */
         }
         if (im == 1) t->ignore_merges = true;
         if (sp->ignore_merges >= 0) t->ignore_merges = sp->ignore_merges;
@@ -597,8 +631,8 @@ wg_status wg_tok_build(const wg_tok_spec_t *sp, wg_tok_t **out) {
     for (int b = 0; b < 256; b++) {
         t->byte_id[b] = -1;
         if (t->kind == WG_TOK_SPM) {
-            char hex[8];
-            snprintf(hex, sizeof hex, "<0x%02X>", b);
+            static const char digits[] = "0123456789ABCDEF";
+            const char hex[6] = {'<', '0', 'x', digits[b >> 4], digits[b & 15], '>'};
             int32_t id = s_map_get(&t->vocab, hex, 6);
             if (id < 0) {
                 char c = (char)b;
@@ -1213,11 +1247,37 @@ static bool s_partition(const wg_tok_t *t, const char *text, size_t len, bool pa
 
 /* ------------------------------------------------------------------ encode */
 
+/* Make the pre-tokenizer's patterns ready to match: built-in ones fetched
+ * from the process-wide compiled set, a tokenizer.json's JIT-compiled. Done
+ * at the first encode rather than at load, so a load (a model swap) compiles
+ * nothing and a tokenizer that never encodes never compiles. The first
+ * caller does the work under re_mu; the others wait for it, later ones see
+ * re_ready. A failure (out of memory) is reported and retried next time. */
+static wg_status s_re_prepare(const wg_tok_t *ct) {
+    if (atomic_load_explicit(&ct->re_ready, memory_order_acquire)) return WG_OK;
+    wg_tok_t *t = (wg_tok_t *)ct; /* allocated non-const; only the fields documented as lazy change */
+    wg_status st = WG_OK;
+    pthread_mutex_lock(&t->re_mu);
+    if (!atomic_load_explicit(&t->re_ready, memory_order_relaxed)) {
+        for (int32_t i = 0; i < t->n_re && st == WG_OK; i++) {
+            if (t->re_builtin) st = wg_tok_pre_compiled(t->re_src[i], i, &t->re[i]);
+            else pcre2_jit_compile(t->re[i], PCRE2_JIT_COMPLETE); /* optional speed-up */
+        }
+        if (st == WG_OK) atomic_store_explicit(&t->re_ready, true, memory_order_release);
+    }
+    pthread_mutex_unlock(&t->re_mu);
+    return st;
+}
+
 wg_status wg_tok_encode(const wg_tok_t *t, const char *text, size_t len, bool add_special, bool parse_special,
                         int32_t **ids, size_t *n) {
     WG_ASSERT(t && ids && n && (text || len == 0));
     *ids = NULL;
     *n = 0;
+    if (t->kind == WG_TOK_BPE && t->n_re > 0 && len > 0) {
+        wg_status st = s_re_prepare(t);
+        if (st != WG_OK) return st;
+    }
     s_ids_t out = {0};
     s_frags_t frags = {0};
     s_merger_t m = {.t = t};

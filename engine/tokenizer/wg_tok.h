@@ -2,7 +2,9 @@
  * BPE (merges + PCRE2 pre-tokenizer regexes), optional WordPiece; read from
  * GGUF metadata (tokenizer.ggml.*) or an HF tokenizer.json.
  *
- * A wg_tok_t is immutable after creation and may be used from many threads.
+ * A wg_tok_t is immutable after creation and may be used from many threads
+ * (a byte-level BPE's pre-tokenizer regexes are compiled at its first encode,
+ * under a lock, and built-in ones once per process).
  * Streaming detokenization (wg_detok_t) is per sequence and never emits a
  * broken UTF-8 sequence: bytes of an incomplete character are held back. */
 #ifndef WG_TOK_H

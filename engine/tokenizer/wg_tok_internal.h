@@ -2,16 +2,21 @@
  * (GGUF metadata, tokenizer.json) and the algorithms.
  *
  * Design: every loader fills a wg_tok_spec_t (borrowed arrays) and calls
- * wg_tok_build(), which copies what it needs, derives the special-token
- * tables and compiles the pre-tokenizer. Behaviour follows llama.cpp's vocab
- * code (the conformance oracle): same defaults, same special-token splitting,
- * same merge order. Not part of the public API. */
+ * wg_tok_build(), which copies what it needs and derives the special-token
+ * tables; the pre-tokenizer is compiled at the first encode. Behaviour
+ * follows llama.cpp's vocab code (the conformance oracle): same defaults,
+ * same special-token splitting, same merge order. Not part of the public API. */
 #ifndef WG_TOK_INTERNAL_H
 #define WG_TOK_INTERNAL_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#ifndef PCRE2_CODE_UNIT_WIDTH
+#define PCRE2_CODE_UNIT_WIDTH 8
+#endif
+#include <pcre2.h>
 
 #include "wg_tok.h"
 
@@ -62,6 +67,15 @@ wg_status wg_tok_build(const wg_tok_spec_t *spec, wg_tok_t **out);
  * pre-type's defaults (-1 = no opinion). WG_ERR_UNSUPPORTED for an unknown name. */
 wg_status wg_tok_pre_regexes(const char *pre, const char *const **out, int32_t *n,
                              int *ignore_merges, int *add_bos, int *clean_spaces);
+
+/* The name of built-in pre-tokenizer i (0, 1, ...), NULL past the last. */
+const char *wg_tok_pre_name(size_t i);
+
+/* The compiled (and JIT-compiled) form of a pattern that wg_tok_pre_regexes
+ * returned, for matching from any thread; `index` is its place in the list,
+ * for the error message. Compiled at the first call for that pattern, then
+ * shared process-wide: borrowed, never freed. Thread-safe. */
+wg_status wg_tok_pre_compiled(const char *pattern, int index, pcre2_code **out);
 
 /* GPT-2 byte <-> unicode mapping. */
 uint32_t wg_tok_byte_to_cp(uint8_t b);

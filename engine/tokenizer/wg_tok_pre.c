@@ -5,7 +5,9 @@
  * form llama.cpp applies them (case-insensitive contractions spelled out,
  * some vocabularies split by several patterns in sequence). Each pattern
  * splits every piece left by the previous one into its matches and the text
- * between matches. They are compiled with PCRE2_UTF | PCRE2_UCP. */
+ * between matches. They are compiled with PCRE2_UTF | PCRE2_UCP, once per
+ * process (wg_tok_pre_compiled). */
+#include <pthread.h>
 #include <string.h>
 
 #include "wg_tok_internal.h"
@@ -147,27 +149,68 @@ wg_status wg_tok_pre_regexes(const char *pre, const char *const **out, int32_t *
     return wg_error(WG_ERR_UNSUPPORTED, "tokenizer.ggml.pre: unknown pre-tokenizer '%s'", pre);
 }
 
+const char *wg_tok_pre_name(size_t i) { return i < sizeof s_pres / sizeof s_pres[0] ? s_pres[i].name : NULL; }
+
+/* Built-in patterns compiled for matching, shared by every tokenizer of the
+ * process and never freed: each is compiled and JIT-compiled at its first use
+ * only, so loading a model whose pre-tokenizer the process has seen before
+ * (a model swap) compiles nothing. PCRE2 lets threads match one compiled
+ * pattern at once (match data is per call). Keyed by the pattern's address:
+ * only the static strings above are ever looked up. */
+#define S_CACHE_CAP 64 /* distinct built-in patterns: 38 */
+static pthread_mutex_t s_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    const char *src;    /* a pattern of the tables above */
+    pcre2_code *code;   /* compiled, JIT-compiled where PCRE2 can */
+} s_cache[S_CACHE_CAP];
+static int s_cache_n;   /* entries used */
+
+wg_status wg_tok_pre_compiled(const char *pattern, int index, pcre2_code **out) {
+    wg_status st = WG_OK;
+    pthread_mutex_lock(&s_cache_mu);
+    int i = 0;
+    while (i < s_cache_n && s_cache[i].src != pattern) i++;
+    if (i == s_cache_n) {
+        WG_ASSERT(s_cache_n < S_CACHE_CAP);
+        int ec;
+        PCRE2_SIZE eo;
+        pcre2_code *c = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
+        if (!c) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(ec, msg, sizeof msg);
+            st = wg_error(WG_ERR_FORMAT, "tokenizer: pre-tokenizer regex %d at offset %zu: %s", index, (size_t)eo,
+                          (const char *)msg);
+            goto out;
+        }
+        pcre2_jit_compile(c, PCRE2_JIT_COMPLETE); /* optional speed-up */
+        s_cache[i].src = pattern;
+        s_cache[i].code = c;
+        s_cache_n++;
+    }
+    *out = s_cache[i].code;
+out:
+    pthread_mutex_unlock(&s_cache_mu);
+    return st;
+}
+
 /* GPT-2 maps printable latin-1 bytes to themselves and the rest, in byte
- * order, to U+0100 upwards, so every byte is a visible character. */
+ * order, to U+0100 upwards, so every byte is a visible character. The rest
+ * are 0-32 (U+0100-U+0120), 127-160 (U+0121-U+0142) and 173 (U+0143). */
 static bool s_byte_is_direct(unsigned b) {
     return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
 }
 
 uint32_t wg_tok_byte_to_cp(uint8_t b) {
     if (s_byte_is_direct(b)) return b;
-    uint32_t k = 0;
-    for (unsigned i = 0; i < b; i++)
-        if (!s_byte_is_direct(i)) k++;
-    return 256 + k;
+    if (b <= 32) return 256u + b;
+    if (b <= 160) return 256u + 33u + (b - 127u);
+    return 256u + 67u; /* 173 */
 }
 
 int wg_tok_cp_to_byte(uint32_t cp) {
     if (cp < 256) return s_byte_is_direct(cp) ? (int)cp : -1;
-    uint32_t k = cp - 256, seen = 0;
-    for (unsigned i = 0; i < 256; i++) {
-        if (s_byte_is_direct(i)) continue;
-        if (seen == k) return (int)i;
-        seen++;
-    }
-    return -1;
+    const uint32_t k = cp - 256;
+    if (k <= 32) return (int)k;
+    if (k < 67) return (int)(127 + (k - 33));
+    return k == 67 ? 173 : -1;
 }

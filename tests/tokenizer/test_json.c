@@ -171,3 +171,40 @@ Test(json, rejects_bad_files) {
     unlink(path);
     cr_assert_neq(wg_tok_from_json("/nonexistent/tokenizer.json", &t), WG_OK);
 }
+
+/* A tokenizer.json's own Split regex is compiled at load, so a bad one fails
+ * the load (not the first encode); a good one is JIT-compiled lazily and
+ * splits at the first encode. */
+static wg_status s_split_json(const char *regex, wg_tok_t **t) {
+    char path[] = "/tmp/wg_tokjson_re_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    json_t *root = json_pack("{s:{s:s,s:{s:s},s:s},s:{s:s,s:{s:i,s:i,s:i,s:i},s:[s]}}", "pre_tokenizer", "type",
+                             "Split", "pattern", "Regex", regex, "behavior", "Isolated", "model", "type", "BPE",
+                             "vocab", "a", 0, "b", 1, " ", 2, "ab", 3, "merges", "a b");
+    cr_assert_not_null(root);
+    cr_assert_eq(json_dump_file(root, path, 0), 0);
+    json_decref(root);
+    wg_status st = wg_tok_from_json(path, t);
+    unlink(path);
+    return st;
+}
+
+Test(json, split_regex_checked_at_load_compiled_at_first_encode) {
+    wg_tok_t *t = NULL;
+    cr_assert_eq(s_split_json("(a", &t), WG_ERR_FORMAT);
+    cr_assert_null(t);
+    cr_assert(strstr(wg_errmsg(), "pre-tokenizer regex 0 at offset"), "msg: %s", wg_errmsg());
+
+    cr_assert_eq(s_split_json("b", &t), WG_OK, "%s", wg_errmsg());
+    int32_t *ids = NULL;
+    size_t n = 0;
+    /* "abab" split around each "b": a|b|a|b, so "ab" never merges */
+    cr_assert_eq(wg_tok_encode(t, "abab", 4, false, false, &ids, &n), WG_OK, "%s", wg_errmsg());
+    int32_t want[] = {0, 1, 0, 1};
+    cr_assert_eq(n, 4, "got %zu ids", n);
+    cr_assert_arr_eq(ids, want, sizeof want);
+    free(ids);
+    wg_tok_free(&t);
+}

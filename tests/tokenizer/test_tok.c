@@ -1,6 +1,7 @@
 /* Tokenizer behaviour beyond the corpus vectors: in-memory vocabularies
  * (merge order, byte fallback, special-token splitting, EOG), streaming
  * detokenization, RWKV, errors and speed on long inputs. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,4 +296,99 @@ Test(tok, long_input_is_fast_bpe) {
     WG_REQUIRE_CORPUS();
     s_speed("tokenizer/ggml-vocab-deepseek-llm.gguf");
     s_speed("tokenizer/ggml-vocab-gpt-neox.gguf");
+}
+
+/* Every built-in pre-tokenizer's patterns compile (they are compiled only at
+ * a first encode now, so a load no longer proves it), and each is compiled
+ * once per process: a second request gets the same code. */
+Test(tok, builtin_pre_tokenizer_patterns_compile_once) {
+    int names = 0;
+    for (size_t k = 0; wg_tok_pre_name(k); k++, names++) {
+        const char *const *re = NULL;
+        int32_t n = 0;
+        int im, ab, cs;
+        cr_assert_eq(wg_tok_pre_regexes(wg_tok_pre_name(k), &re, &n, &im, &ab, &cs), WG_OK);
+        cr_assert_gt(n, 0);
+        for (int32_t i = 0; i < n; i++) {
+            pcre2_code *a = NULL, *b = NULL;
+            cr_assert_eq(wg_tok_pre_compiled(re[i], i, &a), WG_OK, "%s[%d]: %s", wg_tok_pre_name(k), i, wg_errmsg());
+            cr_assert_eq(wg_tok_pre_compiled(re[i], i, &b), WG_OK);
+            cr_assert_not_null(a);
+            cr_assert_eq(a, b, "%s[%d] compiled twice", wg_tok_pre_name(k), i);
+        }
+    }
+    cr_assert_gt(names, 40);
+}
+
+/* The closed-form GPT-2 byte map equals its definition: printable latin-1
+ * bytes map to themselves, the others in byte order to U+0100 upwards. */
+Test(tok, gpt2_byte_map_matches_definition) {
+    uint32_t next = 256;
+    int seen[400];
+    for (int i = 0; i < 400; i++) seen[i] = -1;
+    for (unsigned b = 0; b < 256; b++) {
+        bool direct = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+        uint32_t cp = direct ? b : next++;
+        cr_assert_eq(wg_tok_byte_to_cp((uint8_t)b), cp, "byte %u", b);
+        seen[cp] = (int)b;
+    }
+    for (uint32_t cp = 0; cp < 400; cp++) cr_assert_eq(wg_tok_cp_to_byte(cp), seen[cp], "cp U+%04X", cp);
+    cr_assert_eq(wg_tok_cp_to_byte(0x10000), -1);
+}
+
+typedef struct {
+    const wg_tok_t *t;   /* shared tokenizer */
+    const char *text;    /* to encode */
+    int32_t *ids;        /* result */
+    size_t n;            /* ids */
+    wg_status st;        /* encode status */
+} s_enc_job_t;
+
+static pthread_barrier_t s_start;
+
+static void *s_enc_thread(void *arg) {
+    s_enc_job_t *j = arg;
+    pthread_barrier_wait(&s_start);
+    j->st = wg_tok_encode(j->t, j->text, strlen(j->text), true, false, &j->ids, &j->n);
+    return NULL;
+}
+
+/* The pre-tokenizer is made ready at the first encode: threads that all make
+ * their first encode of a fresh shared tokenizer at once (the first round
+ * also races on compiling the process-wide patterns) get the ids one thread
+ * alone gets afterwards. deepseek-llm: six patterns in sequence. */
+Test(tok, concurrent_first_encodes_agree) {
+    WG_REQUIRE_CORPUS();
+    const char *rel = "tokenizer/ggml-vocab-deepseek-llm.gguf";
+    const char *text = "Hello world, it's 2024!  Tabs\tand\nnew lines, \xc3\xbc" "n\xc3\xaf" "c\xc3\xb6" "d\xc3\xa9 and 12345.";
+    enum { NT = 8, ROUNDS = 10 };
+    s_enc_job_t jobs[ROUNDS][NT];
+    for (int r = 0; r < ROUNDS; r++) {
+        wg_tok_t *t = s_open(rel);
+        pthread_t th[NT];
+        pthread_barrier_init(&s_start, NULL, NT);
+        for (int i = 0; i < NT; i++) {
+            jobs[r][i] = (s_enc_job_t){.t = t, .text = text};
+            cr_assert_eq(pthread_create(&th[i], NULL, s_enc_thread, &jobs[r][i]), 0);
+        }
+        for (int i = 0; i < NT; i++) pthread_join(th[i], NULL);
+        pthread_barrier_destroy(&s_start);
+        wg_tok_free(&t);
+    }
+    wg_tok_t *ref = s_open(rel);
+    int32_t *want = NULL;
+    size_t nwant = 0;
+    cr_assert_eq(wg_tok_encode(ref, text, strlen(text), true, false, &want, &nwant), WG_OK, "%s", wg_errmsg());
+    cr_assert_gt(nwant, 10);
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < NT; i++) {
+            s_enc_job_t *j = &jobs[r][i];
+            cr_assert_eq(j->st, WG_OK);
+            cr_assert_eq(j->n, nwant, "round %d thread %d: %zu ids, want %zu", r, i, j->n, nwant);
+            cr_assert_arr_eq(j->ids, want, nwant * sizeof *want);
+            free(j->ids);
+        }
+    }
+    free(want);
+    wg_tok_free(&ref);
 }
