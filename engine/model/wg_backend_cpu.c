@@ -115,14 +115,7 @@ S_AVX2_FN static inline __m256 s_ld8_q8(const wg_block_q8_0 *b, int32_t i) {
         _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(bl->qs + i % WG_QK8_0))));
     return _mm256_mul_ps(q, _mm256_set1_ps(_cvtsh_ss(bl->d)));
 }
-S_AVX512_FN static inline __m512 s_ld16_q8(const wg_block_q8_0 *b, int32_t i) {
-    const wg_block_q8_0 *bl = b + i / WG_QK8_0;
-    const __m512 q = _mm512_cvtepi32_ps(
-        _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(bl->qs + i % WG_QK8_0))));
-    return _mm512_mul_ps(q, _mm512_set1_ps(_cvtsh_ss(bl->d)));
-}
 #define S_LD8_Q8(p, i) s_ld8_q8((p), (i))
-#define S_LD16_Q8(p, i) s_ld16_q8((p), (i))
 
 /* out[j] = scale * dot(q, k + j*ks) for j < nk; d % 8 == 0. Keys go 8 at a
  * time; out must have room for nk rounded up to 8 (the extra lanes repeat the
@@ -186,7 +179,35 @@ S_AVX512_FN static inline __m256 s_fold512(__m512 a) {
     }
 S_SCORES_AVX512(s_scores_avx512, float, S_LD16_F32)
 S_SCORES_AVX512(s_scores_avx512_f16, wg_half, S_LD16_F16)
-S_SCORES_AVX512(s_scores_avx512_q8, wg_block_q8_0, S_LD16_Q8)
+
+/* Q8_0 keys: the same float operations as s_scores_avx512 on the widened
+ * keys, with each key block's scale widened once per block rather than per
+ * 16 elements. d % 32 == 0. */
+S_AVX512_FN static inline __m512 s_q8_widen16(const int8_t *q, __m512 d) {
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)q))), d);
+}
+
+S_AVX512_FN static void s_scores_avx512_q8(const float *q, const wg_block_q8_0 *k, int64_t ks, int32_t nk, int32_t d,
+                                           float scale, float *out) {
+    for (int32_t j0 = 0; j0 < nk; j0 += 8) {
+        const wg_block_q8_0 *kp[8];
+        for (int r = 0; r < 8; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;
+        __m512 a[8];
+        for (int r = 0; r < 8; r++) a[r] = _mm512_setzero_ps();
+        for (int32_t b = 0; b < d / WG_QK8_0; b++) {
+            const __m512 q0 = _mm512_loadu_ps(q + WG_QK8_0 * b), q1 = _mm512_loadu_ps(q + WG_QK8_0 * b + 16);
+            for (int r = 0; r < 8; r++) {
+                const wg_block_q8_0 *bl = kp[r] + b;
+                const __m512 dr = _mm512_set1_ps(_cvtsh_ss(bl->d));
+                a[r] = _mm512_fmadd_ps(q0, s_q8_widen16(bl->qs, dr), a[r]);
+                a[r] = _mm512_fmadd_ps(q1, s_q8_widen16(bl->qs + 16, dr), a[r]);
+            }
+        }
+        const __m256 sum = s_hsum8x8(s_fold512(a[0]), s_fold512(a[1]), s_fold512(a[2]), s_fold512(a[3]),
+                                     s_fold512(a[4]), s_fold512(a[5]), s_fold512(a[6]), s_fold512(a[7]));
+        _mm256_storeu_ps(out + j0, _mm256_mul_ps(sum, _mm256_set1_ps(scale)));
+    }
+}
 
 /* Max of x[0..n) (n % 8 == 0). */
 S_AVX2_FN static float s_max_avx2(const float *x, int32_t n) {
@@ -280,7 +301,45 @@ S_VACC_AVX2(s_vacc_avx2_q8, wg_block_q8_0, S_LD8_Q8)
     }
 S_VACC_AVX512(s_vacc_avx512, float, S_LD16_F32)
 S_VACC_AVX512(s_vacc_avx512_f16, wg_half, S_LD16_F16)
-S_VACC_AVX512(s_vacc_avx512_q8, wg_block_q8_0, S_LD16_Q8)
+
+/* Q8_0 values: s_vacc_avx512's float operations on the widened values (one
+ * FMA per key and element, keys in order), each block's scale widened once.
+ * d % 32 == 0. */
+S_AVX512_FN static void s_vacc_avx512_q8(float *o, const float *w, const wg_block_q8_0 *v, int64_t vs, int32_t nk,
+                                         int32_t d) {
+    int32_t b = 0;
+    for (; b + 2 <= d / WG_QK8_0; b += 2) {
+        float *ob = o + WG_QK8_0 * b;
+        __m512 o0 = _mm512_loadu_ps(ob), o1 = _mm512_loadu_ps(ob + 16);
+        __m512 o2 = _mm512_loadu_ps(ob + 32), o3 = _mm512_loadu_ps(ob + 48);
+        for (int32_t j = 0; j < nk; j++) {
+            const __m512 wj = _mm512_set1_ps(w[j]);
+            const wg_block_q8_0 *bl = v + j * vs + b;
+            const __m512 d0 = _mm512_set1_ps(_cvtsh_ss(bl[0].d)), d1 = _mm512_set1_ps(_cvtsh_ss(bl[1].d));
+            o0 = _mm512_fmadd_ps(wj, s_q8_widen16(bl[0].qs, d0), o0);
+            o1 = _mm512_fmadd_ps(wj, s_q8_widen16(bl[0].qs + 16, d0), o1);
+            o2 = _mm512_fmadd_ps(wj, s_q8_widen16(bl[1].qs, d1), o2);
+            o3 = _mm512_fmadd_ps(wj, s_q8_widen16(bl[1].qs + 16, d1), o3);
+        }
+        _mm512_storeu_ps(ob, o0);
+        _mm512_storeu_ps(ob + 16, o1);
+        _mm512_storeu_ps(ob + 32, o2);
+        _mm512_storeu_ps(ob + 48, o3);
+    }
+    for (; b < d / WG_QK8_0; b++) {
+        float *ob = o + WG_QK8_0 * b;
+        __m512 o0 = _mm512_loadu_ps(ob), o1 = _mm512_loadu_ps(ob + 16);
+        for (int32_t j = 0; j < nk; j++) {
+            const __m512 wj = _mm512_set1_ps(w[j]);
+            const wg_block_q8_0 *bl = v + j * vs + b;
+            const __m512 d0 = _mm512_set1_ps(_cvtsh_ss(bl->d));
+            o0 = _mm512_fmadd_ps(wj, s_q8_widen16(bl->qs, d0), o0);
+            o1 = _mm512_fmadd_ps(wj, s_q8_widen16(bl->qs + 16, d0), o1);
+        }
+        _mm512_storeu_ps(ob, o0);
+        _mm512_storeu_ps(ob + 16, o1);
+    }
+}
 
 /* Sum of x[i]^2 (squares rounded to float, as the scalar loop) and sum of x[i],
  * both in double; i < n8 (n8 % 8 == 0). */
