@@ -283,6 +283,46 @@ static wg_status s_read_str(s_rd_t *r, s_arena_t *a, uint64_t max_len, const s_w
     return WG_OK;
 }
 
+/* The numeric types: fixed size, every bit pattern valid (bool is not one). */
+static bool s_is_number(uint32_t t) {
+    return t < WG_GGUF_VTYPE_COUNT && t != WG_GGUF_BOOL && t != WG_GGUF_STRING && t != WG_GGUF_ARRAY;
+}
+
+static int64_t s_sext(uint64_t u, int bits) {
+    if (bits < 64 && (u >> (bits - 1)) & 1) u |= ~(uint64_t)0 << bits;
+    int64_t i;
+    memcpy(&i, &u, 8);
+    return i;
+}
+
+/* Decode the number of type t (s_is_number) stored little-endian at p. */
+static inline void s_decode_number(const uint8_t *p, uint32_t t, wg_gguf_value_t *v) {
+    *v = (wg_gguf_value_t){.type = (wg_gguf_vtype_t)t};
+    switch ((wg_gguf_vtype_t)t) {
+    case WG_GGUF_UINT8: v->v.u64 = p[0]; break;
+    case WG_GGUF_UINT16: v->v.u64 = s_le(p, 2); break;
+    case WG_GGUF_UINT32: v->v.u64 = s_le(p, 4); break;
+    case WG_GGUF_UINT64: v->v.u64 = s_le(p, 8); break;
+    case WG_GGUF_INT8: v->v.i64 = s_sext(p[0], 8); break;
+    case WG_GGUF_INT16: v->v.i64 = s_sext(s_le(p, 2), 16); break;
+    case WG_GGUF_INT32: v->v.i64 = s_sext(s_le(p, 4), 32); break;
+    case WG_GGUF_INT64: v->v.i64 = s_sext(s_le(p, 8), 64); break;
+    case WG_GGUF_FLOAT32: {
+        uint32_t u = (uint32_t)s_le(p, 4);
+        float f;
+        memcpy(&f, &u, 4);
+        v->v.f64 = f;
+        break;
+    }
+    case WG_GGUF_FLOAT64: {
+        uint64_t u = s_le(p, 8);
+        memcpy(&v->v.f64, &u, 8);
+        break;
+    }
+    default: break;
+    }
+}
+
 /* Decode one value of type `t` (already read) into *v. `where` names the kv. */
 static wg_status s_read_value(s_rd_t *r, s_arena_t *a, uint32_t t, int depth, const s_where_t *where,
                               wg_gguf_value_t *v) {
@@ -291,39 +331,13 @@ static wg_status s_read_value(s_rd_t *r, s_arena_t *a, uint32_t t, int depth, co
         return wg_error(WG_ERR_FORMAT, "gguf: %s: unknown value type %" PRIu32, S_WHERE(where), t);
     v->type = (wg_gguf_vtype_t)t;
     size_t sz = s_min_elem_size[t];
+    if (s_is_number(t)) {
+        if (!s_has(r, sz)) return s_trunc(r, sz, S_WHERE(where));
+        s_decode_number(r->p + r->pos, t, v);
+        r->pos += sz;
+        return WG_OK;
+    }
     switch ((wg_gguf_vtype_t)t) {
-    case WG_GGUF_UINT8:
-    case WG_GGUF_UINT16:
-    case WG_GGUF_UINT32:
-    case WG_GGUF_UINT64:
-        if (!s_has(r, sz)) return s_trunc(r, sz, S_WHERE(where));
-        v->v.u64 = s_take(r, (int)sz);
-        return WG_OK;
-    case WG_GGUF_INT8:
-    case WG_GGUF_INT16:
-    case WG_GGUF_INT32:
-    case WG_GGUF_INT64: {
-        if (!s_has(r, sz)) return s_trunc(r, sz, S_WHERE(where));
-        uint64_t u = s_take(r, (int)sz);
-        int bits = (int)sz * 8;
-        if (bits < 64 && (u >> (bits - 1)) & 1) u |= ~(uint64_t)0 << bits; /* sign-extend */
-        memcpy(&v->v.i64, &u, 8);
-        return WG_OK;
-    }
-    case WG_GGUF_FLOAT32: {
-        if (!s_has(r, 4)) return s_trunc(r, 4, S_WHERE(where));
-        uint32_t u = (uint32_t)s_take(r, 4);
-        float f;
-        memcpy(&f, &u, 4);
-        v->v.f64 = f;
-        return WG_OK;
-    }
-    case WG_GGUF_FLOAT64: {
-        if (!s_has(r, 8)) return s_trunc(r, 8, S_WHERE(where));
-        uint64_t u = s_take(r, 8);
-        memcpy(&v->v.f64, &u, 8);
-        return WG_OK;
-    }
     case WG_GGUF_BOOL: {
         if (!s_has(r, 1)) return s_trunc(r, 1, S_WHERE(where));
         uint64_t b = s_take(r, 1);
@@ -353,6 +367,12 @@ static wg_status s_read_value(s_rd_t *r, s_arena_t *a, uint32_t t, int depth, co
         if (!items)
             return wg_error(WG_ERR_NOMEM, "gguf: %s: out of memory for %" PRIu64 " array items", S_WHERE(where), n);
         v->v.arr.items = items;
+        if (s_is_number(et)) {
+            /* the count check above covers all n: no per-item checks (scores, token types) */
+            const size_t es = s_min_elem_size[et];
+            for (uint64_t i = 0; i < n; i++, r->pos += es) s_decode_number(r->p + r->pos, et, &items[i]);
+            return WG_OK;
+        }
         for (uint64_t i = 0; i < n; i++) {
             wg_status st = s_read_value(r, a, et, depth + 1, where, &items[i]);
             if (st != WG_OK) {
