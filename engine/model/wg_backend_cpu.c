@@ -390,9 +390,49 @@ S_AVX2_FN static void s_silu_avx2(float *g, const float *up, int64_t n8) {
 /* ------------------------------------------------------------------------ */
 /* Norms                                                                     */
 /* ------------------------------------------------------------------------ */
-static void s_norm(void *ctx, wg_norm_kind_t kind, float *x, int64_t n_rows, int64_t n, int64_t stride,
-                   const float *w, const float *b, float eps) {
-    (void)ctx;
+/* ---- row-wise ops over a batch, split across the pool ----
+ * Tokens (rows, elements) are independent and each gets the same operations
+ * wherever it falls, so a call split into parts gives the same bits as one.
+ * A part is a range of units; threads take parts from a shared counter. */
+typedef struct {
+    void (*fn)(void *arg, int64_t u0, int64_t u1); /* units [u0, u1) */
+    void *arg;
+    int64_t n, part;        /* units, units per part */
+    _Atomic int64_t next;   /* next unclaimed part */
+} s_par_t;
+
+static void s_par_worker(void *vctx, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    s_par_t *p = vctx;
+    for (;;) {
+        const int64_t u0 = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed) * p->part;
+        if (u0 >= p->n) break;
+        p->fn(p->arg, u0, u0 + p->part < p->n ? u0 + p->part : p->n);
+    }
+}
+
+/* fn over units [0, n): on the pool when there are at least 2 parts of
+ * `min_part` units per thread (a wake-up and join cost a few microseconds),
+ * else on the caller; parts are multiples of `align` units. */
+static void s_par(void *ctx, int64_t n, int64_t min_part, int64_t align, void (*fn)(void *, int64_t, int64_t),
+                  void *arg) {
+    wg_pool_t *pool = ctx;
+    const int nth = pool ? wg_pool_size(pool) : 1;
+    if (nth < 2 || n < 2 * (int64_t)nth * min_part) {
+        fn(arg, 0, n);
+        return;
+    }
+    s_par_t p = {.fn = fn, .arg = arg, .n = n};
+    p.part = (n + 4 * (int64_t)nth - 1) / (4 * (int64_t)nth); /* ~4 parts per thread */
+    if (p.part < min_part) p.part = min_part;
+    p.part = (p.part + align - 1) / align * align;
+    atomic_init(&p.next, 0);
+    wg_pool_run_any(pool, s_par_worker, &p);
+}
+
+static void s_norm_rows(wg_norm_kind_t kind, float *x, int64_t n_rows, int64_t n, int64_t stride, const float *w,
+                        const float *b, float eps) {
     const s_level_t lv = s_level();
     const int64_t n8 = lv == S_SCALAR ? 0 : n / 8 * 8;
     if (kind == WG_NORM_LAYER_NOPARAM) w = b = NULL;
@@ -431,13 +471,31 @@ static void s_norm(void *ctx, wg_norm_kind_t kind, float *x, int64_t n_rows, int
     }
 }
 
+typedef struct {
+    wg_norm_kind_t kind;
+    float *x;
+    int64_t n, stride;
+    const float *w, *b;
+    float eps;
+} s_norm_args_t;
+
+static void s_norm_part(void *arg, int64_t r0, int64_t r1) {
+    const s_norm_args_t *a = arg;
+    s_norm_rows(a->kind, a->x + r0 * a->stride, r1 - r0, a->n, a->stride, a->w, a->b, a->eps);
+}
+
+static void s_norm(void *ctx, wg_norm_kind_t kind, float *x, int64_t n_rows, int64_t n, int64_t stride,
+                   const float *w, const float *b, float eps) {
+    s_norm_args_t a = {.kind = kind, .x = x, .n = n, .stride = stride, .w = w, .b = b, .eps = eps};
+    /* ~2 us of rows per part at least */
+    s_par(ctx, n_rows, n > 0 ? (4096 + n - 1) / n : 1, 1, s_norm_part, &a);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Rope                                                                      */
 /* ------------------------------------------------------------------------ */
-static void s_rope(void *ctx, const wg_rope_t *r, float *x, int64_t n_tok, int32_t n_heads,
-                   int32_t head_dim, int64_t stride, const int32_t *pos) {
-    (void)ctx;
-    if (r->style == WG_ROPE_NONE || r->n_rot <= 0) return;
+static void s_rope_toks(const wg_rope_t *r, float *x, int64_t n_tok, int32_t n_heads, int32_t head_dim,
+                        int64_t stride, const int32_t *pos) {
     const int32_t nr = r->n_rot;
     const float theta_scale = powf(r->base, -2.0f / (float)nr);
     float cs[2 * 512]; /* cos/sin per pair; head dims beyond 1024 are refused at load */
@@ -484,6 +542,27 @@ static void s_rope(void *ctx, const wg_rope_t *r, float *x, int64_t n_tok, int32
             }
         }
     }
+}
+
+typedef struct {
+    const wg_rope_t *r;
+    float *x;
+    int32_t n_heads, head_dim;
+    int64_t stride;
+    const int32_t *pos;
+} s_rope_args_t;
+
+static void s_rope_part(void *arg, int64_t t0, int64_t t1) {
+    const s_rope_args_t *a = arg;
+    s_rope_toks(a->r, a->x + t0 * a->stride, t1 - t0, a->n_heads, a->head_dim, a->stride, a->pos + t0);
+}
+
+static void s_rope(void *ctx, const wg_rope_t *r, float *x, int64_t n_tok, int32_t n_heads,
+                   int32_t head_dim, int64_t stride, const int32_t *pos) {
+    if (r->style == WG_ROPE_NONE || r->n_rot <= 0) return;
+    s_rope_args_t a = {.r = r, .x = x, .n_heads = n_heads, .head_dim = head_dim, .stride = stride, .pos = pos};
+    /* a token's angles alone are n_rot/2 sincos: ~1 us per 32 */
+    s_par(ctx, n_tok, 4, 1, s_rope_part, &a);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -876,8 +955,7 @@ static inline float s_act1(wg_act_t act, float x) {
     return x;
 }
 
-static void s_act(void *ctx, wg_act_t act, float *gate, const float *up, int64_t n) {
-    (void)ctx;
+static void s_act_elems(wg_act_t act, float *gate, const float *up, int64_t n) {
     if (act == WG_ACT_SWIGLU_OAI && up) {
         for (int64_t i = 0; i < n; i++) {
             const float x = fminf(gate[i], 7.0f);
@@ -917,6 +995,24 @@ static void s_act(void *ctx, wg_act_t act, float *gate, const float *up, int64_t
         for (int64_t i = i0; i < n; i++) gate[i] = s_act1(act, gate[i]) * up[i];
     else
         for (int64_t i = i0; i < n; i++) gate[i] = s_act1(act, gate[i]);
+}
+
+typedef struct {
+    wg_act_t act;
+    float *gate;
+    const float *up;
+} s_act_args_t;
+
+static void s_act_part(void *arg, int64_t i0, int64_t i1) {
+    const s_act_args_t *a = arg;
+    s_act_elems(a->act, a->gate + i0, a->up ? a->up + i0 : NULL, i1 - i0);
+}
+
+/* Parts are multiples of 64 elements, so every element but the padded tail
+ * of the whole call goes through the same full-width kernel as in one part. */
+static void s_act(void *ctx, wg_act_t act, float *gate, const float *up, int64_t n) {
+    s_act_args_t a = {.act = act, .gate = gate, .up = up};
+    s_par(ctx, n, 8192, 64, s_act_part, &a);
 }
 
 /* ------------------------------------------------------------------------ */

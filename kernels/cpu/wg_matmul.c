@@ -26,7 +26,7 @@
 /* Weight rows per tile: 16 rows of Q8_0 at K=4096 is ~70 KiB (L2-resident). */
 #define WG_CPU_NB 16
 
-/* Tiles per claim for tile kernels (see s_dot_rows). */
+/* Tiles per claim for tile kernels, at most (see s_claim_tiles). */
 #define WG_CPU_RUN 4
 
 /* Fewest weight rows per claim for row kernels (M = 1). */
@@ -164,20 +164,42 @@ static int64_t s_claim_rows(_Atomic int64_t *next, int64_t base, int64_t end, in
     }
 }
 
-/* Runs of WG_CPU_RUN tiles in a tile-kernel product. */
-static int64_t s_tile_runs(const s_mm *c) {
+/* Tiles of a tile-kernel product. */
+static int64_t s_tiles(const s_mm *c) {
     const int64_t tn = s_kern.tile_n;
-    return ((c->N + tn - 1) / tn + WG_CPU_RUN - 1) / WG_CPU_RUN;
+    return (c->N + tn - 1) / tn;
 }
 
-/* Tile run `run` of a tile-kernel product: its weight rows against all M
- * prepared activation rows. */
-static void s_tile_run(const s_mm *c, int64_t run) {
+/* Claims of tiles [base, end) from *next: runs of up to WG_CPU_RUN
+ * consecutive tiles (a tile kernel prefetches the start of the next tile in
+ * memory, which is then its own next tile, not usually the other thread's),
+ * shorter as the end of the whole range (`last`) nears — 1/(2*nth) of what
+ * is left — so threads finish within about one tile of each other. *t0 gets
+ * the first tile claimed (relative to base); returns the count, 0 when
+ * nothing is left. */
+static int64_t s_claim_tiles(_Atomic int64_t *next, int64_t base, int64_t end, int64_t last, int nth, int64_t *t0) {
+    int64_t cur = atomic_load_explicit(next, memory_order_relaxed);
+    for (;;) {
+        if (cur >= end) return 0;
+        int64_t take = (last - cur) / (2 * (int64_t)nth);
+        if (take > WG_CPU_RUN) take = WG_CPU_RUN;
+        if (take < 1) take = 1;
+        if (take > end - cur) take = end - cur;
+        if (atomic_compare_exchange_weak_explicit(next, &cur, cur + take, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *t0 = cur - base;
+            return take;
+        }
+    }
+}
+
+/* Tiles [t0, t0 + nt) of a tile-kernel product: their weight rows against
+ * all M prepared activation rows. */
+static void s_tile_span(const s_mm *c, int64_t t0, int64_t nt) {
     const int64_t tn = s_kern.tile_n;
-    const int64_t n_tiles = (c->N + tn - 1) / tn;
-    const int64_t t_end = (run + 1) * WG_CPU_RUN < n_tiles ? (run + 1) * WG_CPU_RUN : n_tiles;
+    const int64_t t_end = t0 + nt;
     const int64_t row_end = t_end * tn < c->N ? t_end * tn : c->N;
-    for (int64_t t = run * WG_CPU_RUN; t < t_end; t++) {
+    for (int64_t t = t0; t < t_end; t++) {
         const int64_t nb = t * tn;
         const int nw = (int)(c->N - nb < tn ? c->N - nb : tn);
         c->tile(c->K, c->W + (size_t)nb * c->wrow, c->wrow, nw, c->W + (size_t)row_end * c->wrow, c->xp,
@@ -198,16 +220,8 @@ static void s_dot_rows(void *arg, int ith, int nth) {
         return;
     }
     if (c->tile) {
-        /* Threads claim runs of WG_CPU_RUN consecutive tiles: a tile kernel
-         * prefetches the start of the next tile in memory, which is then
-         * its own next tile (not, as with single-tile claims, usually the
-         * other thread's). */
-        const int64_t n_runs = s_tile_runs(c);
-        for (;;) {
-            const int64_t run = atomic_fetch_add_explicit(&c->next_tile, 1, memory_order_relaxed);
-            if (run >= n_runs) break;
-            s_tile_run(c, run);
-        }
+        int64_t t0, nt;
+        while ((nt = s_claim_tiles(&c->next_tile, 0, s_tiles(c), s_tiles(c), nth, &t0)) > 0) s_tile_span(c, t0, nt);
         return;
     }
     const int64_t n_tiles = (c->N + WG_CPU_NB - 1) / WG_CPU_NB;
@@ -312,22 +326,20 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
 
 typedef struct {
     s_mm mm[WG_K_MM_MAX];        /* one per product (its xp points into buf) */
-    int64_t first[WG_K_MM_MAX + 1]; /* first row (M = 1) / tile run (M > 1) of each product in
-                                     * one range; first[n] = total */
+    int64_t first[WG_K_MM_MAX + 1]; /* first row (M = 1) / tile (M > 1) of each product in one
+                                     * range; first[n] = total */
     int n;
     _Atomic int64_t next;        /* next row of that range to hand out */
 } s_mmn;
 
 static void s_tile_runs_n(void *arg, int ith, int nth) {
     (void)ith;
-    (void)nth;
     s_mmn *c = arg;
-    for (;;) {
-        const int64_t g = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
-        if (g >= c->first[c->n]) break;
-        int p = 0;
-        while (g >= c->first[p + 1]) p++;
-        s_tile_run(&c->mm[p], g - c->first[p]);
+    /* tiles of all products as one range; claims never straddle two */
+    for (int p = 0; p < c->n; p++) {
+        int64_t t0, nt;
+        while ((nt = s_claim_tiles(&c->next, c->first[p], c->first[p + 1], c->first[c->n], nth, &t0)) > 0)
+            s_tile_span(&c->mm[p], t0, nt);
     }
 }
 
@@ -404,7 +416,7 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
         m->tile = s_kern.tile[mm[i].type];
         m->xp = buf + off[j] + s_xq_bytes(vt, K, M);
         m->xps = wg_cpu_xprep_size(vt, K);
-        c.first[i + 1] = c.first[i] + (M == 1 ? m->N : s_tile_runs(m));
+        c.first[i + 1] = c.first[i] + (M == 1 ? m->N : s_tiles(m));
     }
     atomic_init(&c.next, 0);
     wg_pool_run_any(pool, M == 1 ? s_dot_runs_n : s_tile_runs_n, &c);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "engine/model/wg_backend.h"
+#include "kernels/cpu/wg_cpu.h"
 
 static float s_rand(uint32_t *st) {
     *st = *st * 1664525u + 1013904223u;
@@ -46,6 +47,56 @@ Test(ops, silu_plain_same_for_every_element_place) { s_act_rows_equal_flat(WG_AC
 Test(ops, gelu_variants_same_for_every_element_place) {
     s_act_rows_equal_flat(WG_ACT_GELU, 172, 64, true);
     s_act_rows_equal_flat(WG_ACT_GELU_ERF, 100, 64, true);
+}
+
+/* Norm, rope and act split across a pool (large calls) give bitwise what one
+ * call on the caller gives. */
+Test(ops, row_ops_split_across_the_pool_equal_one_call) {
+    wg_pool_t *pool = wg_pool_new(2);
+    const int64_t rows = 96, n = 772; /* n: an 8-lane tail per row */
+    const size_t all = (size_t)(rows * n);
+    float *x = malloc(all * sizeof(float)), *a = malloc(all * sizeof(float)), *b = malloc(all * sizeof(float));
+    float *w = malloc((size_t)n * sizeof(float)), *u = malloc(all * sizeof(float));
+    uint32_t st = 4242u;
+    for (size_t i = 0; i < all; i++) x[i] = s_rand(&st), u[i] = s_rand(&st);
+    for (int64_t i = 0; i < n; i++) w[i] = s_rand(&st) / 8.0f;
+    const wg_norm_kind_t kinds[] = {WG_NORM_RMS, WG_NORM_LAYER};
+    for (int k = 0; k < 2; k++) {
+        memcpy(a, x, all * sizeof(float));
+        memcpy(b, x, all * sizeof(float));
+        wg_backend_cpu.norm(NULL, kinds[k], a, rows, n, n, w, NULL, 1e-5f);
+        wg_backend_cpu.norm(pool, kinds[k], b, rows, n, n, w, NULL, 1e-5f);
+        cr_assert(memcmp(a, b, all * sizeof(float)) == 0, "norm %d: split differs", k);
+    }
+    int32_t pos[96];
+    for (int i = 0; i < 96; i++) pos[i] = 7 * i + 3;
+    const wg_rope_t ropes[] = {{.style = WG_ROPE_NORM, .n_rot = 64, .base = 10000.0f, .freq_scale = 1.0f, .attn_factor = 1.0f},
+                               {.style = WG_ROPE_NEOX, .n_rot = 32, .base = 500000.0f, .freq_scale = 0.5f, .attn_factor = 1.0f}};
+    for (int k = 0; k < 2; k++) {
+        memcpy(a, x, all * sizeof(float));
+        memcpy(b, x, all * sizeof(float));
+        /* 96 tokens x 12 heads of 64 in rows of 772 */
+        wg_backend_cpu.rope(NULL, &ropes[k], a, 96, 12, 64, n, pos);
+        wg_backend_cpu.rope(pool, &ropes[k], b, 96, 12, 64, n, pos);
+        cr_assert(memcmp(a, b, all * sizeof(float)) == 0, "rope %d: split differs", k);
+        cr_assert(memcmp(a, x, all * sizeof(float)) != 0, "rope %d changed nothing", k);
+    }
+    const wg_act_t acts[] = {WG_ACT_SILU, WG_ACT_GELU, WG_ACT_SWIGLU_OAI};
+    for (int k = 0; k < 3; k++) {
+        for (int gated = 0; gated < 2; gated++) {
+            memcpy(a, x, all * sizeof(float));
+            memcpy(b, x, all * sizeof(float));
+            wg_backend_cpu.act(NULL, acts[k], a, gated ? u : NULL, (int64_t)all - 5);
+            wg_backend_cpu.act(pool, acts[k], b, gated ? u : NULL, (int64_t)all - 5);
+            cr_assert(memcmp(a, b, all * sizeof(float)) == 0, "act %d gated %d: split differs", (int)acts[k], gated);
+        }
+    }
+    free(x);
+    free(a);
+    free(b);
+    free(w);
+    free(u);
+    wg_pool_destroy(&pool);
 }
 
 /* ---- attention over F16 and F32 caches ---- */
