@@ -123,26 +123,26 @@ S_AVX2_FN static inline __m256 s_ld8_q8(const wg_block_q8_0 *b, int32_t i) {
  * F16 and Q8_0 variants do the same float operations on the widened keys (ks
  * counts elements of T: Q8_0 blocks). */
 #define S_SCORES_AVX2(NAME, T, LD)                                                                              \
-    S_AVX2_FN static void NAME(const float *q, const T *k, int64_t ks, int32_t nk, int32_t d, float scale,     \
-                               float *out) {                                                                   \
-        for (int32_t j0 = 0; j0 < nk; j0 += 8) {                                                               \
-            const T *kp[8];                                                                                    \
-            for (int r = 0; r < 8; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;             \
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;    \
-            for (int32_t i = 0; i < d; i += 8) {                                                               \
-                const __m256 qv = _mm256_loadu_ps(q + i);                                                      \
-                a0 = _mm256_fmadd_ps(qv, LD(kp[0], i), a0);                                                   \
-                a1 = _mm256_fmadd_ps(qv, LD(kp[1], i), a1);                                                   \
-                a2 = _mm256_fmadd_ps(qv, LD(kp[2], i), a2);                                                   \
-                a3 = _mm256_fmadd_ps(qv, LD(kp[3], i), a3);                                                   \
-                a4 = _mm256_fmadd_ps(qv, LD(kp[4], i), a4);                                                   \
-                a5 = _mm256_fmadd_ps(qv, LD(kp[5], i), a5);                                                   \
-                a6 = _mm256_fmadd_ps(qv, LD(kp[6], i), a6);                                                   \
-                a7 = _mm256_fmadd_ps(qv, LD(kp[7], i), a7);                                                   \
-            }                                                                                                  \
-            const __m256 s = s_hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7);                                        \
-            _mm256_storeu_ps(out + j0, _mm256_mul_ps(s, _mm256_set1_ps(scale)));                               \
-        }                                                                                                      \
+    S_AVX2_FN static void NAME(const float *q, const T *k, int64_t ks, int32_t nk, int32_t d, float scale,      \
+                               float *out) {                                                                    \
+        for (int32_t j0 = 0; j0 < nk; j0 += 8) {                                                                \
+            const T *kp[8];                                                                                     \
+            for (int r = 0; r < 8; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;              \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;     \
+            for (int32_t i = 0; i < d; i += 8) {                                                                \
+                const __m256 qv = _mm256_loadu_ps(q + i);                                                       \
+                a0 = _mm256_fmadd_ps(qv, LD(kp[0], i), a0);                                                     \
+                a1 = _mm256_fmadd_ps(qv, LD(kp[1], i), a1);                                                     \
+                a2 = _mm256_fmadd_ps(qv, LD(kp[2], i), a2);                                                     \
+                a3 = _mm256_fmadd_ps(qv, LD(kp[3], i), a3);                                                     \
+                a4 = _mm256_fmadd_ps(qv, LD(kp[4], i), a4);                                                     \
+                a5 = _mm256_fmadd_ps(qv, LD(kp[5], i), a5);                                                     \
+                a6 = _mm256_fmadd_ps(qv, LD(kp[6], i), a6);                                                     \
+                a7 = _mm256_fmadd_ps(qv, LD(kp[7], i), a7);                                                     \
+            }                                                                                                   \
+            const __m256 s = s_hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7);                                         \
+            _mm256_storeu_ps(out + j0, _mm256_mul_ps(s, _mm256_set1_ps(scale)));                                \
+        }                                                                                                       \
     }
 S_SCORES_AVX2(s_scores_avx2, float, S_LD8_F32)
 S_SCORES_AVX2(s_scores_avx2_f16, wg_half, S_LD8_F16)
@@ -155,27 +155,27 @@ S_AVX512_FN static inline __m256 s_fold512(__m512 a) {
 }
 
 #define S_SCORES_AVX512(NAME, T, LD)                                                                            \
-    S_AVX512_FN static void NAME(const float *q, const T *k, int64_t ks, int32_t nk, int32_t d, float scale,   \
-                                 float *out) {                                                                 \
-        for (int32_t j0 = 0; j0 < nk; j0 += 8) {                                                               \
-            const T *kp[8];                                                                                    \
-            for (int r = 0; r < 8; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;             \
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;    \
-            for (int32_t i = 0; i < d; i += 16) {                                                              \
-                const __m512 qv = _mm512_loadu_ps(q + i);                                                      \
-                a0 = _mm512_fmadd_ps(qv, LD(kp[0], i), a0);                                                   \
-                a1 = _mm512_fmadd_ps(qv, LD(kp[1], i), a1);                                                   \
-                a2 = _mm512_fmadd_ps(qv, LD(kp[2], i), a2);                                                   \
-                a3 = _mm512_fmadd_ps(qv, LD(kp[3], i), a3);                                                   \
-                a4 = _mm512_fmadd_ps(qv, LD(kp[4], i), a4);                                                   \
-                a5 = _mm512_fmadd_ps(qv, LD(kp[5], i), a5);                                                   \
-                a6 = _mm512_fmadd_ps(qv, LD(kp[6], i), a6);                                                   \
-                a7 = _mm512_fmadd_ps(qv, LD(kp[7], i), a7);                                                   \
-            }                                                                                                  \
-            const __m256 s = s_hsum8x8(s_fold512(a0), s_fold512(a1), s_fold512(a2), s_fold512(a3),             \
-                                       s_fold512(a4), s_fold512(a5), s_fold512(a6), s_fold512(a7));            \
-            _mm256_storeu_ps(out + j0, _mm256_mul_ps(s, _mm256_set1_ps(scale)));                               \
-        }                                                                                                      \
+    S_AVX512_FN static void NAME(const float *q, const T *k, int64_t ks, int32_t nk, int32_t d, float scale,    \
+                                 float *out) {                                                                  \
+        for (int32_t j0 = 0; j0 < nk; j0 += 8) {                                                                \
+            const T *kp[8];                                                                                     \
+            for (int r = 0; r < 8; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;              \
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;     \
+            for (int32_t i = 0; i < d; i += 16) {                                                               \
+                const __m512 qv = _mm512_loadu_ps(q + i);                                                       \
+                a0 = _mm512_fmadd_ps(qv, LD(kp[0], i), a0);                                                     \
+                a1 = _mm512_fmadd_ps(qv, LD(kp[1], i), a1);                                                     \
+                a2 = _mm512_fmadd_ps(qv, LD(kp[2], i), a2);                                                     \
+                a3 = _mm512_fmadd_ps(qv, LD(kp[3], i), a3);                                                     \
+                a4 = _mm512_fmadd_ps(qv, LD(kp[4], i), a4);                                                     \
+                a5 = _mm512_fmadd_ps(qv, LD(kp[5], i), a5);                                                     \
+                a6 = _mm512_fmadd_ps(qv, LD(kp[6], i), a6);                                                     \
+                a7 = _mm512_fmadd_ps(qv, LD(kp[7], i), a7);                                                     \
+            }                                                                                                   \
+            const __m256 s = s_hsum8x8(s_fold512(a0), s_fold512(a1), s_fold512(a2), s_fold512(a3),              \
+                                       s_fold512(a4), s_fold512(a5), s_fold512(a6), s_fold512(a7));             \
+            _mm256_storeu_ps(out + j0, _mm256_mul_ps(s, _mm256_set1_ps(scale)));                                \
+        }                                                                                                       \
     }
 S_SCORES_AVX512(s_scores_avx512, float, S_LD16_F32)
 S_SCORES_AVX512(s_scores_avx512_f16, wg_half, S_LD16_F16)
@@ -244,29 +244,29 @@ S_AVX2_FN static void s_scale_avx2(float *x, int32_t n, float s) {
  * one FMA per key and element, so each element's sum has one order whatever
  * the lane width (the AVX2 and AVX-512 variants give the same bits). */
 #define S_VACC_AVX2(NAME, T, LD)                                                                                \
-    S_AVX2_FN static void NAME(float *o, const float *w, const T *v, int64_t vs, int32_t nk, int32_t d) {      \
-        int32_t i = 0;                                                                                         \
-        for (; i + 32 <= d; i += 32) {                                                                         \
-            __m256 o0 = _mm256_loadu_ps(o + i), o1 = _mm256_loadu_ps(o + i + 8);                               \
-            __m256 o2 = _mm256_loadu_ps(o + i + 16), o3 = _mm256_loadu_ps(o + i + 24);                         \
-            for (int32_t j = 0; j < nk; j++) {                                                                 \
-                const __m256 wj = _mm256_set1_ps(w[j]);                                                        \
-                const T *vp = v + j * vs;                                                                      \
-                o0 = _mm256_fmadd_ps(wj, LD(vp, i), o0);                                                          \
-                o1 = _mm256_fmadd_ps(wj, LD(vp, i + 8), o1);                                                      \
-                o2 = _mm256_fmadd_ps(wj, LD(vp, i + 16), o2);                                                     \
-                o3 = _mm256_fmadd_ps(wj, LD(vp, i + 24), o3);                                                     \
-            }                                                                                                  \
-            _mm256_storeu_ps(o + i, o0);                                                                       \
-            _mm256_storeu_ps(o + i + 8, o1);                                                                   \
-            _mm256_storeu_ps(o + i + 16, o2);                                                                  \
-            _mm256_storeu_ps(o + i + 24, o3);                                                                  \
-        }                                                                                                      \
-        for (; i < d; i += 8) {                                                                                \
-            __m256 o0 = _mm256_loadu_ps(o + i);                                                                \
+    S_AVX2_FN static void NAME(float *o, const float *w, const T *v, int64_t vs, int32_t nk, int32_t d) {       \
+        int32_t i = 0;                                                                                          \
+        for (; i + 32 <= d; i += 32) {                                                                          \
+            __m256 o0 = _mm256_loadu_ps(o + i), o1 = _mm256_loadu_ps(o + i + 8);                                \
+            __m256 o2 = _mm256_loadu_ps(o + i + 16), o3 = _mm256_loadu_ps(o + i + 24);                          \
+            for (int32_t j = 0; j < nk; j++) {                                                                  \
+                const __m256 wj = _mm256_set1_ps(w[j]);                                                         \
+                const T *vp = v + j * vs;                                                                       \
+                o0 = _mm256_fmadd_ps(wj, LD(vp, i), o0);                                                        \
+                o1 = _mm256_fmadd_ps(wj, LD(vp, i + 8), o1);                                                    \
+                o2 = _mm256_fmadd_ps(wj, LD(vp, i + 16), o2);                                                   \
+                o3 = _mm256_fmadd_ps(wj, LD(vp, i + 24), o3);                                                   \
+            }                                                                                                   \
+            _mm256_storeu_ps(o + i, o0);                                                                        \
+            _mm256_storeu_ps(o + i + 8, o1);                                                                    \
+            _mm256_storeu_ps(o + i + 16, o2);                                                                   \
+            _mm256_storeu_ps(o + i + 24, o3);                                                                   \
+        }                                                                                                       \
+        for (; i < d; i += 8) {                                                                                 \
+            __m256 o0 = _mm256_loadu_ps(o + i);                                                                 \
             for (int32_t j = 0; j < nk; j++) o0 = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), LD(v + j * vs, i), o0); \
-            _mm256_storeu_ps(o + i, o0);                                                                       \
-        }                                                                                                      \
+            _mm256_storeu_ps(o + i, o0);                                                                        \
+        }                                                                                                       \
     }
 S_VACC_AVX2(s_vacc_avx2, float, S_LD8_F32)
 S_VACC_AVX2(s_vacc_avx2_f16, wg_half, S_LD8_F16)
@@ -274,30 +274,30 @@ S_VACC_AVX2(s_vacc_avx2_q8, wg_block_q8_0, S_LD8_Q8)
 
 /* Same with d % 16 == 0. */
 #define S_VACC_AVX512(NAME, T, LD)                                                                              \
-    S_AVX512_FN static void NAME(float *o, const float *w, const T *v, int64_t vs, int32_t nk, int32_t d) {    \
-        int32_t i = 0;                                                                                         \
-        for (; i + 64 <= d; i += 64) {                                                                         \
-            __m512 o0 = _mm512_loadu_ps(o + i), o1 = _mm512_loadu_ps(o + i + 16);                              \
-            __m512 o2 = _mm512_loadu_ps(o + i + 32), o3 = _mm512_loadu_ps(o + i + 48);                         \
-            for (int32_t j = 0; j < nk; j++) {                                                                 \
-                const __m512 wj = _mm512_set1_ps(w[j]);                                                        \
-                const T *vp = v + j * vs;                                                                      \
-                o0 = _mm512_fmadd_ps(wj, LD(vp, i), o0);                                                          \
-                o1 = _mm512_fmadd_ps(wj, LD(vp, i + 16), o1);                                                     \
-                o2 = _mm512_fmadd_ps(wj, LD(vp, i + 32), o2);                                                     \
-                o3 = _mm512_fmadd_ps(wj, LD(vp, i + 48), o3);                                                     \
-            }                                                                                                  \
-            _mm512_storeu_ps(o + i, o0);                                                                       \
-            _mm512_storeu_ps(o + i + 16, o1);                                                                  \
-            _mm512_storeu_ps(o + i + 32, o2);                                                                  \
-            _mm512_storeu_ps(o + i + 48, o3);                                                                  \
-        }                                                                                                      \
-        for (; i < d; i += 16) {                                                                               \
-            __m512 o0 = _mm512_loadu_ps(o + i);                                                                \
-            for (int32_t j = 0; j < nk; j++)                                                                   \
-                o0 = _mm512_fmadd_ps(_mm512_set1_ps(w[j]), LD(v + j * vs, i), o0);                            \
-            _mm512_storeu_ps(o + i, o0);                                                                       \
-        }                                                                                                      \
+    S_AVX512_FN static void NAME(float *o, const float *w, const T *v, int64_t vs, int32_t nk, int32_t d) {     \
+        int32_t i = 0;                                                                                          \
+        for (; i + 64 <= d; i += 64) {                                                                          \
+            __m512 o0 = _mm512_loadu_ps(o + i), o1 = _mm512_loadu_ps(o + i + 16);                               \
+            __m512 o2 = _mm512_loadu_ps(o + i + 32), o3 = _mm512_loadu_ps(o + i + 48);                          \
+            for (int32_t j = 0; j < nk; j++) {                                                                  \
+                const __m512 wj = _mm512_set1_ps(w[j]);                                                         \
+                const T *vp = v + j * vs;                                                                       \
+                o0 = _mm512_fmadd_ps(wj, LD(vp, i), o0);                                                        \
+                o1 = _mm512_fmadd_ps(wj, LD(vp, i + 16), o1);                                                   \
+                o2 = _mm512_fmadd_ps(wj, LD(vp, i + 32), o2);                                                   \
+                o3 = _mm512_fmadd_ps(wj, LD(vp, i + 48), o3);                                                   \
+            }                                                                                                   \
+            _mm512_storeu_ps(o + i, o0);                                                                        \
+            _mm512_storeu_ps(o + i + 16, o1);                                                                   \
+            _mm512_storeu_ps(o + i + 32, o2);                                                                   \
+            _mm512_storeu_ps(o + i + 48, o3);                                                                   \
+        }                                                                                                       \
+        for (; i < d; i += 16) {                                                                                \
+            __m512 o0 = _mm512_loadu_ps(o + i);                                                                 \
+            for (int32_t j = 0; j < nk; j++)                                                                    \
+                o0 = _mm512_fmadd_ps(_mm512_set1_ps(w[j]), LD(v + j * vs, i), o0);                              \
+            _mm512_storeu_ps(o + i, o0);                                                                        \
+        }                                                                                                       \
     }
 S_VACC_AVX512(s_vacc_avx512, float, S_LD16_F32)
 S_VACC_AVX512(s_vacc_avx512_f16, wg_half, S_LD16_F16)
@@ -880,9 +880,13 @@ static int64_t s_attn_setup(s_attn_job_t *job, const wg_attn_args_t *a, int nth)
      * well alone (more prefetches only pushed useful lines out of L1). */
     job->pf_dist = kt != WG_KV_F32 ? 4 : 0;
     /* As many kv heads per item as the score rows allow on the stack, while
-     * leaving at least 4 items per thread when the call has that many heads. */
+     * leaving at least 2 items per thread when the call has that many heads
+     * (a decode token: 12 heads in 4 items of 3 for 2 threads, each item one
+     * run of slices the prefetch keeps ahead of; items of one head started
+     * cold 12 times a layer, and measured ~5% slower decode with the
+     * next-step prefetch). */
     int64_t hk = S_STACK_SCORES / ((int64_t)job->grp * job->sc_n);
-    const int64_t par = a->n_tok * a->n_head_kv / (4 * nth);
+    const int64_t par = a->n_tok * a->n_head_kv / (2 * nth);
     if (hk > par) hk = par;
     if (hk > a->n_head_kv) hk = a->n_head_kv;
     if (hk < 1) hk = 1;
@@ -1210,6 +1214,49 @@ static int64_t s_run_mm(const s_run_t *r, const wg_step_t *s, s_step_state_t *st
     return units;
 }
 
+/* Bytes of a thread's lane in the next product step that it asks for when
+ * its part of the current step is done: the row kernels prefetch 8 KiB ahead
+ * within a run of rows, so without this each step's first rows wait a full
+ * memory latency while the other thread finishes or the step's `after`
+ * runs. */
+#ifndef S_RUN_PF_NEXT
+#define S_RUN_PF_NEXT 8192
+#endif
+
+/* Prefetch the first S_RUN_PF_NEXT bytes of this thread's lane in the first
+ * product step after step i (its rows are not claimed yet: that step only
+ * starts when step i is released). */
+static void s_run_pf_next(const s_run_t *r, int i, int me) {
+    if (me >= r->nl) return;
+    int j = i + 1;
+    while (j < r->n && r->steps[j].kind != WG_STEP_MATMUL) j++;
+    if (j >= r->n) return;
+    const wg_step_t *s = &r->steps[j];
+    const s_step_state_t *st = &r->st[j];
+    const uint64_t v = atomic_load_explicit(&st->lane[me].fb, memory_order_relaxed);
+    const int64_t f = (uint32_t)v, b = (uint32_t)(v >> 32);
+    if (f >= b) return;
+    size_t left = S_RUN_PF_NEXT;
+    const size_t share = st->paired ? left / (size_t)s->n_w : left; /* bytes per product at most */
+    /* rows f.. of the one range (paired steps: of every product) */
+    for (int p = 0; p < s->n_w && left > 0; p++) {
+        int64_t r0, r1;
+        if (st->paired) {
+            r0 = f, r1 = b;
+        } else {
+            if (f >= st->first[p + 1] || b <= st->first[p]) continue;
+            r0 = (f > st->first[p] ? f : st->first[p]) - st->first[p];
+            r1 = (b < st->first[p + 1] ? b : st->first[p + 1]) - st->first[p];
+        }
+        const size_t rb = s->w[p]->row_bytes;
+        size_t bytes = (size_t)(r1 - r0) * rb;
+        if (bytes > share) bytes = share;
+        if (bytes > left) bytes = left;
+        s_prefetch_rows((const char *)wg_weight_rows(s->w[p], 0) + (size_t)r0 * rb, 1, 0, bytes);
+        if (!st->paired) left -= bytes;
+    }
+}
+
 /* Every thread walks all steps in order. A step whose units are all claimed
  * is skipped without waiting, so a thread that joins late (or comes back
  * from being descheduled) catches up at once, and work only waits for the
@@ -1239,6 +1286,7 @@ static void s_run_worker(void *vctx, int ith, int nth) {
                 units++;
             }
         }
+        s_run_pf_next(r, i, ith);
         if (units == 0) continue;
         const int64_t was = atomic_fetch_add_explicit(&st->done, units, memory_order_acq_rel);
         if (was + units != st->total) continue;
