@@ -275,7 +275,9 @@ done:
 
 static void s_usage(FILE *f) {
     fprintf(f, "usage: waggle mkmodel --params N[K|M|B] -o FILE [--arch llama|qwen2|qwen3] [--type TYPE]\n"
-               "                      [--vocab VOCAB.gguf] [--vocab-size N] [--seed S]\n"
+               "                      [--vocab VOCAB.gguf] [--vocab-size N] [--kv-heads N] [--seed S]\n"
+               "  --kv-heads N  key/value heads (grouped-query attention; must divide the preset's query\n"
+               "                heads; default: the preset's, e.g. 12 of 12 for ~100M, 8 of 32 for ~7B)\n"
                "  TYPE: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q4_K_M Q5_K Q5_K_M Q6_K IQ4_NL IQ4_XS\n");
 }
 
@@ -283,6 +285,7 @@ int wg_cmd_mkmodel(int argc, char **argv) {
     const char *arch_name = "llama", *type_name = "F16", *out = NULL, *vocab = NULL;
     double params = 0;
     int64_t vocab_size = 32000;
+    long kv_heads = 0;
     s_rng = 42;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -304,6 +307,13 @@ int wg_cmd_mkmodel(int argc, char **argv) {
             vocab_size = strtoll(v, NULL, 10);
             if (vocab_size < 260 || vocab_size > 1000000) {
                 fprintf(stderr, "waggle mkmodel: --vocab-size %s outside 260..1000000\n", v);
+                return 2;
+            }
+        } else if (strcmp(a, "--kv-heads") == 0) {
+            char *end = NULL;
+            kv_heads = strtol(v, &end, 10);
+            if (!end || *end || kv_heads < 1 || kv_heads > 1024) {
+                fprintf(stderr, "waggle mkmodel: bad --kv-heads '%s' (a head count, 1..1024)\n", v);
                 return 2;
             }
         } else if (strcmp(a, "--params") == 0) {
@@ -355,6 +365,17 @@ int wg_cmd_mkmodel(int argc, char **argv) {
             d = &s_presets[i];
         }
     }
+    s_dims_t dims = *d;
+    if (kv_heads) {
+        if (dims.n_head % kv_heads != 0) {
+            fprintf(stderr, "waggle mkmodel: --kv-heads %ld does not divide the %d query heads of the %lld-wide preset\n",
+                    kv_heads, dims.n_head, (long long)dims.n_embd);
+            wg_gguf_writer_destroy(&w);
+            return 2;
+        }
+        dims.n_head_kv = (int32_t)kv_heads;
+    }
+    d = &dims;
     const int64_t E = d->n_embd, F = d->n_ff, hd = E / d->n_head, kvd = hd * d->n_head_kv;
     const int64_t n_params = s_count(d, vocab_size, arch->tied);
     char key[128];

@@ -353,6 +353,47 @@ Test(cli_generate, mkmodel_q4_k_m_has_the_type_mix_and_generates) {
     json_decref(o);
 }
 
+/* --kv-heads: the preset's query heads over fewer key/value heads (GQA), the
+ * K/V matrices shrunk to match; a count that does not divide is refused. The
+ * model generates with a Q8_0 K/V cache (head size 64). */
+Test(cli_generate, mkmodel_kv_heads_makes_a_gqa_model) {
+    char path[512], args[8192];
+    snprintf(path, sizeof path, "%s/m5gqa.gguf", s_dir);
+    snprintf(args, sizeof args, "mkmodel --params 5M --kv-heads 3 -o '%s'", path);
+    cr_assert_neq(s_run(args), 0, "3 kv heads accepted for 4 query heads");
+    cr_assert(strstr(s_captured("err"), "--kv-heads 3 does not divide"), "%s", s_captured("err"));
+    snprintf(args, sizeof args, "mkmodel --params 5M --kv-heads 2 --type Q8_0 -o '%s'", path);
+    cr_assert_eq(s_run(args), 0, "mkmodel: %s", s_captured("err"));
+    snprintf(args, sizeof args, "inspect --json '%s'", path);
+    cr_assert_eq(s_run(args), 0, "inspect: %s", s_captured("err"));
+    char *txt = s_captured("out");
+    json_t *root = json_loads(txt, 0, NULL);
+    cr_assert_not_null(root);
+    json_t *md = json_object_get(root, "metadata");
+    const json_int_t nh = json_integer_value(json_object_get(md, "llama.attention.head_count"));
+    const json_int_t nkv = json_integer_value(json_object_get(md, "llama.attention.head_count_kv"));
+    const json_int_t E = json_integer_value(json_object_get(md, "llama.embedding_length"));
+    cr_assert_eq(nkv, 2);
+    cr_assert_gt(nh, nkv);
+    json_t *ts = json_object_get(root, "tensors");
+    int seen = 0;
+    for (size_t i = 0; i < json_array_size(ts); i++) {
+        json_t *t = json_array_get(ts, i);
+        const char *name = json_string_value(json_object_get(t, "name"));
+        if (strcmp(name, "blk.0.attn_k.weight") && strcmp(name, "blk.0.attn_v.weight")) continue;
+        json_t *shape = json_object_get(t, "shape");
+        cr_assert_eq(json_integer_value(json_array_get(shape, 1)), E / nh * nkv, "%s rows", name);
+        seen++;
+    }
+    cr_assert_eq(seen, 2);
+    json_decref(root);
+    free(txt);
+    snprintf(args, sizeof args, "-m '%s' -p 'hello world' -n 6 --temp 0 --ignore-eos --kv-type q8_0", path);
+    json_t *o = s_generate_json(args);
+    cr_assert_eq(json_array_size(json_object_get(o, "tokens")), 6);
+    json_decref(o);
+}
+
 /* `waggle bench engine --single --json` (issue 3): one row per thread count,
  * positive rates for every run, a roofline that is bandwidth / bytes per
  * token, and bytes per token made of the multiplied weights (no embedding
