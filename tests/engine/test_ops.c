@@ -200,34 +200,93 @@ static int s_arun(const s_acase_t *c, wg_kv_t *kv, const int32_t *lens, int n_se
     return n;
 }
 
-Test(ops, attention_f16_cache_equals_f32_cache_of_rounded_values_and_is_batch_invariant) {
+/* A cache of `type` against an F32 cache holding the values it stores (round:
+ * how they are rounded), bitwise, and batched against each token alone, at
+ * every SIMD level the CPU has; cases whose head sizes the type takes. */
+static void s_attention_equals_rounded_f32(wg_kv_type_t type, s_round_t round) {
+    static const char *const levels[] = {"scalar", "avx2", "avx512"};
+    const char *tn = wg_kv_type_name(type);
     wg_pool_t *pool = wg_pool_new(2);
+    int n_cases = 0;
+    for (int li = 0; li < 3; li++) {
+        if (!wg_cpu_force_simd(levels[li])) continue;
+        for (size_t ci = 0; ci < sizeof s_acases / sizeof s_acases[0]; ci++) {
+            const s_acase_t *c = &s_acases[ci];
+            if (type == WG_KV_Q8_0 && (c->hd % 32 != 0 || c->hdv % 32 != 0)) continue;
+            n_cases++;
+            const int n_seq = 5;
+            wg_kv_t *kt = s_acache(c, s_alens[ci], n_seq, type, S_EXACT);
+            wg_kv_t *k32r = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, round);
+            const int64_t qs = (int64_t)c->n_head * c->hd, os = (int64_t)c->n_head * c->hdv;
+            float *q = malloc((size_t)(16 * qs) * sizeof(float));
+            float *ot = calloc((size_t)(16 * os), sizeof(float)), *o32r = calloc((size_t)(16 * os), sizeof(float));
+            float *alone = calloc((size_t)(16 * os), sizeof(float));
+            uint32_t st = 99u + (uint32_t)ci;
+            for (int64_t i = 0; i < 16 * qs; i++) q[i] = s_rand(&st) / 8.0f;
+            const int n = s_arun(c, kt, s_alens[ci], n_seq, q, pool, -1, ot);
+            s_arun(c, k32r, s_alens[ci], n_seq, q, pool, -1, o32r);
+            for (int64_t i = 0; i < n * os; i++)
+                cr_assert(memcmp(&ot[i], &o32r[i], sizeof(float)) == 0,
+                          "%s %s case %zu: element %lld: %.9g, F32 cache of the same values %.9g", tn, levels[li], ci,
+                          (long long)i, (double)ot[i], (double)o32r[i]);
+            for (int t = 0; t < n; t++) s_arun(c, kt, s_alens[ci], n_seq, q, pool, t, alone);
+            for (int64_t i = 0; i < n * os; i++)
+                cr_assert(memcmp(&ot[i], &alone[i], sizeof(float)) == 0,
+                          "%s %s case %zu: token %lld head elem %lld: %.9g batched vs %.9g alone", tn, levels[li], ci,
+                          (long long)(i / os), (long long)(i % os), (double)ot[i], (double)alone[i]);
+            free(q);
+            free(ot);
+            free(o32r);
+            free(alone);
+            wg_kv_free(&kt);
+            wg_kv_free(&k32r);
+        }
+    }
+    wg_cpu_force_simd(NULL);
+    cr_assert_geq(n_cases, 4);
+    wg_pool_destroy(&pool);
+}
+
+Test(ops, attention_f16_cache_equals_f32_cache_of_rounded_values_and_is_batch_invariant) {
+    s_attention_equals_rounded_f32(WG_KV_F16, S_ROUND16);
+}
+
+/* The kernels widen each Q8_0 element to d * q, exact in float. */
+Test(ops, attention_q8_0_cache_equals_f32_cache_of_dequantized_values_and_is_batch_invariant) {
+    s_attention_equals_rounded_f32(WG_KV_Q8_0, S_ROUNDQ8);
+}
+
+/* Max |attention over a cache of `type` - over an F32 cache of the same
+ * values| within `bound` for every case it takes; and not 0. */
+static void s_attention_within_bound(wg_kv_type_t type, double bound) {
+    const char *tn = wg_kv_type_name(type);
+    wg_pool_t *pool = wg_pool_new(2);
+    double worst = 0;
     for (size_t ci = 0; ci < sizeof s_acases / sizeof s_acases[0]; ci++) {
         const s_acase_t *c = &s_acases[ci];
+        if (type == WG_KV_Q8_0 && (c->hd % 32 != 0 || c->hdv % 32 != 0)) continue;
         const int n_seq = 5;
-        wg_kv_t *k16 = s_acache(c, s_alens[ci], n_seq, WG_KV_F16, S_EXACT);
-        wg_kv_t *k32r = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, S_ROUND16);
+        wg_kv_t *kt = s_acache(c, s_alens[ci], n_seq, type, S_EXACT);
+        wg_kv_t *k32 = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, S_EXACT);
         const int64_t qs = (int64_t)c->n_head * c->hd, os = (int64_t)c->n_head * c->hdv;
         float *q = malloc((size_t)(16 * qs) * sizeof(float));
-        float *o16 = calloc((size_t)(16 * os), sizeof(float)), *o32r = calloc((size_t)(16 * os), sizeof(float));
-        float *alone = calloc((size_t)(16 * os), sizeof(float));
+        float *ot = calloc((size_t)(16 * os), sizeof(float)), *o32 = calloc((size_t)(16 * os), sizeof(float));
         uint32_t st = 99u + (uint32_t)ci;
         for (int64_t i = 0; i < 16 * qs; i++) q[i] = s_rand(&st) / 8.0f;
-        const int n = s_arun(c, k16, s_alens[ci], n_seq, q, pool, -1, o16);
-        s_arun(c, k32r, s_alens[ci], n_seq, q, pool, -1, o32r);
-        cr_assert(memcmp(o16, o32r, (size_t)(n * os) * sizeof(float)) == 0,
-                  "case %zu: F16 cache differs from an F32 cache holding the same rounded values", ci);
-        for (int t = 0; t < n; t++) s_arun(c, k16, s_alens[ci], n_seq, q, pool, t, alone);
-        for (int64_t i = 0; i < n * os; i++)
-            cr_assert(memcmp(&o16[i], &alone[i], sizeof(float)) == 0, "case %zu: token %lld head elem %lld: %.9g batched vs %.9g alone",
-                      ci, (long long)(i / os), (long long)(i % os), (double)o16[i], (double)alone[i]);
+        const int n = s_arun(c, kt, s_alens[ci], n_seq, q, pool, -1, ot);
+        s_arun(c, k32, s_alens[ci], n_seq, q, pool, -1, o32);
+        double md = 0;
+        for (int64_t i = 0; i < n * os; i++) md = fmax(md, fabs((double)ot[i] - (double)o32[i]));
+        cr_log_info("attention case %zu: max |%s - f32| = %.3g", ci, tn, md);
+        cr_expect_leq(md, bound, "case %zu: %s cache off by %.3g from F32", ci, tn, md);
+        if (md > worst) worst = md;
         free(q);
-        free(o16);
-        free(o32r);
-        free(alone);
-        wg_kv_free(&k16);
-        wg_kv_free(&k32r);
+        free(ot);
+        free(o32);
+        wg_kv_free(&kt);
+        wg_kv_free(&k32);
     }
+    cr_assert_gt(worst, 0.0, "%s rounding should change something", tn);
     wg_pool_destroy(&pool);
 }
 
@@ -237,117 +296,11 @@ Test(ops, attention_f16_cache_equals_f32_cache_of_rounded_values_and_is_batch_in
  * 2.4e-4, near 1) plus what the scores move (u * scale * sum|q_i k_i|, a few
  * 1e-5 here). The bound, 2u = 9.8e-4, is ~3.5x the worst seen (2.7e-4) and
  * far below what a wrong row, head or position gives (~1e-1). */
-Test(ops, attention_f16_cache_within_bound_of_f32_cache) {
-    wg_pool_t *pool = wg_pool_new(2);
-    double worst = 0;
-    for (size_t ci = 0; ci < sizeof s_acases / sizeof s_acases[0]; ci++) {
-        const s_acase_t *c = &s_acases[ci];
-        const int n_seq = 5;
-        wg_kv_t *k16 = s_acache(c, s_alens[ci], n_seq, WG_KV_F16, S_EXACT);
-        wg_kv_t *k32 = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, S_EXACT);
-        const int64_t qs = (int64_t)c->n_head * c->hd, os = (int64_t)c->n_head * c->hdv;
-        float *q = malloc((size_t)(16 * qs) * sizeof(float));
-        float *o16 = calloc((size_t)(16 * os), sizeof(float)), *o32 = calloc((size_t)(16 * os), sizeof(float));
-        uint32_t st = 99u + (uint32_t)ci;
-        for (int64_t i = 0; i < 16 * qs; i++) q[i] = s_rand(&st) / 8.0f;
-        const int n = s_arun(c, k16, s_alens[ci], n_seq, q, pool, -1, o16);
-        s_arun(c, k32, s_alens[ci], n_seq, q, pool, -1, o32);
-        double md = 0;
-        for (int64_t i = 0; i < n * os; i++) {
-            const double d = fabs((double)o16[i] - (double)o32[i]);
-            if (d > md) md = d;
-        }
-        cr_log_info("attention case %zu: max |f16 - f32| = %.3g", ci, md);
-        cr_expect_leq(md, 9.8e-4, "case %zu: F16 cache off by %.3g from F32", ci, md);
-        if (md > worst) worst = md;
-        free(q);
-        free(o16);
-        free(o32);
-        wg_kv_free(&k16);
-        wg_kv_free(&k32);
-    }
-    cr_assert_gt(worst, 0.0, "F16 rounding should change something");
-    wg_pool_destroy(&pool);
-}
-
-/* ---- Q8_0 cache ---- */
-
-/* A Q8_0 cache's attention is an F32 cache's over the dequantized values, bit
- * for bit (the kernels widen each element to d * q, exact in float), at every
- * SIMD level, and batch invariant. Cases whose head sizes are multiples of 32. */
-Test(ops, attention_q8_0_cache_equals_f32_cache_of_dequantized_values_and_is_batch_invariant) {
-    static const char *const levels[] = {"scalar", "avx2", "avx512"};
-    wg_pool_t *pool = wg_pool_new(2);
-    int n_cases = 0;
-    for (int li = 0; li < 3; li++) {
-        if (!wg_cpu_force_simd(levels[li])) continue;
-        for (size_t ci = 0; ci < sizeof s_acases / sizeof s_acases[0]; ci++) {
-            const s_acase_t *c = &s_acases[ci];
-            if (c->hd % 32 != 0 || c->hdv % 32 != 0) continue;
-            n_cases++;
-            const int n_seq = 5;
-            wg_kv_t *k8 = s_acache(c, s_alens[ci], n_seq, WG_KV_Q8_0, S_EXACT);
-            wg_kv_t *k32r = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, S_ROUNDQ8);
-            const int64_t qs = (int64_t)c->n_head * c->hd, os = (int64_t)c->n_head * c->hdv;
-            float *q = malloc((size_t)(16 * qs) * sizeof(float));
-            float *o8 = calloc((size_t)(16 * os), sizeof(float)), *o32r = calloc((size_t)(16 * os), sizeof(float));
-            float *alone = calloc((size_t)(16 * os), sizeof(float));
-            uint32_t st = 99u + (uint32_t)ci;
-            for (int64_t i = 0; i < 16 * qs; i++) q[i] = s_rand(&st) / 8.0f;
-            const int n = s_arun(c, k8, s_alens[ci], n_seq, q, pool, -1, o8);
-            s_arun(c, k32r, s_alens[ci], n_seq, q, pool, -1, o32r);
-            for (int64_t i = 0; i < n * os; i++)
-                cr_assert(memcmp(&o8[i], &o32r[i], sizeof(float)) == 0,
-                          "%s case %zu: element %lld: Q8_0 cache %.9g, F32 cache of the dequantized values %.9g",
-                          levels[li], ci, (long long)i, (double)o8[i], (double)o32r[i]);
-            for (int t = 0; t < n; t++) s_arun(c, k8, s_alens[ci], n_seq, q, pool, t, alone);
-            cr_assert(memcmp(o8, alone, (size_t)(n * os) * sizeof(float)) == 0,
-                      "%s case %zu: a token alone differs from the batch", levels[li], ci);
-            free(q);
-            free(o8);
-            free(o32r);
-            free(alone);
-            wg_kv_free(&k8);
-            wg_kv_free(&k32r);
-        }
-    }
-    wg_cpu_force_simd(NULL);
-    cr_assert_geq(n_cases, 4);
-    wg_pool_destroy(&pool);
-}
+Test(ops, attention_f16_cache_within_bound_of_f32_cache) { s_attention_within_bound(WG_KV_F16, 9.8e-4); }
 
 /* Q8_0 keeps each element within d/2 = amax/254 of its block (values in
  * [-1, 1) here: <= 3.9e-3); an output, a convex mix of values, moves by at
  * most that plus what the scores move (up to scale * sum |q_i| * 3.9e-3,
  * mostly cancelling). Seen: 3.4e-3 ... 4.5e-3. The bound, 1e-2, is ~2x that
  * and below what a wrong row, head or position gives (outputs ~5e-2). */
-Test(ops, attention_q8_0_cache_within_bound_of_f32_cache) {
-    wg_pool_t *pool = wg_pool_new(2);
-    double worst = 0;
-    for (size_t ci = 0; ci < sizeof s_acases / sizeof s_acases[0]; ci++) {
-        const s_acase_t *c = &s_acases[ci];
-        if (c->hd % 32 != 0 || c->hdv % 32 != 0) continue;
-        const int n_seq = 5;
-        wg_kv_t *k8 = s_acache(c, s_alens[ci], n_seq, WG_KV_Q8_0, S_EXACT);
-        wg_kv_t *k32 = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, S_EXACT);
-        const int64_t qs = (int64_t)c->n_head * c->hd, os = (int64_t)c->n_head * c->hdv;
-        float *q = malloc((size_t)(16 * qs) * sizeof(float));
-        float *o8 = calloc((size_t)(16 * os), sizeof(float)), *o32 = calloc((size_t)(16 * os), sizeof(float));
-        uint32_t st = 99u + (uint32_t)ci;
-        for (int64_t i = 0; i < 16 * qs; i++) q[i] = s_rand(&st) / 8.0f;
-        const int n = s_arun(c, k8, s_alens[ci], n_seq, q, pool, -1, o8);
-        s_arun(c, k32, s_alens[ci], n_seq, q, pool, -1, o32);
-        double md = 0;
-        for (int64_t i = 0; i < n * os; i++) md = fmax(md, fabs((double)o8[i] - (double)o32[i]));
-        cr_log_info("attention case %zu: max |q8_0 - f32| = %.3g", ci, md);
-        cr_expect_leq(md, 1e-2, "case %zu: Q8_0 cache off by %.3g from F32", ci, md);
-        if (md > worst) worst = md;
-        free(q);
-        free(o8);
-        free(o32);
-        wg_kv_free(&k8);
-        wg_kv_free(&k32);
-    }
-    cr_assert_gt(worst, 0.0, "Q8_0 rounding should change something");
-    wg_pool_destroy(&pool);
-}
+Test(ops, attention_q8_0_cache_within_bound_of_f32_cache) { s_attention_within_bound(WG_KV_Q8_0, 1e-2); }
