@@ -28,6 +28,7 @@ typedef struct {
     int32_t len;        /* tokens stored */
     int32_t n_blocks;   /* blocks in table */
     int32_t cap;        /* allocated entries of table */
+    int32_t lo;         /* table[0..lo) released (wg_kv_release_before): holes, -1 */
     int32_t *table;     /* [n_blocks] block ids, position p in table[p / block_tokens] */
 } s_seq_t;
 
@@ -258,6 +259,7 @@ wg_status wg_kv_seq_new(wg_kv_t *kv, int32_t *seq) {
             kv->seqs[i].used = true;
             kv->seqs[i].len = 0;
             kv->seqs[i].n_blocks = 0;
+            kv->seqs[i].lo = 0;
             *seq = i;
             return WG_OK;
         }
@@ -274,10 +276,12 @@ wg_status wg_kv_seq_new(wg_kv_t *kv, int32_t *seq) {
     return WG_OK;
 }
 
-/* Return blocks table[from..n_blocks-1] to the free list, last first. */
+/* Return blocks table[from..n_blocks-1] to the free list, last first (holes
+ * below lo were returned when they were released). */
 static void s_release(wg_kv_t *kv, s_seq_t *s, int32_t from) {
-    for (int32_t i = s->n_blocks - 1; i >= from; i--) kv->free_stack[kv->n_free++] = s->table[i];
+    for (int32_t i = s->n_blocks - 1; i >= from && i >= s->lo; i--) kv->free_stack[kv->n_free++] = s->table[i];
     s->n_blocks = from;
+    if (s->lo > from) s->lo = from;
 }
 
 void wg_kv_seq_free(wg_kv_t *kv, int32_t seq) {
@@ -286,6 +290,7 @@ void wg_kv_seq_free(wg_kv_t *kv, int32_t seq) {
     s_release(kv, s, 0);
     s->used = false;
     s->len = 0;
+    s->lo = 0;
 }
 
 int32_t wg_kv_seq_len(const wg_kv_t *kv, int32_t seq) {
@@ -343,6 +348,10 @@ wg_status wg_kv_truncate(wg_kv_t *kv, int32_t seq, int32_t new_len) {
     if (kv->state_floats && new_len > 0)
         return wg_error(WG_ERR_UNSUPPORTED, "kv: recurrent state of sequence %d cannot be rewound from %d to %d", seq,
                         s->len, new_len);
+    if (new_len > 0 && new_len <= s->lo * kv->bt)
+        return wg_error(WG_ERR_UNSUPPORTED,
+                        "kv: sequence %d cannot be rewound to %d: positions below %d were released (sliding window)",
+                        seq, new_len, s->lo * kv->bt);
     s->len = new_len;
     s_release(kv, s, (new_len + kv->bt - 1) / kv->bt);
     return WG_OK;
@@ -352,7 +361,8 @@ wg_status wg_kv_truncate(wg_kv_t *kv, int32_t seq, int32_t new_len) {
 static char *s_slot(const wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, bool v) {
     const s_seq_t *s = s_seq(kv, seq);
     WG_ASSERT(!kv->state_floats && kv->pool);
-    WG_ASSERT(s && layer >= 0 && layer < kv->n_layer && pos >= 0 && pos / kv->bt < s->n_blocks);
+    WG_ASSERT(s && layer >= 0 && layer < kv->n_layer && pos >= 0 && pos / kv->bt < s->n_blocks &&
+              pos / kv->bt >= s->lo);
     int32_t blk = s->table[pos / kv->bt];
     int32_t off = pos % kv->bt;
     size_t b = ((size_t)blk * (size_t)kv->n_layer + (size_t)layer) * kv->layer_bytes;
@@ -431,4 +441,22 @@ float *wg_kv_state(wg_kv_t *kv, int32_t seq) {
     s_seq_t *s = s_seq(kv, seq);
     WG_ASSERT(kv->state_floats && s && s->n_blocks == 1);
     return (float *)(void *)(kv->pool + (size_t)s->table[0] * kv->state_floats * sizeof(float));
+}
+
+int32_t wg_kv_release_before(wg_kv_t *kv, int32_t seq, int32_t pos) {
+    s_seq_t *s = s_seq(kv, seq);
+    if (!s || kv->state_floats || kv->dev || pos <= 0) return 0;
+    int32_t upto = pos / kv->bt; /* blocks [0, upto) hold only positions < pos */
+    if (upto > s->n_blocks) upto = s->n_blocks;
+    int32_t n = 0;
+    for (; s->lo < upto; s->lo++, n++) {
+        kv->free_stack[kv->n_free++] = s->table[s->lo];
+        s->table[s->lo] = -1;
+    }
+    return n;
+}
+
+int32_t wg_kv_seq_first_pos(const wg_kv_t *kv, int32_t seq) {
+    const s_seq_t *s = s_seq(kv, seq);
+    return s ? s->lo * kv->bt : -1;
 }

@@ -139,4 +139,16 @@ const void *wg_kv_v_row(const wg_kv_t *kv, int32_t layer, int32_t seq, int32_t p
 void wg_kv_put_k(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, const float *src, int32_t n);
 void wg_kv_put_v(wg_kv_t *kv, int32_t layer, int32_t seq, int32_t pos, const float *src, int32_t n);
 
+/* Sliding-window release: return to the free list the blocks of `seq` that
+ * hold only positions < pos. Their table entries become holes (-1); those
+ * positions must not be read or written again (asserted), and the sequence
+ * cannot be truncated back into them. For a cache whose every layer attends
+ * only to the last `window` positions: after a step, positions below
+ * len - window + 1 are never read again. Returns the blocks freed (0 for a
+ * recurrent or device cache, which keep theirs). */
+int32_t wg_kv_release_before(wg_kv_t *kv, int32_t seq, int32_t pos);
+/* First position of `seq` still held (0 unless blocks were released; -1 for
+ * an unknown sequence). */
+int32_t wg_kv_seq_first_pos(const wg_kv_t *kv, int32_t seq);
+
 #endif

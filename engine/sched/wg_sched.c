@@ -13,6 +13,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../model/wg_arch.h" /* wg_layer_is_swa */
+
 typedef enum { S_WAITING, S_RUNNING } s_state_t;
 
 typedef struct {
@@ -59,6 +61,8 @@ struct wg_sched {
     wg_pool_t *pool;          /* forward threads (owned) */
     int32_t n_vocab;          /* logits width */
     int32_t eos;              /* EOS when there is no tokenizer */
+    int32_t window;           /* every layer attends to the last `window` positions only: blocks
+                               * wholly before them are released after each step (0: none) */
     s_seq_t **seqs;           /* [n_seqs] live sequences (waiting + running) */
     int32_t n_seqs;           /* count */
     int32_t cap_seqs;         /* capacity */
@@ -169,6 +173,11 @@ wg_sched_t *wg_sched_new(const wg_model_t *model, const wg_tok_t *tok, const wg_
     }
     s->st.kv_blocks = wg_kv_n_blocks(s->kv);
     s->st.kv_block_bytes = wg_kv_block_bytes(s->kv);
+    if (hp->n_swa > 0 && !hp->recurrent && !wg_kv_device(s->kv)) {
+        s->window = hp->n_swa;
+        for (int il = 0; il < hp->n_layer; il++)
+            if (!wg_layer_is_swa(hp, il)) s->window = 0; /* a full-attention layer reads every position */
+    }
     return s;
 fail:
     wg_sched_free(&s);
@@ -686,6 +695,8 @@ wg_status wg_sched_step(wg_sched_t *s, const wg_sched_event_t **events, size_t *
             s_seq_t *q = s->seqs[i];
             if (q->state != S_RUNNING || !q->plan_n) continue;
             q->n_computed += q->plan_n;
+            /* The next token (position n_computed) reads keys from n_computed - window + 1 on. */
+            if (s->window) s->st.kv_released_blocks += wg_kv_release_before(s->kv, q->kv_seq, q->n_computed - s->window + 1);
             if (q->plan_logits) s->st.n_decode_tokens++;
             s->st.n_prefill_tokens += q->plan_n - (q->plan_logits ? 1 : 0);
         }

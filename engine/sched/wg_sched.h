@@ -103,6 +103,7 @@ typedef struct {
     int32_t kv_free_blocks;    /* blocks on the free list */
     size_t kv_block_bytes;     /* bytes per block */
     int32_t kv_peak_blocks;    /* most blocks in use at once */
+    int64_t kv_released_blocks; /* blocks released because they fell out of a sliding window */
     int64_t n_steps;           /* forward steps run */
     int64_t n_preemptions;     /* sequences preempted */
     int64_t n_prefill_tokens;  /* tokens computed that did not produce a sample (prompt + recompute) */

@@ -217,3 +217,38 @@ Test(kv, q8_0_rows_are_reference_blocks) {
                  2 * sizeof(wg_block_q8_0));
     wg_kv_free(&kv);
 }
+
+/* Sliding-window release: whole blocks below a position go back to the free
+ * list (idempotent, never a block holding that position), the rest of the
+ * sequence keeps its rows, truncating back into released positions is
+ * refused with the reason, and freeing the sequence returns every block it
+ * still holds. */
+Test(kv, release_before_frees_whole_blocks_below_a_position) {
+    wg_kv_t *kv = s_kv();
+    int32_t a;
+    cr_assert_eq(wg_kv_seq_new(kv, &a), 0);
+    cr_assert_eq(wg_kv_reserve(kv, a, 22), 0); /* 6 blocks of 4 */
+    for (int p = 0; p < 22; p++) wg_kv_k(kv, 1, a, p)[0] = (float)p;
+    cr_assert_eq(wg_kv_seq_set_len(kv, a, 22), 0);
+    cr_assert_eq(wg_kv_n_free_blocks(kv), 4);
+    cr_assert_eq(wg_kv_release_before(kv, a, 3), 0, "block 0 still holds position 3");
+    cr_assert_eq(wg_kv_release_before(kv, a, 9), 2); /* blocks 0, 1: positions 0..7 */
+    cr_assert_eq(wg_kv_release_before(kv, a, 9), 0, "idempotent");
+    cr_assert_eq(wg_kv_seq_first_pos(kv, a), 8);
+    cr_assert_eq(wg_kv_n_free_blocks(kv), 6);
+    const int32_t *t;
+    int32_t nb;
+    t = wg_kv_seq_blocks(kv, a, &nb);
+    cr_assert_eq(nb, 6);
+    cr_assert(t[0] == -1 && t[1] == -1 && t[2] >= 0);
+    for (int p = 8; p < 22; p++) cr_assert_eq(wg_kv_k(kv, 1, a, p)[0], (float)p, "position %d moved", p);
+    cr_assert_eq(wg_kv_truncate(kv, a, 6), WG_ERR_UNSUPPORTED);
+    cr_assert(strstr(wg_errmsg(), "released"), "message: %s", wg_errmsg());
+    cr_assert_eq(wg_kv_truncate(kv, a, 13), 0); /* blocks 4, 5 back */
+    cr_assert_eq(wg_kv_n_free_blocks(kv), 8);
+    cr_assert_eq(wg_kv_reserve(kv, a, 30), 0); /* grows at the end again */
+    cr_assert_eq(wg_kv_n_free_blocks(kv), 4);
+    wg_kv_seq_free(kv, a);
+    cr_assert_eq(wg_kv_n_free_blocks(kv), 10, "blocks leaked or freed twice");
+    wg_kv_free(&kv);
+}
