@@ -32,6 +32,12 @@
 /* Fewest weight rows per claim for row kernels (M = 1). */
 #define WG_CPU_GEMV_RUN 16
 
+/* A product with fewer multiply-adds than this runs on the caller alone: a
+ * pool run (wake, join) costs a few microseconds, about what ~64K
+ * multiply-adds take on one core (tiny models: a 260K-parameter model's
+ * 64 x 64 products). Which thread computes a row never changes it. */
+#define WG_CPU_SOLO_MACS 65536
+
 static wg_cpu_kernels_t s_kern;       /* kernels in use */
 static pthread_once_t s_once = PTHREAD_ONCE_INIT;
 
@@ -275,6 +281,7 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
                         (int)wt, tr && tr->name ? tr->name : "?");
     WG_ASSERT(K % tr->blck_size == 0);
     if (N == 0 || M == 0) return WG_OK;
+    if (N * K * M < WG_CPU_SOLO_MACS) pool = NULL;
     const wg_type_t vt = tr->vec_dot_type;
     const wg_type_traits_t *vtr = wg_type_traits(vt);
     if (!vtr || (vt != WG_TYPE_F32 && !vtr->from_float))
@@ -361,6 +368,9 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
     pthread_once(&s_once, s_auto);
     bool fused = M >= 1 && n > 1;
     for (int i = 0; i < n && fused; i++) fused = s_prepared_ok(mm[i].type, K, M) && mm[i].N > 0;
+    int64_t macs = 0;
+    for (int i = 0; i < n; i++) macs += mm[i].N * K * M;
+    if (macs < WG_CPU_SOLO_MACS) pool = NULL;
     if (!fused) {
         for (int i = 0; i < n; i++) {
             wg_status st = wg_k_matmul_cpu(pool, mm[i].type, mm[i].W, mm[i].N, K, X, M, mm[i].Y);
