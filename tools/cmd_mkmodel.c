@@ -368,7 +368,8 @@ int wg_cmd_mkmodel(int argc, char **argv) {
     s_dims_t dims = *d;
     if (kv_heads) {
         if (dims.n_head % kv_heads != 0) {
-            fprintf(stderr, "waggle mkmodel: --kv-heads %ld does not divide the %d query heads of the %lld-wide preset\n",
+            fprintf(stderr,
+                    "waggle mkmodel: --kv-heads %ld does not divide the %d query heads of the %lld-wide preset\n",
                     kv_heads, dims.n_head, (long long)dims.n_embd);
             wg_gguf_writer_destroy(&w);
             return 2;

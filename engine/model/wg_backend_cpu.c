@@ -184,7 +184,8 @@ S_SCORES_AVX512(s_scores_avx512_f16, wg_half, S_LD16_F16)
  * keys, with each key block's scale widened once per block rather than per
  * 16 elements. d % 32 == 0. */
 S_AVX512_FN static inline __m512 s_q8_widen16(const int8_t *q, __m512 d) {
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)q))), d);
+    const __m512i i = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)q));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(i), d);
 }
 
 S_AVX512_FN static void s_scores_avx512_q8(const float *q, const wg_block_q8_0 *k, int64_t ks, int32_t nk, int32_t d,

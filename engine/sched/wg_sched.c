@@ -696,7 +696,8 @@ wg_status wg_sched_step(wg_sched_t *s, const wg_sched_event_t **events, size_t *
             if (q->state != S_RUNNING || !q->plan_n) continue;
             q->n_computed += q->plan_n;
             /* The next token (position n_computed) reads keys from n_computed - window + 1 on. */
-            if (s->window) s->st.kv_released_blocks += wg_kv_release_before(s->kv, q->kv_seq, q->n_computed - s->window + 1);
+            if (s->window)
+                s->st.kv_released_blocks += wg_kv_release_before(s->kv, q->kv_seq, q->n_computed - s->window + 1);
             if (q->plan_logits) s->st.n_decode_tokens++;
             s->st.n_prefill_tokens += q->plan_n - (q->plan_logits ? 1 : 0);
         }

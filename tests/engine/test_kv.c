@@ -200,7 +200,8 @@ Test(kv, q8_0_rows_are_reference_blocks) {
         if (!wg_cpu_force_simd(levels[li])) continue;
         n_levels++;
         for (int p = 0; p < 6; p++) {
-            for (int i = 0; i < 64; i++) k[i] = (float)((i * 37 + p * 11 + li) % 23 - 11) * 0.173f + (i == 5 ? 40.0f : 0.0f);
+            for (int i = 0; i < 64; i++)
+                k[i] = (float)((i * 37 + p * 11 + li) % 23 - 11) * 0.173f + (i == 5 ? 40.0f : 0.0f);
             for (int i = 0; i < 32; i++) v[i] = (float)((i * 13 + p) % 17 - 8) * -0.01f;
             wg_kv_put_k(kv, 1, a, p, k, 64);
             wg_kv_put_v(kv, 1, a, p, v, 32);

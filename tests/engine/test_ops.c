@@ -70,8 +70,10 @@ Test(ops, row_ops_split_across_the_pool_equal_one_call) {
     }
     int32_t pos[96];
     for (int i = 0; i < 96; i++) pos[i] = 7 * i + 3;
-    const wg_rope_t ropes[] = {{.style = WG_ROPE_NORM, .n_rot = 64, .base = 10000.0f, .freq_scale = 1.0f, .attn_factor = 1.0f},
-                               {.style = WG_ROPE_NEOX, .n_rot = 32, .base = 500000.0f, .freq_scale = 0.5f, .attn_factor = 1.0f}};
+    const wg_rope_t ropes[] = {
+        {.style = WG_ROPE_NORM, .n_rot = 64, .base = 10000.0f, .freq_scale = 1.0f, .attn_factor = 1.0f},
+        {.style = WG_ROPE_NEOX, .n_rot = 32, .base = 500000.0f, .freq_scale = 0.5f, .attn_factor = 1.0f},
+    };
     for (int k = 0; k < 2; k++) {
         memcpy(a, x, all * sizeof(float));
         memcpy(b, x, all * sizeof(float));
