@@ -27,11 +27,16 @@ const char *wg_status_name(wg_status st) {
     return "UNKNOWN";
 }
 
+/* Formatted into a local buffer first: callers wrap the previous reason as
+ * wg_error(st, "context: %s", wg_errmsg()), and formatting straight into
+ * s_msg would read the argument while overwriting it. */
 wg_status wg_error(wg_status st, const char *fmt, ...) {
+    char buf[sizeof s_msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s_msg, sizeof s_msg, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(s_msg, buf, strlen(buf) + 1);
     return st;
 }
 
