@@ -131,6 +131,16 @@ static void s_quant_rows(void *arg, int ith, int nth) {
     }
 }
 
+/* Quantize (and, for tile kernels, prepare) all M activation rows of c: on
+ * the pool for more than one row. */
+static void s_quantize(wg_pool_t *pool, s_mm *c) {
+    atomic_init(&c->next_row, 0);
+    if (c->M == 1 || !pool)
+        s_quant_rows(c, 0, 1);
+    else
+        wg_pool_run_any(pool, s_quant_rows, c);
+}
+
 /* One tile: weight rows [nb, ne) against every activation row. */
 static void s_dot_tile(const s_mm *c, int64_t nb, int64_t ne) {
     float s[WG_CPU_MR];
@@ -299,7 +309,6 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
         if (M == 1 && s_kern.gemv[wt]) c.gemv = s_kern.gemv[wt];
     }
     atomic_init(&c.next_tile, 0);
-    atomic_init(&c.next_row, 0);
     uint8_t *buf = NULL;
     if (vt == WG_TYPE_F32) {
         c.xq = (uint8_t *)(uintptr_t)X;  /* read only: no quantizer runs */
@@ -315,10 +324,7 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
                             xq_bytes + c.xps * (size_t)M);
         c.xq = buf;
         c.xp = buf + xq_bytes;
-        if (M == 1 || !pool)
-            s_quant_rows(&c, 0, 1);
-        else
-            wg_pool_run_any(pool, s_quant_rows, &c);
+        s_quantize(pool, &c);
     }
     wg_pool_run_any(pool, s_dot_rows, &c);
     free(buf);
@@ -396,17 +402,12 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
     uint8_t *buf = aligned_alloc(64, total + 64);
     if (!buf) return wg_error(WG_ERR_NOMEM, "wg_k_matmul_cpu_n: %zu bytes of activations", total);
     for (int j = 0; j < nv; j++) {
+        /* every product has a tile kernel (s_prepared_ok): quantize and prepare */
         uint8_t *xq = buf + off[j];
-        if (M == 1) {
-            s_prep_row(vts[j], X, K, xq);
-            continue;
-        }
         s_mm q = {.X = X, .K = K, .M = M, .quant = s_kern.quant[vts[j]], .xq = xq,
                   .xrow = wg_row_size(vts[j], K), .tile = s_kern.tile[mm[0].type], .prep = s_kern.prep[vts[j]],
                   .xp = xq + s_xq_bytes(vts[j], K, M), .xps = wg_cpu_xprep_size(vts[j], K)};
-        atomic_init(&q.next_row, 0);
-        atomic_init(&q.next_tile, 0);
-        wg_pool_run_any(pool, s_quant_rows, &q);
+        s_quantize(pool, &q);
     }
     s_mmn c;
     memset(&c, 0, sizeof c);
