@@ -598,6 +598,11 @@ typedef struct {
     _Atomic int failed;       /* a worker could not get its score buffer */
 } s_attn_job_t;
 
+/* Element i of a Q8_0 row as the SIMD loaders widen it: d * q. */
+static inline float s_q8_at(const wg_block_q8_0 *row, int32_t i) {
+    return (float)row[i / WG_QK8_0].qs[i % WG_QK8_0] * wg_fp16_to_fp32(row[i / WG_QK8_0].d);
+}
+
 /* Scores of one query head over keys [j, j+nk) of one block (row j at k). */
 static void s_attn_scores(const s_attn_job_t *job, const float *q, const void *k, int32_t nk, float *out) {
     const wg_attn_args_t *a = job->a;
@@ -623,8 +628,7 @@ static void s_attn_scores(const s_attn_job_t *job, const float *q, const void *k
             for (int32_t i = 0; i < d; i++) s += q[i] * wg_fp16_to_fp32(kk[i]);
         } else if (job->kt == WG_KV_Q8_0) {
             const wg_block_q8_0 *kk = (const wg_block_q8_0 *)k + jj * job->ks;
-            for (int32_t i = 0; i < d; i++)
-                s += q[i] * ((float)kk[i / WG_QK8_0].qs[i % WG_QK8_0] * wg_fp16_to_fp32(kk[i / WG_QK8_0].d));
+            for (int32_t i = 0; i < d; i++) s += q[i] * s_q8_at(kk, i);
         } else {
             const float *kk = (const float *)k + jj * job->ks;
             for (int32_t i = 0; i < d; i++) s += q[i] * kk[i];
@@ -656,8 +660,7 @@ static void s_attn_values(const s_attn_job_t *job, const float *w, const void *v
             for (int32_t i = 0; i < d; i++) o[i] += w[jj] * wg_fp16_to_fp32(vv[i]);
         } else if (job->kt == WG_KV_Q8_0) {
             const wg_block_q8_0 *vv = (const wg_block_q8_0 *)v + jj * job->vs;
-            for (int32_t i = 0; i < d; i++)
-                o[i] += w[jj] * ((float)vv[i / WG_QK8_0].qs[i % WG_QK8_0] * wg_fp16_to_fp32(vv[i / WG_QK8_0].d));
+            for (int32_t i = 0; i < d; i++) o[i] += w[jj] * s_q8_at(vv, i);
         } else {
             const float *vv = (const float *)v + jj * job->vs;
             for (int32_t i = 0; i < d; i++) o[i] += w[jj] * vv[i];

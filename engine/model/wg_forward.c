@@ -405,6 +405,31 @@ static wg_status s_build_moe(s_fwd_t *f, int il, const float *cur, float *out) {
     return WG_OK;
 }
 
+/* The residual adds of layer il over n rows, shared by the layer-by-layer
+ * path and the fused decode's `after` hooks. The attention output gets its
+ * post norm, then goes into x, unless the layer is a parallel block, which
+ * adds it with the FFN output: x = (a + f) + x. */
+static void s_attn_out_into_x(s_fwd_t *f, int il, float *a_out, float *x, int64_t n) {
+    const wg_model_t *m = f->m;
+    const int64_t E = m->hp.n_embd;
+    const wg_layer_t *L = &m->layers[il];
+    if (L->attn_post_norm) s_build_norm(f, a_out, n, E, L->attn_post_norm, NULL);
+    if (!(m->arch->flags & WG_F_PARALLEL))
+        for (int64_t i = 0; i < n * E; i++) x[i] += a_out[i];
+}
+
+static void s_ffn_out_into_x(s_fwd_t *f, int il, const float *a_out, float *f_out, float *x, int64_t n) {
+    const wg_model_t *m = f->m;
+    const int64_t E = m->hp.n_embd;
+    const wg_layer_t *L = &m->layers[il];
+    if (m->arch->flags & WG_F_PARALLEL) {
+        for (int64_t i = 0; i < n * E; i++) x[i] = (a_out[i] + f_out[i]) + x[i];
+        return;
+    }
+    if (L->ffn_post_norm) s_build_norm(f, f_out, n, E, L->ffn_post_norm, NULL);
+    for (int64_t i = 0; i < n * E; i++) x[i] += f_out[i];
+}
+
 /* ---- one decode token as one fused run (wg_backend_ops_t.run) ----
  * A batch of one token runs every layer and the output head as a list of
  * steps the backend executes in one job on all its threads: per layer the
@@ -429,30 +454,15 @@ static wg_status s_after_qkv(void *arg, const wg_step_t *s) {
     return WG_OK;
 }
 
-/* Attention output with a post norm: norm it, then add it in (unless the
- * layer is a parallel block, which adds it with the FFN output). */
 static wg_status s_after_attn_out(void *arg, const wg_step_t *s) {
     s_fused_t *u = arg;
-    const wg_model_t *m = u->f->m;
-    const int64_t E = m->hp.n_embd;
-    const wg_layer_t *L = &m->layers[s->layer];
-    if (L->attn_post_norm) s_build_norm(u->f, u->a_out, 1, E, L->attn_post_norm, NULL);
-    if (!(m->arch->flags & WG_F_PARALLEL))
-        for (int64_t i = 0; i < E; i++) u->x[i] += u->a_out[i];
+    s_attn_out_into_x(u->f, s->layer, u->a_out, u->x, 1);
     return WG_OK;
 }
 
 static wg_status s_after_ffn_out(void *arg, const wg_step_t *s) {
     s_fused_t *u = arg;
-    const wg_model_t *m = u->f->m;
-    const int64_t E = m->hp.n_embd;
-    const wg_layer_t *L = &m->layers[s->layer];
-    if (m->arch->flags & WG_F_PARALLEL) {
-        for (int64_t i = 0; i < E; i++) u->x[i] = (u->a_out[i] + u->f_out[i]) + u->x[i];
-        return WG_OK;
-    }
-    if (L->ffn_post_norm) s_build_norm(u->f, u->f_out, 1, E, L->ffn_post_norm, NULL);
-    for (int64_t i = 0; i < E; i++) u->x[i] += u->f_out[i];
+    s_ffn_out_into_x(u->f, s->layer, u->a_out, u->f_out, u->x, 1);
     return WG_OK;
 }
 
@@ -709,28 +719,19 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
         memcpy(cur, x, (size_t)(n * E) * sizeof(float));
         if (!(fl & WG_F_NO_PRE_NORM)) s_build_norm(&f, cur, n, E, L->attn_norm, L->attn_norm_b);
         if ((st = s_build_attn(&f, il, cur, a_out))) goto done;
-        if (L->attn_post_norm) s_build_norm(&f, a_out, n, E, L->attn_post_norm, NULL);
-        if (fl & WG_F_PARALLEL) {
-            if (L->gate_inp.data)
-                st = s_build_moe(&f, il, cur, f_out);
-            else
-                st = s_build_ffn(&f, &L->ffn_gate, &L->ffn_up, &L->ffn_down, 0, NULL, L->ffn_up_b, L->ffn_down_b,
-                                 cur, n, f_out);
-            if (st) goto done;
-            for (int64_t i = 0; i < n * E; i++) x[i] = (a_out[i] + f_out[i]) + x[i];
-            continue;
+        s_attn_out_into_x(&f, il, a_out, x, n);
+        /* A parallel block's FFN reads the attention's input norm (cur). */
+        if (!(fl & WG_F_PARALLEL)) {
+            memcpy(cur, x, (size_t)(n * E) * sizeof(float));
+            if (!(fl & WG_F_NO_PRE_NORM)) s_build_norm(&f, cur, n, E, L->ffn_norm, L->ffn_norm_b);
         }
-        for (int64_t i = 0; i < n * E; i++) x[i] += a_out[i];
-        memcpy(cur, x, (size_t)(n * E) * sizeof(float));
-        if (!(fl & WG_F_NO_PRE_NORM)) s_build_norm(&f, cur, n, E, L->ffn_norm, L->ffn_norm_b);
         if (L->gate_inp.data)
             st = s_build_moe(&f, il, cur, f_out);
         else
             st = s_build_ffn(&f, &L->ffn_gate, &L->ffn_up, &L->ffn_down, 0, NULL, L->ffn_up_b, L->ffn_down_b, cur, n,
                              f_out);
         if (st) goto done;
-        if (L->ffn_post_norm) s_build_norm(&f, f_out, n, E, L->ffn_post_norm, NULL);
-        for (int64_t i = 0; i < n * E; i++) x[i] += f_out[i];
+        s_ffn_out_into_x(&f, il, a_out, f_out, x, n);
     }
     /* Output head only for the rows that want logits. */
     int64_t n_out = 0;

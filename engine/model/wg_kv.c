@@ -60,16 +60,13 @@ const char *wg_kv_type_name(wg_kv_type_t t) {
     return (unsigned)t < sizeof s_type_names / sizeof s_type_names[0] ? s_type_names[t] : "?";
 }
 
-size_t wg_kv_type_size(wg_kv_type_t t) {
-    return t == WG_KV_F16 ? sizeof(wg_half) : t == WG_KV_F32 ? sizeof(float) : 0;
-}
-
 size_t wg_kv_row_bytes(wg_kv_type_t t, int64_t n) {
-    if (t == WG_KV_Q8_0) {
-        WG_ASSERT(n % WG_QK8_0 == 0);
-        return (size_t)(n / WG_QK8_0) * sizeof(wg_block_q8_0);
+    switch (t) {
+    case WG_KV_F32: return (size_t)n * sizeof(float);
+    case WG_KV_F16: return (size_t)n * sizeof(wg_half);
+    case WG_KV_Q8_0: WG_ASSERT(n % WG_QK8_0 == 0); return (size_t)(n / WG_QK8_0) * sizeof(wg_block_q8_0);
     }
-    return (size_t)n * wg_kv_type_size(t);
+    return 0;
 }
 
 wg_status wg_kv_type_parse(const char *s, wg_kv_type_t *t) {

@@ -46,8 +46,6 @@ typedef enum {
 const char *wg_kv_type_name(wg_kv_type_t t);
 /* Parse "f32" / "f16" / "q8_0" (case-sensitive). WG_ERR_INVAL naming `s` otherwise. */
 wg_status wg_kv_type_parse(const char *s, wg_kv_type_t *t);
-/* Bytes of one element of an F32 or F16 cache (0 for other types). */
-size_t wg_kv_type_size(wg_kv_type_t t);
 /* Bytes of a row of n elements (Q8_0: n % 32 == 0, asserted; 0 for an
  * unknown type). */
 size_t wg_kv_row_bytes(wg_kv_type_t t, int64_t n);

@@ -1051,10 +1051,15 @@ wg_kv_t *wg_model_kv_new_on(const wg_model_t *m, size_t budget_bytes, int32_t bl
     return wg_model_kv_new_typed(m, budget_bytes, block_tokens, device, WG_KV_F32);
 }
 
+/* Whether a K/V cache of `type` can hold this model's heads: Q8_0 blocks of
+ * 32 must not straddle two heads (attention reads one head's slice). */
+static bool s_kv_type_fits(const wg_hparams_t *hp, wg_kv_type_t type) {
+    return type != WG_KV_Q8_0 || (hp->head_dim % WG_QK8_0 == 0 && hp->head_dim_v % WG_QK8_0 == 0);
+}
+
 size_t wg_model_kv_token_bytes(const wg_model_t *m, wg_kv_type_t type) {
     const wg_hparams_t *hp = &m->hp;
-    if (hp->recurrent) return 0;
-    if (type == WG_KV_Q8_0 && (hp->head_dim % WG_QK8_0 != 0 || hp->head_dim_v % WG_QK8_0 != 0)) return 0;
+    if (hp->recurrent || !s_kv_type_fits(hp, type)) return 0;
     return (size_t)hp->n_layer * (size_t)hp->n_head_kv *
            (wg_kv_row_bytes(type, hp->head_dim) + wg_kv_row_bytes(type, hp->head_dim_v));
 }
@@ -1066,7 +1071,7 @@ wg_kv_t *wg_model_kv_new_typed(const wg_model_t *m, size_t budget_bytes, int32_t
     const wg_hparams_t *hp0 = &m->hp;
     if (cuda < 0) {
         if (hp0->recurrent || type == WG_KV_F32) return wg_model_kv_new(m, budget_bytes, block_tokens);
-        if (type == WG_KV_Q8_0 && (hp0->head_dim % WG_QK8_0 != 0 || hp0->head_dim_v % WG_QK8_0 != 0)) {
+        if (!s_kv_type_fits(hp0, type)) {
             wg_error(WG_ERR_UNSUPPORTED,
                      "kv type q8_0: head sizes must be multiples of %d (this model: keys %d, values %d); use f16 or f32",
                      WG_QK8_0, (int)hp0->head_dim, (int)hp0->head_dim_v);
