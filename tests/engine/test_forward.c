@@ -11,6 +11,7 @@
 #include "engine/formats/wg_gguf.h"
 #include "engine/model/wg_model.h"
 #include "wg_test.h"
+#include "wg_test_gguf.h"
 
 static wg_model_t *s_load(const char *rel) {
     wg_model_t *m = NULL;
@@ -263,13 +264,8 @@ Test(forward, load_errors_name_the_problem) {
     wg_gguf_t *g = NULL;
     cr_assert_eq(wg_gguf_open(wg_test_corpus("models/mamba/mamba-f32.gguf"), &g), WG_OK);
     wg_gguf_writer_t *w = wg_gguf_writer_new();
-    for (int64_t i = 0; i < wg_gguf_n_kv(g); i++)
-        cr_assert_eq(wg_gguf_writer_set_value(w, wg_gguf_kv_key(g, i), wg_gguf_kv_value(g, i)), WG_OK);
+    wg_test_gguf_copy(w, g, NULL);
     cr_assert_eq(wg_gguf_writer_set_str(w, "general.architecture", "mamba2"), WG_OK);
-    for (int64_t i = 0; i < wg_gguf_n_tensors(g); i++) {
-        const wg_gguf_tensor_t *t = wg_gguf_tensor(g, i);
-        cr_assert_eq(wg_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data), WG_OK);
-    }
     snprintf(p, sizeof p, "/tmp/wg_unknown_arch_%d.gguf", (int)getpid());
     cr_assert_eq(wg_gguf_writer_write(w, p), WG_OK, "%s", wg_errmsg());
     wg_gguf_writer_destroy(&w);
@@ -298,12 +294,7 @@ Test(forward, llama3_rope_scaling_hf_config_equals_gguf_rope_freqs) {
     wg_gguf_t *g = NULL;
     cr_assert_eq(wg_gguf_open(src, &g), WG_OK);
     wg_gguf_writer_t *w = wg_gguf_writer_new();
-    for (int64_t i = 0; i < wg_gguf_n_kv(g); i++)
-        cr_assert_eq(wg_gguf_writer_set_value(w, wg_gguf_kv_key(g, i), wg_gguf_kv_value(g, i)), WG_OK);
-    for (int64_t i = 0; i < wg_gguf_n_tensors(g); i++) {
-        const wg_gguf_tensor_t *t = wg_gguf_tensor(g, i);
-        cr_assert_eq(wg_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data), WG_OK);
-    }
+    wg_test_gguf_copy(w, g, NULL);
     /* Factors for factor 8, low 1, high 4, original context 8192 (n_rot 64, base 1e4). */
     float ff[32];
     int n_scaled = 0;
@@ -368,13 +359,8 @@ Test(forward, hf_yi_config_equals_gguf_twin) {
     wg_gguf_t *g = NULL;
     cr_assert_eq(wg_gguf_open(wg_test_corpus("models/llama/llama-f32.gguf"), &g), WG_OK);
     wg_gguf_writer_t *w = wg_gguf_writer_new();
-    for (int64_t i = 0; i < wg_gguf_n_kv(g); i++)
-        cr_assert_eq(wg_gguf_writer_set_value(w, wg_gguf_kv_key(g, i), wg_gguf_kv_value(g, i)), WG_OK);
+    wg_test_gguf_copy(w, g, NULL);
     cr_assert_eq(wg_gguf_writer_set_f32(w, "llama.rope.freq_base", 5000000.0f), WG_OK);
-    for (int64_t i = 0; i < wg_gguf_n_tensors(g); i++) {
-        const wg_gguf_tensor_t *t = wg_gguf_tensor(g, i);
-        cr_assert_eq(wg_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data), WG_OK);
-    }
     char dir[] = "/tmp/wg_yi_XXXXXX";
     cr_assert(mkdtemp(dir));
     char gpath[4200], cpath[4200], spath[4200], target[4200];

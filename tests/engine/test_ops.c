@@ -202,6 +202,20 @@ static int s_arun(const s_acase_t *c, wg_kv_t *kv, const int32_t *lens, int n_se
     return n;
 }
 
+/* Whether case c's head sizes fit a cache of `type` (Q8_0: multiples of 32). */
+static bool s_type_takes(wg_kv_type_t type, const s_acase_t *c) {
+    return type != WG_KV_Q8_0 || (c->hd % 32 == 0 && c->hdv % 32 == 0);
+}
+
+/* 16 tokens of random queries for case ci (uniform [-1, 1)); caller frees. */
+static float *s_aqueries(const s_acase_t *c, size_t ci) {
+    const int64_t qs = (int64_t)c->n_head * c->hd;
+    float *q = malloc((size_t)(16 * qs) * sizeof(float));
+    uint32_t st = 99u + (uint32_t)ci;
+    for (int64_t i = 0; i < 16 * qs; i++) q[i] = s_rand(&st) / 8.0f;
+    return q;
+}
+
 /* A cache of `type` against an F32 cache holding the values it stores (round:
  * how they are rounded), bitwise, and batched against each token alone, at
  * every SIMD level the CPU has; cases whose head sizes the type takes. */
@@ -214,17 +228,15 @@ static void s_attention_equals_rounded_f32(wg_kv_type_t type, s_round_t round) {
         if (!wg_cpu_force_simd(levels[li])) continue;
         for (size_t ci = 0; ci < sizeof s_acases / sizeof s_acases[0]; ci++) {
             const s_acase_t *c = &s_acases[ci];
-            if (type == WG_KV_Q8_0 && (c->hd % 32 != 0 || c->hdv % 32 != 0)) continue;
+            if (!s_type_takes(type, c)) continue;
             n_cases++;
             const int n_seq = 5;
             wg_kv_t *kt = s_acache(c, s_alens[ci], n_seq, type, S_EXACT);
             wg_kv_t *k32r = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, round);
-            const int64_t qs = (int64_t)c->n_head * c->hd, os = (int64_t)c->n_head * c->hdv;
-            float *q = malloc((size_t)(16 * qs) * sizeof(float));
+            const int64_t os = (int64_t)c->n_head * c->hdv;
+            float *q = s_aqueries(c, ci);
             float *ot = calloc((size_t)(16 * os), sizeof(float)), *o32r = calloc((size_t)(16 * os), sizeof(float));
             float *alone = calloc((size_t)(16 * os), sizeof(float));
-            uint32_t st = 99u + (uint32_t)ci;
-            for (int64_t i = 0; i < 16 * qs; i++) q[i] = s_rand(&st) / 8.0f;
             const int n = s_arun(c, kt, s_alens[ci], n_seq, q, pool, -1, ot);
             s_arun(c, k32r, s_alens[ci], n_seq, q, pool, -1, o32r);
             for (int64_t i = 0; i < n * os; i++)
@@ -266,15 +278,13 @@ static void s_attention_within_bound(wg_kv_type_t type, double bound) {
     double worst = 0;
     for (size_t ci = 0; ci < sizeof s_acases / sizeof s_acases[0]; ci++) {
         const s_acase_t *c = &s_acases[ci];
-        if (type == WG_KV_Q8_0 && (c->hd % 32 != 0 || c->hdv % 32 != 0)) continue;
+        if (!s_type_takes(type, c)) continue;
         const int n_seq = 5;
         wg_kv_t *kt = s_acache(c, s_alens[ci], n_seq, type, S_EXACT);
         wg_kv_t *k32 = s_acache(c, s_alens[ci], n_seq, WG_KV_F32, S_EXACT);
-        const int64_t qs = (int64_t)c->n_head * c->hd, os = (int64_t)c->n_head * c->hdv;
-        float *q = malloc((size_t)(16 * qs) * sizeof(float));
+        const int64_t os = (int64_t)c->n_head * c->hdv;
+        float *q = s_aqueries(c, ci);
         float *ot = calloc((size_t)(16 * os), sizeof(float)), *o32 = calloc((size_t)(16 * os), sizeof(float));
-        uint32_t st = 99u + (uint32_t)ci;
-        for (int64_t i = 0; i < 16 * qs; i++) q[i] = s_rand(&st) / 8.0f;
         const int n = s_arun(c, kt, s_alens[ci], n_seq, q, pool, -1, ot);
         s_arun(c, k32, s_alens[ci], n_seq, q, pool, -1, o32);
         double md = 0;

@@ -10,6 +10,7 @@
 #include "engine/formats/wg_gguf.h"
 #include "engine/model/wg_model.h"
 #include "wg_test.h"
+#include "wg_test_gguf.h"
 
 static wg_model_t *s_load(const char *rel) {
     wg_model_t *m = NULL;
@@ -218,13 +219,7 @@ static void s_write_without(const char *rel, const char *drop, const char *out) 
     wg_gguf_t *g = NULL;
     cr_assert_eq(wg_gguf_open(wg_test_corpus(rel), &g), WG_OK);
     wg_gguf_writer_t *w = wg_gguf_writer_new();
-    for (int64_t i = 0; i < wg_gguf_n_kv(g); i++)
-        if (strcmp(wg_gguf_kv_key(g, i), drop) != 0)
-            cr_assert_eq(wg_gguf_writer_set_value(w, wg_gguf_kv_key(g, i), wg_gguf_kv_value(g, i)), WG_OK);
-    for (int64_t i = 0; i < wg_gguf_n_tensors(g); i++) {
-        const wg_gguf_tensor_t *t = wg_gguf_tensor(g, i);
-        cr_assert_eq(wg_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data), WG_OK);
-    }
+    wg_test_gguf_copy(w, g, drop);
     cr_assert_eq(wg_gguf_writer_write(w, out), WG_OK, "%s", wg_errmsg());
     wg_gguf_writer_destroy(&w);
     wg_gguf_close(&g);

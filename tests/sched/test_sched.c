@@ -8,11 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/formats/wg_gguf.h"
 #include "engine/model/wg_model.h"
 #include "engine/sched/wg_sched.h"
 #include "engine/tokenizer/wg_tok.h"
 #include "wg_test.h"
+#include "wg_test_gguf.h"
 
 typedef struct {
     int32_t prompt[256];    /* prompt ids */
@@ -583,13 +583,8 @@ static void load_swa(char *path, size_t len) {
     wg_gguf_t *g = NULL;
     cr_assert_eq(wg_gguf_open(wg_test_corpus("models/llama/llama-f32.gguf"), &g), WG_OK, "%s", wg_errmsg());
     wg_gguf_writer_t *w = wg_gguf_writer_new();
-    for (int64_t i = 0; i < wg_gguf_n_kv(g); i++)
-        cr_assert_eq(wg_gguf_writer_set_value(w, wg_gguf_kv_key(g, i), wg_gguf_kv_value(g, i)), WG_OK);
+    wg_test_gguf_copy(w, g, NULL);
     cr_assert_eq(wg_gguf_writer_set_u32(w, "llama.attention.sliding_window", 8), WG_OK);
-    for (int64_t i = 0; i < wg_gguf_n_tensors(g); i++) {
-        const wg_gguf_tensor_t *t = wg_gguf_tensor(g, i);
-        cr_assert_eq(wg_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data), WG_OK);
-    }
     snprintf(path, len, "/tmp/wg_swa_%d.gguf", (int)getpid());
     cr_assert_eq(wg_gguf_writer_write(w, path), WG_OK, "%s", wg_errmsg());
     wg_gguf_writer_destroy(&w);
