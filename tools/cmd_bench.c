@@ -7,6 +7,7 @@
 #include "waggle.h"
 
 int wg_bench_engine_main(int argc, char **argv); /* tools/bench_engine.c */
+int wg_bench_attn(int argc, char **argv);        /* tools/bench_attn.c */
 
 typedef struct {
     const char *name;                    /* suite name on the command line */
@@ -16,6 +17,7 @@ typedef struct {
 static const s_suite_t s_suites[] = {
     {"kernels", wg_bench_kernels},
     {"engine", wg_bench_engine_main},
+    {"attention", wg_bench_attn},
 };
 
 int wg_cmd_bench(int argc, char **argv) {
@@ -25,6 +27,6 @@ int wg_cmd_bench(int argc, char **argv) {
     }
     /* No suite named (`waggle bench -m MODEL ...`): the engine benchmark. */
     if (argc >= 2 && argv[1][0] == '-') return wg_bench_engine_main(argc, argv);
-    fprintf(stderr, "waggle bench: suites are 'kernels' and 'engine' (or: waggle bench -m MODEL ...)\n");
+    fprintf(stderr, "waggle bench: suites are 'kernels', 'engine' and 'attention' (or: waggle bench -m MODEL ...)\n");
     return 2;
 }

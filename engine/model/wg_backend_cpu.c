@@ -342,6 +342,111 @@ S_AVX512_FN static void s_vacc_avx512_q8(float *o, const float *w, const wg_bloc
     }
 }
 
+/* Q8_0 elements i..i+15 (i % 16 == 0) widened as d * q: the floats of
+ * s_q8_widen16 with the block's scale. */
+S_AVX512_FN static inline __m512 s_ld16_q8(const wg_block_q8_0 *b, int32_t i) {
+    const wg_block_q8_0 *bl = b + i / WG_QK8_0;
+    return s_q8_widen16(bl->qs + i % WG_QK8_0, _mm512_set1_ps(_cvtsh_ss(bl->d)));
+}
+#define S_LD16_Q8(p, i) s_ld16_q8((p), (i))
+
+/* Grouped-query attention: HN query heads (HN <= 4) that share one kv head.
+ * Scores: out_h[j] = scale * dot(q_h, k + j*ks) for j < nk, head h's query
+ * at q + h*q_hs and scores at out + h*o_hs (room for nk rounded up to 8, as
+ * s_scores_avx512). Each key's slice is widened once for all HN heads, four
+ * keys at a time. Per head and key it is s_scores_avx512's arithmetic: the
+ * same 16-lane FMA chain over the elements, the same fold to 8 lanes and the
+ * same pairwise tree of the horizontal sum (hadd of hadds, then the two
+ * 128-bit halves), so the scores are bitwise those of the one-head kernel. */
+#define S_SCORES_GQA_AVX512(NAME, T, LD)                                                                        \
+    S_AVX512_FN __attribute__((always_inline)) static inline void NAME##_hn(                                     \
+        const float *q, int64_t q_hs, const T *k, int64_t ks, int32_t nk, int32_t d, float scale, float *out,   \
+        int64_t o_hs, const int HN) {                                                                           \
+        for (int32_t j0 = 0; j0 < nk; j0 += 4) {                                                                \
+            const T *kp[4];                                                                                     \
+            for (int r = 0; r < 4; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;              \
+            __m512 acc[4][4];                                                                                   \
+            _Pragma("GCC unroll 4") for (int h = 0; h < HN; h++)                                                \
+                _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) acc[h][r] = _mm512_setzero_ps();            \
+            for (int32_t i = 0; i < d; i += 16) {                                                               \
+                __m512 kv[4];                                                                                   \
+                _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) kv[r] = LD(kp[r], i);                       \
+                _Pragma("GCC unroll 4") for (int h = 0; h < HN; h++) {                                          \
+                    const __m512 qv = _mm512_loadu_ps(q + h * q_hs + i);                                        \
+                    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)                                         \
+                        acc[h][r] = _mm512_fmadd_ps(qv, kv[r], acc[h][r]);                                      \
+                }                                                                                               \
+            }                                                                                                   \
+            _Pragma("GCC unroll 4") for (int h = 0; h < HN; h++) {                                              \
+                const __m256 u = _mm256_hadd_ps(_mm256_hadd_ps(s_fold512(acc[h][0]), s_fold512(acc[h][1])),     \
+                                                _mm256_hadd_ps(s_fold512(acc[h][2]), s_fold512(acc[h][3])));    \
+                const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));           \
+                _mm_storeu_ps(out + h * o_hs + j0, _mm_mul_ps(s4, _mm_set1_ps(scale)));                         \
+            }                                                                                                   \
+        }                                                                                                       \
+    }                                                                                                           \
+    S_AVX512_FN static void NAME(const float *q, int64_t q_hs, const T *k, int64_t ks, int32_t nk, int32_t d,   \
+                                 float scale, float *out, int64_t o_hs, int32_t nh) {                           \
+        for (int32_t h0 = 0; h0 < nh; h0 += 4) {                                                                \
+            const float *qh = q + h0 * q_hs;                                                                    \
+            float *oh = out + h0 * o_hs;                                                                        \
+            switch (nh - h0 < 4 ? nh - h0 : 4) {                                                                \
+            case 4: NAME##_hn(qh, q_hs, k, ks, nk, d, scale, oh, o_hs, 4); break;                               \
+            case 3: NAME##_hn(qh, q_hs, k, ks, nk, d, scale, oh, o_hs, 3); break;                               \
+            case 2: NAME##_hn(qh, q_hs, k, ks, nk, d, scale, oh, o_hs, 2); break;                               \
+            default: NAME##_hn(qh, q_hs, k, ks, nk, d, scale, oh, o_hs, 1); break;                              \
+            }                                                                                                   \
+        }                                                                                                       \
+    }
+S_SCORES_GQA_AVX512(s_scores_gqa_avx512, float, S_LD16_F32)
+S_SCORES_GQA_AVX512(s_scores_gqa_avx512_f16, wg_half, S_LD16_F16)
+S_SCORES_GQA_AVX512(s_scores_gqa_avx512_q8, wg_block_q8_0, S_LD16_Q8)
+
+/* Values for HN query heads (HN <= 4) sharing one kv head's slice:
+ * o_h[i] += sum_j w_h[j] * v[j*vs + i], head h's weights at w + h*w_hs and
+ * output at o + h*o_hs; d % 64 == 0. Each value row is widened once for the
+ * HN heads; per head and element it is s_vacc_avx512's FMA chain (one FMA
+ * per key, keys in order), so the bits are the same. */
+#define S_VACC_GQA_AVX512(NAME, T, LD)                                                                          \
+    S_AVX512_FN __attribute__((always_inline)) static inline void NAME##_hn(                                     \
+        float *o, int64_t o_hs, const float *w, int64_t w_hs, const T *v, int64_t vs, int32_t nk, int32_t c,    \
+        const int HN) {                                                                                         \
+        __m512 acc[4][4];                                                                                       \
+        _Pragma("GCC unroll 4") for (int h = 0; h < HN; h++)                                                    \
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)                                                 \
+                acc[h][r] = _mm512_loadu_ps(o + h * o_hs + c + 16 * r);                                         \
+        for (int32_t j = 0; j < nk; j++) {                                                                      \
+            const T *vp = v + j * vs;                                                                           \
+            __m512 vv[4];                                                                                       \
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) vv[r] = LD(vp, c + 16 * r);                     \
+            _Pragma("GCC unroll 4") for (int h = 0; h < HN; h++) {                                              \
+                const __m512 wj = _mm512_set1_ps(w[h * w_hs + j]);                                              \
+                _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)                                             \
+                    acc[h][r] = _mm512_fmadd_ps(wj, vv[r], acc[h][r]);                                          \
+            }                                                                                                   \
+        }                                                                                                       \
+        _Pragma("GCC unroll 4") for (int h = 0; h < HN; h++)                                                    \
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)                                                 \
+                _mm512_storeu_ps(o + h * o_hs + c + 16 * r, acc[h][r]);                                         \
+    }                                                                                                           \
+    S_AVX512_FN static void NAME(float *o, int64_t o_hs, const float *w, int64_t w_hs, const T *v, int64_t vs,  \
+                                 int32_t nk, int32_t d, int32_t nh) {                                           \
+        for (int32_t c = 0; c < d; c += 64)                                                                     \
+            for (int32_t h0 = 0; h0 < nh; h0 += 4) {                                                            \
+                float *oh = o + h0 * o_hs;                                                                      \
+                const float *wh = w + h0 * w_hs;                                                                \
+                switch (nh - h0 < 4 ? nh - h0 : 4) {                                                            \
+                case 4: NAME##_hn(oh, o_hs, wh, w_hs, v, vs, nk, c, 4); break;                                  \
+                case 3: NAME##_hn(oh, o_hs, wh, w_hs, v, vs, nk, c, 3); break;                                  \
+                case 2: NAME##_hn(oh, o_hs, wh, w_hs, v, vs, nk, c, 2); break;                                  \
+                default: NAME##_hn(oh, o_hs, wh, w_hs, v, vs, nk, c, 1); break;                                 \
+                }                                                                                               \
+            }                                                                                                   \
+    }
+S_VACC_GQA_AVX512(s_vacc_gqa_avx512, float, S_LD16_F32)
+S_VACC_GQA_AVX512(s_vacc_gqa_avx512_f16, wg_half, S_LD16_F16)
+S_VACC_GQA_AVX512(s_vacc_gqa_avx512_q8, wg_block_q8_0, S_LD16_Q8)
+
 /* Sum of x[i]^2 (squares rounded to float, as the scalar loop) and sum of x[i],
  * both in double; i < n8 (n8 % 8 == 0). */
 S_AVX2_FN static void s_sums_avx2(const float *x, int64_t n8, double *sq, double *sm) {
@@ -668,6 +773,47 @@ static void s_attn_values(const s_attn_job_t *job, const float *w, const void *v
     }
 }
 
+/* The grp query heads of one kv head at once (scores of head g at
+ * out + g*sc_n): true when a shared-slice kernel ran, false when the caller
+ * goes head by head (one head per kv head, or no AVX-512 path for the head
+ * size). Bitwise the same numbers either way. */
+static bool s_attn_scores_gqa(const s_attn_job_t *job, const float *q, const void *k, int32_t nk, float *out) {
+#if S_X86
+    const wg_attn_args_t *a = job->a;
+    const int32_t d = a->head_dim;
+    if (job->grp < 2 || job->lv != S_AVX512 || d % 16) return false;
+    if (job->kt == WG_KV_F16)
+        s_scores_gqa_avx512_f16(q, d, k, job->ks, nk, d, a->scale, out, job->sc_n, job->grp);
+    else if (job->kt == WG_KV_Q8_0)
+        s_scores_gqa_avx512_q8(q, d, k, job->ks, nk, d, a->scale, out, job->sc_n, job->grp);
+    else
+        s_scores_gqa_avx512(q, d, k, job->ks, nk, d, a->scale, out, job->sc_n, job->grp);
+    return true;
+#else
+    (void)job, (void)q, (void)k, (void)nk, (void)out;
+    return false;
+#endif
+}
+
+/* Values of the grp query heads of one kv head (weights of head g at
+ * w + g*sc_n, output at o + g*head_dim_v); as s_attn_scores_gqa. */
+static bool s_attn_values_gqa(const s_attn_job_t *job, const float *w, const void *v, int32_t nk, float *o) {
+#if S_X86
+    const int32_t d = job->a->head_dim_v;
+    if (job->grp < 2 || job->lv != S_AVX512 || d % 64) return false;
+    if (job->kt == WG_KV_F16)
+        s_vacc_gqa_avx512_f16(o, d, w, job->sc_n, v, job->vs, nk, d, job->grp);
+    else if (job->kt == WG_KV_Q8_0)
+        s_vacc_gqa_avx512_q8(o, d, w, job->sc_n, v, job->vs, nk, d, job->grp);
+    else
+        s_vacc_gqa_avx512(o, d, w, job->sc_n, v, job->vs, nk, d, job->grp);
+    return true;
+#else
+    (void)job, (void)w, (void)v, (void)nk, (void)o;
+    return false;
+#endif
+}
+
 /* Prefetch n rows (stride bytes apart) of `bytes` bytes each, from p. */
 static inline void s_prefetch_rows(const char *p, int32_t n, size_t stride, size_t bytes) {
     for (int32_t r = 0; r < n; r++)
@@ -784,10 +930,11 @@ static void s_attn_item(const s_attn_job_t *job, int64_t t, int32_t hk0, int32_t
         for (int32_t hk = hk0; hk < hk1; hk++, sl++) {
             if (pf) s_attn_prefetch(job, &w, sl + pf);
             const void *k = w.kb[bi] + (size_t)hk * job->k_sl;
-            for (int32_t g = 0; g < grp; g++) {
-                const int32_t h = hk * grp + g;
-                s_attn_scores(job, qt + (int64_t)h * d, k, nk, sc + (h - hk0 * grp) * job->sc_n + (j - p0));
-            }
+            const int32_t h = hk * grp;
+            float *sh = sc + (h - hk0 * grp) * job->sc_n + (j - p0);
+            if (!s_attn_scores_gqa(job, qt + (int64_t)h * d, k, nk, sh))
+                for (int32_t g = 0; g < grp; g++)
+                    s_attn_scores(job, qt + (int64_t)(h + g) * d, k, nk, sh + g * job->sc_n);
         }
         j += nk;
     }
@@ -801,10 +948,11 @@ static void s_attn_item(const s_attn_job_t *job, int64_t t, int32_t hk0, int32_t
         for (int32_t hk = hk0; hk < hk1; hk++, sl++) {
             if (pf) s_attn_prefetch(job, &w, sl + pf);
             const void *v = w.vb[bi] + (size_t)hk * job->v_sl;
-            for (int32_t g = 0; g < grp; g++) {
-                const int32_t h = hk * grp + g;
-                s_attn_values(job, sc + (h - hk0 * grp) * job->sc_n + (j - p0), v, nk, ot + (int64_t)h * dv);
-            }
+            const int32_t h = hk * grp;
+            const float *wh = sc + (h - hk0 * grp) * job->sc_n + (j - p0);
+            if (!s_attn_values_gqa(job, wh, v, nk, ot + (int64_t)h * dv))
+                for (int32_t g = 0; g < grp; g++)
+                    s_attn_values(job, wh + g * job->sc_n, v, nk, ot + (int64_t)(h + g) * dv);
         }
         j += nk;
     }

@@ -140,13 +140,18 @@ static void s_round_q8(float *x, int32_t n) {
     wg_k_dequant_q8_0_ref(b, x, n);
 }
 
-static wg_kv_t *s_acache(const s_acase_t *c, const int32_t *lens, int n_seq, wg_kv_type_t type, s_round_t round) {
+/* rep > 1: every kv head stored rep times over (kv head h as heads
+ * h*rep .. h*rep+rep-1), the cache an MHA model with those heads would hold. */
+static wg_kv_t *s_acache_rep(const s_acase_t *c, const int32_t *lens, int n_seq, wg_kv_type_t type, s_round_t round,
+                             int32_t rep) {
     const int32_t kd = c->n_kv * c->hd, vd = c->n_kv * c->hdv;
+    const int32_t kdr = kd * rep, vdr = vd * rep;
     size_t tok = 0;
     for (int s = 0; s < n_seq; s++) tok += (size_t)lens[s] + (size_t)c->bt;
-    wg_kv_t *kv = wg_kv_new_typed(1, kd, vd, c->bt, tok * (wg_kv_row_bytes(type, kd) + wg_kv_row_bytes(type, vd)), type);
+    wg_kv_t *kv =
+        wg_kv_new_typed(1, kdr, vdr, c->bt, tok * (wg_kv_row_bytes(type, kdr) + wg_kv_row_bytes(type, vdr)), type);
     cr_assert(kv, "%s", wg_errmsg());
-    float *row = malloc((size_t)(kd + vd) * sizeof(float));
+    float *row = malloc((size_t)(kd + vd) * sizeof(float)), *rrow = malloc((size_t)(kdr + vdr) * sizeof(float));
     uint32_t st = 777u;
     for (int s = 0; s < n_seq; s++) {
         int32_t id;
@@ -162,13 +167,22 @@ static wg_kv_t *s_acache(const s_acase_t *c, const int32_t *lens, int n_seq, wg_
                 s_round_q8(row, kd);
                 s_round_q8(row + kd, vd);
             }
-            wg_kv_put_k(kv, 0, s, p, row, kd);
-            wg_kv_put_v(kv, 0, s, p, row + kd, vd);
+            for (int32_t h = 0; h < c->n_kv * rep; h++) {
+                memcpy(rrow + h * c->hd, row + (h / rep) * c->hd, (size_t)c->hd * sizeof(float));
+                memcpy(rrow + kdr + h * c->hdv, row + kd + (h / rep) * c->hdv, (size_t)c->hdv * sizeof(float));
+            }
+            wg_kv_put_k(kv, 0, s, p, rrow, kdr);
+            wg_kv_put_v(kv, 0, s, p, rrow + kdr, vdr);
         }
         cr_assert_eq(wg_kv_seq_set_len(kv, s, lens[s]), WG_OK);
     }
     free(row);
+    free(rrow);
     return kv;
+}
+
+static wg_kv_t *s_acache(const s_acase_t *c, const int32_t *lens, int n_seq, wg_kv_type_t type, s_round_t round) {
+    return s_acache_rep(c, lens, n_seq, type, round, 1);
 }
 
 /* The last position of every sequence plus two earlier ones (prefill rows):
@@ -268,6 +282,50 @@ Test(ops, attention_f16_cache_equals_f32_cache_of_rounded_values_and_is_batch_in
 /* The kernels widen each Q8_0 element to d * q, exact in float. */
 Test(ops, attention_q8_0_cache_equals_f32_cache_of_dequantized_values_and_is_batch_invariant) {
     s_attention_equals_rounded_f32(WG_KV_Q8_0, S_ROUNDQ8);
+}
+
+/* Grouped-query attention (kv heads shared by n_head / n_kv query heads)
+ * equals multi-head attention over a cache holding every kv head once per
+ * query head, bitwise, for every cache type at every SIMD level: the kernels
+ * that serve a group's heads together give each head the numbers it gets
+ * alone. */
+Test(ops, attention_gqa_equals_mha_over_replicated_kv_heads) {
+    static const char *const levels[] = {"scalar", "avx2", "avx512"};
+    static const wg_kv_type_t types[] = {WG_KV_F32, WG_KV_F16, WG_KV_Q8_0};
+    wg_pool_t *pool = wg_pool_new(2);
+    int n_cases = 0;
+    for (int li = 0; li < 3; li++) {
+        if (!wg_cpu_force_simd(levels[li])) continue;
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+            for (size_t ci = 0; ci < sizeof s_acases / sizeof s_acases[0]; ci++) {
+                const s_acase_t *c = &s_acases[ci];
+                if (c->n_kv == c->n_head || !s_type_takes(types[ti], c)) continue;
+                n_cases++;
+                const int n_seq = 5;
+                s_acase_t mha = *c;
+                mha.n_kv = c->n_head;
+                wg_kv_t *kg = s_acache(c, s_alens[ci], n_seq, types[ti], S_EXACT);
+                wg_kv_t *km = s_acache_rep(c, s_alens[ci], n_seq, types[ti], S_EXACT, c->n_head / c->n_kv);
+                const int64_t os = (int64_t)c->n_head * c->hdv;
+                float *q = s_aqueries(c, ci);
+                float *og = calloc((size_t)(16 * os), sizeof(float)), *om = calloc((size_t)(16 * os), sizeof(float));
+                const int n = s_arun(c, kg, s_alens[ci], n_seq, q, pool, -1, og);
+                s_arun(&mha, km, s_alens[ci], n_seq, q, pool, -1, om);
+                for (int64_t i = 0; i < n * os; i++)
+                    cr_assert(memcmp(&og[i], &om[i], sizeof(float)) == 0,
+                              "%s %s case %zu: token %lld head elem %lld: GQA %.9g, MHA over replicated heads %.9g",
+                              wg_kv_type_name(types[ti]), levels[li], ci, (long long)(i / os), (long long)(i % os),
+                              (double)og[i], (double)om[i]);
+                free(q);
+                free(og);
+                free(om);
+                wg_kv_free(&kg);
+                wg_kv_free(&km);
+            }
+    }
+    wg_cpu_force_simd(NULL);
+    cr_assert_geq(n_cases, 8);
+    wg_pool_destroy(&pool);
 }
 
 /* Max |attention over a cache of `type` - over an F32 cache of the same
