@@ -9,11 +9,14 @@
  * recompute is invisible in the output. */
 #include "wg_sched.h"
 
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "../model/wg_arch.h" /* wg_layer_is_swa */
+#include "kernels/cpu/wg_cpu_impl.h" /* wg_pool_run_any */
 
 typedef enum { S_WAITING, S_RUNNING } s_state_t;
 
@@ -69,6 +72,7 @@ struct wg_sched {
     s_seq_t **order;          /* [cap_seqs] scratch for sorting */
     wg_batch_tok_t *batch;    /* [max_batch_tokens] step batch */
     s_seq_t **out_seq;        /* [max_seqs] sequences whose logits row is i */
+    wg_sample_t *smp;         /* [max_seqs] this step's samples, row i for out_seq[i] */
     int32_t n_out;            /* logits rows in this step */
     float *logits;            /* [max_seqs][n_vocab] */
     wg_sched_event_t *ev;     /* [cap_ev] this step's events */
@@ -165,8 +169,9 @@ wg_sched_t *wg_sched_new(const wg_model_t *model, const wg_tok_t *tok, const wg_
     if (!s->pool) goto fail;
     s->batch = malloc((size_t)c.max_batch_tokens * sizeof *s->batch);
     s->out_seq = malloc((size_t)c.max_seqs * sizeof *s->out_seq);
+    s->smp = malloc((size_t)c.max_seqs * sizeof *s->smp);
     s->logits = malloc((size_t)c.max_seqs * (size_t)s->n_vocab * sizeof(float));
-    if (!s->batch || !s->out_seq || !s->logits) {
+    if (!s->batch || !s->out_seq || !s->smp || !s->logits) {
         wg_error(WG_ERR_NOMEM, "sched: step buffers for %d tokens, %d sequences", c.max_batch_tokens,
                  c.max_seqs);
         goto fail;
@@ -203,6 +208,7 @@ void wg_sched_free(wg_sched_t **ps) {
     free(s->order);
     free(s->batch);
     free(s->out_seq);
+    free(s->smp);
     free(s->logits);
     free(s->ev);
     free(s->ev_text_off);
@@ -664,6 +670,60 @@ out:
     return st;
 }
 
+/* Sampling of one step's logits rows on the forward threads: each row has
+ * its own sequence's sampler (state and random stream), so which thread
+ * draws a row never changes the token. The first failure (by row) is kept
+ * with its message, as the worker's own error text is thread-local. */
+typedef struct {
+    wg_sched_t *s;
+    int32_t n;
+    _Atomic int32_t next;
+    _Atomic int32_t bad_row; /* first failing row, or n */
+    wg_status bad_st;        /* its status */
+    char msg[1024];          /* and message */
+    _Atomic int msg_lock;    /* guards the three */
+} s_sample_job_t;
+
+static void s_sample_part(void *arg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    s_sample_job_t *j = arg;
+    for (;;) {
+        const int32_t r = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (r >= j->n) break;
+        wg_sched_t *s = j->s;
+        const wg_status st =
+            wg_sampler_sample(s->out_seq[r]->sampler, s->logits + (size_t)r * (size_t)s->n_vocab, &s->smp[r]);
+        if (st) {
+            int expect = 0;
+            while (!atomic_compare_exchange_weak(&j->msg_lock, &expect, 1)) expect = 0;
+            if (r < atomic_load(&j->bad_row)) {
+                atomic_store(&j->bad_row, r);
+                j->bad_st = st;
+                snprintf(j->msg, sizeof j->msg, "%s", wg_errmsg());
+            }
+            atomic_store(&j->msg_lock, 0);
+        }
+    }
+}
+
+/* Below this many rows the caller samples alone (waking the pool costs more). */
+#define S_SAMPLE_PAR_MIN 4
+
+static wg_status s_sample_rows(wg_sched_t *s, int32_t n) {
+    s_sample_job_t j = {.s = s, .n = n};
+    atomic_init(&j.next, 0);
+    atomic_init(&j.bad_row, n);
+    atomic_init(&j.msg_lock, 0);
+    if (n >= S_SAMPLE_PAR_MIN && wg_pool_size(s->pool) > 1)
+        wg_pool_run_any(s->pool, s_sample_part, &j);
+    else
+        s_sample_part(&j, 0, 1);
+    if (atomic_load(&j.bad_row) < n)
+        return wg_error(j.bad_st, "%s", j.msg);
+    return WG_OK;
+}
+
 wg_status wg_sched_step(wg_sched_t *s, const wg_sched_event_t **events, size_t *n_events) {
     WG_ASSERT(s && events && n_events);
     wg_status st = WG_OK;
@@ -701,10 +761,10 @@ wg_status wg_sched_step(wg_sched_t *s, const wg_sched_event_t **events, size_t *
             if (q->plan_logits) s->st.n_decode_tokens++;
             s->st.n_prefill_tokens += q->plan_n - (q->plan_logits ? 1 : 0);
         }
+        if ((st = s_sample_rows(s, n_out))) goto fix;
         for (int32_t r = 0; r < n_out; r++) {
             s_seq_t *q = s->out_seq[r];
-            wg_sample_t smp;
-            if ((st = wg_sampler_sample(q->sampler, s->logits + (size_t)r * (size_t)s->n_vocab, &smp))) goto fix;
+            const wg_sample_t smp = s->smp[r];
             if (q->n_toks == q->cap_toks) {
                 int32_t nc = q->cap_toks * 2;
                 int32_t *nt = realloc(q->toks, (size_t)nc * sizeof(int32_t));
