@@ -29,9 +29,12 @@ typedef struct {
     int32_t n_head_kv; /* kv heads */
 } s_dims_t;
 
-/* Shapes of real models, smallest first (head_dim 64 or 128). */
+/* Shapes of real models, smallest first (head_dim 64 or 128). The ~100M
+ * shape has 4 kv heads for its 12 query heads: the 3:1 grouped-query
+ * attention of today's ~125M Llama-family models (SmolLM-135M,
+ * MobileLLM-125M); --kv-heads 12 gives the multi-head variant. */
 static const s_dims_t s_presets[] = {
-    {256, 4, 768, 4, 4},       {512, 8, 1536, 8, 8},       {768, 12, 2048, 12, 12},
+    {256, 4, 768, 4, 4},       {512, 8, 1536, 8, 8},       {768, 12, 2048, 12, 4},
     {1024, 16, 2816, 16, 8},   {1536, 20, 4096, 12, 4},    {2048, 16, 8192, 32, 8},
     {2048, 22, 5632, 32, 4},   {3072, 28, 8192, 24, 8},    {4096, 32, 11008, 32, 32},
     {4096, 32, 14336, 32, 8},  {5120, 40, 13824, 40, 40},  {8192, 80, 28672, 64, 8},
@@ -277,7 +280,7 @@ static void s_usage(FILE *f) {
     fprintf(f, "usage: waggle mkmodel --params N[K|M|B] -o FILE [--arch llama|qwen2|qwen3] [--type TYPE]\n"
                "                      [--vocab VOCAB.gguf] [--vocab-size N] [--kv-heads N] [--seed S]\n"
                "  --kv-heads N  key/value heads (grouped-query attention; must divide the preset's query\n"
-               "                heads; default: the preset's, e.g. 12 of 12 for ~100M, 8 of 32 for ~7B)\n"
+               "                heads; default: the preset's, e.g. 4 of 12 for ~100M, 8 of 32 for ~7B)\n"
                "  TYPE: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q4_K_M Q5_K Q5_K_M Q6_K IQ4_NL IQ4_XS\n");
 }
 
