@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "bench_membw.h"
 #include "common/wg_status.h"
 #include "engine/model/wg_backend.h"
@@ -25,17 +26,6 @@ typedef struct {
     wg_kv_type_t kt;
     int json;
 } s_opts;
-
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int s_cmp(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static void s_usage(FILE *f) {
     fprintf(f, "usage: waggle bench attention [--seqs 32] [--ctx 192] [--layers 12] [--heads 12] [--kv-heads 12]\n"
@@ -168,7 +158,7 @@ int wg_bench_attn(int argc, char **argv) {
     double bw_best = 0;
     const double bw = wg_bench_read_bw(512u << 20, o.threads, 5, &bw_best);
     for (int r = -1; r < o.reps; r++) { /* r = -1: warm-up */
-        const double t0 = s_now();
+        const double t0 = wg_bench_now();
         for (int32_t l = 0; l < o.layers; l++) {
             a.layer = l;
             if (wg_backend_cpu.attention(pool, &a) != WG_OK) {
@@ -176,11 +166,11 @@ int wg_bench_attn(int argc, char **argv) {
                 return 1;
             }
         }
-        if (r >= 0) t[r] = s_now() - t0;
+        if (r >= 0) t[r] = wg_bench_now() - t0;
     }
     double bw_after_best = 0;
     const double bw_after = wg_bench_read_bw(512u << 20, o.threads, 5, &bw_after_best);
-    qsort(t, (size_t)o.reps, sizeof *t, s_cmp);
+    qsort(t, (size_t)o.reps, sizeof *t, wg_bench_cmp_double);
     /* FNV-1a of the last layer's outputs: equal across builds whose kernels
      * give the same bits */
     uint64_t h = 0xcbf29ce484222325ull;

@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "engine/formats/wg_gguf.h"
 #include "engine/model/wg_model.h"
 #include "engine/sched/wg_sched.h"
@@ -62,17 +63,6 @@ static double s_dev_bw;      /* GB/s (bytes read + written), measured once */
 static wg_kv_type_t s_kv_type = WG_KV_F16;
 static bool s_kv_type_set;
 static char s_dev_name[128];
-
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int s_cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* Percentile (0..100) of a sorted array, nearest rank. */
 static double s_pct(const double *v, size_t n, double p) {
@@ -112,7 +102,7 @@ static double s_matmul_roofline(const wg_model_t *m, wg_pool_t *pool, int64_t M,
     for (int64_t i = 0; i < M * kmax; i++) X[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
     double best = INFINITY;
     for (int r = 0; r < reps; r++) {
-        double t0 = s_now();
+        double t0 = wg_bench_now();
         int64_t nm = 0;
         for (int64_t i = 0; i < wg_gguf_n_tensors(g); i++) {
             const wg_gguf_tensor_t *t = wg_gguf_tensor(g, i);
@@ -122,7 +112,7 @@ static double s_matmul_roofline(const wg_model_t *m, wg_pool_t *pool, int64_t M,
             if (wg_k_matmul_cpu(pool, t->type, t->data, t->ne[1], t->ne[0], X, M, Y) != WG_OK) continue;
             nm++;
         }
-        double dt = s_now() - t0;
+        double dt = wg_bench_now() - t0;
         if (dt < best) best = dt;
         *n_mats = nm;
     }
@@ -181,7 +171,7 @@ static int s_bench_one(const wg_model_t *m, int32_t C, int32_t P, int32_t G, int
         return -1;
     }
     uint64_t rng = 0x853c49e6748fea9bull;
-    double t0 = s_now();
+    double t0 = wg_bench_now();
     for (int32_t i = 0; i < C; i++) {
         for (int32_t k = 0; k < P; k++) {
             rng = rng * 6364136223846793005ull + 1442695040888963407ull;
@@ -210,13 +200,13 @@ static int s_bench_one(const wg_model_t *m, int32_t C, int32_t P, int32_t G, int
         size_t ne;
         wg_sched_stats_t before, after;
         wg_sched_stats(s, &before);
-        double ts = s_now();
+        double ts = wg_bench_now();
         if (wg_sched_step(s, &ev, &ne) != WG_OK) {
             fprintf(stderr, "waggle bench: step: %s\n", wg_errmsg());
             wg_sched_free(&s);
             return -1;
         }
-        double now = s_now();
+        double now = wg_bench_now();
         wg_sched_stats(s, &after);
         if (after.n_prefill_tokens == before.n_prefill_tokens && ne > 0) {
             dec_step_time += now - ts;
@@ -236,15 +226,15 @@ static int s_bench_one(const wg_model_t *m, int32_t C, int32_t P, int32_t G, int
             last[i] = now;
         }
     }
-    double t_end = s_now();
+    double t_end = wg_bench_now();
     wg_sched_stats_t st;
     wg_sched_stats(s, &st);
     r->wall = t_end - t0;
     r->prefill_tok_s = t_all_first > t0 ? (double)C * P / (t_all_first - t0) : 0;
     r->decode_tok_s = t_end > t_all_first ? (double)toks_after / (t_end - t_all_first) : 0;
     r->decode_step_tok_s = dec_step_time > 0 ? (double)dec_step_toks / dec_step_time : 0;
-    qsort(ttft, (size_t)n_first, sizeof *ttft, s_cmp_d);
-    qsort(itl, n_itl, sizeof *itl, s_cmp_d);
+    qsort(ttft, (size_t)n_first, sizeof *ttft, wg_bench_cmp_double);
+    qsort(itl, n_itl, sizeof *itl, wg_bench_cmp_double);
     r->ttft_p50 = s_pct(ttft, (size_t)n_first, 50);
     r->ttft_p99 = s_pct(ttft, (size_t)n_first, 99);
     r->itl_p50 = s_pct(itl, n_itl, 50);
@@ -312,7 +302,7 @@ static double s_median_d(double *v, int n) {
     double t[64];
     if (n > 64) n = 64;
     memcpy(t, v, (size_t)n * sizeof *t);
-    qsort(t, (size_t)n, sizeof *t, s_cmp_d);
+    qsort(t, (size_t)n, sizeof *t, wg_bench_cmp_double);
     return n == 0 ? 0 : n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
 
@@ -362,24 +352,24 @@ static int s_single_run(const wg_model_t *m, int32_t P, int32_t G, s_single_t *r
     /* One untimed warm-up run pages the weights in and grows the scratch. */
     for (int rep = -1; rep < r->reps; rep++) {
         if (wg_session_truncate(s, 0) != WG_OK) goto fail;
-        double t0 = s_now();
+        double t0 = wg_bench_now();
         if (wg_session_eval(s, prompt, P, false, NULL) != WG_OK) goto fail;
-        const double tp = s_now() - t0;
+        const double tp = wg_bench_now() - t0;
         int32_t tok = s_argmax(wg_session_logits(s), hp->n_vocab);
-        const double td0 = s_now(), c0 = s_cpu_now();
+        const double td0 = wg_bench_now(), c0 = s_cpu_now();
         for (int32_t i = 0; i < G; i++) {
-            const double ts = s_now();
+            const double ts = wg_bench_now();
             if (wg_session_eval(s, &tok, 1, false, NULL) != WG_OK) goto fail;
             tok = s_argmax(wg_session_logits(s), hp->n_vocab);
-            if (rep >= 0) steps[n_steps++] = (s_now() - ts) * 1e3;
+            if (rep >= 0) steps[n_steps++] = (wg_bench_now() - ts) * 1e3;
         }
-        const double td = s_now() - td0, tc = s_cpu_now() - c0;
+        const double td = wg_bench_now() - td0, tc = s_cpu_now() - c0;
         if (rep < 0) continue;
         r->dec_cpu[rep] = tc / (td * r->threads);
         r->prefill[rep] = (double)P / tp;
         r->decode[rep] = (double)G / td;
     }
-    qsort(steps, n_steps, sizeof *steps, s_cmp_d);
+    qsort(steps, n_steps, sizeof *steps, wg_bench_cmp_double);
     r->step_ms_p50 = s_pct(steps, n_steps, 50);
     wg_session_free(&s);
     free(prompt);

@@ -17,6 +17,7 @@
  * registers; maddubs+madd on AVX2-only CPUs) on every thread, the integer
  * peak the quantized kernels' inner loops run on. Each M=32 result reports
  * its GFLOP/s as a fraction of that peak (compute_frac). */
+#include "bench_util.h"
 #include "bench_kernels.h"
 #include "bench_membw.h"
 
@@ -63,19 +64,8 @@ typedef struct {
     double cfrac512;   /* gflops / measured 512-bit int8 peak (0 without AVX-512 VNNI) */
 } s_result;
 
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int s_cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double s_median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, s_cmp_double);
+    qsort(v, (size_t)n, sizeof *v, wg_bench_cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
@@ -179,9 +169,9 @@ static double s_int8_peak(int nth, int width, int reps, double *med) {
     if (reps > 64) reps = 64;
     wg_pool_run(pool, s_peak_job, &p); /* warm-up (and clock ramp) */
     for (int i = 0; i < reps; i++) {
-        const double t0 = s_now();
+        const double t0 = wg_bench_now();
         wg_pool_run(pool, s_peak_job, &p);
-        t[i] = s_now() - t0;
+        t[i] = wg_bench_now() - t0;
     }
     wg_pool_destroy(&pool);
     const double ops = 2.0 * (width / 8) * (double)S_PEAK_ACC * S_PEAK_ITERS * nth;
@@ -251,9 +241,9 @@ static int s_bench_type(const s_opts *o, wg_type_t t, const double *bw, s_result
             double bb, bw0 = wg_bench_read_bw_buf(W, wbytes * copies, pool, 3, &bb);
             for (int r = -2; r < reps && st == WG_OK; r++) {
                 const uint8_t *w = W + (cur++ % copies) * wbytes;
-                const double t0 = s_now();
+                const double t0 = wg_bench_now();
                 st = wg_k_matmul_cpu(pool, t, w, N, K, X, M, Y);
-                if (r >= 0) times[r] = s_now() - t0;
+                if (r >= 0) times[r] = wg_bench_now() - t0;
             }
             const double bw1 = wg_bench_read_bw_buf(W, wbytes * copies, pool, 3, &bb);
             wg_pool_destroy(&pool);

@@ -2,6 +2,7 @@
  * of a buffer much larger than the last-level cache with 4 independent
  * 256-bit accumulators (AVX2 when present), so the loop is bound by DRAM,
  * not by the adds. Used as the roofline of `waggle bench engine --single`. */
+#include "bench_util.h"
 #include "bench_membw.h"
 
 #include <stdint.h>
@@ -20,12 +21,6 @@ typedef struct {
     size_t bytes;        /* its size */
     uint64_t sums[64];   /* per-thread checksum, so the reads are not elided */
 } s_rd_t;
-
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 #if defined(__x86_64__)
 __attribute__((target("avx2"))) static uint64_t s_read_avx2(const uint8_t *p, size_t n) {
@@ -68,11 +63,6 @@ static void s_read_job(void *arg, int ith, int nth) {
     r->sums[ith & 63] += s_read_scalar(p, chunk);
 }
 
-static int s_cmp(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 double wg_bench_read_bw_buf(const void *buf, size_t bytes, wg_pool_t *pool, int reps, double *best) {
     *best = 0;
     const int nth = wg_pool_size(pool);
@@ -84,11 +74,11 @@ double wg_bench_read_bw_buf(const void *buf, size_t bytes, wg_pool_t *pool, int 
     if (reps > 64) reps = 64;
     wg_pool_run(pool, s_read_job, &r); /* warm-up */
     for (int i = 0; i < reps; i++) {
-        const double t0 = s_now();
+        const double t0 = wg_bench_now();
         wg_pool_run(pool, s_read_job, &r);
-        t[i] = s_now() - t0;
+        t[i] = wg_bench_now() - t0;
     }
-    qsort(t, (size_t)reps, sizeof *t, s_cmp);
+    qsort(t, (size_t)reps, sizeof *t, wg_bench_cmp_double);
     const double read = (double)(bytes / (size_t)nth / 128 * 128 * (size_t)nth);
     const double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
     *best = read / t[0] / 1e9;
