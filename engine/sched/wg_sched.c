@@ -9,6 +9,7 @@
  * recompute is invisible in the output. */
 #include "wg_sched.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -678,10 +679,10 @@ typedef struct {
     wg_sched_t *s;
     int32_t n;
     _Atomic int32_t next;
-    _Atomic int32_t bad_row; /* first failing row, or n */
+    pthread_mutex_t mu;      /* guards the three below */
+    int32_t bad_row;         /* first failing row, or n */
     wg_status bad_st;        /* its status */
     char msg[1024];          /* and message */
-    _Atomic int msg_lock;    /* guards the three */
 } s_sample_job_t;
 
 static void s_sample_part(void *arg, int ith, int nth) {
@@ -695,14 +696,13 @@ static void s_sample_part(void *arg, int ith, int nth) {
         const wg_status st =
             wg_sampler_sample(s->out_seq[r]->sampler, s->logits + (size_t)r * (size_t)s->n_vocab, &s->smp[r]);
         if (st) {
-            int expect = 0;
-            while (!atomic_compare_exchange_weak(&j->msg_lock, &expect, 1)) expect = 0;
-            if (r < atomic_load(&j->bad_row)) {
-                atomic_store(&j->bad_row, r);
+            pthread_mutex_lock(&j->mu);
+            if (r < j->bad_row) {
+                j->bad_row = r;
                 j->bad_st = st;
                 snprintf(j->msg, sizeof j->msg, "%s", wg_errmsg());
             }
-            atomic_store(&j->msg_lock, 0);
+            pthread_mutex_unlock(&j->mu);
         }
     }
 }
@@ -711,16 +711,15 @@ static void s_sample_part(void *arg, int ith, int nth) {
 #define S_SAMPLE_PAR_MIN 4
 
 static wg_status s_sample_rows(wg_sched_t *s, int32_t n) {
-    s_sample_job_t j = {.s = s, .n = n};
+    s_sample_job_t j = {.s = s, .n = n, .bad_row = n};
     atomic_init(&j.next, 0);
-    atomic_init(&j.bad_row, n);
-    atomic_init(&j.msg_lock, 0);
+    pthread_mutex_init(&j.mu, NULL);
     if (n >= S_SAMPLE_PAR_MIN && wg_pool_size(s->pool) > 1)
         wg_pool_run_any(s->pool, s_sample_part, &j);
     else
         s_sample_part(&j, 0, 1);
-    if (atomic_load(&j.bad_row) < n)
-        return wg_error(j.bad_st, "%s", j.msg);
+    pthread_mutex_destroy(&j.mu);
+    if (j.bad_row < n) return wg_error(j.bad_st, "%s", j.msg);
     return WG_OK;
 }
 
