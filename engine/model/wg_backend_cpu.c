@@ -241,6 +241,74 @@ S_AVX2_FN static void s_scale_avx2(float *x, int32_t n, float s) {
     for (int32_t j = 0; j < n; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), v));
 }
 
+/* s_exp8 sixteen lanes at a time: the same operations in the same order per
+ * lane (round to nearest even, FMAs, the exponent bits), so each element is
+ * bitwise what s_exp8 gives it. */
+S_AVX512_FN static inline __m512 s_exp16(__m512 x) {
+    const __mmask16 zero = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33654f), _CMP_LT_OQ);
+    x = _mm512_min_ps(_mm512_set1_ps(88.3762626647949f), _mm512_max_ps(_mm512_set1_ps(-88.3762626647949f), x));
+    const __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 r2 = _mm512_mul_ps(r, r);
+    __m512 y = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+    y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+    return _mm512_maskz_mov_ps((__mmask16)~zero, y);
+}
+
+/* One head's softmax pass at sixteen lanes: the maximum (order-free), then
+ * x = exp(x - mx) with the sum in double taken exactly as s_expsum_avx2 does
+ * (lanes 0-3 of each group of 8 into one chain, 4-7 into the other, groups in
+ * order), so the scores are bitwise those of the AVX2 path. n % 8 == 0. */
+S_AVX512_FN static float s_max_avx512(const float *x, int32_t n) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    int32_t j = 0;
+    for (; j + 16 <= n; j += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + j));
+    float r = _mm512_reduce_max_ps(m);
+    for (; j < n; j++) r = x[j] > r ? x[j] : r;
+    return r;
+}
+
+S_AVX512_FN static double s_expsum_avx512(float *x, int32_t n, float mx) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    const __m512 m = _mm512_set1_ps(mx);
+    int32_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const __m512 e = s_exp16(_mm512_sub_ps(_mm512_loadu_ps(x + j), m));
+        _mm512_storeu_ps(x + j, e);
+        const __m256 lo = _mm512_castps512_ps256(e);
+        const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1));
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(lo)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1)));
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(hi)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1)));
+    }
+    if (j < n) {
+        const __m256 e = s_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), _mm256_set1_ps(mx)));
+        _mm256_storeu_ps(x + j, e);
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(s0, s1));
+    return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+S_AVX512_FN static void s_scale_avx512(float *x, int32_t n, float s) {
+    const __m512 v = _mm512_set1_ps(s);
+    int32_t j = 0;
+    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(x + j, _mm512_mul_ps(_mm512_loadu_ps(x + j), v));
+    if (j < n) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), _mm512_castps512_ps256(v)));
+}
+
 /* o[i] += sum_j w[j] * v[j*vs + i] for i < d (d % 8 == 0), keys in order:
  * one FMA per key and element, so each element's sum has one order whatever
  * the lane width (the AVX2 and AVX-512 variants give the same bits). */
@@ -482,9 +550,28 @@ S_AVX2_FN static void s_affine_avx2(float *x, int64_t n8, float sub, float s, co
 }
 
 /* gate[i] = silu(gate[i]) (* up[i]) for i < n8. */
+/* s_silu_avx2 sixteen lanes at a time, bitwise the same per element. */
+S_AVX512_FN static int64_t s_silu_avx512(float *g, const float *up, int64_t n8) {
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n8; i += 16) {
+        const __m512 x = _mm512_loadu_ps(g + i);
+        __m512 y = _mm512_div_ps(x, _mm512_add_ps(one, s_exp16(_mm512_sub_ps(zero, x))));
+        if (up) y = _mm512_mul_ps(y, _mm512_loadu_ps(up + i));
+        _mm512_storeu_ps(g + i, y);
+    }
+    return i;
+}
+
 S_AVX2_FN static void s_silu_avx2(float *g, const float *up, int64_t n8) {
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n8; i += 8) {
+    int64_t i0 = 0;
+    if (s_level() == S_AVX512) {
+        i0 = s_silu_avx512(g, up, n8);
+        g += i0;
+        if (up) up += i0;
+    }
+    for (int64_t i = 0; i < n8 - i0; i += 8) {
         const __m256 x = _mm256_loadu_ps(g + i);
         __m256 y = _mm256_div_ps(x, _mm256_add_ps(one, s_exp8(_mm256_sub_ps(zero, x))));
         if (up) y = _mm256_mul_ps(y, _mm256_loadu_ps(up + i));
@@ -840,10 +927,11 @@ static void s_attn_softmax(const s_attn_job_t *job, int32_t h, float *sc, int32_
     double sum = 0.0;
 #if S_X86
     const bool vec = job->lv != S_SCALAR;
+    const bool v512 = job->lv == S_AVX512;
     if (vec) {
-        mx = s_max_avx2(sc, n8);
+        mx = v512 ? s_max_avx512(sc, n8) : s_max_avx2(sc, n8);
         if (a->sinks && a->sinks[h] > mx) mx = a->sinks[h];
-        sum = s_expsum_avx2(sc, n8, mx);
+        sum = v512 ? s_expsum_avx512(sc, n8, mx) : s_expsum_avx2(sc, n8, mx);
     } else
 #endif
     {
@@ -857,7 +945,9 @@ static void s_attn_softmax(const s_attn_job_t *job, int32_t h, float *sc, int32_
     if (a->sinks) sum += (double)expf(a->sinks[h] - mx);
     const float inv = (float)(1.0 / sum);
 #if S_X86
-    if (vec)
+    if (v512)
+        s_scale_avx512(sc, n8, inv);
+    else if (vec)
         s_scale_avx2(sc, n8, inv);
     else
 #endif

@@ -374,3 +374,41 @@ Test(ops, attention_f16_cache_within_bound_of_f32_cache) { s_attention_within_bo
  * mostly cancelling). Seen: 3.4e-3 ... 4.5e-3. The bound, 1e-2, is ~2x that
  * and below what a wrong row, head or position gives (outputs ~5e-2). */
 Test(ops, attention_q8_0_cache_within_bound_of_f32_cache) { s_attention_within_bound(WG_KV_Q8_0, 1e-2); }
+
+/* The AVX-512 SiLU (and the 16-lane exp under it, which the attention
+ * softmax shares) gives every element the bits of the 8-lane AVX2 kernel,
+ * over the whole input range: both tails of exp, the flush to 0 below
+ * -87.34, the clamp near 88.38, infinities and NaN. */
+Test(ops, silu_avx512_equals_avx2_bitwise) {
+    if (!wg_cpu_force_simd("avx512")) {
+        wg_cpu_force_simd(NULL);
+        cr_skip("this CPU has no AVX-512");
+    }
+    const size_t n = 4096 + 24;
+    float *g = malloc(n * sizeof(float)), *u = malloc(n * sizeof(float));
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+    uint32_t st = 31337u;
+    for (size_t i = 0; i < n; i++) {
+        g[i] = s_rand(&st) * 12.5f; /* [-100, 100) */
+        u[i] = s_rand(&st);
+    }
+    const float edge[] = {-87.33654f, -87.3365f, -87.34f, 87.0f, 88.3762626647949f, 88.38f, 89.0f, -88.5f,
+                          0.0f, -0.0f, 1e-30f, -1e-30f, INFINITY, -INFINITY, NAN};
+    for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) g[i * 7] = edge[i];
+    for (int gated = 0; gated < 2; gated++) {
+        memcpy(a, g, n * sizeof(float));
+        memcpy(b, g, n * sizeof(float));
+        cr_assert(wg_cpu_force_simd("avx512"));
+        wg_backend_cpu.act(NULL, WG_ACT_SILU, a, gated ? u : NULL, (int64_t)n);
+        cr_assert(wg_cpu_force_simd("avx2"));
+        wg_backend_cpu.act(NULL, WG_ACT_SILU, b, gated ? u : NULL, (int64_t)n);
+        for (size_t i = 0; i < n; i++)
+            cr_assert(memcmp(&a[i], &b[i], sizeof(float)) == 0, "gated %d: silu(%.9g) = %.9g at avx512, %.9g at avx2",
+                      gated, (double)g[i], (double)a[i], (double)b[i]);
+    }
+    wg_cpu_force_simd(NULL);
+    free(g);
+    free(u);
+    free(a);
+    free(b);
+}
