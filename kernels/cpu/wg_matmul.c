@@ -193,40 +193,82 @@ static int64_t s_tiles(const s_mm *c) {
     return (c->N + tn - 1) / tn;
 }
 
-/* Claims of tiles [base, end) from *next: runs of up to WG_CPU_RUN
- * consecutive tiles (a tile kernel prefetches the start of the next tile in
- * memory, which is then its own next tile, not usually the other thread's),
- * shorter as the end of the whole range (`last`) nears — 1/(2*nth) of what
- * is left — so threads finish within about one tile of each other. *t0 gets
- * the first tile claimed (relative to base); returns the count, 0 when
- * nothing is left. */
-static int64_t s_claim_tiles(_Atomic int64_t *next, int64_t base, int64_t end, int64_t last, int nth, int64_t *t0) {
+/* Claims of tile-kernel work. The tiles of a run (one product, or several
+ * products' tiles as one range [0, last)) are handed out as "units": each
+ * of the first `head` tiles is one unit, each of the last last - head tiles
+ * two, its activation rows split in halves. Claims of head tiles are runs of
+ * up to WG_CPU_RUN consecutive tiles (a tile kernel prefetches the start of
+ * the next tile in memory, which is then its own next tile, not usually the
+ * other thread's), shorter as the end nears — 1/(2*nth) of what is left;
+ * the halves at the end let threads finish within about half a tile of each
+ * other instead of a whole one (a step's products end ~4 us apart each at
+ * M = 32). An output row's numbers do not depend on which other activation
+ * rows share its tile call (the kernel keeps one accumulator per row), so a
+ * split tile gives the bits of a whole one. */
+typedef struct {
+    int64_t last, head;  /* tiles of the run; tiles claimed whole */
+    int64_t mh;          /* rows of the first half of a split tile (M when none is split) */
+} s_units;
+
+/* At least this many activation rows before end tiles are split. */
+#define S_SPLIT_MIN_M 8
+
+static s_units s_units_of(int64_t last, int64_t M, int nth) {
+    s_units u = {.last = last, .head = last, .mh = M};
+    if (nth > 1 && M >= S_SPLIT_MIN_M) {
+        u.head = last > nth ? last - nth : 0;
+        u.mh = (M / 2 + 3) / 4 * 4; /* whole 4-row groups in the first half */
+    }
+    return u;
+}
+
+/* Unit index of tile t. */
+static int64_t s_unit(const s_units *u, int64_t t) { return t <= u->head ? t : u->head + 2 * (t - u->head); }
+
+/* Claim units of tiles [base, end) from *next (a unit counter). *t0 gets the
+ * first tile (relative to base), *half -1 for whole tiles or the half (0, 1)
+ * of one split tile; returns the tiles claimed, 0 when nothing is left. */
+static int64_t s_claim_tiles(_Atomic int64_t *next, const s_units *u, int64_t base, int64_t end, int nth,
+                             int64_t *t0, int *half) {
+    const int64_t uend = s_unit(u, end), ulast = s_unit(u, u->last);
     int64_t cur = atomic_load_explicit(next, memory_order_relaxed);
     for (;;) {
-        if (cur >= end) return 0;
-        int64_t take = (last - cur) / (2 * (int64_t)nth);
-        if (take > WG_CPU_RUN) take = WG_CPU_RUN;
-        if (take < 1) take = 1;
-        if (take > end - cur) take = end - cur;
+        if (cur >= uend) return 0;
+        int64_t take = 1;
+        if (cur < u->head) {
+            take = (ulast - cur) / (2 * (int64_t)nth);
+            if (take > WG_CPU_RUN) take = WG_CPU_RUN;
+            if (take < 1) take = 1;
+            if (take > u->head - cur) take = u->head - cur;
+            if (take > uend - cur) take = uend - cur;
+        }
         if (atomic_compare_exchange_weak_explicit(next, &cur, cur + take, memory_order_relaxed,
                                                   memory_order_relaxed)) {
-            *t0 = cur - base;
+            if (cur < u->head) {
+                *t0 = cur - base;
+                *half = -1;
+            } else {
+                *t0 = u->head + (cur - u->head) / 2 - base;
+                *half = (int)((cur - u->head) % 2);
+            }
             return take;
         }
     }
 }
 
 /* Tiles [t0, t0 + nt) of a tile-kernel product: their weight rows against
- * all M prepared activation rows. */
-static void s_tile_span(const s_mm *c, int64_t t0, int64_t nt) {
+ * all M prepared activation rows, or (half 0 / 1) rows [0, mh) / [mh, M). */
+static void s_tile_span(const s_mm *c, int64_t t0, int64_t nt, int half, int64_t mh) {
     const int64_t tn = s_kern.tile_n;
     const int64_t t_end = t0 + nt;
     const int64_t row_end = t_end * tn < c->N ? t_end * tn : c->N;
+    const int64_t m0 = half == 1 ? mh : 0, m1 = half == 0 ? mh : c->M;
+    if (m0 >= m1) return;
     for (int64_t t = t0; t < t_end; t++) {
         const int64_t nb = t * tn;
         const int nw = (int)(c->N - nb < tn ? c->N - nb : tn);
-        c->tile(c->K, c->W + (size_t)nb * c->wrow, c->wrow, nw, c->W + (size_t)row_end * c->wrow, c->xp,
-                c->xps, c->M, c->Y + nb, c->N);
+        c->tile(c->K, c->W + (size_t)nb * c->wrow, c->wrow, nw, c->W + (size_t)row_end * c->wrow,
+                c->xp + (size_t)m0 * c->xps, c->xps, m1 - m0, c->Y + m0 * c->N + nb, c->N);
     }
 }
 
@@ -244,7 +286,10 @@ static void s_dot_rows(void *arg, int ith, int nth) {
     }
     if (c->tile) {
         int64_t t0, nt;
-        while ((nt = s_claim_tiles(&c->next_tile, 0, s_tiles(c), s_tiles(c), nth, &t0)) > 0) s_tile_span(c, t0, nt);
+        int half;
+        const s_units u = s_units_of(s_tiles(c), c->M, nth);
+        while ((nt = s_claim_tiles(&c->next_tile, &u, 0, u.last, nth, &t0, &half)) > 0)
+            s_tile_span(c, t0, nt, half, u.mh);
         return;
     }
     const int64_t n_tiles = (c->N + WG_CPU_NB - 1) / WG_CPU_NB;
@@ -356,10 +401,12 @@ static void s_tile_runs_n(void *arg, int ith, int nth) {
     (void)ith;
     s_mmn *c = arg;
     /* tiles of all products as one range; claims never straddle two */
+    const s_units u = s_units_of(c->first[c->n], c->mm[0].M, nth);
     for (int p = 0; p < c->n; p++) {
         int64_t t0, nt;
-        while ((nt = s_claim_tiles(&c->next, c->first[p], c->first[p + 1], c->first[c->n], nth, &t0)) > 0)
-            s_tile_span(&c->mm[p], t0, nt);
+        int half;
+        while ((nt = s_claim_tiles(&c->next, &u, c->first[p], c->first[p + 1], nth, &t0, &half)) > 0)
+            s_tile_span(&c->mm[p], t0, nt, half, u.mh);
     }
 }
 
