@@ -221,19 +221,31 @@ S_AVX2_FN static float s_max_avx2(const float *x, int32_t n) {
     return r;
 }
 
+/* One group of 8 exps into the softmax sum's two double chains: lanes 0-3
+ * into s[0], 4-7 into s[1]. Every SIMD path adds its groups in order through
+ * this, so the sum has one order whatever the lane width. */
+S_AVX2_FN static inline void s_dsum8(__m256d s[2], __m256 e) {
+    s[0] = _mm256_add_pd(s[0], _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+    s[1] = _mm256_add_pd(s[1], _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+}
+
+/* The sum of the two chains. */
+S_AVX2_FN static inline double s_dsum_end(const __m256d s[2]) {
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(s[0], s[1]));
+    return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
 /* x[j] = exp(x[j] - mx) for j < n (n % 8 == 0); returns the sum in double. */
 S_AVX2_FN static double s_expsum_avx2(float *x, int32_t n, float mx) {
-    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    __m256d s[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
     const __m256 m = _mm256_set1_ps(mx);
     for (int32_t j = 0; j < n; j += 8) {
         const __m256 e = s_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), m));
         _mm256_storeu_ps(x + j, e);
-        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+        s_dsum8(s, e);
     }
-    double t[4];
-    _mm256_storeu_pd(t, _mm256_add_pd(s0, s1));
-    return (t[0] + t[1]) + (t[2] + t[3]);
+    return s_dsum_end(s);
 }
 
 S_AVX2_FN static void s_scale_avx2(float *x, int32_t n, float s) {
@@ -278,28 +290,21 @@ S_AVX512_FN static float s_max_avx512(const float *x, int32_t n) {
 }
 
 S_AVX512_FN static double s_expsum_avx512(float *x, int32_t n, float mx) {
-    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    __m256d s[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
     const __m512 m = _mm512_set1_ps(mx);
     int32_t j = 0;
     for (; j + 16 <= n; j += 16) {
         const __m512 e = s_exp16(_mm512_sub_ps(_mm512_loadu_ps(x + j), m));
         _mm512_storeu_ps(x + j, e);
-        const __m256 lo = _mm512_castps512_ps256(e);
-        const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1));
-        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(lo)));
-        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1)));
-        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(hi)));
-        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1)));
+        s_dsum8(s, _mm512_castps512_ps256(e));
+        s_dsum8(s, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
     }
     if (j < n) {
         const __m256 e = s_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), _mm256_set1_ps(mx)));
         _mm256_storeu_ps(x + j, e);
-        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+        s_dsum8(s, e);
     }
-    double t[4];
-    _mm256_storeu_pd(t, _mm256_add_pd(s0, s1));
-    return (t[0] + t[1]) + (t[2] + t[3]);
+    return s_dsum_end(s);
 }
 
 S_AVX512_FN static void s_scale_avx512(float *x, int32_t n, float s) {
@@ -549,8 +554,8 @@ S_AVX2_FN static void s_affine_avx2(float *x, int64_t n8, float sub, float s, co
     }
 }
 
-/* gate[i] = silu(gate[i]) (* up[i]) for i < n8. */
-/* s_silu_avx2 sixteen lanes at a time, bitwise the same per element. */
+/* s_silu_avx2 sixteen lanes at a time, bitwise the same per element; does
+ * the whole groups of 16 of i < n8 and returns how many elements it did. */
 S_AVX512_FN static int64_t s_silu_avx512(float *g, const float *up, int64_t n8) {
     const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
     int64_t i = 0;
@@ -563,15 +568,10 @@ S_AVX512_FN static int64_t s_silu_avx512(float *g, const float *up, int64_t n8) 
     return i;
 }
 
+/* gate[i] = silu(gate[i]) (* up[i]) for i < n8. */
 S_AVX2_FN static void s_silu_avx2(float *g, const float *up, int64_t n8) {
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
-    int64_t i0 = 0;
-    if (s_level() == S_AVX512) {
-        i0 = s_silu_avx512(g, up, n8);
-        g += i0;
-        if (up) up += i0;
-    }
-    for (int64_t i = 0; i < n8 - i0; i += 8) {
+    for (int64_t i = 0; i < n8; i += 8) {
         const __m256 x = _mm256_loadu_ps(g + i);
         __m256 y = _mm256_div_ps(x, _mm256_add_ps(one, s_exp8(_mm256_sub_ps(zero, x))));
         if (up) y = _mm256_mul_ps(y, _mm256_loadu_ps(up + i));
@@ -1212,12 +1212,15 @@ static void s_act_elems(wg_act_t act, float *gate, const float *up, int64_t n) {
     }
     int64_t i0 = 0;
 #if S_X86
-    if (act == WG_ACT_SILU && s_level() != S_SCALAR) {
+    const s_level_t lv = s_level();
+    if (act == WG_ACT_SILU && lv != S_SCALAR) {
         /* `gate` is [n_tokens][width] flattened, so which elements would fall in
          * a scalar tail depends on n_tokens. Batch invariance needs one formula
-         * per element: the tail goes through the same 8-lane kernel, padded. */
+         * per element: the tail goes through the same 8-lane kernel, padded
+         * (the 16-lane kernel gives each element the same bits). */
         i0 = n / 8 * 8;
-        s_silu_avx2(gate, up, i0);
+        const int64_t i16 = lv == S_AVX512 ? s_silu_avx512(gate, up, i0) : 0;
+        s_silu_avx2(gate + i16, up ? up + i16 : NULL, i0 - i16);
         if (i0 < n) {
             float g8[8] = {0}, u8[8] = {0};
             memcpy(g8, gate + i0, (size_t)(n - i0) * sizeof(float));

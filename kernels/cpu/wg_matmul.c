@@ -263,7 +263,6 @@ static void s_tile_span(const s_mm *c, int64_t t0, int64_t nt, int half, int64_t
     const int64_t t_end = t0 + nt;
     const int64_t row_end = t_end * tn < c->N ? t_end * tn : c->N;
     const int64_t m0 = half == 1 ? mh : 0, m1 = half == 0 ? mh : c->M;
-    if (m0 >= m1) return;
     for (int64_t t = t0; t < t_end; t++) {
         const int64_t nb = t * tn;
         const int nw = (int)(c->N - nb < tn ? c->N - nb : tn);
