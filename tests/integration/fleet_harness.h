@@ -239,6 +239,24 @@ static inline bool fl_file_has(const char *path, const char *needle) {
     return found;
 }
 
+/* Wait until a line of `path` contains `needle`; false on timeout. */
+static inline bool fl_wait_file_has(const char *path, const char *needle, int timeout_ms) {
+    int64_t end = wg_test_now_ms() + timeout_ms;
+    while (!fl_file_has(path, needle)) {
+        if (wg_test_now_ms() >= end) return false;
+        wg_test_sleep_ms(20);
+    }
+    return true;
+}
+
+/* Wait until a worker has started serving (its start-up line is logged, so
+ * its signal handlers are in place): a SIGTERM sent before that meets the
+ * default action while the process is still being loaded. */
+static inline void fl_worker_wait_ready(const fl_worker *w, int timeout_ms) {
+    cr_assert(fl_wait_file_has(w->log, " credits=", timeout_ms), "worker log %s has no start-up line after %d ms",
+              w->log, timeout_ms);
+}
+
 static inline int fl_count_lines(const char *path) {
     FILE *f = fopen(path, "r");
     if (!f) return 0;

@@ -796,6 +796,7 @@ Test(fleet, sigterm_drains_worker_exit_0_and_every_job_still_completes, .timeout
     const char *ex[] = {"--max-seqs", "8", NULL};
     fl_worker_start(&w1, &b, "drained", ex);
     fl_worker_start(&w2, &b, "stays", ex);
+    fl_worker_wait_ready(&w1, 30000); /* the SIGTERM below must find the handler, not the loader */
     const char *in = fl_path("jobs.jsonl"), *out = fl_path("out.jsonl");
     fl_write_jobs(in, 100, 64, 0);
     pid_t sp = fl_submit_start(&b, in, out, NULL);
