@@ -145,44 +145,6 @@ static int s_gguf_human(const char *path, const wg_gguf_t *g) {
 
 /* ---- JSON ---- */
 
-/* A JSON string of `len` bytes; bytes that are not valid UTF-8 become U+FFFD
- * (jansson only accepts valid UTF-8). */
-static json_t *s_json_str(const char *s, size_t len) {
-    json_t *j = json_stringn(s, len);
-    if (j) return j;
-    char *buf = malloc(len * 3 + 1);
-    if (!buf) return json_null();
-    size_t o = 0;
-    for (size_t i = 0; i < len;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        bool ok = n > 0 && i + n <= len && c != 0;
-        for (size_t k = 1; ok && k < n; k++) ok = ((unsigned char)s[i + k] >> 6) == 2;
-        if (ok && n > 1) {
-            /* let jansson judge overlongs/surrogates on the single sequence */
-            json_t *t = json_stringn(s + i, n);
-            ok = t != NULL;
-            json_decref(t);
-        }
-        if (ok) {
-            memcpy(buf + o, s + i, n);
-            o += n;
-            i += n;
-        } else {
-            if (c == 0) {
-                buf[o++] = 0; /* json_stringn accepts embedded NUL as \u0000 */
-            } else {
-                memcpy(buf + o, "\xef\xbf\xbd", 3);
-                o += 3;
-            }
-            i += 1;
-        }
-    }
-    j = json_stringn(buf, o);
-    free(buf);
-    return j ? j : json_null();
-}
-
 static json_t *s_json_value(const wg_gguf_value_t *v) {
     switch (v->type) {
     case WG_GGUF_UINT8: case WG_GGUF_UINT16: case WG_GGUF_UINT32: case WG_GGUF_UINT64:
@@ -194,7 +156,7 @@ static json_t *s_json_value(const wg_gguf_value_t *v) {
         if (!isfinite(v->v.f64)) return json_null(); /* JSON has no NaN/inf */
         return json_real(v->v.f64);
     case WG_GGUF_BOOL: return json_boolean(v->v.u64);
-    case WG_GGUF_STRING: return s_json_str(v->v.str.ptr, (size_t)v->v.str.len);
+    case WG_GGUF_STRING: return wg_cli_json_text(v->v.str.ptr, (size_t)v->v.str.len, true);
     case WG_GGUF_ARRAY: {
         json_t *a = json_array();
         for (uint64_t i = 0; a && i < v->v.arr.n; i++) json_array_append_new(a, s_json_value(&v->v.arr.items[i]));
@@ -274,7 +236,7 @@ static int s_st_out(const char *path, const wg_st_t *st, bool json) {
         for (int64_t i = 0; i < wg_st_n_metadata(st); i++) {
             const char *k = wg_st_metadata_key(st, i);
             const char *v = wg_st_metadata_get(st, k);
-            json_object_set_new(md, k, v ? s_json_str(v, strlen(v)) : json_null());
+            json_object_set_new(md, k, v ? wg_cli_json_text(v, strlen(v), true) : json_null());
         }
         json_object_set_new(root, "metadata", md);
         if (config) json_object_set(root, "config", config);

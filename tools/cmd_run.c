@@ -239,7 +239,18 @@ static void s_out_close(s_out_t *o) {
 static unsigned long long g_row_seq;
 
 static void s_write_row(s_out_t *o, json_t *row) {
-    char *s = json_dumps(row, JSON_COMPACT);
+    char *s = row ? json_dumps(row, JSON_COMPACT) : NULL;
+    if (!s) {
+        /* Never drop a job's row: one that cannot be written says so. */
+        const char *cid = json_string_value(json_object_get(row, "custom_id"));
+        const char *id = json_string_value(json_object_get(row, "id"));
+        json_t *e = json_pack("{s:s, s:o, s:n, s:{s:s, s:s}}", "id", id ? id : "batch_req_unencodable", "custom_id",
+                              cid ? json_string(cid) : json_null(), "response", "error", "code", "internal_error",
+                              "message", "the result row could not be encoded as JSON");
+        s = e ? json_dumps(e, JSON_COMPACT) : NULL;
+        json_decref(e);
+        fprintf(stderr, "waggle run: custom_id %s: the result row could not be encoded as JSON\n", cid ? cid : "?");
+    }
     if (s) {
         fputs(s, o->f);
         fputc('\n', o->f);
@@ -567,7 +578,7 @@ static json_t *s_token_str(const wg_tok_t *tok, int32_t id) {
     char buf[256];
     size_t n = wg_tok_piece(tok, id, true, buf, sizeof buf);
     if (n > sizeof buf) n = sizeof buf;
-    return json_stringn_nocheck(buf, n);
+    return wg_cli_json_text(buf, n, false); /* a byte token alone is not valid UTF-8 */
 }
 
 static json_t *s_logprobs_json(const wg_tok_t *tok, const s_job_t *j) {
@@ -596,10 +607,11 @@ static json_t *s_logprobs_json(const wg_tok_t *tok, const s_job_t *j) {
         json_array_append_new(lps, json_real(s->logprob));
         json_t *o = json_object();
         for (int32_t k = 0; k < s->n_top && k < j->top_logprobs; k++) {
-            char buf[256];
-            size_t n = wg_tok_piece(tok, s->top_tokens[k], true, buf, sizeof buf - 1);
-            buf[n < sizeof buf - 1 ? n : sizeof buf - 1] = '\0';
-            json_object_set_new(o, buf, json_real(s->top_logprobs[k]));
+            /* keys as the token strings (valid UTF-8, no NUL) */
+            json_t *key = s_token_str(tok, s->top_tokens[k]);
+            const char *ks = json_string_value(key);
+            if (ks) json_object_set_new(o, ks, json_real(s->top_logprobs[k]));
+            json_decref(key);
         }
         json_array_append_new(tops, o);
     }
@@ -614,7 +626,7 @@ static void s_write_result(s_out_t *o, const wg_tok_t *tok, s_job_t *j, wg_finis
     snprintf(id, sizeof id, "batch_req_%lx%06llx", (unsigned long)now, seq);
     snprintf(rid, sizeof rid, "req_%lx%06llx", (unsigned long)now, seq);
     snprintf(cid, sizeof cid, "%s-%lx%06llx", j->chat ? "chatcmpl" : "cmpl", (unsigned long)now, seq);
-    json_t *text = json_stringn_nocheck(j->text ? j->text : "", j->n_text);
+    json_t *text = wg_cli_json_text(j->text ? j->text : "", j->n_text, false);
     json_t *choice;
     if (j->chat)
         choice = json_pack("{s:i, s:{s:s, s:o}, s:s, s:o}", "index", 0, "message", "role", "assistant", "content",

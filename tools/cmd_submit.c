@@ -143,8 +143,7 @@ static void s_result_row(s_out *o, const s_item *it, const wg_msg_result *r) {
     snprintf(id, sizeof id, "batch_req_%lx%06lu", (unsigned long)now, ++o->seq);
     snprintf(cmpl, sizeof cmpl, "%s-%s", it->chat ? "chatcmpl" : "cmpl", r->job_id);
     const char *fr = r->finish_reason ? r->finish_reason : "stop";
-    json_t *text = json_string(r->text ? r->text : "");
-    if (!text) text = json_string("");
+    json_t *text = wg_cli_json_text(r->text ? r->text : "", r->text ? strlen(r->text) : 0, false);
     json_t *choice = it->chat ? json_pack("{s:i, s:{s:s, s:o}, s:s, s:n}", "index", 0, "message", "role", "assistant",
                                           "content", text, "finish_reason", fr, "logprobs")
                               : json_pack("{s:i, s:o, s:s, s:n}", "index", 0, "text", text, "finish_reason", fr,

@@ -3,6 +3,7 @@
 #define WG_TOOLS_WAGGLE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "engine/model/wg_kv.h"
 
@@ -36,6 +37,14 @@ bool wg_cli_device_ok(const char *tool, const char *device);
 /* Parse a --kv-type value ("f32", "f16") into *t: true when valid, else
  * prints "waggle TOOL: --kv-type: <reason>" to stderr and returns false (exit 2). */
 bool wg_cli_kv_type_ok(const char *tool, const char *s, wg_kv_type_t *t);
+
+/* A JSON string of `len` bytes where bytes that are not valid UTF-8 become
+ * U+FFFD (jansson refuses invalid UTF-8, and a model's byte tokens give
+ * partial sequences), and so does NUL unless nul_ok (many JSON consumers
+ * refuse \u0000); JSON null only when out of memory. Declared with an
+ * opaque type so this header needs no jansson. */
+struct json_t;
+struct json_t *wg_cli_json_text(const char *s, size_t len, bool nul_ok);
 
 /* Print "waggle NAME: not built yet" and return 2; for commands not done yet. */
 int wg_cmd_unimplemented(const char *name);

@@ -32,12 +32,16 @@ static void rm_tmp(void) {
     cr_assert_eq(system(cmd), 0);
 }
 
-static int run_waggle(const char *in, const char *out, const char *extra) {
+static int run_waggle_model(const char *model_rel, const char *in, const char *out, const char *extra) {
     char cmd[12288];
     snprintf(cmd, sizeof cmd, "'%s' run --model '%s' --input '%s' --output '%s' --threads 2 %s 2>'%s/stderr.txt'",
-             WG_TEST_WAGGLE_BIN, wg_test_corpus(MODEL_REL), in, out, extra ? extra : "", g_dir);
+             WG_TEST_WAGGLE_BIN, wg_test_corpus(model_rel), in, out, extra ? extra : "", g_dir);
     int rc = system(cmd);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static int run_waggle(const char *in, const char *out, const char *extra) {
+    return run_waggle_model(MODEL_REL, in, out, extra);
 }
 
 /* Rows of an output file, in order. */
@@ -539,5 +543,52 @@ Test(run, embedded_broker_path_equals_direct_path_on_forty_mixed_jobs, .timeout 
     cr_assert_eq(with_lp, n_lp, "every job that asked for logprobs has them (%d of %d)", with_lp, n_lp);
     json_decref(re);
     json_decref(rd);
+    rm_tmp();
+}
+
+/* A random-weight model emits byte tokens, whose pieces alone are not valid
+ * UTF-8: JSON cannot hold them as they are, and such rows were once dropped
+ * (the job counted done, no row written). Every job still gets its row, with
+ * U+FFFD standing in for the bytes, in the text and in the logprobs. */
+Test(run, byte_tokens_in_text_and_logprobs_still_give_every_row, .timeout = 60) {
+    WG_REQUIRE_CORPUS();
+    mkdir_tmp();
+    char in[512], out[512];
+    snprintf(in, sizeof in, "%s/jobs.jsonl", g_dir);
+    snprintf(out, sizeof out, "%s/results.jsonl", g_dir);
+    FILE *f = fopen(in, "wb");
+    cr_assert_not_null(f);
+    const int N = 24;
+    for (int i = 0; i < N; i++) {
+        if (i % 2)
+            fprintf(f, "{\"custom_id\":\"j%d\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"Once %d\","
+                       "\"max_tokens\":16,\"temperature\":0.9,\"seed\":%d,\"logprobs\":3}}\n", i, i, i);
+        else
+            fprintf(f, "{\"custom_id\":\"j%d\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":[{\"role\":"
+                       "\"user\",\"content\":\"Hi %d\"}],\"max_tokens\":16,\"temperature\":0.9,\"seed\":%d,"
+                       "\"logprobs\":true,\"top_logprobs\":3}}\n", i, i, i);
+    }
+    fclose(f);
+    cr_assert_eq(run_waggle_model("models/gemma2/gemma2-Q8_0.gguf", in, out, NULL), 0);
+    json_t *rows = read_rows(out);
+    cr_assert_eq((int)json_array_size(rows), N, "one row per job, got %zu", json_array_size(rows));
+    int replaced = 0;
+    for (int i = 0; i < N; i++) {
+        char cid[16];
+        snprintf(cid, sizeof cid, "j%d", i);
+        int c;
+        json_t *r = find_row(rows, cid, &c);
+        cr_assert_eq(c, 1, "%s rows: %d", cid, c);
+        cr_assert(json_is_null(json_object_get(r, "error")), "%s has an error", cid);
+        json_t *c0 = json_array_get(json_object_get(json_object_get(json_object_get(r, "response"), "body"), "choices"), 0);
+        json_t *lp = json_object_get(c0, "logprobs");
+        cr_assert(json_is_object(lp), "%s has no logprobs", cid);
+        char *dump = json_dumps(c0, JSON_COMPACT);
+        cr_assert_not_null(dump);
+        if (strstr(dump, "\xef\xbf\xbd")) replaced++;
+        free(dump);
+    }
+    cr_assert_gt(replaced, 0, "no row has a replaced byte: the test no longer reaches byte tokens");
+    json_decref(rows);
     rm_tmp();
 }
