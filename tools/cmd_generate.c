@@ -279,7 +279,7 @@ int wg_cmd_generate(int argc, char **argv) {
         for (size_t i = 0; i < n_out; i++) json_array_append_new(gt, json_integer(gen[i]));
         json_object_set_new(o, "prompt_tokens", pt);
         json_object_set_new(o, "tokens", gt);
-        json_object_set_new(o, "text", json_string(text ? text : ""));
+        json_object_set_new(o, "text", wg_cli_json_text(text ? text : "", text ? strlen(text) : 0, false));
         json_object_set_new(o, "finish_reason", json_string(finish));
         json_object_set_new(tm, "prompt_ms", json_real(prompt_ms));
         json_object_set_new(tm, "gen_ms", json_real(gen_ms));
