@@ -153,6 +153,12 @@ typedef struct {
      * done nothing and set no error message, when some step cannot run this
      * way (a weight type without a row kernel): the caller then uses the ops. */
     wg_status (*run)(void *ctx, const wg_step_t *steps, int n);
+    /* Optional: fn(arg, u0, u1) over parts [u0, u1) covering [0, n), on the
+     * backend's threads when there are at least 2 parts of min_part units per
+     * thread, else on the caller; NULL means the caller runs fn(arg, 0, n).
+     * fn must give the same result however the range is split; an op called
+     * inside it with ctx NULL runs on the calling thread alone. */
+    void (*par)(void *ctx, int64_t n, int64_t min_part, void (*fn)(void *arg, int64_t u0, int64_t u1), void *arg);
 } wg_backend_ops_t;
 
 /* The CPU implementation (ctx = wg_pool_t *, may be NULL). */

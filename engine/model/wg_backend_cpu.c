@@ -591,7 +591,7 @@ typedef struct {
     void (*fn)(void *arg, int64_t u0, int64_t u1); /* units [u0, u1) */
     void *arg;
     int64_t n, part;        /* units, units per part */
-    _Atomic int64_t next;   /* next unclaimed part */
+    _Alignas(64) _Atomic int64_t next; /* next unclaimed part (a line of its own) */
 } s_par_t;
 
 static void s_par_worker(void *vctx, int ith, int nth) {
@@ -786,7 +786,7 @@ typedef struct {
     int32_t pf_dist;          /* slices prefetched ahead of use (0 = none) */
     int32_t max_len;          /* longest key range of any token */
     int32_t max_blocks;       /* most blocks any token's key range touches */
-    _Atomic int64_t next;     /* next unclaimed item */
+    _Alignas(64) _Atomic int64_t next; /* next unclaimed item (a line of its own) */
     _Atomic int failed;       /* a worker could not get its score buffer */
 } s_attn_job_t;
 
@@ -1616,6 +1616,10 @@ static wg_status s_run(void *ctx, const wg_step_t *steps, int n) {
     return (wg_status)e;
 }
 
+static void s_par_op(void *ctx, int64_t n, int64_t min_part, void (*fn)(void *, int64_t, int64_t), void *arg) {
+    s_par(ctx, n, min_part > 0 ? min_part : 1, 1, fn, arg);
+}
+
 const wg_backend_ops_t wg_backend_cpu = {
     .name = "cpu",
     .matmul = s_matmul,
@@ -1625,4 +1629,5 @@ const wg_backend_ops_t wg_backend_cpu = {
     .attention = s_attention,
     .act = s_act,
     .run = s_run,
+    .par = s_par_op,
 };

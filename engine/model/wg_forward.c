@@ -120,6 +120,16 @@ static void s_rms(s_fwd_t *f, float *x, int64_t rows, int64_t n, const float *w)
     f->be->norm(f->bctx, WG_NORM_RMS, x, rows, n, n, w, NULL, f->m->hp.norm_eps);
 }
 
+/* fn over units [0, n) on the backend's threads (wg_backend_ops_t.par); the
+ * row passes below run each unit's ops with ctx NULL, on the thread that
+ * took it, so a split never changes a bit. */
+static void s_par(s_fwd_t *f, int64_t n, int64_t min_part, void (*fn)(void *, int64_t, int64_t), void *arg) {
+    if (f->be->par)
+        f->be->par(f->bctx, n, min_part, fn, arg);
+    else
+        fn(arg, 0, n);
+}
+
 static void s_clamp(float *x, int64_t n, float c) {
     for (int64_t i = 0; i < n; i++) x[i] = x[i] < -c ? -c : (x[i] > c ? c : x[i]);
 }
@@ -210,6 +220,28 @@ static wg_status s_build_attn_mla(s_fwd_t *f, int il, const float *cur, float *o
     return s_mm(f, &L->wo, 0, o, n, out, L->bo);
 }
 
+/* Rope of the queries and keys of tokens [t0, t1), then their K/V rows into
+ * the cache: a token's rows are its own, so any split gives the same bytes. */
+typedef struct {
+    s_fwd_t *f;
+    int il;
+    wg_rope_t rope;
+    int64_t qd, kd, vd;
+} s_rope_put_t;
+
+static void s_rope_put_part(void *arg, int64_t t0, int64_t t1) {
+    const s_rope_put_t *a = arg;
+    s_fwd_t *f = a->f;
+    const wg_hparams_t *hp = &f->m->hp;
+    const int32_t hd = (int32_t)hp->head_dim;
+    f->be->rope(NULL, &a->rope, f->q + t0 * a->qd, t1 - t0, hp->n_head, hd, a->qd, f->pos + t0);
+    f->be->rope(NULL, &a->rope, f->k + t0 * a->kd, t1 - t0, hp->n_head_kv, hd, a->kd, f->pos + t0);
+    for (int64_t t = t0; t < t1; t++) {
+        wg_kv_put_k(f->kv, a->il, f->seq[t], f->pos[t], f->k + t * a->kd, (int32_t)a->kd);
+        wg_kv_put_v(f->kv, a->il, f->seq[t], f->pos[t], f->v + t * a->vd, (int32_t)a->vd);
+    }
+}
+
 /* After the Q/K/V products of layer il: split a fused QKV output, clamp,
  * q/k norms, rope, and the new K/V rows into the cache. */
 static void s_attn_post_qkv(s_fwd_t *f, int il) {
@@ -239,14 +271,10 @@ static void s_attn_post_qkv(s_fwd_t *f, int il) {
         s_rms(f, f->q, n, qd, L->q_norm);
         s_rms(f, f->k, n, kd, L->k_norm);
     }
-    wg_rope_t rope;
-    wg_layer_rope(m, il, &rope);
-    f->be->rope(f->bctx, &rope, f->q, n, hp->n_head, (int32_t)hd, qd, f->pos);
-    f->be->rope(f->bctx, &rope, f->k, n, hp->n_head_kv, (int32_t)hd, kd, f->pos);
-    for (int64_t t = 0; t < n; t++) {
-        wg_kv_put_k(f->kv, il, f->seq[t], f->pos[t], f->k + t * kd, (int32_t)kd);
-        wg_kv_put_v(f->kv, il, f->seq[t], f->pos[t], f->v + t * vd, (int32_t)vd);
-    }
+    s_rope_put_t a = {.f = f, .il = il, .qd = qd, .kd = kd, .vd = vd};
+    wg_layer_rope(m, il, &a.rope);
+    /* a token's angles are n_rot/2 sincos, its K/V rows a few lines: ~1 us per 4 */
+    s_par(f, n, 4, s_rope_put_part, &a);
 }
 
 /* The attention call of layer il over the batch (queries in f->q, output in f->att). */
@@ -428,6 +456,61 @@ static void s_ffn_out_into_x(s_fwd_t *f, int il, const float *a_out, float *f_ou
     }
     if (L->ffn_post_norm) s_build_norm(f, f_out, n, E, L->ffn_post_norm, NULL);
     for (int64_t i = 0; i < n * E; i++) x[i] += f_out[i];
+}
+
+/* The glue between two sublayers of a sequential (not parallel) block, as
+ * one row pass: add = post_norm(add) (when post_w), x += add, then cur = x
+ * normalized with norm_w/norm_b (a copy when there is no pre-norm). Row by
+ * row it is the ops of the separate calls (s_*_out_into_x, the memcpy and
+ * s_build_norm), so the bits are theirs. */
+typedef struct {
+    s_fwd_t *f;
+    float *x, *add, *cur;
+    const float *post_w, *norm_w, *norm_b;
+    bool pre_norm;
+} s_resid_t;
+
+static void s_resid_part(void *arg, int64_t r0, int64_t r1) {
+    const s_resid_t *a = arg;
+    const wg_model_t *m = a->f->m;
+    const wg_backend_ops_t *be = a->f->be;
+    const int64_t E = m->hp.n_embd;
+    for (int64_t r = r0; r < r1; r++) {
+        float *x = a->x + r * E, *add = a->add + r * E, *cur = a->cur + r * E;
+        if (a->post_w) be->norm(NULL, m->arch->norm, add, 1, E, E, a->post_w, NULL, m->hp.norm_eps);
+        for (int64_t i = 0; i < E; i++) x[i] += add[i];
+        memcpy(cur, x, (size_t)E * sizeof(float));
+        if (a->pre_norm) be->norm(NULL, m->arch->norm, cur, 1, E, E, a->norm_w, a->norm_b, m->hp.norm_eps);
+    }
+}
+
+static void s_resid_norm(s_fwd_t *f, float *x, float *add, const float *post_w, float *cur, const float *norm_w,
+                         const float *norm_b) {
+    s_resid_t a = {.f = f, .x = x, .add = add, .cur = cur, .post_w = post_w, .norm_w = norm_w, .norm_b = norm_b,
+                   .pre_norm = !(f->m->arch->flags & WG_F_NO_PRE_NORM)};
+    s_par(f, f->n, 4, s_resid_part, &a);
+}
+
+/* Token embeddings of rows [t0, t1) into x (scaled where the arch says). */
+typedef struct {
+    s_fwd_t *f;
+    const wg_batch_tok_t *batch;
+    float *x;
+} s_embd_t;
+
+static void s_embd_part(void *arg, int64_t t0, int64_t t1) {
+    const s_embd_t *a = arg;
+    const wg_model_t *m = a->f->m;
+    const int64_t E = m->hp.n_embd;
+    const wg_type_traits_t *etr = wg_type_traits(m->tok_embd.type);
+    for (int64_t t = t0; t < t1; t++) {
+        const char *row = (const char *)m->tok_embd.data + (size_t)a->batch[t].token * m->tok_embd.row_bytes;
+        etr->to_float(row, a->x + t * E, E);
+        if (m->arch->flags & WG_F_EMBD_SCALE) {
+            const float sc = sqrtf((float)E);
+            for (int64_t i = 0; i < E; i++) a->x[t * E + i] *= sc;
+        }
+    }
 }
 
 /* ---- one decode token as one fused run (wg_backend_ops_t.run) ----
@@ -696,17 +779,12 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
         }
     }
     const uint32_t fl = m->arch->flags;
-    const wg_type_traits_t *etr = wg_type_traits(m->tok_embd.type);
     for (int64_t t = 0; t < n; t++) {
         f.seq[t] = batch[t].seq;
         f.pos[t] = batch[t].pos;
-        const char *row = (const char *)m->tok_embd.data + (size_t)batch[t].token * m->tok_embd.row_bytes;
-        etr->to_float(row, x + t * E, E);
-        if (fl & WG_F_EMBD_SCALE) {
-            const float s = sqrtf((float)E);
-            for (int64_t i = 0; i < E; i++) x[t * E + i] *= s;
-        }
     }
+    s_embd_t ea = {.f = &f, .batch = batch, .x = x};
+    s_par(&f, n, 8, s_embd_part, &ea);
     if (n == 1) {
         WG_ASSERT(logits || !batch[0].want_logits);
         st = s_fused_decode(&f, steps, x, a_out, f_out, batch[0].want_logits ? logits : NULL);
@@ -714,24 +792,34 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
         if (st != WG_ERR_UNSUPPORTED) goto done;
         st = WG_OK;
     }
+    /* A sequential block's residual adds, copies and norms between the
+     * sublayers run as row passes (s_resid_norm); a parallel block's FFN
+     * reads the attention's input norm (cur), and its adds stay as they are. */
+    const bool seq_block = !(fl & WG_F_PARALLEL);
+    bool cur_ready = false; /* cur already holds this layer's normalized input */
     for (int il = 0; il < hp->n_layer; il++) {
         const wg_layer_t *L = &m->layers[il];
-        memcpy(cur, x, (size_t)(n * E) * sizeof(float));
-        if (!(fl & WG_F_NO_PRE_NORM)) s_build_norm(&f, cur, n, E, L->attn_norm, L->attn_norm_b);
-        if ((st = s_build_attn(&f, il, cur, a_out))) goto done;
-        s_attn_out_into_x(&f, il, a_out, x, n);
-        /* A parallel block's FFN reads the attention's input norm (cur). */
-        if (!(fl & WG_F_PARALLEL)) {
+        if (!cur_ready) {
             memcpy(cur, x, (size_t)(n * E) * sizeof(float));
-            if (!(fl & WG_F_NO_PRE_NORM)) s_build_norm(&f, cur, n, E, L->ffn_norm, L->ffn_norm_b);
+            if (!(fl & WG_F_NO_PRE_NORM)) s_build_norm(&f, cur, n, E, L->attn_norm, L->attn_norm_b);
         }
+        if ((st = s_build_attn(&f, il, cur, a_out))) goto done;
+        if (seq_block)
+            s_resid_norm(&f, x, a_out, L->attn_post_norm, cur, L->ffn_norm, L->ffn_norm_b);
+        else
+            s_attn_out_into_x(&f, il, a_out, x, n);
         if (L->gate_inp.data)
             st = s_build_moe(&f, il, cur, f_out);
         else
             st = s_build_ffn(&f, &L->ffn_gate, &L->ffn_up, &L->ffn_down, 0, NULL, L->ffn_up_b, L->ffn_down_b, cur, n,
                              f_out);
         if (st) goto done;
-        s_ffn_out_into_x(&f, il, a_out, f_out, x, n);
+        cur_ready = seq_block && il + 1 < hp->n_layer;
+        if (cur_ready)
+            s_resid_norm(&f, x, f_out, L->ffn_post_norm, cur, m->layers[il + 1].attn_norm,
+                         m->layers[il + 1].attn_norm_b);
+        else
+            s_ffn_out_into_x(&f, il, a_out, f_out, x, n);
     }
     /* Output head only for the rows that want logits. */
     int64_t n_out = 0;

@@ -115,7 +115,9 @@ typedef struct {
     wg_cpu_gemv_fn gemv;         /* row kernel for M = 1 (preferred there), or NULL */
     uint8_t *xp;                 /* [M][xps] prepared activations (tile path) */
     size_t xps;                  /* bytes per prepared activation row */
-    _Atomic int64_t next_tile;   /* next tile of WG_CPU_NB weight rows to hand out */
+    /* The claim counters on a line of their own: every claim writes it, and
+     * the fields above are read by both threads on every tile. */
+    _Alignas(64) _Atomic int64_t next_tile; /* next tile of WG_CPU_NB weight rows to hand out */
     _Atomic int64_t next_row;    /* next activation row to quantize */
 } s_mm;
 
@@ -393,7 +395,7 @@ typedef struct {
     int64_t first[WG_K_MM_MAX + 1]; /* first row (M = 1) / tile (M > 1) of each product in one
                                      * range; first[n] = total */
     int n;
-    _Atomic int64_t next;        /* next row of that range to hand out */
+    _Alignas(64) _Atomic int64_t next; /* next row of that range to hand out (a line of its own) */
 } s_mmn;
 
 static void s_tile_runs_n(void *arg, int ith, int nth) {
