@@ -43,6 +43,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 typedef struct {
     float v;     /* logit (then, after softmax, the probability) */
@@ -579,6 +582,63 @@ static int32_t s_sample_flat(wg_sampler_t *s, float *logits, float maxv, double 
     return last; /* >= 0: the chosen block has weight */
 }
 
+/* The max of x[0..n) and the lowest index holding it (-1 when every value
+ * is -inf), as the scalar scan gives them, 8 lanes at a time; false (having
+ * found nothing) when the CPU lacks AVX2 or some value is NaN, which the
+ * scalar scan then names. A decode step samples every sequence over the
+ * whole vocabulary, and the branchy scalar scan was ~1.5% of a 32-sequence
+ * step. */
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) static bool s_scan_avx2(const float *x, int32_t n, float *maxv, int32_t *arg) {
+    const int32_t n8 = n / 8 * 8;
+    __m256 m = _mm256_set1_ps(-INFINITY), bad = _mm256_setzero_ps();
+    for (int32_t i = 0; i < n8; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        m = _mm256_max_ps(m, v);
+    }
+    if (_mm256_movemask_ps(bad)) return false;
+    float lanes[8];
+    _mm256_storeu_ps(lanes, m);
+    float mx = -INFINITY;
+    for (int l = 0; l < 8; l++)
+        if (lanes[l] > mx) mx = lanes[l];
+    for (int32_t i = n8; i < n; i++) {
+        if (isnan(x[i])) return false;
+        if (x[i] > mx) mx = x[i];
+    }
+    *maxv = mx;
+    *arg = -1;
+    if (mx == -INFINITY) return true;
+    /* the first value equal to the max (+0 and -0 compare equal, as in the
+     * scalar scan, which keeps the first zero) */
+    const __m256 mv = _mm256_set1_ps(mx);
+    int32_t i = 0;
+    for (; i < n8; i += 8) {
+        const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), mv, _CMP_EQ_OQ));
+        if (mask) {
+            *arg = i + __builtin_ctz((unsigned)mask);
+            return true;
+        }
+    }
+    for (; i < n; i++)
+        if (x[i] == mx) {
+            *arg = i;
+            return true;
+        }
+    return true; /* not reached: mx is one of the values */
+}
+
+static bool s_scan_fast(const float *x, int32_t n, float *maxv, int32_t *arg) {
+    return __builtin_cpu_supports("avx2") && s_scan_avx2(x, n, maxv, arg);
+}
+#else
+static bool s_scan_fast(const float *x, int32_t n, float *maxv, int32_t *arg) {
+    (void)x, (void)n, (void)maxv, (void)arg;
+    return false;
+}
+#endif
+
 wg_status wg_sampler_sample(wg_sampler_t *s, float *logits, wg_sample_t *out) {
     WG_ASSERT(s && logits && out);
     memset(out, 0, sizeof *out);
@@ -587,13 +647,17 @@ wg_status wg_sampler_sample(wg_sampler_t *s, float *logits, wg_sample_t *out) {
     for (size_t i = 0; i < s->p.n_logit_bias; i++)
         logits[s->p.logit_bias[i].token] += s->p.logit_bias[i].bias;
 
-    /* one pass: max, argmax (lowest id on ties), NaN check */
+    /* max, argmax (lowest id on ties), NaN check */
     float maxv = -INFINITY;
     int32_t arg = -1;
-    for (int32_t i = 0; i < s->n_vocab; i++) {
-        float v = logits[i];
-        if (v > maxv) { maxv = v; arg = i; }
-        else if (isnan(v)) return wg_error(WG_ERR_RANGE, "logits[%d] is NaN", (int)i);
+    if (!s_scan_fast(logits, s->n_vocab, &maxv, &arg)) {
+        maxv = -INFINITY;
+        arg = -1;
+        for (int32_t i = 0; i < s->n_vocab; i++) {
+            float v = logits[i];
+            if (v > maxv) { maxv = v; arg = i; }
+            else if (isnan(v)) return wg_error(WG_ERR_RANGE, "logits[%d] is NaN", (int)i);
+        }
     }
     if (arg < 0) return wg_error(WG_ERR_RANGE, "every one of %d tokens is banned (-inf)", (int)s->n_vocab);
     if (maxv == INFINITY) return wg_error(WG_ERR_RANGE, "logits[%d] is +inf", (int)arg);

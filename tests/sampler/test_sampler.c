@@ -132,6 +132,66 @@ Test(sampler, greedy_lowest_id_on_exact_ties) {
     wg_sampler_free(&s);
 }
 
+/* The greedy scan (8 lanes at a time where the CPU has AVX2) gives the
+ * scalar scan's answer for every length, tail and lane: the lowest index of
+ * the max among ties in different lanes, the first of +0/-0 when zero is the
+ * max, +inf and NaN named at their first index, all -inf an error. */
+Test(sampler, greedy_scan_matches_the_scalar_scan_at_every_length_and_lane) {
+    wg_sampling_params_t p = wg_sampling_defaults();
+    p.temperature = 0;
+    for (int32_t n = 1; n <= 70; n++) {
+        float *l = malloc((size_t)n * sizeof *l);
+        for (int trial = 0; trial < 40; trial++) {
+            /* few distinct values: ties across lanes are common */
+            for (int32_t i = 0; i < n; i++) l[i] = (float)((int)(t_rand() * 5) - 4);
+            const int kind = trial % 5;
+            const int32_t at = (int32_t)(t_rand() * n), at2 = (int32_t)(t_rand() * n);
+            if (kind == 1) { /* zero as the max, either sign, first one wins */
+                for (int32_t i = 0; i < n; i++) l[i] = -1.0f;
+                l[at] = -0.0f;
+                l[at2] = 0.0f;
+            } else if (kind == 2) {
+                l[at] = INFINITY;
+            } else if (kind == 3) {
+                l[at] = NAN;
+            } else if (kind == 4) {
+                for (int32_t i = 0; i < n; i++) l[i] = -INFINITY;
+            }
+            /* the scalar scan, written out */
+            float mx = -INFINITY;
+            int32_t arg = -1, nan_at = -1;
+            for (int32_t i = 0; i < n && nan_at < 0; i++) {
+                if (l[i] > mx) { mx = l[i]; arg = i; }
+                else if (isnan(l[i])) nan_at = i;
+            }
+            wg_sampler_t *s = t_new(p, n);
+            float *tmp = malloc((size_t)n * sizeof *tmp);
+            memcpy(tmp, l, (size_t)n * sizeof *tmp);
+            wg_sample_t o;
+            wg_status st = wg_sampler_sample(s, tmp, &o);
+            char want[64];
+            if (nan_at >= 0) {
+                snprintf(want, sizeof want, "logits[%d] is NaN", (int)nan_at);
+                cr_assert_eq(st, WG_ERR_RANGE, "n=%d: NaN at %d not refused", (int)n, (int)nan_at);
+                cr_assert(strstr(wg_errmsg(), want), "n=%d: '%s', want '%s'", (int)n, wg_errmsg(), want);
+            } else if (arg < 0) {
+                cr_assert_eq(st, WG_ERR_RANGE, "n=%d: all -inf not refused", (int)n);
+            } else if (mx == INFINITY) {
+                snprintf(want, sizeof want, "logits[%d] is +inf", (int)arg);
+                cr_assert_eq(st, WG_ERR_RANGE);
+                cr_assert(strstr(wg_errmsg(), want), "n=%d: '%s', want '%s'", (int)n, wg_errmsg(), want);
+            } else {
+                cr_assert_eq(st, WG_OK, "n=%d: %s", (int)n, wg_errmsg());
+                cr_assert_eq(o.token, arg, "n=%d kind=%d: token %d, scalar scan %d", (int)n, kind, (int)o.token,
+                             (int)arg);
+            }
+            free(tmp);
+            wg_sampler_free(&s);
+        }
+        free(l);
+    }
+}
+
 Test(sampler, same_seed_same_sequence_different_seed_differs) {
     wg_sampling_params_t p = wg_sampling_defaults();
     p.has_seed = true;
