@@ -15,6 +15,7 @@
  * wg_cpu_impl.h), so the result is batch invariant and independent of the
  * thread count. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,7 @@ typedef struct {
     size_t xps;                  /* bytes per prepared activation row */
     /* The claim counters on a line of their own: every claim writes it, and
      * the fields above are read by both threads on every tile. */
+    struct s_qphase *qp;         /* rows to quantize first in the tiles' run, or NULL */
     _Alignas(64) _Atomic int64_t next_tile; /* next tile of WG_CPU_NB weight rows to hand out */
     _Atomic int64_t next_row;    /* next activation row to quantize */
 } s_mm;
@@ -136,6 +138,58 @@ static void s_quant_rows(void *arg, int ith, int nth) {
         for (int64_t m = m0; m < m1; m++) {
             c->quant(c->X + m * c->K, c->xq + (size_t)m * c->xrow, c->K);
             if (c->tile) c->prep(c->xq + (size_t)m * c->xrow, c->xp + (size_t)m * c->xps, c->K);
+        }
+    }
+}
+
+/* ---- quantizing inside the product's pool run ----
+ * With more than one activation row the rows were a pool run of their own
+ * (a wake-up and a join for a few microseconds of work) before the tiles'
+ * run. Instead the threads of the tiles' run first take rows of every
+ * activation copy from a counter, count them done, and wait for the count
+ * before taking tiles. A thread that joins late finds the rows taken and
+ * waits only for those in hand; one that never joins (wg_pool_run_any)
+ * leaves them to the others. Which thread quantizes a row never changes its
+ * bytes. */
+typedef struct s_qphase {
+    s_mm *q;                     /* [nq] activation copies to fill */
+    int nq;
+    int64_t M;
+    _Alignas(64) _Atomic int64_t next; /* next row (over all copies) to take */
+    _Alignas(64) _Atomic int64_t done; /* rows written */
+} s_qphase;
+
+static void s_qphase_init(s_qphase *qp, s_mm *q, int nq, int64_t M) {
+    qp->q = q;
+    qp->nq = nq;
+    qp->M = M;
+    atomic_init(&qp->next, 0);
+    atomic_init(&qp->done, 0);
+}
+
+static void s_qphase_run(s_qphase *qp, int nth) {
+    const int64_t total = qp->M * qp->nq;
+    const int64_t grab = qp->M / (4 * (int64_t)nth) > 1 ? qp->M / (4 * (int64_t)nth) : 1;
+    for (;;) {
+        const int64_t u0 = atomic_fetch_add_explicit(&qp->next, grab, memory_order_relaxed);
+        if (u0 >= total) break;
+        const int64_t u1 = u0 + grab < total ? u0 + grab : total;
+        for (int64_t u = u0; u < u1; u++) {
+            const s_mm *c = &qp->q[u / qp->M];
+            const int64_t m = u % qp->M;
+            c->quant(c->X + m * c->K, c->xq + (size_t)m * c->xrow, c->K);
+            if (c->tile) c->prep(c->xq + (size_t)m * c->xrow, c->xp + (size_t)m * c->xps, c->K);
+        }
+        atomic_fetch_add_explicit(&qp->done, u1 - u0, memory_order_release);
+    }
+    int spins = 0;
+    while (atomic_load_explicit(&qp->done, memory_order_acquire) < total) {
+        if (++spins < 4000) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else {
+            sched_yield();
         }
     }
 }
@@ -286,6 +340,7 @@ static void s_dot_rows(void *arg, int ith, int nth) {
         return;
     }
     if (c->tile) {
+        if (c->qp) s_qphase_run(c->qp, nth);
         int64_t t0, nt;
         int half;
         const s_units u = s_units_of(s_tiles(c), c->M, nth);
@@ -363,6 +418,7 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
     }
     atomic_init(&c.next_tile, 0);
     uint8_t *buf = NULL;
+    s_qphase qp;
     if (vt == WG_TYPE_F32) {
         c.xq = (uint8_t *)(uintptr_t)X;  /* read only: no quantizer runs */
         c.xrow = (size_t)K * sizeof(float);
@@ -377,7 +433,12 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
                             xq_bytes + c.xps * (size_t)M);
         c.xq = buf;
         c.xp = buf + xq_bytes;
-        s_quantize(pool, &c);
+        if (c.tile && !c.gemv && M > 1 && pool) {
+            s_qphase_init(&qp, &c, 1, M); /* in the tiles' run */
+            c.qp = &qp;
+        } else {
+            s_quantize(pool, &c);
+        }
     }
     wg_pool_run_any(pool, s_dot_rows, &c);
     free(buf);
@@ -395,12 +456,14 @@ typedef struct {
     int64_t first[WG_K_MM_MAX + 1]; /* first row (M = 1) / tile (M > 1) of each product in one
                                      * range; first[n] = total */
     int n;
+    s_qphase *qp;                /* rows to quantize first (M > 1), or NULL */
     _Alignas(64) _Atomic int64_t next; /* next row of that range to hand out (a line of its own) */
 } s_mmn;
 
 static void s_tile_runs_n(void *arg, int ith, int nth) {
     (void)ith;
     s_mmn *c = arg;
+    if (c->qp) s_qphase_run(c->qp, nth);
     /* tiles of all products as one range; claims never straddle two */
     const s_units u = s_units_of(c->first[c->n], c->mm[0].M, nth);
     for (int p = 0; p < c->n; p++) {
@@ -456,16 +519,23 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
     }
     uint8_t *buf = aligned_alloc(64, total + 64);
     if (!buf) return wg_error(WG_ERR_NOMEM, "wg_k_matmul_cpu_n: %zu bytes of activations", total);
+    s_mm q[WG_K_MM_MAX];
     for (int j = 0; j < nv; j++) {
         /* every product has a tile kernel (s_prepared_ok): quantize and prepare */
         uint8_t *xq = buf + off[j];
-        s_mm q = {.X = X, .K = K, .M = M, .quant = s_kern.quant[vts[j]], .xq = xq,
-                  .xrow = wg_row_size(vts[j], K), .tile = s_kern.tile[mm[0].type], .prep = s_kern.prep[vts[j]],
-                  .xp = xq + s_xq_bytes(vts[j], K, M), .xps = wg_cpu_xprep_size(vts[j], K)};
-        s_quantize(pool, &q);
+        q[j] = (s_mm){.X = X, .K = K, .M = M, .quant = s_kern.quant[vts[j]], .xq = xq,
+                      .xrow = wg_row_size(vts[j], K), .tile = s_kern.tile[mm[0].type], .prep = s_kern.prep[vts[j]],
+                      .xp = xq + s_xq_bytes(vts[j], K, M), .xps = wg_cpu_xprep_size(vts[j], K)};
     }
+    s_qphase qp;
     s_mmn c;
     memset(&c, 0, sizeof c);
+    if (M > 1 && pool) { /* in the tiles' run */
+        s_qphase_init(&qp, q, nv, M);
+        c.qp = &qp;
+    } else {
+        for (int j = 0; j < nv; j++) s_quantize(pool, &q[j]);
+    }
     c.n = n;
     for (int i = 0; i < n; i++) {
         const wg_type_t vt = wg_type_traits(mm[i].type)->vec_dot_type;
