@@ -116,41 +116,23 @@ typedef struct {
     wg_cpu_gemv_fn gemv;         /* row kernel for M = 1 (preferred there), or NULL */
     uint8_t *xp;                 /* [M][xps] prepared activations (tile path) */
     size_t xps;                  /* bytes per prepared activation row */
-    /* The claim counters on a line of their own: every claim writes it, and
+    struct s_qphase *qp;         /* rows to quantize first in the product's run, or NULL */
+    /* The claim counter on a line of its own: every claim writes it, and
      * the fields above are read by both threads on every tile. */
-    struct s_qphase *qp;         /* rows to quantize first in the tiles' run, or NULL */
     _Alignas(64) _Atomic int64_t next_tile; /* next tile of WG_CPU_NB weight rows to hand out */
-    _Atomic int64_t next_row;    /* next activation row to quantize */
 } s_mm;
 
-static void s_quant_rows(void *arg, int ith, int nth) {
-    (void)ith;
-    s_mm *c = arg;
-    /* Rows in grabs of a quarter of a thread's share: one shared counter
-     * bumped per row cost more than the rows themselves (the line moves
-     * between cores on every claim). Which thread quantizes a row never
-     * changes its bytes. */
-    const int64_t grab = c->M / (4 * (int64_t)nth) > 1 ? c->M / (4 * (int64_t)nth) : 1;
-    for (;;) {
-        const int64_t m0 = atomic_fetch_add_explicit(&c->next_row, grab, memory_order_relaxed);
-        if (m0 >= c->M) break;
-        const int64_t m1 = m0 + grab < c->M ? m0 + grab : c->M;
-        for (int64_t m = m0; m < m1; m++) {
-            c->quant(c->X + m * c->K, c->xq + (size_t)m * c->xrow, c->K);
-            if (c->tile) c->prep(c->xq + (size_t)m * c->xrow, c->xp + (size_t)m * c->xps, c->K);
-        }
-    }
-}
-
-/* ---- quantizing inside the product's pool run ----
- * With more than one activation row the rows were a pool run of their own
- * (a wake-up and a join for a few microseconds of work) before the tiles'
- * run. Instead the threads of the tiles' run first take rows of every
- * activation copy from a counter, count them done, and wait for the count
- * before taking tiles. A thread that joins late finds the rows taken and
- * waits only for those in hand; one that never joins (wg_pool_run_any)
- * leaves them to the others. Which thread quantizes a row never changes its
- * bytes. */
+/* ---- quantizing the activation rows ----
+ * Rows (of every activation copy a product run needs) are taken from a
+ * counter in grabs of a quarter of a thread's share (one shared counter
+ * bumped per row cost more than the rows themselves), counted done, and each
+ * thread waits for the count before going on. At M > 1 this runs at the
+ * start of the product's own pool run (it used to be a pool run of its own: a
+ * wake-up and a join for a few microseconds of work). A thread that joins
+ * late finds the rows taken and waits only for those in hand; one that never
+ * joins (wg_pool_run_any) leaves them to the others. With one row or no
+ * pool the caller runs it alone first. Which thread quantizes a row never
+ * changes its bytes. */
 typedef struct s_qphase {
     s_mm *q;                     /* [nq] activation copies to fill */
     int nq;
@@ -192,16 +174,6 @@ static void s_qphase_run(s_qphase *qp, int nth) {
             sched_yield();
         }
     }
-}
-
-/* Quantize (and, for tile kernels, prepare) all M activation rows of c: on
- * the pool for more than one row. */
-static void s_quantize(wg_pool_t *pool, s_mm *c) {
-    atomic_init(&c->next_row, 0);
-    if (c->M == 1 || !pool)
-        s_quant_rows(c, 0, 1);
-    else
-        wg_pool_run_any(pool, s_quant_rows, c);
 }
 
 /* One tile: weight rows [nb, ne) against every activation row. */
@@ -333,6 +305,7 @@ static void s_tile_span(const s_mm *c, int64_t t0, int64_t nt, int half, int64_t
 static void s_dot_rows(void *arg, int ith, int nth) {
     (void)ith;
     s_mm *c = arg;
+    if (c->qp) s_qphase_run(c->qp, nth);
     if (c->gemv) {
         int64_t nb, nw;
         while ((nw = s_claim_rows(&c->next_tile, 0, c->N, nth, &nb)) > 0)
@@ -340,7 +313,6 @@ static void s_dot_rows(void *arg, int ith, int nth) {
         return;
     }
     if (c->tile) {
-        if (c->qp) s_qphase_run(c->qp, nth);
         int64_t t0, nt;
         int half;
         const s_units u = s_units_of(s_tiles(c), c->M, nth);
@@ -433,12 +405,11 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
                             xq_bytes + c.xps * (size_t)M);
         c.xq = buf;
         c.xp = buf + xq_bytes;
-        if (c.tile && !c.gemv && M > 1 && pool) {
-            s_qphase_init(&qp, &c, 1, M); /* in the tiles' run */
-            c.qp = &qp;
-        } else {
-            s_quantize(pool, &c);
-        }
+        s_qphase_init(&qp, &c, 1, M);
+        if (M > 1 && pool)
+            c.qp = &qp; /* in the products' run */
+        else
+            s_qphase_run(&qp, 1);
     }
     wg_pool_run_any(pool, s_dot_rows, &c);
     free(buf);
@@ -530,12 +501,11 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
     s_qphase qp;
     s_mmn c;
     memset(&c, 0, sizeof c);
-    if (M > 1 && pool) { /* in the tiles' run */
-        s_qphase_init(&qp, q, nv, M);
-        c.qp = &qp;
-    } else {
-        for (int j = 0; j < nv; j++) s_quantize(pool, &q[j]);
-    }
+    s_qphase_init(&qp, q, nv, M);
+    if (M > 1 && pool)
+        c.qp = &qp; /* in the tiles' run */
+    else
+        s_qphase_run(&qp, 1);
     c.n = n;
     for (int i = 0; i < n; i++) {
         const wg_type_t vt = wg_type_traits(mm[i].type)->vec_dot_type;
