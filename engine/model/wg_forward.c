@@ -458,36 +458,39 @@ static void s_ffn_out_into_x(s_fwd_t *f, int il, const float *a_out, float *f_ou
     for (int64_t i = 0; i < n * E; i++) x[i] += f_out[i];
 }
 
-/* The glue between two sublayers of a sequential (not parallel) block, as
- * one row pass: add = post_norm(add) (when post_w), x += add, then cur = x
- * normalized with norm_w/norm_b (a copy when there is no pre-norm). Row by
- * row it is the ops of the separate calls (s_*_out_into_x, the memcpy and
- * s_build_norm), so the bits are theirs. */
+/* The glue after a sublayer of a sequential (not parallel) block, as one
+ * row pass: the sublayer's output row into x (s_attn_out_into_x or
+ * s_ffn_out_into_x on that row: post norm, add), then cur = x normalized
+ * with norm_w/norm_b (a copy when there is no pre-norm). Row by row these
+ * are the ops of the whole-batch calls, so the bits are theirs; an op on one
+ * row never uses the pool. */
 typedef struct {
     s_fwd_t *f;
+    int il;
+    bool ffn;                 /* the FFN's output (else the attention's) */
     float *x, *add, *cur;
-    const float *post_w, *norm_w, *norm_b;
-    bool pre_norm;
+    const float *norm_w, *norm_b;
 } s_resid_t;
 
 static void s_resid_part(void *arg, int64_t r0, int64_t r1) {
     const s_resid_t *a = arg;
-    const wg_model_t *m = a->f->m;
-    const wg_backend_ops_t *be = a->f->be;
-    const int64_t E = m->hp.n_embd;
+    s_fwd_t *f = a->f;
+    const int64_t E = f->m->hp.n_embd;
     for (int64_t r = r0; r < r1; r++) {
         float *x = a->x + r * E, *add = a->add + r * E, *cur = a->cur + r * E;
-        if (a->post_w) be->norm(NULL, m->arch->norm, add, 1, E, E, a->post_w, NULL, m->hp.norm_eps);
-        for (int64_t i = 0; i < E; i++) x[i] += add[i];
+        if (a->ffn)
+            s_ffn_out_into_x(f, a->il, NULL, add, x, 1); /* a parallel block's a_out is not read here */
+        else
+            s_attn_out_into_x(f, a->il, add, x, 1);
         memcpy(cur, x, (size_t)E * sizeof(float));
-        if (a->pre_norm) be->norm(NULL, m->arch->norm, cur, 1, E, E, a->norm_w, a->norm_b, m->hp.norm_eps);
+        if (!(f->m->arch->flags & WG_F_NO_PRE_NORM)) s_build_norm(f, cur, 1, E, a->norm_w, a->norm_b);
     }
 }
 
-static void s_resid_norm(s_fwd_t *f, float *x, float *add, const float *post_w, float *cur, const float *norm_w,
+static void s_resid_norm(s_fwd_t *f, int il, bool ffn, float *x, float *add, float *cur, const float *norm_w,
                          const float *norm_b) {
-    s_resid_t a = {.f = f, .x = x, .add = add, .cur = cur, .post_w = post_w, .norm_w = norm_w, .norm_b = norm_b,
-                   .pre_norm = !(f->m->arch->flags & WG_F_NO_PRE_NORM)};
+    WG_ASSERT(!(f->m->arch->flags & WG_F_PARALLEL));
+    s_resid_t a = {.f = f, .il = il, .ffn = ffn, .x = x, .add = add, .cur = cur, .norm_w = norm_w, .norm_b = norm_b};
     s_par(f, f->n, 4, s_resid_part, &a);
 }
 
@@ -805,7 +808,7 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
         }
         if ((st = s_build_attn(&f, il, cur, a_out))) goto done;
         if (seq_block)
-            s_resid_norm(&f, x, a_out, L->attn_post_norm, cur, L->ffn_norm, L->ffn_norm_b);
+            s_resid_norm(&f, il, false, x, a_out, cur, L->ffn_norm, L->ffn_norm_b);
         else
             s_attn_out_into_x(&f, il, a_out, x, n);
         if (L->gate_inp.data)
@@ -816,8 +819,7 @@ wg_status wg_model_forward(const wg_model_t *m, wg_kv_t *kv, wg_pool_t *pool, co
         if (st) goto done;
         cur_ready = seq_block && il + 1 < hp->n_layer;
         if (cur_ready)
-            s_resid_norm(&f, x, f_out, L->ffn_post_norm, cur, m->layers[il + 1].attn_norm,
-                         m->layers[il + 1].attn_norm_b);
+            s_resid_norm(&f, il, true, x, f_out, cur, m->layers[il + 1].attn_norm, m->layers[il + 1].attn_norm_b);
         else
             s_ffn_out_into_x(&f, il, a_out, f_out, x, n);
     }
