@@ -70,22 +70,36 @@ static wg_status s_matmul_n(void *ctx, int n, const wg_weight_t *const *w, const
 #define S_AVX2_FN __attribute__((target("avx2,fma,f16c")))
 #define S_AVX512_FN __attribute__((target("avx512f,avx2,fma,f16c")))
 
+/* The constants of s_exp8 and s_exp16 (one set, so the two stay the same
+ * function): zero below, clamp, log2(e), ln 2 in two parts, polynomial. */
+#define S_EXP_ZERO_BELOW -87.33654f
+#define S_EXP_CLAMP 88.3762626647949f
+#define S_EXP_LOG2E 1.44269504088896341f
+#define S_EXP_LN2_HI 0.693359375f
+#define S_EXP_LN2_LO -2.12194440e-4f
+#define S_EXP_P0 1.9875691500e-4f
+#define S_EXP_P1 1.3981999507e-3f
+#define S_EXP_P2 8.3334519073e-3f
+#define S_EXP_P3 4.1665795894e-2f
+#define S_EXP_P4 1.6666665459e-1f
+#define S_EXP_P5 5.0000001201e-1f
+
 /* e^x for 8 floats, Cephes-style: x = n ln2 + r, |r| <= ln2/2, degree-6
  * polynomial, scaled by 2^n through the exponent bits. About 1 ulp; inputs
  * below -87.3 (denormal results) give 0, above 88.37 give +inf; NaN stays NaN. */
 S_AVX2_FN static inline __m256 s_exp8(__m256 x) {
-    const __m256 zero = _mm256_cmp_ps(x, _mm256_set1_ps(-87.33654f), _CMP_LT_OQ);
-    x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), _mm256_max_ps(_mm256_set1_ps(-88.3762626647949f), x));
-    const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+    const __m256 zero = _mm256_cmp_ps(x, _mm256_set1_ps(S_EXP_ZERO_BELOW), _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_set1_ps(S_EXP_CLAMP), _mm256_max_ps(_mm256_set1_ps(-S_EXP_CLAMP), x));
+    const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(S_EXP_LOG2E)),
                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(S_EXP_LN2_HI), x);
+    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(S_EXP_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(S_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(S_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(S_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(S_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(S_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(S_EXP_P5));
     const __m256 r2 = _mm256_mul_ps(r, r);
     __m256 y = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
@@ -257,18 +271,18 @@ S_AVX2_FN static void s_scale_avx2(float *x, int32_t n, float s) {
  * lane (round to nearest even, FMAs, the exponent bits), so each element is
  * bitwise what s_exp8 gives it. */
 S_AVX512_FN static inline __m512 s_exp16(__m512 x) {
-    const __mmask16 zero = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33654f), _CMP_LT_OQ);
-    x = _mm512_min_ps(_mm512_set1_ps(88.3762626647949f), _mm512_max_ps(_mm512_set1_ps(-88.3762626647949f), x));
-    const __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+    const __mmask16 zero = _mm512_cmp_ps_mask(x, _mm512_set1_ps(S_EXP_ZERO_BELOW), _CMP_LT_OQ);
+    x = _mm512_min_ps(_mm512_set1_ps(S_EXP_CLAMP), _mm512_max_ps(_mm512_set1_ps(-S_EXP_CLAMP), x));
+    const __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(S_EXP_LOG2E)),
                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(S_EXP_LN2_HI), x);
+    r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(S_EXP_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(S_EXP_P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(S_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(S_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(S_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(S_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(S_EXP_P5));
     const __m512 r2 = _mm512_mul_ps(r, r);
     __m512 y = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
