@@ -34,6 +34,9 @@ typedef void (*wg_cpu_tile_fn)(int64_t K, const uint8_t *w, size_t wrow, int nw,
                                float *y, int64_t ldy);
 /* Prepare one quantized activation row (vec_dot_type blocks) for tile kernels. */
 typedef void (*wg_cpu_prep_fn)(const void *xq, uint8_t *xp, int64_t k);
+/* Quantize one activation row x[k] to vec_dot_type blocks at xq and prepare
+ * it at xp in one pass: the bytes of quant then prep. */
+typedef void (*wg_cpu_qprep_fn)(const float *x, void *xq, uint8_t *xp, int64_t k);
 /* A row kernel (M = 1): y[i] = dot(weight row i, the one prepared activation
  * row xp) for i < nw, weight row i at w + i*wrow. It walks each weight row
  * once in memory order, with no unpacked copy, and performs per output the
@@ -61,6 +64,7 @@ typedef struct {
     wg_cpu_quant_fn quant[WG_TYPE_COUNT];  /* by activation (vec_dot) type; NULL = ref */
     wg_cpu_tile_fn tile[WG_TYPE_COUNT];    /* by weight type; preferred over vdot */
     wg_cpu_prep_fn prep[WG_TYPE_COUNT];    /* by activation type, for tile kernels */
+    wg_cpu_qprep_fn qprep[WG_TYPE_COUNT];  /* quant + prep in one pass, or NULL */
     wg_cpu_gemv_fn gemv[WG_TYPE_COUNT];    /* by weight type: M = 1 row kernels, or NULL */
     int tile_n;                            /* weight rows per tile kernel call (8 or 16) */
 } wg_cpu_kernels_t;

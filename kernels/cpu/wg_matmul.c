@@ -27,7 +27,7 @@
 /* Weight rows per tile: 16 rows of Q8_0 at K=4096 is ~70 KiB (L2-resident). */
 #define WG_CPU_NB 16
 
-/* Tiles per claim for tile kernels, at most (see s_claim_tiles). */
+/* Tiles per claim for tile kernels, at most (see s_claim_units). */
 #define WG_CPU_RUN 4
 
 /* Fewest weight rows per claim for row kernels (M = 1). */
@@ -113,10 +113,12 @@ typedef struct {
     wg_cpu_vdot_fn vdot;         /* SIMD multi-row kernel, or NULL for the ref vec_dot */
     wg_cpu_tile_fn tile;         /* tile kernel (preferred), or NULL */
     wg_cpu_prep_fn prep;         /* activation preparation for tile */
+    wg_cpu_qprep_fn qprep;       /* quant + prep in one pass (tile path), or NULL */
     wg_cpu_gemv_fn gemv;         /* row kernel for M = 1 (preferred there), or NULL */
     uint8_t *xp;                 /* [M][xps] prepared activations (tile path) */
     size_t xps;                  /* bytes per prepared activation row */
     struct s_qphase *qp;         /* rows to quantize first in the product's run, or NULL */
+    struct s_lanes *lanes;       /* tile claims (tile kernels at M > 1), or NULL */
     /* The claim counter on a line of its own: every claim writes it, and
      * the fields above are read by both threads on every tile. */
     _Alignas(64) _Atomic int64_t next_tile; /* next tile of WG_CPU_NB weight rows to hand out */
@@ -159,6 +161,10 @@ static void s_qphase_run(s_qphase *qp, int nth) {
         for (int64_t u = u0; u < u1; u++) {
             const s_mm *c = &qp->q[u / qp->M];
             const int64_t m = u % qp->M;
+            if (c->tile && c->qprep) {
+                c->qprep(c->X + m * c->K, c->xq + (size_t)m * c->xrow, c->xp + (size_t)m * c->xps, c->K);
+                continue;
+            }
             c->quant(c->X + m * c->K, c->xq + (size_t)m * c->xrow, c->K);
             if (c->tile) c->prep(c->xq + (size_t)m * c->xrow, c->xp + (size_t)m * c->xps, c->K);
         }
@@ -227,8 +233,9 @@ static int64_t s_tiles(const s_mm *c) {
  * two, its activation rows split in halves. Claims of head tiles are runs of
  * up to WG_CPU_RUN consecutive tiles (a tile kernel prefetches the start of
  * the next tile in memory, which is then its own next tile, not usually the
- * other thread's), shorter as the end nears — 1/(2*nth) of what is left;
- * the halves at the end let threads finish within about half a tile of each
+ * other thread's), shorter as a lane empties — half of what is left in it
+ * (see s_claim_units); the halves at the end let threads finish within
+ * about half a tile of each
  * other instead of a whole one (a step's products end ~4 us apart each at
  * M = 32). An output row's numbers do not depend on which other activation
  * rows share its tile call (the kernel keeps one accumulator per row), so a
@@ -253,35 +260,107 @@ static s_units s_units_of(int64_t last, int64_t M, int nth) {
 /* Unit index of tile t. */
 static int64_t s_unit(const s_units *u, int64_t t) { return t <= u->head ? t : u->head + 2 * (t - u->head); }
 
-/* Claim units of tiles [base, end) from *next (a unit counter). *t0 gets the
- * first tile (relative to base), *half -1 for whole tiles or the half (0, 1)
- * of one split tile; returns the tiles claimed, 0 when nothing is left. */
-static int64_t s_claim_tiles(_Atomic int64_t *next, const s_units *u, int64_t base, int64_t end, int nth,
-                             int64_t *t0, int *half) {
-    const int64_t uend = s_unit(u, end), ulast = s_unit(u, u->last);
-    int64_t cur = atomic_load_explicit(next, memory_order_relaxed);
-    for (;;) {
-        if (cur >= uend) return 0;
-        int64_t take = 1;
-        if (cur < u->head) {
-            take = (ulast - cur) / (2 * (int64_t)nth);
+/* Claims of units come from per-thread lanes rather than one shared
+ * counter: every claim on a shared counter moved its cache line between the
+ * cores (~2% of a c=32 decode step went to those exchanges). The units of a
+ * run are cut into one lane per thread; a thread takes runs from the front
+ * of its own lane (a line only it writes until its lane runs dry), then
+ * from the back of the others', so a thread that is late or never joins
+ * (wg_pool_run_any) has its units done by the others. Each lane is [lo, hi)
+ * in one word. Claims never straddle a product (seg) or the split tiles. */
+#define S_LANES 8
+
+typedef struct s_lanes {
+    struct {
+        _Alignas(64) _Atomic uint64_t w; /* lo | hi << 32: units [lo, hi) unclaimed */
+    } lane[S_LANES];
+    int n;
+} s_lanes;
+
+static void s_lanes_init(s_lanes *l, int64_t units, int nth) {
+    WG_ASSERT(units >= 0 && units < ((int64_t)1 << 31));
+    l->n = nth < 1 ? 1 : nth < S_LANES ? nth : S_LANES;
+    for (int i = 0; i < l->n; i++) {
+        const uint64_t lo = (uint64_t)(units * i / l->n), hi = (uint64_t)(units * (i + 1) / l->n);
+        atomic_init(&l->lane[i].w, lo | hi << 32);
+    }
+}
+
+/* The products of a run as unit ranges: segment p is [seg[p], seg[p + 1]). */
+typedef struct {
+    const s_units *u;
+    int64_t seg[WG_K_MM_MAX + 1];
+    int n;
+} s_segs;
+
+static void s_segs_init(s_segs *sg, const s_units *u, const int64_t *first_tile, int n) {
+    sg->u = u;
+    sg->n = n;
+    for (int p = 0; p <= n; p++) sg->seg[p] = s_unit(u, first_tile[p]);
+}
+
+/* Segment of unit x. */
+static int s_seg_of(const s_segs *sg, int64_t x) {
+    int p = 0;
+    while (p + 1 < sg->n && x >= sg->seg[p + 1]) p++;
+    return p;
+}
+
+/* Claim for thread ith: units [*x0, *x0 + count) of segment *p, or 0 when
+ * no lane has any left. */
+static int64_t s_claim_units(s_lanes *l, const s_segs *sg, int ith, int *p, int64_t *x0) {
+    const int64_t head = sg->u->head;
+    const int own = ith % l->n;
+    for (int k = 0; k < l->n; k++) {
+        const int v = (own + k) % l->n;
+        uint64_t cur = atomic_load_explicit(&l->lane[v].w, memory_order_relaxed);
+        for (;;) {
+            const int64_t lo = (int64_t)(cur & 0xffffffffu), hi = (int64_t)(cur >> 32);
+            if (lo >= hi) break;
+            int64_t take = (hi - lo) / 2;
             if (take > WG_CPU_RUN) take = WG_CPU_RUN;
             if (take < 1) take = 1;
-            if (take > u->head - cur) take = u->head - cur;
-            if (take > uend - cur) take = uend - cur;
-        }
-        if (atomic_compare_exchange_weak_explicit(next, &cur, cur + take, memory_order_relaxed,
-                                                  memory_order_relaxed)) {
-            if (cur < u->head) {
-                *t0 = cur - base;
-                *half = -1;
-            } else {
-                *t0 = u->head + (cur - u->head) / 2 - base;
-                *half = (int)((cur - u->head) % 2);
+            int64_t a;
+            uint64_t nw;
+            if (k == 0) { /* front of our own lane */
+                const int sp = s_seg_of(sg, lo);
+                if (lo >= head) take = 1;
+                if (take > head - lo && lo < head) take = head - lo;
+                if (take > sg->seg[sp + 1] - lo) take = sg->seg[sp + 1] - lo;
+                a = lo;
+                nw = (uint64_t)(lo + take) | (uint64_t)hi << 32;
+                *p = sp;
+            } else { /* back of another's */
+                const int sp = s_seg_of(sg, hi - 1);
+                if (hi - 1 >= head) take = 1;
+                if (take > hi - lo) take = hi - lo;
+                if (take > hi - sg->seg[sp]) take = hi - sg->seg[sp];
+                a = hi - take;
+                nw = (uint64_t)lo | (uint64_t)(hi - take) << 32;
+                *p = sp;
             }
-            return take;
+            if (atomic_compare_exchange_weak_explicit(&l->lane[v].w, &cur, nw, memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                *x0 = a;
+                return take;
+            }
         }
     }
+    return 0;
+}
+
+/* Tiles of units [x0, x0 + n) (within one segment): *t0 the first tile
+ * (from the run's start), *half -1 for whole tiles or the half of a split
+ * one; returns the tile count. */
+static int64_t s_units_tiles(const s_units *u, int64_t x0, int64_t n, int64_t *t0, int *half) {
+    if (x0 < u->head) {
+        *t0 = x0;
+        *half = -1;
+        return n;
+    }
+    *t0 = u->head + (x0 - u->head) / 2;
+    *half = (int)((x0 - u->head) % 2);
+    return 1;
 }
 
 /* Tiles [t0, t0 + nt) of a tile-kernel product: their weight rows against
@@ -303,7 +382,6 @@ static void s_tile_span(const s_mm *c, int64_t t0, int64_t nt, int half, int64_t
  * on a loaded machine a descheduled worker then delays one tile, not half
  * the product. Which thread computes a tile never changes its numbers. */
 static void s_dot_rows(void *arg, int ith, int nth) {
-    (void)ith;
     s_mm *c = arg;
     if (c->qp) s_qphase_run(c->qp, nth);
     if (c->gemv) {
@@ -313,11 +391,16 @@ static void s_dot_rows(void *arg, int ith, int nth) {
         return;
     }
     if (c->tile) {
-        int64_t t0, nt;
-        int half;
         const s_units u = s_units_of(s_tiles(c), c->M, nth);
-        while ((nt = s_claim_tiles(&c->next_tile, &u, 0, u.last, nth, &t0, &half)) > 0)
+        const int64_t first[2] = {0, u.last};
+        s_segs sg;
+        s_segs_init(&sg, &u, first, 1);
+        int p, half;
+        int64_t x0, n, t0;
+        while ((n = s_claim_units(c->lanes, &sg, ith, &p, &x0)) > 0) {
+            const int64_t nt = s_units_tiles(&u, x0, n, &t0, &half);
             s_tile_span(c, t0, nt, half, u.mh);
+        }
         return;
     }
     const int64_t n_tiles = (c->N + WG_CPU_NB - 1) / WG_CPU_NB;
@@ -356,6 +439,10 @@ void wg_k_quant_row(wg_type_t vt, const float *x, void *y, int64_t k) {
 
 /* Quantize and prepare one activation row x[K] as type vt into xq. */
 static void s_prep_row(wg_type_t vt, const float *x, int64_t K, uint8_t *xq) {
+    if (s_kern.qprep[vt]) {
+        s_kern.qprep[vt](x, xq, xq + s_xq_bytes(vt, K, 1), K);
+        return;
+    }
     s_kern.quant[vt](x, xq, K);
     s_kern.prep[vt](xq, xq + s_xq_bytes(vt, K, 1), K);
 }
@@ -386,9 +473,18 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
     if (s_kern.tile[wt] && s_kern.vdot_x[wt] == vt && s_kern.prep[vt]) {
         c.tile = s_kern.tile[wt];
         c.prep = s_kern.prep[vt];
+        c.qprep = s_kern.qprep[vt];
         if (M == 1 && s_kern.gemv[wt]) c.gemv = s_kern.gemv[wt];
     }
     atomic_init(&c.next_tile, 0);
+    s_lanes lanes;
+    if (c.tile && !c.gemv) {
+        /* the units s_dot_rows cuts for the threads it will run on */
+        const int nth = pool ? wg_pool_size(pool) : 1;
+        const s_units u = s_units_of(s_tiles(&c), M, nth);
+        s_lanes_init(&lanes, s_unit(&u, u.last), nth);
+        c.lanes = &lanes;
+    }
     uint8_t *buf = NULL;
     s_qphase qp;
     if (vt == WG_TYPE_F32) {
@@ -428,20 +524,22 @@ typedef struct {
                                      * range; first[n] = total */
     int n;
     s_qphase *qp;                /* rows to quantize first (M > 1), or NULL */
-    _Alignas(64) _Atomic int64_t next; /* next row of that range to hand out (a line of its own) */
+    s_lanes lanes;               /* tile claims (M > 1) */
+    _Alignas(64) _Atomic int64_t next; /* next row of that range to hand out (M = 1; a line of its own) */
 } s_mmn;
 
 static void s_tile_runs_n(void *arg, int ith, int nth) {
-    (void)ith;
     s_mmn *c = arg;
     if (c->qp) s_qphase_run(c->qp, nth);
     /* tiles of all products as one range; claims never straddle two */
     const s_units u = s_units_of(c->first[c->n], c->mm[0].M, nth);
-    for (int p = 0; p < c->n; p++) {
-        int64_t t0, nt;
-        int half;
-        while ((nt = s_claim_tiles(&c->next, &u, c->first[p], c->first[p + 1], nth, &t0, &half)) > 0)
-            s_tile_span(&c->mm[p], t0, nt, half, u.mh);
+    s_segs sg;
+    s_segs_init(&sg, &u, c->first, c->n);
+    int p, half;
+    int64_t x0, n, t0;
+    while ((n = s_claim_units(&c->lanes, &sg, ith, &p, &x0)) > 0) {
+        const int64_t nt = s_units_tiles(&u, x0, n, &t0, &half);
+        s_tile_span(&c->mm[p], t0 - c->first[p], nt, half, u.mh);
     }
 }
 
@@ -496,6 +594,7 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
         uint8_t *xq = buf + off[j];
         q[j] = (s_mm){.X = X, .K = K, .M = M, .quant = s_kern.quant[vts[j]], .xq = xq,
                       .xrow = wg_row_size(vts[j], K), .tile = s_kern.tile[mm[0].type], .prep = s_kern.prep[vts[j]],
+                      .qprep = s_kern.qprep[vts[j]],
                       .xp = xq + s_xq_bytes(vts[j], K, M), .xps = wg_cpu_xprep_size(vts[j], K)};
     }
     s_qphase qp;
@@ -525,6 +624,11 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
         c.first[i + 1] = c.first[i] + (M == 1 ? m->N : s_tiles(m));
     }
     atomic_init(&c.next, 0);
+    if (M > 1) {
+        const int nth = pool ? wg_pool_size(pool) : 1;
+        const s_units u = s_units_of(c.first[n], M, nth);
+        s_lanes_init(&c.lanes, s_unit(&u, u.last), nth);
+    }
     wg_pool_run_any(pool, M == 1 ? s_dot_runs_n : s_tile_runs_n, &c);
     free(buf);
     return WG_OK;

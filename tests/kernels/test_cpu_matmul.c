@@ -364,6 +364,54 @@ Test(cpu_matmul, fast_quantizers_bitwise_equal_reference) {
     if (!checked) cr_skip_test("no SIMD level on this CPU");
 }
 
+/* The one-pass quantize + prepare of an activation row (qprep, eight Q8_0
+ * blocks at a time on AVX-512) writes the bytes of the quantizer followed
+ * by the preparation, and the quantizer alone the reference's bytes: row
+ * lengths with and without a tail of blocks past the last group of 8, ties,
+ * zero blocks, and groups holding a NaN or an infinity (a NaN group goes
+ * block by block). */
+Test(cpu_matmul, one_pass_quantize_and_prepare_equals_the_two_passes) {
+    static const int64_t Ks[] = {32, 224, 256, 288, 768, 2048 + 96};
+    int checked = 0;
+    for (int li = 1; li < 3; li++) {
+        if (!wg_cpu_force_simd(s_levels[li])) continue;
+        const wg_cpu_kernels_t *kt = wg_cpu_kernels();
+        cr_assert_not_null(kt->qprep[WG_TYPE_Q8_0], "%s has no Q8_0 qprep", s_levels[li]);
+        for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
+            const int64_t K = Ks[ki];
+            const size_t rs = wg_row_size(WG_TYPE_Q8_0, K), ps = wg_cpu_xprep_size(WG_TYPE_Q8_0, K);
+            uint8_t *ra = malloc(rs), *rb = malloc(rs), *rr = malloc(rs), *pa = malloc(ps), *pb = malloc(ps);
+            for (int trial = 0; trial < 8; trial++) {
+                float *x = s_rand_floats(K, trial % 2 ? 1000.0f : 0.01f);
+                if (trial == 2)
+                    for (int64_t i = 0; i < K; i++) x[i] = (float)(i % 255 - 127) * 0.5f;
+                if (trial == 3) memset(x, 0, (size_t)(K < 96 ? K : 96) * sizeof(float));
+                if (trial == 4) x[K - 1] = NAN;
+                if (trial == 5) x[K / 2] = INFINITY;
+                if (trial == 6) x[0] = -INFINITY, x[K - 1] = NAN;
+                memset(ra, 0, rs), memset(rb, 0xA5, rs), memset(pa, 0x5A, ps), memset(pb, 0x5A, ps); /* padding: unwritten */
+                kt->quant[WG_TYPE_Q8_0](x, ra, K);
+                kt->prep[WG_TYPE_Q8_0](ra, pa, K);
+                kt->qprep[WG_TYPE_Q8_0](x, rb, pb, K);
+                cr_assert(memcmp(ra, rb, rs) == 0, "%s K=%lld trial %d: quantized rows differ", s_levels[li],
+                          (long long)K, trial);
+                cr_assert(memcmp(pa, pb, ps) == 0, "%s K=%lld trial %d: prepared rows differ", s_levels[li],
+                          (long long)K, trial);
+                if (trial < 4) { /* finite: the reference's bytes too */
+                    wg_type_traits(WG_TYPE_Q8_0)->from_float(x, rr, K);
+                    cr_assert(memcmp(rr, ra, rs) == 0, "%s K=%lld trial %d: not the reference", s_levels[li],
+                              (long long)K, trial);
+                }
+                free(x);
+                checked++;
+            }
+            free(ra), free(rb), free(rr), free(pa), free(pb);
+        }
+    }
+    wg_cpu_force_simd(NULL);
+    if (!checked) cr_skip_test("no SIMD level on this CPU");
+}
+
 Test(cpu_matmul, unsupported_type_is_an_error) {
     float x[32] = {0}, y[1];
     uint8_t w[64] = {0};
