@@ -27,9 +27,6 @@
 /* Weight rows per tile: 16 rows of Q8_0 at K=4096 is ~70 KiB (L2-resident). */
 #define WG_CPU_NB 16
 
-/* Tiles per claim for tile kernels, at most (see s_claim_units). */
-#define WG_CPU_RUN 4
-
 /* Fewest weight rows per claim for row kernels (M = 1). */
 #define WG_CPU_GEMV_RUN 16
 
@@ -231,7 +228,7 @@ static int64_t s_tiles(const s_mm *c) {
  * products' tiles as one range [0, last)) are handed out as "units": each
  * of the first `head` tiles is one unit, each of the last last - head tiles
  * two, its activation rows split in halves. Claims of head tiles are runs of
- * up to WG_CPU_RUN consecutive tiles (a tile kernel prefetches the start of
+ * up to S_RUN_CAP consecutive tiles (a tile kernel prefetches the start of
  * the next tile in memory, which is then its own next tile, not usually the
  * other thread's), shorter as a lane empties — half of what is left in it
  * (see s_claim_units); the halves at the end let threads finish within
@@ -269,6 +266,13 @@ static int64_t s_unit(const s_units *u, int64_t t) { return t <= u->head ? t : u
  * (wg_pool_run_any) has its units done by the others. Each lane is [lo, hi)
  * in one word. Claims never straddle a product (seg) or the split tiles. */
 #define S_LANES 8
+
+/* Units per claim from a lane, at most. A claim is a locked instruction,
+ * which waits for the tile kernel's output stores to drain: with runs of
+ * 4 (the cap before) it took 2.3% of a c=32 step, with half the lane (capped here)
+ * 0.8%. The cap bounds what a thread descheduled right after a claim holds
+ * up. */
+#define S_RUN_CAP 16
 
 typedef struct s_lanes {
     struct {
@@ -318,7 +322,7 @@ static int64_t s_claim_units(s_lanes *l, const s_segs *sg, int ith, int *p, int6
             const int64_t lo = (int64_t)(cur & 0xffffffffu), hi = (int64_t)(cur >> 32);
             if (lo >= hi) break;
             int64_t take = (hi - lo) / 2;
-            if (take > WG_CPU_RUN) take = WG_CPU_RUN;
+            if (take > S_RUN_CAP) take = S_RUN_CAP;
             if (take < 1) take = 1;
             int64_t a;
             uint64_t nw;
