@@ -364,6 +364,49 @@ Test(cpu_matmul, fast_quantizers_bitwise_equal_reference) {
     if (!checked) cr_skip_test("no SIMD level on this CPU");
 }
 
+/* Tile claims come from one lane per thread (at most 8 lanes; more threads
+ * share them) with stealing from the back: whatever the thread count, a
+ * product and a multi-product run give each output the single-threaded
+ * bits, including when several threads share a lane (9 and 17 threads) and
+ * products end inside a lane. */
+Test(cpu_matmul, outputs_do_not_depend_on_thread_count_past_the_lane_count, .timeout = 120) {
+    static const wg_type_t types[] = {WG_TYPE_Q8_0, WG_TYPE_Q4_K};
+    static const int threads[] = {2, 3, 9, 17};
+    const int64_t N = 1000, K = 512, M = 37;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        float *deq;
+        void *W = s_make_weights(types[ti], N, K, &deq);
+        float *X = s_rand_floats(M * K, 1.0f);
+        float *Y1 = malloc(sizeof(float) * (size_t)(M * N)), *Y2 = malloc(sizeof(float) * (size_t)(M * N));
+        float *Yb = malloc(sizeof(float) * (size_t)(M * (N / 2))), *Yc = malloc(sizeof(float) * (size_t)(M * 3));
+        cr_assert(Y1 && Y2 && Yb && Yc);
+        cr_assert_eq(wg_k_matmul_cpu(NULL, types[ti], W, N, K, X, M, Y1), WG_OK);
+        for (size_t hi = 0; hi < sizeof threads / sizeof threads[0]; hi++) {
+            wg_pool_t *pool = wg_pool_new(threads[hi]);
+            cr_assert_not_null(pool);
+            for (int rep = 0; rep < 10; rep++) {
+                memset(Y2, 0xff, sizeof(float) * (size_t)(M * N));
+                cr_assert_eq(wg_k_matmul_cpu(pool, types[ti], W, N, K, X, M, Y2), WG_OK);
+                cr_assert(memcmp(Y1, Y2, sizeof(float) * (size_t)(M * N)) == 0, "%s, %d threads: one product",
+                          wg_type_name(types[ti]), threads[hi]);
+                const wg_k_mm_t mm[3] = {{.type = types[ti], .W = W, .N = N, .Y = Y2},
+                                         {.type = types[ti], .W = W, .N = N / 2, .Y = Yb},
+                                         {.type = types[ti], .W = W, .N = 3, .Y = Yc}};
+                memset(Y2, 0xff, sizeof(float) * (size_t)(M * N));
+                cr_assert_eq(wg_k_matmul_cpu_n(pool, 3, mm, K, X, M), WG_OK);
+                for (int64_t m = 0; m < M; m++)
+                    cr_assert(memcmp(Y2 + m * N, Y1 + m * N, sizeof(float) * (size_t)N) == 0 &&
+                                  memcmp(Yb + m * (N / 2), Y1 + m * N, sizeof(float) * (size_t)(N / 2)) == 0 &&
+                                  memcmp(Yc + m * 3, Y1 + m * N, sizeof(float) * 3) == 0,
+                              "%s, %d threads: row %lld of three products in one run", wg_type_name(types[ti]),
+                              threads[hi], (long long)m);
+            }
+            wg_pool_destroy(&pool);
+        }
+        free(W), free(deq), free(X), free(Y1), free(Y2), free(Yb), free(Yc);
+    }
+}
+
 /* The one-pass quantize + prepare of an activation row (qprep, eight Q8_0
  * blocks at a time on AVX-512) writes the bytes of the quantizer followed
  * by the preparation, and the quantizer alone the reference's bytes: row
