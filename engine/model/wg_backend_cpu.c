@@ -995,9 +995,25 @@ static void s_attn_prefetch(const s_attn_job_t *job, const s_walk_t *w, int64_t 
     const bool v = s >= per;
     if (v) s -= per;
     const int32_t bi = (int32_t)(s / w->nh), hk = w->hk0 + (int32_t)(s % w->nh);
-    const size_t slice = v ? job->v_sl : job->k_sl;
-    s_prefetch_rows((v ? w->vb : w->kb)[bi] + (size_t)hk * slice, s_walk_keys(job, w, bi), v ? job->v_rb : job->k_rb,
-                    slice);
+    const size_t slice = v ? job->v_sl : job->k_sl, rb = v ? job->v_rb : job->k_rb;
+    const char *row0 = (v ? w->vb : w->kb)[bi];
+    const int32_t nk = s_walk_keys(job, w, bi);
+    if (slice < 64 && (size_t)w->nh * slice + 64 >= rb) {
+        /* The item's slices cover the rows (but for less than a line), so
+         * the block's rows of its heads are one run of memory: each of the
+         * block's nh slices asks for the next nh-th of it, line by line
+         * (per-slice requests went back to the same lines once per head
+         * when slices are narrower than a line, and spent a loop per row;
+         * asking for the whole block at once stalled on the misses in
+         * flight, 2.2 -> 3.2 ms a c=32 step). */
+        const uintptr_t b = ((uintptr_t)row0 + (size_t)w->hk0 * slice) & ~(uintptr_t)63;
+        const uintptr_t e = (uintptr_t)row0 + (size_t)(nk - 1) * rb + (size_t)(w->hk0 + w->nh) * slice;
+        const uintptr_t lines = (e - b + 63) / 64, r = (uintptr_t)(hk - w->hk0);
+        const uintptr_t l0 = lines * r / (uintptr_t)w->nh, l1 = lines * (r + 1) / (uintptr_t)w->nh;
+        s_prefetch_rows((const char *)(b + 64 * l0), 1, 0, 64 * (l1 - l0));
+        return;
+    }
+    s_prefetch_rows(row0 + (size_t)hk * slice, nk, rb, slice);
 }
 
 /* One item: token t, kv heads [hk0, hk1) and their grp query heads each:
