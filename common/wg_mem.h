@@ -12,4 +12,15 @@
  * evicting a model still returns its memory. Call once, early, in main. */
 void wg_mem_tune(void);
 
+#include <stddef.h>
+
+/* Per-thread grow-only scratch buffers, one per slot: at least `bytes`
+ * bytes, 64-byte aligned, contents undefined (a growth does not keep them),
+ * freed when the thread exits; NULL when out of memory. Steady-state work
+ * that needs the same sizes again allocates nothing and touches no fresh
+ * pages. Slots keep users that nest apart (the forward's rows, the
+ * attention's score rows on the same thread). */
+enum { WG_TLS_FORWARD = 0, WG_TLS_ATTN = 1, WG_TLS_SLOTS = 2 };
+void *wg_tls_scratch(int slot, size_t bytes);
+
 #endif

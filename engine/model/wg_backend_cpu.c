@@ -29,6 +29,7 @@
 #define S_X86 0
 #endif
 
+#include "../../common/wg_mem.h"
 #include "../../kernels/cpu/wg_cpu.h"
 #include "../../kernels/cpu/wg_cpu_impl.h" /* wg_pool_run_any */
 #include "../../kernels/ref/wg_ref.h" /* wg_type_traits */
@@ -776,8 +777,17 @@ static void s_rope(void *ctx, const wg_rope_t *r, float *x, int64_t n_tok, int32
 /* Attention                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* Score rows kept on the stack up to this many floats per worker (32 KiB). */
+/* Score rows kept on the stack up to this many floats per worker (32 KiB);
+ * beyond, in the thread's grow-only scratch (wg_tls_scratch). */
 #define S_STACK_SCORES 8192
+/* Score rows of one item, at most this many floats (256 KiB, a quarter of
+ * this machine's L2): the bound on kv heads per item. Items that cover
+ * every kv head walk each block's rows once, front to back, for all of
+ * them; with the stack's 32 KiB as the bound, contexts past ~650 keys fell
+ * to items of one kv head, each reading a quarter of every row (a 128-byte
+ * slice every 512 bytes), and attention at 2048 keys ran at 14 GB/s of K/V
+ * instead of 24 (56.7 -> 32.6 ms a c=32 step of the 100M model's shape). */
+#define S_ITEM_SCORES 65536
 /* Below this many multiply-adds a call runs on the caller alone: waking the
  * pool costs more than it saves for short decode steps. */
 #define S_ATTN_PAR_MIN 32768
@@ -1092,7 +1102,7 @@ static int64_t s_attn_items(const s_attn_job_t *job, _Atomic int64_t *next) {
     const char **rows = stack_rows;
     int64_t done = 0;
     const int64_t need = (int64_t)job->hk_item * job->grp * job->sc_n;
-    if (need > S_STACK_SCORES) sc = malloc((size_t)need * sizeof(float));
+    if (need > S_STACK_SCORES) sc = wg_tls_scratch(WG_TLS_ATTN, (size_t)need * sizeof(float));
     if (job->max_blocks > S_STACK_BLOCKS) rows = malloc(2 * (size_t)job->max_blocks * sizeof *rows);
     if (!sc || !rows) {
         done = -1;
@@ -1111,7 +1121,6 @@ static int64_t s_attn_items(const s_attn_job_t *job, _Atomic int64_t *next) {
         done += it1 - it0;
     }
 out:
-    if (sc != stack_sc) free(sc);
     if (rows != stack_rows) free(rows);
     return done;
 }
@@ -1157,7 +1166,7 @@ static int64_t s_attn_setup(s_attn_job_t *job, const wg_attn_args_t *a, int nth)
      * run of slices the prefetch keeps ahead of; items of one head started
      * cold 12 times a layer, and measured ~5% slower decode with the
      * next-step prefetch). */
-    int64_t hk = S_STACK_SCORES / ((int64_t)job->grp * job->sc_n);
+    int64_t hk = S_ITEM_SCORES / ((int64_t)job->grp * job->sc_n);
     const int64_t par = a->n_tok * a->n_head_kv / (2 * nth);
     if (hk > par) hk = par;
     if (hk > a->n_head_kv) hk = a->n_head_kv;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../common/wg_mem.h"
 #include "../../kernels/ref/wg_ref.h"
 #include "wg_arch.h"
 
@@ -37,48 +38,13 @@ typedef struct {
 } s_fwd_t;
 
 /* Scratch reuse: each thread that runs forward passes keeps one grow-only
- * buffer (freed when the thread exits), so steady-state decode and prefill
- * allocate nothing and touch no fresh pages. Per thread rather than per cache
- * because a forward call is single-owner and a thread runs one at a time; its
- * size is the largest batch the thread has run. */
-typedef struct {
-    void *buf;   /* 64-byte aligned */
-    size_t cap;  /* bytes */
-} s_arena_t;
-
-static pthread_key_t s_arena_key;
-static pthread_once_t s_arena_once = PTHREAD_ONCE_INIT;
-static bool s_arena_ok;
-
-static void s_arena_free(void *p) {
-    s_arena_t *a = p;
-    if (a) free(a->buf);
-    free(a);
-}
-
-static void s_arena_init(void) { s_arena_ok = pthread_key_create(&s_arena_key, s_arena_free) == 0; }
-
-/* The calling thread's scratch of at least `bytes` (contents undefined), or NULL. */
-static char *s_scratch(size_t bytes) {
-    pthread_once(&s_arena_once, s_arena_init);
-    if (!s_arena_ok) return NULL;
-    s_arena_t *a = pthread_getspecific(s_arena_key);
-    if (!a) {
-        if (!(a = calloc(1, sizeof *a))) return NULL;
-        if (pthread_setspecific(s_arena_key, a) != 0) {
-            free(a);
-            return NULL;
-        }
-    }
-    if (a->cap < bytes) {
-        const size_t cap = (bytes + bytes / 4 + 4095) & ~(size_t)4095;
-        free(a->buf);
-        a->cap = 0;
-        if (!(a->buf = aligned_alloc(64, cap))) return NULL;
-        a->cap = cap;
-    }
-    return a->buf;
-}
+ * buffer (wg_tls_scratch, freed when the thread exits), so steady-state
+ * decode and prefill allocate nothing and touch no fresh pages. Per thread
+ * rather than per cache because a forward call is single-owner and a thread
+ * runs one at a time; its size is the largest batch the thread has run.
+ * Returns the calling thread's scratch of at least `bytes` (contents
+ * undefined), or NULL. */
+static char *s_scratch(size_t bytes) { return wg_tls_scratch(WG_TLS_FORWARD, bytes); }
 
 static void s_add_bias(float *y, const float *b, int64_t M, int64_t N) {
     if (!b) return;

@@ -117,14 +117,17 @@ typedef struct {
 
 /* GQA, MHA with sinks, window + soft-cap with head_dim != head_dim_v, head
  * sizes for the AVX2 (24) and scalar (12) paths, a long context whose scores
- * leave the stack, 4-token blocks. */
+ * leave the stack, 4-token blocks, and a context long enough (17000 keys)
+ * that the score rows cap an item at 3 of the 4 kv heads when batched
+ * (items of 3 and of 1) while a token alone runs items of 1. */
 static const s_acase_t s_acases[] = {
-    {8, 2, 64, 64, 0, 16, 0.0f, false},  {4, 4, 128, 128, 0, 16, 0.0f, true}, {6, 3, 96, 64, 37, 16, 30.0f, false},
-    {4, 1, 24, 24, 0, 4, 0.0f, false},   {2, 2, 12, 12, 0, 16, 0.0f, false}, {8, 2, 64, 64, 0, 16, 0.0f, false},
+    {8, 2, 64, 64, 0, 16, 0.0f, false}, {4, 4, 128, 128, 0, 16, 0.0f, true}, {6, 3, 96, 64, 37, 16, 30.0f, false},
+    {4, 1, 24, 24, 0, 4, 0.0f, false},  {2, 2, 12, 12, 0, 16, 0.0f, false}, {8, 2, 64, 64, 0, 16, 0.0f, false},
+    {4, 4, 32, 32, 0, 16, 0.0f, false},
 };
 static const int32_t s_alens[][5] = {
     {1, 17, 64, 200, 33}, {5, 16, 31, 129, 2}, {40, 90, 3, 64, 38}, {1, 2, 3, 9, 77}, {7, 100, 8, 15, 16},
-    {2100, 3, 700, 16, 1},
+    {2100, 3, 700, 16, 1}, {17000, 5, 300, 2, 40},
 };
 
 /* n_seq sequences of lens[s] positions of random K/V (uniform [-1, 1)) in a
