@@ -142,7 +142,7 @@ S_AVX2_FN static inline __m256 s_ld8_q8(const wg_block_q8_0 *b, int32_t i) {
                                float *out) {                                                                    \
         for (int32_t j0 = 0; j0 < nk; j0 += 8) {                                                                \
             const T *kp[8];                                                                                     \
-            for (int r = 0; r < 8; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;              \
+            _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;              \
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;     \
             for (int32_t i = 0; i < d; i += 8) {                                                                \
                 const __m256 qv = _mm256_loadu_ps(q + i);                                                       \
@@ -174,7 +174,7 @@ S_AVX512_FN static inline __m256 s_fold512(__m512 a) {
                                  float *out) {                                                                  \
         for (int32_t j0 = 0; j0 < nk; j0 += 8) {                                                                \
             const T *kp[8];                                                                                     \
-            for (int r = 0; r < 8; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;              \
+            _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;              \
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;     \
             for (int32_t i = 0; i < d; i += 16) {                                                               \
                 const __m512 qv = _mm512_loadu_ps(q + i);                                                       \
@@ -207,7 +207,7 @@ S_AVX512_FN static void s_scores_avx512_q8(const float *q, const wg_block_q8_0 *
                                            float scale, float *out) {
     for (int32_t j0 = 0; j0 < nk; j0 += 8) {
         const wg_block_q8_0 *kp[8];
-        for (int r = 0; r < 8; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;
+        _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;
         __m512 a[8];
         for (int r = 0; r < 8; r++) a[r] = _mm512_setzero_ps();
         for (int32_t b = 0; b < d / WG_QK8_0; b++) {
@@ -452,7 +452,7 @@ S_AVX512_FN static inline __m512 s_ld16_q8(const wg_block_q8_0 *b, int32_t i) {
         int64_t o_hs, const int HN) {                                                                           \
         for (int32_t j0 = 0; j0 < nk; j0 += 4) {                                                                \
             const T *kp[4];                                                                                     \
-            for (int r = 0; r < 4; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;              \
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) kp[r] = k + (int64_t)(j0 + r < nk ? j0 + r : nk - 1) * ks;              \
             __m512 acc[4][4];                                                                                   \
             _Pragma("GCC unroll 4") for (int h = 0; h < HN; h++)                                                \
                 _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) acc[h][r] = _mm512_setzero_ps();            \
