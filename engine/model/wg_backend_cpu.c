@@ -263,6 +263,24 @@ S_AVX2_FN static double s_expsum_avx2(float *x, int32_t n, float mx) {
     return s_dsum_end(s);
 }
 
+/* Rope of interleaved pairs (WG_ROPE_NORM) over v[0..nr), nr % 8 == 0, with
+ * cs[2i] / cs[2i+1] the cosine / sine of pair i: per pair the scalar loop's
+ * operations, x0*c - x1*s (as x0*c + x1*(-s), the same number) and
+ * x0*s + x1*c (its two products added the other way round, the same sum),
+ * four pairs at a time without fused multiply-adds, so bitwise the scalar
+ * result. GCC did not vectorize the interleaved loop. */
+S_AVX2_FN static void s_rope_norm_avx2(float *v, const float *cs, int32_t nr) {
+    const __m256 neg_even = _mm256_setr_ps(-0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f);
+    for (int32_t i = 0; i < nr; i += 8) {
+        const __m256 x = _mm256_loadu_ps(v + i);
+        const __m256 t = _mm256_loadu_ps(cs + i);
+        const __m256 c = _mm256_moveldup_ps(t);                          /* c0 c0 c1 c1 ... */
+        const __m256 sn = _mm256_xor_ps(_mm256_movehdup_ps(t), neg_even); /* -s0 s0 -s1 s1 ... */
+        const __m256 xs = _mm256_permute_ps(x, 0xB1);                    /* x1 x0 ... */
+        _mm256_storeu_ps(v + i, _mm256_add_ps(_mm256_mul_ps(x, c), _mm256_mul_ps(xs, sn)));
+    }
+}
+
 S_AVX2_FN static void s_scale_avx2(float *x, int32_t n, float s) {
     const __m256 v = _mm256_set1_ps(s);
     for (int32_t j = 0; j < n; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), v));
@@ -709,6 +727,9 @@ static void s_rope_toks(const wg_rope_t *r, float *x, int64_t n_tok, int32_t n_h
     float cs[2 * 512]; /* cos/sin per pair; head dims beyond 1024 are refused at load */
     WG_ASSERT(nr <= 1024 && nr <= head_dim);
     const float mscale = r->ext_factor != 0.0f ? 1.0f + 0.1f * logf(1.0f / r->freq_scale) : 1.0f;
+#if S_X86
+    const bool vec = s_level() != S_SCALAR;
+#endif
     for (int64_t t = 0; t < n_tok; t++) {
         /* Same incremental angle as ggml: theta_i = p * theta_scale^i, in float. */
         float theta = (float)pos[t];
@@ -729,9 +750,16 @@ static void s_rope_toks(const wg_rope_t *r, float *x, int64_t n_tok, int32_t n_h
             theta *= theta_scale;
         }
         /* The rotation itself is a few multiplies per pair (the angles above
-         * dominate); the compiler vectorizes the NEOX halves loop. */
+         * dominate); the compiler vectorizes the NEOX halves loop, and
+         * s_rope_norm_avx2 does the interleaved pairs. */
         for (int32_t h = 0; h < n_heads; h++) {
             float *v = x + t * stride + (int64_t)h * head_dim;
+#if S_X86
+            if (r->style == WG_ROPE_NORM && vec && nr % 8 == 0) {
+                s_rope_norm_avx2(v, cs, nr);
+                continue;
+            }
+#endif
             if (r->style == WG_ROPE_NORM) {
                 for (int32_t i = 0; i < nr / 2; i++) {
                     const float c = cs[2 * i], s = cs[2 * i + 1];

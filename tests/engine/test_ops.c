@@ -109,6 +109,49 @@ Test(ops, row_ops_split_across_the_pool_equal_one_call) {
 #include "kernels/cpu/wg_cpu_impl.h"
 #include "kernels/ref/wg_ref_kernels.h"
 
+/* Rope at every SIMD level gives the scalar loop's bits: interleaved pairs
+ * (NORM, rotated 4 pairs at a time on x86) over whole and partial rotary
+ * dims and with YaRN, and halves (NEOX), at positions up to 100k. */
+Test(ops, rope_is_bitwise_the_scalar_loop_at_every_simd_level) {
+    static const char *const levels[] = {"avx2", "avx512"};
+    const int64_t n_tok = 40, n_heads = 6, hd = 64, stride = 6 * 64 + 8;
+    const size_t all = (size_t)(n_tok * stride);
+    float *x = malloc(all * sizeof(float)), *a = malloc(all * sizeof(float)), *b = malloc(all * sizeof(float));
+    cr_assert(x && a && b);
+    uint32_t st = 777u;
+    for (size_t i = 0; i < all; i++) x[i] = s_rand(&st) * 4.0f;
+    int32_t pos[40];
+    for (int i = 0; i < 40; i++) pos[i] = i * i * 61 + i;
+    const wg_rope_t ropes[] = {
+        {.style = WG_ROPE_NORM, .n_rot = 64, .base = 10000.0f, .freq_scale = 1.0f, .attn_factor = 1.0f},
+        {.style = WG_ROPE_NORM, .n_rot = 24, .base = 10000.0f, .freq_scale = 1.0f, .attn_factor = 1.0f},
+        {.style = WG_ROPE_NORM, .n_rot = 64, .base = 1e6f, .freq_scale = 0.25f, .attn_factor = 1.0f,
+         .ext_factor = 1.0f, .corr_dims = {4.0f, 20.0f}},
+        {.style = WG_ROPE_NEOX, .n_rot = 64, .base = 500000.0f, .freq_scale = 1.0f, .attn_factor = 1.0f},
+    };
+    int checked = 0;
+    for (int k = 0; k < 4; k++) {
+        cr_assert(wg_cpu_force_simd("scalar"));
+        memcpy(a, x, all * sizeof(float));
+        wg_backend_cpu.rope(NULL, &ropes[k], a, n_tok, (int32_t)n_heads, (int32_t)hd, stride, pos);
+        cr_assert(memcmp(a, x, all * sizeof(float)) != 0, "rope %d changed nothing", k);
+        for (int li = 0; li < 2; li++) {
+            if (!wg_cpu_force_simd(levels[li])) continue;
+            memcpy(b, x, all * sizeof(float));
+            wg_backend_cpu.rope(NULL, &ropes[k], b, n_tok, (int32_t)n_heads, (int32_t)hd, stride, pos);
+            for (size_t i = 0; i < all; i++)
+                cr_assert(memcmp(&a[i], &b[i], sizeof(float)) == 0, "rope %d %s: element %zu: %.9g, scalar %.9g", k,
+                          levels[li], i, (double)b[i], (double)a[i]);
+            checked++;
+        }
+    }
+    wg_cpu_force_simd(NULL);
+    free(x);
+    free(a);
+    free(b);
+    if (!checked) cr_skip_test("no SIMD level on this CPU");
+}
+
 typedef struct {
     int32_t n_head, n_kv, hd, hdv, window, bt;
     float softcap;
