@@ -90,6 +90,37 @@ bool wg_cpu_force_simd(const char *level);
 typedef struct wg_pool wg_pool_t;
 void wg_pool_run_any(wg_pool_t *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx);
 
+/* Work lanes: units [0, n) of a pool run cut into one lane per thread (at
+ * most WG_LANES; more threads share them), each [lo, hi) in one word on a
+ * cache line of its own. A thread claims from the front of its own lane,
+ * then from the back of the others', so thread i does units near i*n/nth
+ * when every thread takes part: a unit's data stays on the same core from
+ * one pass to the next when passes share the split (rows a row pass writes
+ * are the rows the next product's quantization reads), claims touch a line
+ * only their own thread writes, and a thread that joins late or never
+ * (wg_pool_run_any) has its units done by the others. */
+#include <stdatomic.h>
+#define WG_LANES 8
+typedef struct wg_lanes {
+    struct {
+        _Alignas(64) _Atomic uint64_t w; /* lo | hi << 32: units [lo, hi) unclaimed */
+    } lane[WG_LANES];
+    int n;
+} wg_lanes_t;
+
+/* Cut units [0, n) (n < 2^31) into lanes for nth threads. */
+void wg_lanes_init(wg_lanes_t *l, int64_t n, int nth);
+
+/* A claim's size: given the claimed side's first unit x (front) or last
+ * unit x (back), the units left in the lane and the size proposed, the
+ * size to take (1..proposed). NULL takes the proposal. */
+typedef int64_t (*wg_lanes_clip_fn)(const void *arg, int64_t x, bool back, int64_t left, int64_t take);
+
+/* Claim for thread ith up to `cap` units (half of what is left in a lane,
+ * at least 1, then clip): returns the count and *u0 the first unit (the
+ * units [*u0, *u0 + count) are this thread's), 0 when every lane is empty. */
+int64_t wg_lanes_claim(wg_lanes_t *l, int ith, int64_t cap, wg_lanes_clip_fn clip, const void *arg, int64_t *u0);
+
 /* The kernel table in use (borrowed, valid until the next wg_cpu_force_simd). */
 const wg_cpu_kernels_t *wg_cpu_kernels(void);
 

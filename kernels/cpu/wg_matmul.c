@@ -115,15 +115,15 @@ typedef struct {
     uint8_t *xp;                 /* [M][xps] prepared activations (tile path) */
     size_t xps;                  /* bytes per prepared activation row */
     struct s_qphase *qp;         /* rows to quantize first in the product's run, or NULL */
-    struct s_lanes *lanes;       /* tile claims (tile kernels at M > 1), or NULL */
+    struct wg_lanes *lanes;      /* tile claims (tile kernels at M > 1), or NULL */
     /* The claim counter on a line of its own: every claim writes it, and
      * the fields above are read by both threads on every tile. */
     _Alignas(64) _Atomic int64_t next_tile; /* next tile of WG_CPU_NB weight rows to hand out */
 } s_mm;
 
 /* ---- quantizing the activation rows ----
- * Rows (of every activation copy a product run needs) are taken from a
- * counter in grabs of a quarter of a thread's share (one shared counter
+ * Rows (of every activation copy a product run needs) are taken from lanes
+ * in grabs of up to a quarter of a thread's share (one shared counter
  * bumped per row cost more than the rows themselves), counted done, and each
  * thread waits for the count before going on. At M > 1 this runs at the
  * start of the product's own pool run (it used to be a pool run of its own: a
@@ -136,28 +136,32 @@ typedef struct s_qphase {
     s_mm *q;                     /* [nq] activation copies to fill */
     int nq;
     int64_t M;
-    _Alignas(64) _Atomic int64_t next; /* next row (over all copies) to take */
+    wg_lanes_t lanes;            /* units u = m * nq + copy, row-major */
     _Alignas(64) _Atomic int64_t done; /* rows written */
 } s_qphase;
 
-static void s_qphase_init(s_qphase *qp, s_mm *q, int nq, int64_t M) {
+/* nth: the threads of the run that will do it (1 on the caller alone). */
+static void s_qphase_init(s_qphase *qp, s_mm *q, int nq, int64_t M, int nth) {
     qp->q = q;
     qp->nq = nq;
     qp->M = M;
-    atomic_init(&qp->next, 0);
+    wg_lanes_init(&qp->lanes, M * nq, nth);
     atomic_init(&qp->done, 0);
 }
 
-static void s_qphase_run(s_qphase *qp, int nth) {
+/* Rows are claimed from lanes (thread i starts at row ~i*M/nth), so a row
+ * is usually quantized on the core whose row pass (residual + norm, see
+ * engine/model/wg_backend_cpu.c s_par) just wrote it: that measured ~3%
+ * faster c=32 decode than rows handed out from one counter. */
+static void s_qphase_run(s_qphase *qp, int ith, int nth) {
     const int64_t total = qp->M * qp->nq;
     const int64_t grab = qp->M / (4 * (int64_t)nth) > 1 ? qp->M / (4 * (int64_t)nth) : 1;
-    for (;;) {
-        const int64_t u0 = atomic_fetch_add_explicit(&qp->next, grab, memory_order_relaxed);
-        if (u0 >= total) break;
-        const int64_t u1 = u0 + grab < total ? u0 + grab : total;
+    int64_t u0, k;
+    while ((k = wg_lanes_claim(&qp->lanes, ith, grab, NULL, NULL, &u0)) > 0) {
+        const int64_t u1 = u0 + k;
         for (int64_t u = u0; u < u1; u++) {
-            const s_mm *c = &qp->q[u / qp->M];
-            const int64_t m = u % qp->M;
+            const s_mm *c = &qp->q[u % qp->nq];
+            const int64_t m = u / qp->nq;
             if (c->tile && c->qprep) {
                 c->qprep(c->X + m * c->K, c->xq + (size_t)m * c->xrow, c->xp + (size_t)m * c->xps, c->K);
                 continue;
@@ -257,15 +261,10 @@ static s_units s_units_of(int64_t last, int64_t M, int nth) {
 /* Unit index of tile t. */
 static int64_t s_unit(const s_units *u, int64_t t) { return t <= u->head ? t : u->head + 2 * (t - u->head); }
 
-/* Claims of units come from per-thread lanes rather than one shared
- * counter: every claim on a shared counter moved its cache line between the
- * cores (~2% of a c=32 decode step went to those exchanges). The units of a
- * run are cut into one lane per thread; a thread takes runs from the front
- * of its own lane (a line only it writes until its lane runs dry), then
- * from the back of the others', so a thread that is late or never joins
- * (wg_pool_run_any) has its units done by the others. Each lane is [lo, hi)
- * in one word. Claims never straddle a product (seg) or the split tiles. */
-#define S_LANES 8
+/* Claims of units come from per-thread lanes (wg_lanes_t) rather than one
+ * shared counter: every claim on a shared counter moved its cache line
+ * between the cores (~2% of a c=32 decode step went to those exchanges).
+ * Claims never straddle a product (seg) or the split tiles. */
 
 /* Units per claim from a lane, at most. A claim is a locked instruction,
  * which waits for the tile kernel's output stores to drain: with runs of
@@ -274,20 +273,38 @@ static int64_t s_unit(const s_units *u, int64_t t) { return t <= u->head ? t : u
  * up. */
 #define S_RUN_CAP 16
 
-typedef struct s_lanes {
-    struct {
-        _Alignas(64) _Atomic uint64_t w; /* lo | hi << 32: units [lo, hi) unclaimed */
-    } lane[S_LANES];
-    int n;
-} s_lanes;
-
-static void s_lanes_init(s_lanes *l, int64_t units, int nth) {
-    WG_ASSERT(units >= 0 && units < ((int64_t)1 << 31));
-    l->n = nth < 1 ? 1 : nth < S_LANES ? nth : S_LANES;
+void wg_lanes_init(wg_lanes_t *l, int64_t n, int nth) {
+    WG_ASSERT(n >= 0 && n < ((int64_t)1 << 31));
+    l->n = nth < 1 ? 1 : nth < WG_LANES ? nth : WG_LANES;
     for (int i = 0; i < l->n; i++) {
-        const uint64_t lo = (uint64_t)(units * i / l->n), hi = (uint64_t)(units * (i + 1) / l->n);
+        const uint64_t lo = (uint64_t)(n * i / l->n), hi = (uint64_t)(n * (i + 1) / l->n);
         atomic_init(&l->lane[i].w, lo | hi << 32);
     }
+}
+
+int64_t wg_lanes_claim(wg_lanes_t *l, int ith, int64_t cap, wg_lanes_clip_fn clip, const void *arg, int64_t *u0) {
+    const int own = ith % l->n;
+    for (int k = 0; k < l->n; k++) {
+        const int v = (own + k) % l->n;
+        uint64_t cur = atomic_load_explicit(&l->lane[v].w, memory_order_relaxed);
+        for (;;) {
+            const int64_t lo = (int64_t)(cur & 0xffffffffu), hi = (int64_t)(cur >> 32);
+            if (lo >= hi) break;
+            int64_t take = (hi - lo) / 2;
+            if (take > cap) take = cap;
+            if (take < 1) take = 1;
+            const bool back = k != 0; /* others' lanes from the back */
+            if (clip) take = clip(arg, back ? hi - 1 : lo, back, hi - lo, take);
+            const int64_t a = back ? hi - take : lo;
+            const uint64_t nw = back ? (uint64_t)lo | (uint64_t)(hi - take) << 32 : (uint64_t)(lo + take) | (uint64_t)hi << 32;
+            if (atomic_compare_exchange_weak_explicit(&l->lane[v].w, &cur, nw, memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                *u0 = a;
+                return take;
+            }
+        }
+    }
+    return 0;
 }
 
 /* The products of a run as unit ranges: segment p is [seg[p], seg[p + 1]). */
@@ -310,47 +327,27 @@ static int s_seg_of(const s_segs *sg, int64_t x) {
     return p;
 }
 
+/* Claims stay inside one segment, and split tiles go one at a time. */
+static int64_t s_seg_clip(const void *arg, int64_t x, bool back, int64_t left, int64_t take) {
+    const s_segs *sg = arg;
+    const int sp = s_seg_of(sg, x);
+    if (x >= sg->u->head) return 1;
+    if (take > left) take = left;
+    if (back) {
+        if (take > x + 1 - sg->seg[sp]) take = x + 1 - sg->seg[sp];
+    } else {
+        if (take > sg->u->head - x) take = sg->u->head - x;
+        if (take > sg->seg[sp + 1] - x) take = sg->seg[sp + 1] - x;
+    }
+    return take;
+}
+
 /* Claim for thread ith: units [*x0, *x0 + count) of segment *p, or 0 when
  * no lane has any left. */
-static int64_t s_claim_units(s_lanes *l, const s_segs *sg, int ith, int *p, int64_t *x0) {
-    const int64_t head = sg->u->head;
-    const int own = ith % l->n;
-    for (int k = 0; k < l->n; k++) {
-        const int v = (own + k) % l->n;
-        uint64_t cur = atomic_load_explicit(&l->lane[v].w, memory_order_relaxed);
-        for (;;) {
-            const int64_t lo = (int64_t)(cur & 0xffffffffu), hi = (int64_t)(cur >> 32);
-            if (lo >= hi) break;
-            int64_t take = (hi - lo) / 2;
-            if (take > S_RUN_CAP) take = S_RUN_CAP;
-            if (take < 1) take = 1;
-            int64_t a;
-            uint64_t nw;
-            if (k == 0) { /* front of our own lane */
-                const int sp = s_seg_of(sg, lo);
-                if (lo >= head) take = 1;
-                if (take > head - lo && lo < head) take = head - lo;
-                if (take > sg->seg[sp + 1] - lo) take = sg->seg[sp + 1] - lo;
-                a = lo;
-                nw = (uint64_t)(lo + take) | (uint64_t)hi << 32;
-                *p = sp;
-            } else { /* back of another's */
-                const int sp = s_seg_of(sg, hi - 1);
-                if (hi - 1 >= head) take = 1;
-                if (take > hi - lo) take = hi - lo;
-                if (take > hi - sg->seg[sp]) take = hi - sg->seg[sp];
-                a = hi - take;
-                nw = (uint64_t)lo | (uint64_t)(hi - take) << 32;
-                *p = sp;
-            }
-            if (atomic_compare_exchange_weak_explicit(&l->lane[v].w, &cur, nw, memory_order_relaxed,
-                                                      memory_order_relaxed)) {
-                *x0 = a;
-                return take;
-            }
-        }
-    }
-    return 0;
+static int64_t s_claim_units(wg_lanes_t *l, const s_segs *sg, int ith, int *p, int64_t *x0) {
+    const int64_t n = wg_lanes_claim(l, ith, S_RUN_CAP, s_seg_clip, sg, x0);
+    if (n > 0) *p = s_seg_of(sg, *x0);
+    return n;
 }
 
 /* Tiles of units [x0, x0 + n) (within one segment): *t0 the first tile
@@ -387,7 +384,7 @@ static void s_tile_span(const s_mm *c, int64_t t0, int64_t nt, int half, int64_t
  * the product. Which thread computes a tile never changes its numbers. */
 static void s_dot_rows(void *arg, int ith, int nth) {
     s_mm *c = arg;
-    if (c->qp) s_qphase_run(c->qp, nth);
+    if (c->qp) s_qphase_run(c->qp, ith, nth);
     if (c->gemv) {
         int64_t nb, nw;
         while ((nw = s_claim_rows(&c->next_tile, 0, c->N, nth, &nb)) > 0)
@@ -481,12 +478,12 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
         if (M == 1 && s_kern.gemv[wt]) c.gemv = s_kern.gemv[wt];
     }
     atomic_init(&c.next_tile, 0);
-    s_lanes lanes;
+    wg_lanes_t lanes;
     if (c.tile && !c.gemv) {
         /* the units s_dot_rows cuts for the threads it will run on */
         const int nth = pool ? wg_pool_size(pool) : 1;
         const s_units u = s_units_of(s_tiles(&c), M, nth);
-        s_lanes_init(&lanes, s_unit(&u, u.last), nth);
+        wg_lanes_init(&lanes, s_unit(&u, u.last), nth);
         c.lanes = &lanes;
     }
     uint8_t *buf = NULL;
@@ -505,11 +502,12 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
                             xq_bytes + c.xps * (size_t)M);
         c.xq = buf;
         c.xp = buf + xq_bytes;
-        s_qphase_init(&qp, &c, 1, M);
-        if (M > 1 && pool)
+        const bool in_run = M > 1 && pool;
+        s_qphase_init(&qp, &c, 1, M, in_run ? wg_pool_size(pool) : 1);
+        if (in_run)
             c.qp = &qp; /* in the products' run */
         else
-            s_qphase_run(&qp, 1);
+            s_qphase_run(&qp, 0, 1);
     }
     wg_pool_run_any(pool, s_dot_rows, &c);
     free(buf);
@@ -528,13 +526,13 @@ typedef struct {
                                      * range; first[n] = total */
     int n;
     s_qphase *qp;                /* rows to quantize first (M > 1), or NULL */
-    s_lanes lanes;               /* tile claims (M > 1) */
+    wg_lanes_t lanes;            /* tile claims (M > 1) */
     _Alignas(64) _Atomic int64_t next; /* next row of that range to hand out (M = 1; a line of its own) */
 } s_mmn;
 
 static void s_tile_runs_n(void *arg, int ith, int nth) {
     s_mmn *c = arg;
-    if (c->qp) s_qphase_run(c->qp, nth);
+    if (c->qp) s_qphase_run(c->qp, ith, nth);
     /* tiles of all products as one range; claims never straddle two */
     const s_units u = s_units_of(c->first[c->n], c->mm[0].M, nth);
     s_segs sg;
@@ -604,11 +602,12 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
     s_qphase qp;
     s_mmn c;
     memset(&c, 0, sizeof c);
-    s_qphase_init(&qp, q, nv, M);
-    if (M > 1 && pool)
+    const bool in_run = M > 1 && pool;
+    s_qphase_init(&qp, q, nv, M, in_run ? wg_pool_size(pool) : 1);
+    if (in_run)
         c.qp = &qp; /* in the tiles' run */
     else
-        s_qphase_run(&qp, 1);
+        s_qphase_run(&qp, 0, 1);
     c.n = n;
     for (int i = 0; i < n; i++) {
         const wg_type_t vt = wg_type_traits(mm[i].type)->vec_dot_type;
@@ -631,7 +630,7 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
     if (M > 1) {
         const int nth = pool ? wg_pool_size(pool) : 1;
         const s_units u = s_units_of(c.first[n], M, nth);
-        s_lanes_init(&c.lanes, s_unit(&u, u.last), nth);
+        wg_lanes_init(&c.lanes, s_unit(&u, u.last), nth);
     }
     wg_pool_run_any(pool, M == 1 ? s_dot_runs_n : s_tile_runs_n, &c);
     free(buf);

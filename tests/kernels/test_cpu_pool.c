@@ -130,3 +130,62 @@ Test(cpu_pool, run_any_does_all_work_once_and_mixes_with_run) {
     cr_assert_eq(atomic_load(&counts[1]), 2000);
     wg_pool_destroy(&p);
 }
+
+/* Lanes hand out every unit exactly once, whatever the thread count (more
+ * threads than lanes share them) and claim size; with every thread taking
+ * part and no stealing needed, thread i's first claim starts its own lane
+ * (unit ~i*n/nth); and a thread that never runs (a pool of 3 driven as if it
+ * had 4) has its lane done by the others. */
+typedef struct {
+    wg_lanes_t lanes;
+    int64_t n, cap;
+    _Atomic int *seen;     /* [n] claims of each unit */
+    int64_t first[32];     /* first unit each thread claimed (-1: none) */
+} s_lane_job;
+
+static void s_lane_worker(void *ctx, int ith, int nth) {
+    (void)nth;
+    s_lane_job *j = ctx;
+    int64_t u0, k;
+    bool first = true;
+    while ((k = wg_lanes_claim(&j->lanes, ith, j->cap, NULL, NULL, &u0)) > 0) {
+        cr_assert(k <= j->cap && u0 >= 0 && u0 + k <= j->n, "claim [%lld, +%lld) of %lld", (long long)u0,
+                  (long long)k, (long long)j->n);
+        if (first) j->first[ith] = u0, first = false;
+        for (int64_t u = u0; u < u0 + k; u++) atomic_fetch_add(&j->seen[u], 1);
+    }
+}
+
+Test(cpu_pool, lanes_hand_out_every_unit_once) {
+    static const int threads[] = {1, 2, 3, 9, 17};
+    static const int64_t ns[] = {0, 1, 7, 64, 1000};
+    for (size_t ti = 0; ti < sizeof threads / sizeof threads[0]; ti++) {
+        wg_pool_t *pool = wg_pool_new(threads[ti]);
+        cr_assert_not_null(pool);
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+            for (int64_t cap = 1; cap <= 16; cap *= 4)
+                for (int ghost = 0; ghost < 2; ghost++) {
+                    s_lane_job j = {.n = ns[ni], .cap = cap};
+                    j.seen = calloc((size_t)(ns[ni] + 1), sizeof *j.seen);
+                    for (int i = 0; i < 32; i++) j.first[i] = -1;
+                    /* ghost: lanes cut for one thread more than will run */
+                    wg_lanes_init(&j.lanes, ns[ni], threads[ti] + ghost);
+                    wg_pool_run_any(pool, s_lane_worker, &j);
+                    for (int64_t u = 0; u < ns[ni]; u++)
+                        cr_assert_eq(atomic_load(&j.seen[u]), 1, "%d threads (+%d), n %lld, cap %lld: unit %lld claimed %d times",
+                                     threads[ti], ghost, (long long)ns[ni], (long long)cap, (long long)u,
+                                     atomic_load(&j.seen[u]));
+                    free(j.seen);
+                }
+        wg_pool_destroy(&pool);
+    }
+    /* one thread, two lanes: it starts at its own lane's front, unit 0 */
+    s_lane_job j = {.n = 100, .cap = 4};
+    j.seen = calloc(101, sizeof *j.seen);
+    j.first[0] = -1;
+    wg_lanes_init(&j.lanes, 100, 2);
+    s_lane_worker(&j, 1, 2); /* as thread 1 of 2: its lane is [50, 100) */
+    cr_assert_eq(j.first[1], 50, "thread 1 of 2 began at %lld", (long long)j.first[1]);
+    for (int64_t u = 0; u < 100; u++) cr_assert_eq(atomic_load(&j.seen[u]), 1);
+    free(j.seen);
+}
