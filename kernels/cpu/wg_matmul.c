@@ -1,10 +1,11 @@
 /* wg_matmul — threaded quantized matrix product Y = X @ W^T on the CPU.
  *
- * Two phases, each one wg_pool_run: (1) every activation row is quantized
- * once to the weight type's vec_dot_type and, for tile kernels, prepared
- * (unsigned copy, float scales, block sums; rows split across threads);
- * (2) the N weight rows are cut into tiles that threads take from a shared
- * counter. Quantized types use tile kernels (tile_n = 8 or 16 rows): each
+ * Two phases in one pool run: (1) every activation row is quantized once
+ * to the weight type's vec_dot_type and, for tile kernels, prepared
+ * (unsigned copy, float scales, block sums; rows split across threads, each
+ * thread waiting for all rows before phase 2); (2) the N weight rows are
+ * cut into tiles that threads claim from per-thread lanes (wg_lanes_t).
+ * Quantized types use tile kernels (tile_n = 8 or 16 rows): each
  * weight chunk of the tile is unpacked once and applied to ALL M activation
  * rows, so the unpack cost is paid once per call, not once per row group.
  * With one activation row (decode) the types that have a row kernel (gemv)
