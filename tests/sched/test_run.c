@@ -77,6 +77,19 @@ static json_t *find_row(json_t *rows, const char *cid, int *count) {
     return hit;
 }
 
+/* The one row for cid (asserted: exactly one). */
+static json_t *find_one(json_t *rows, const char *cid) {
+    int count;
+    json_t *r = find_row(rows, cid, &count);
+    cr_assert_eq(count, 1, "%s appears %d times", cid, count);
+    return r;
+}
+
+/* response.body.choices[0] of a result row (NULL when absent). */
+static json_t *first_choice(json_t *row) {
+    return json_array_get(json_object_get(json_object_get(json_object_get(row, "response"), "body"), "choices"), 0);
+}
+
 /* ---- the reference: one sequence, no scheduler ---- */
 
 typedef struct {
@@ -222,9 +235,7 @@ Test(run, two_hundred_mixed_jobs_match_single_sequence_generation, .timeout = 12
     for (int i = 0; i < N; i++) {
         char cid[32];
         snprintf(cid, sizeof cid, "job-%d", i);
-        int cnt;
-        json_t *row = find_row(rows, cid, &cnt);
-        cr_assert_eq(cnt, 1, "%s appears %d times", cid, cnt);
+        json_t *row = find_one(rows, cid);
         json_t *resp = json_object_get(row, "response");
         cr_assert_eq(json_integer_value(json_object_get(resp, "status_code")), 200, "%s failed", cid);
         json_t *rb = json_object_get(resp, "body");
@@ -317,9 +328,7 @@ Test(run, broken_lines_give_error_rows_for_those_lines_only) {
     cr_assert_eq(json_array_size(rows), 11, "one row per non-blank line, got %zu", json_array_size(rows));
     const char *good[] = {"ok1", "ok2", "ok3"};
     for (int i = 0; i < 3; i++) {
-        int c;
-        json_t *r = find_row(rows, good[i], &c);
-        cr_assert_eq(c, 1, "%s rows: %d", good[i], c);
+        json_t *r = find_one(rows, good[i]);
         cr_assert(json_is_null(json_object_get(r, "error")), "%s has an error", good[i]);
         cr_assert_eq(json_integer_value(json_object_get(json_object_get(r, "response"), "status_code")), 200);
     }
@@ -330,9 +339,7 @@ Test(run, broken_lines_give_error_rows_for_those_lines_only) {
     } bad[] = {{"badurl", "/v1/embeddings", 4}, {"badtemp", "temperature", 7}, {"badtok", "prompt[1]", 8},
                {"badmsgs", "messages", 9},     {"n2", "body.n", 10}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        int c;
-        json_t *r = find_row(rows, bad[i].cid, &c);
-        cr_assert_eq(c, 1, "%s rows: %d", bad[i].cid, c);
+        json_t *r = find_one(rows, bad[i].cid);
         json_t *e = json_object_get(r, "error");
         cr_assert(json_is_object(e), "%s has no error", bad[i].cid);
         const char *msg = json_string_value(json_object_get(e, "message"));
@@ -400,8 +407,8 @@ Test(run, rerun_skips_finished_and_repairs_partial_row) {
         json_t *a = find_row(first, cid, &c);
         json_t *b = find_row(second, cid, &c);
         cr_assert_eq(c, 1, "%s appears %d times after rerun", cid, c);
-        const char *ta = json_string_value(json_object_get(json_array_get(json_object_get(json_object_get(json_object_get(a, "response"), "body"), "choices"), 0), "text"));
-        const char *tb = json_string_value(json_object_get(json_array_get(json_object_get(json_object_get(json_object_get(b, "response"), "body"), "choices"), 0), "text"));
+        const char *ta = json_string_value(json_object_get(first_choice(a), "text"));
+        const char *tb = json_string_value(json_object_get(first_choice(b), "text"));
         cr_assert_str_eq(ta, tb, "%s differs between runs", cid);
     }
     /* A third run has nothing left to do. */
@@ -576,11 +583,9 @@ Test(run, byte_tokens_in_text_and_logprobs_still_give_every_row, .timeout = 60) 
     for (int i = 0; i < N; i++) {
         char cid[16];
         snprintf(cid, sizeof cid, "j%d", i);
-        int c;
-        json_t *r = find_row(rows, cid, &c);
-        cr_assert_eq(c, 1, "%s rows: %d", cid, c);
+        json_t *r = find_one(rows, cid);
         cr_assert(json_is_null(json_object_get(r, "error")), "%s has an error", cid);
-        json_t *c0 = json_array_get(json_object_get(json_object_get(json_object_get(r, "response"), "body"), "choices"), 0);
+        json_t *c0 = first_choice(r);
         json_t *lp = json_object_get(c0, "logprobs");
         cr_assert(json_is_object(lp), "%s has no logprobs", cid);
         char *dump = json_dumps(c0, JSON_COMPACT);
