@@ -150,6 +150,18 @@ static void s_qphase_init(s_qphase *qp, s_mm *q, int nq, int64_t M, int nth) {
     atomic_init(&qp->done, 0);
 }
 
+/* Quantize activation row x[k] into xq and, with prep (tile kernels), its
+ * prepared copy into xp: in one pass where the type has qprep. */
+static void s_quant_prep_row(wg_cpu_quant_fn quant, wg_cpu_prep_fn prep, wg_cpu_qprep_fn qprep, const float *x,
+                             uint8_t *xq, uint8_t *xp, int64_t k) {
+    if (prep && qprep) {
+        qprep(x, xq, xp, k);
+        return;
+    }
+    quant(x, xq, k);
+    if (prep) prep(xq, xp, k);
+}
+
 /* Rows are claimed from lanes (thread i starts at row ~i*M/nth), so a row
  * is usually quantized on the core whose row pass (residual + norm, see
  * engine/model/wg_backend_cpu.c s_par) just wrote it: that measured ~3%
@@ -163,12 +175,8 @@ static void s_qphase_run(s_qphase *qp, int ith, int nth) {
         for (int64_t u = u0; u < u1; u++) {
             const s_mm *c = &qp->q[u % qp->nq];
             const int64_t m = u / qp->nq;
-            if (c->tile && c->qprep) {
-                c->qprep(c->X + m * c->K, c->xq + (size_t)m * c->xrow, c->xp + (size_t)m * c->xps, c->K);
-                continue;
-            }
-            c->quant(c->X + m * c->K, c->xq + (size_t)m * c->xrow, c->K);
-            if (c->tile) c->prep(c->xq + (size_t)m * c->xrow, c->xp + (size_t)m * c->xps, c->K);
+            s_quant_prep_row(c->quant, c->tile ? c->prep : NULL, c->qprep, c->X + m * c->K,
+                             c->xq + (size_t)m * c->xrow, c->tile ? c->xp + (size_t)m * c->xps : NULL, c->K);
         }
         atomic_fetch_add_explicit(&qp->done, u1 - u0, memory_order_release);
     }
@@ -182,6 +190,17 @@ static void s_qphase_run(s_qphase *qp, int ith, int nth) {
             sched_yield();
         }
     }
+}
+
+/* Set up the quantizing phase of a product run over pool: inside the run
+ * (returned, for the run's workers) at M > 1 with a pool, else done now on
+ * the caller alone (NULL returned). */
+static s_qphase *s_qphase_start(s_qphase *qp, s_mm *q, int nq, int64_t M, wg_pool_t *pool) {
+    const bool in_run = M > 1 && pool;
+    s_qphase_init(qp, q, nq, M, in_run ? wg_pool_size(pool) : 1);
+    if (in_run) return qp;
+    s_qphase_run(qp, 0, 1);
+    return NULL;
 }
 
 /* One tile: weight rows [nb, ne) against every activation row. */
@@ -351,6 +370,14 @@ static int64_t s_claim_units(wg_lanes_t *l, const s_segs *sg, int ith, int *p, i
     return n;
 }
 
+/* Lanes of the units s_units_of cuts from `tiles` tiles at M rows for the
+ * threads of pool (the split its workers recompute). */
+static void s_tile_lanes_init(wg_lanes_t *l, int64_t tiles, int64_t M, wg_pool_t *pool) {
+    const int nth = pool ? wg_pool_size(pool) : 1;
+    const s_units u = s_units_of(tiles, M, nth);
+    wg_lanes_init(l, s_unit(&u, u.last), nth);
+}
+
 /* Tiles of units [x0, x0 + n) (within one segment): *t0 the first tile
  * (from the run's start), *half -1 for whole tiles or the half of a split
  * one; returns the tile count. */
@@ -380,9 +407,10 @@ static void s_tile_span(const s_mm *c, int64_t t0, int64_t nt, int half, int64_t
     }
 }
 
-/* Tiles are handed out from a shared counter rather than split statically:
- * on a loaded machine a descheduled worker then delays one tile, not half
- * the product. Which thread computes a tile never changes its numbers. */
+/* Work is claimed (tiles from lanes, rows for the row kernels and float
+ * tiles from a shared counter) rather than split statically: on a loaded
+ * machine a descheduled worker then delays one claim, not half the product.
+ * Which thread computes a tile never changes its numbers. */
 static void s_dot_rows(void *arg, int ith, int nth) {
     s_mm *c = arg;
     if (c->qp) s_qphase_run(c->qp, ith, nth);
@@ -441,12 +469,7 @@ void wg_k_quant_row(wg_type_t vt, const float *x, void *y, int64_t k) {
 
 /* Quantize and prepare one activation row x[K] as type vt into xq. */
 static void s_prep_row(wg_type_t vt, const float *x, int64_t K, uint8_t *xq) {
-    if (s_kern.qprep[vt]) {
-        s_kern.qprep[vt](x, xq, xq + s_xq_bytes(vt, K, 1), K);
-        return;
-    }
-    s_kern.quant[vt](x, xq, K);
-    s_kern.prep[vt](xq, xq + s_xq_bytes(vt, K, 1), K);
+    s_quant_prep_row(s_kern.quant[vt], s_kern.prep[vt], s_kern.qprep[vt], x, xq, xq + s_xq_bytes(vt, K, 1), K);
 }
 
 wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t N, int64_t K,
@@ -481,10 +504,7 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
     atomic_init(&c.next_tile, 0);
     wg_lanes_t lanes;
     if (c.tile && !c.gemv) {
-        /* the units s_dot_rows cuts for the threads it will run on */
-        const int nth = pool ? wg_pool_size(pool) : 1;
-        const s_units u = s_units_of(s_tiles(&c), M, nth);
-        wg_lanes_init(&lanes, s_unit(&u, u.last), nth);
+        s_tile_lanes_init(&lanes, s_tiles(&c), M, pool);
         c.lanes = &lanes;
     }
     uint8_t *buf = NULL;
@@ -503,12 +523,7 @@ wg_status wg_k_matmul_cpu(wg_pool_t *pool, wg_type_t wt, const void *W, int64_t 
                             xq_bytes + c.xps * (size_t)M);
         c.xq = buf;
         c.xp = buf + xq_bytes;
-        const bool in_run = M > 1 && pool;
-        s_qphase_init(&qp, &c, 1, M, in_run ? wg_pool_size(pool) : 1);
-        if (in_run)
-            c.qp = &qp; /* in the products' run */
-        else
-            s_qphase_run(&qp, 0, 1);
+        c.qp = s_qphase_start(&qp, &c, 1, M, pool);
     }
     wg_pool_run_any(pool, s_dot_rows, &c);
     free(buf);
@@ -603,12 +618,7 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
     s_qphase qp;
     s_mmn c;
     memset(&c, 0, sizeof c);
-    const bool in_run = M > 1 && pool;
-    s_qphase_init(&qp, q, nv, M, in_run ? wg_pool_size(pool) : 1);
-    if (in_run)
-        c.qp = &qp; /* in the tiles' run */
-    else
-        s_qphase_run(&qp, 0, 1);
+    c.qp = s_qphase_start(&qp, q, nv, M, pool);
     c.n = n;
     for (int i = 0; i < n; i++) {
         const wg_type_t vt = wg_type_traits(mm[i].type)->vec_dot_type;
@@ -628,11 +638,7 @@ wg_status wg_k_matmul_cpu_n(wg_pool_t *pool, int n, const wg_k_mm_t *mm, int64_t
         c.first[i + 1] = c.first[i] + (M == 1 ? m->N : s_tiles(m));
     }
     atomic_init(&c.next, 0);
-    if (M > 1) {
-        const int nth = pool ? wg_pool_size(pool) : 1;
-        const s_units u = s_units_of(c.first[n], M, nth);
-        wg_lanes_init(&c.lanes, s_unit(&u, u.last), nth);
-    }
+    if (M > 1) s_tile_lanes_init(&c.lanes, c.first[n], M, pool);
     wg_pool_run_any(pool, M == 1 ? s_dot_runs_n : s_tile_runs_n, &c);
     free(buf);
     return WG_OK;
