@@ -405,8 +405,15 @@ Test(stream, metrics_are_published_verbatim) {
     }
     cr_assert(seen, "the METRICS body did not arrive verbatim");
     wg_msg_buf_free(&b);
+    /* The publisher thread counts a message after handing it to ZeroMQ, so the
+       subscriber may see it a moment before the counter moves: wait for it. */
     wg_stream_stats st;
-    wg_stream_get_stats(e.s, &st);
+    int64_t end = wg_test_now_ms() + 2000;
+    do {
+        wg_stream_get_stats(e.s, &st);
+        if (st.metrics_published >= 2u) break;
+        wg_test_sleep_ms(1);
+    } while (wg_test_now_ms() < end);
     cr_assert_geq(st.metrics_published, 2u);
     t_stop(&e, &sub, 1);
 }
