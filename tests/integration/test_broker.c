@@ -30,6 +30,28 @@ static long long h_pending(env *e, const char *model) {
     return n;
 }
 
+/* Wait for the RESULT the broker pushes to the producer once it has stored
+ * the job's result: a FETCH sent before that (the frontend may be served
+ * before the worker's DONE on the backend) gets "job has not ended yet". */
+static void s_wait_pushed_result(void *p, const char *job_id) {
+    wg_msg_in in;
+    cr_assert_eq(h_expect(p, WG_CMD_RESULT, &in, 3000), WG_OK, "no RESULT pushed for %s", job_id);
+    wg_msg_result r;
+    cr_assert_eq(wg_msg_result_decode(WG_CMD_RESULT, in.body, in.body_len, &r), WG_OK);
+    cr_assert_str_eq(r.job_id, job_id);
+    wg_msg_result_clear(&r);
+    wg_msg_in_clear(&in);
+}
+
+/* FETCH, retried while the broker answers ERR_AGAIN (not ended or not
+ * stored yet), for up to 3 s. */
+static wg_status s_fetch_ended(void *p, const char *job_id, wg_msg_result *r) {
+    int64_t end = wg_test_now_ms() + 3000;
+    wg_status st;
+    while ((st = h_fetch(p, job_id, r)) == WG_ERR_AGAIN && wg_test_now_ms() < end) wg_test_sleep_ms(20);
+    return st;
+}
+
 Test(broker, jobs_reach_ready_worker_within_its_credits_and_done_is_stored_then_acked) {
     env e;
     env_up(&e, NULL);
@@ -88,7 +110,7 @@ Test(broker, duplicate_done_is_ignored_and_fetch_returns_the_first) {
     cr_assert_eq(h_take_job(w, &j, 2000), WG_OK);
     h_done(w, j.job_id, "first");
     h_done(w, j.job_id, "second");
-    wg_test_sleep_ms(200);
+    s_wait_pushed_result(p, ids[0]);
     wg_msg_result r;
     cr_assert_eq(h_fetch(p, ids[0], &r), WG_OK);
     cr_assert_str_eq(r.text, "first");
@@ -119,6 +141,7 @@ Test(broker, silent_worker_is_declared_dead_and_its_jobs_go_to_another) {
     const char *extra[] = {"--heartbeat-ms", "200", NULL};
     env_up(&e, extra);
     void *p = h_dealer(e.ctx, e.b.fe), *wa = h_dealer(e.ctx, e.b.be), *wb = h_dealer(e.ctx, e.b.be);
+    int64_t t0 = wg_test_now_ms(); /* wa's death clock starts at its READY */
     h_ready(wa, "wa", 1, "m");
     char ids[1][33];
     cr_assert_eq(h_submit(p, "m", 1, ids, NULL), 1);
@@ -127,9 +150,9 @@ Test(broker, silent_worker_is_declared_dead_and_its_jobs_go_to_another) {
     wg_msg_job_clear(&j);
     h_ready(wb, "wb", 1, "m");
     /* wa never heartbeats again; wb does */
-    int64_t t0 = wg_test_now_ms();
+    int64_t t_wait = wg_test_now_ms();
     wg_status st = WG_ERR_AGAIN;
-    while (wg_test_now_ms() - t0 < 3000) {
+    while (wg_test_now_ms() - t_wait < 3000) {
         h_heartbeat(wb);
         st = h_take_job(wb, &j, 150);
         if (st == WG_OK) break;
@@ -141,7 +164,7 @@ Test(broker, silent_worker_is_declared_dead_and_its_jobs_go_to_another) {
     /* the dead worker's late DONE is ignored; the live one's counts */
     h_done(wa, ids[0], "stale");
     h_done(wb, ids[0], "fresh");
-    wg_test_sleep_ms(200);
+    s_wait_pushed_result(p, ids[0]);
     wg_msg_result r;
     cr_assert_eq(h_fetch(p, ids[0], &r), WG_OK);
     cr_assert_str_eq(r.text, "fresh");
@@ -235,10 +258,9 @@ Test(broker, killed_broker_recovers_pending_jobs_on_restart) {
         wg_msg_job_clear(&j);
     }
     cr_assert_eq(seen, 3);
-    wg_test_sleep_ms(300);
     for (int i = 0; i < 3; i++) {
         wg_msg_result r;
-        cr_assert_eq(h_fetch(p, ids[i], &r), WG_OK, "job %d result", i);
+        cr_assert_eq(s_fetch_ended(p, ids[i], &r), WG_OK, "job %d result", i);
         cr_assert_str_eq(r.text, "recovered");
         wg_msg_result_clear(&r);
     }

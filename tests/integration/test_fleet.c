@@ -822,24 +822,41 @@ Test(fleet, tail_finds_the_worker_in_the_registry_and_prints_the_job_text, .time
     fl_worker w = {0};
     const char *ex[] = {"--redis", url, NULL};
     fl_worker_start(&w, &b, "tailed", ex);
-    wg_test_sleep_ms(1500); /* first registry refresh */
-    const char *tout = fl_path("tail.out");
-    const char *targv[] = {FL_WAGGLE, "tail", "--broker", b.fe, "--all", "--redis", url, "--json", "--timeout", "8", NULL};
+    /* tail reads the registry once, at start: wait for the worker's first registry refresh */
+    int64_t reg_end = wg_test_now_ms() + 20000;
+    while (fl_redis_count(&r, "waggle:worker:tailed") < 1 && wg_test_now_ms() < reg_end) wg_test_sleep_ms(20);
+    cr_assert_eq(fl_redis_count(&r, "waggle:worker:tailed"), 1, "the worker never registered in Redis");
+    char tout[256], win[256]; /* own copies: fl_path's buffers are reused */
+    snprintf(tout, sizeof tout, "%s", fl_path("tail.out"));
+    const char *targv[] = {FL_WAGGLE, "tail", "--broker", b.fe, "--all", "--redis", url, "--json", "--timeout", "20", NULL};
     pid_t tp = fl_spawn(targv, tout);
-    wg_test_sleep_ms(700);
+    /* tail's subscription reaches the worker some time after it starts, and
+     * tokens published before that are not delivered to it: run warm-up jobs
+     * until tail prints one of their events, so the measured jobs below are
+     * streamed to a subscribed tail (warm-up jobs are not in `out`). */
+    const char *sx[] = {"--stream", NULL};
+    snprintf(win, sizeof win, "%s", fl_path("warm.jsonl"));
+    fl_write_jobs(win, 1, 8, 0);
+    int64_t sub_end = wg_test_now_ms() + 10000;
+    for (int k = 0; !fl_file_has(tout, "\"text_delta\"") && wg_test_now_ms() < sub_end; k++) {
+        char wname[32]; /* a fresh output each time: submit skips jobs already in its output */
+        snprintf(wname, sizeof wname, "warm-out-%d.jsonl", k);
+        pid_t wp = fl_submit_start(&b, win, fl_path(wname), sx);
+        cr_assert_eq(fl_wait(&wp, 30000), 0, "warm-up submit failed");
+        fl_wait_file_has(tout, "\"text_delta\"", 200);
+    }
+    cr_assert(fl_file_has(tout, "\"text_delta\""), "tail printed no event of the warm-up jobs (see %s)", tout);
     const char *in = fl_path("jobs.jsonl"), *out = fl_path("out.jsonl");
     fl_write_jobs(in, 3, 40, 0);
-    const char *sx[] = {"--stream", NULL};
     pid_t sp = fl_submit_start(&b, in, out, sx);
     cr_assert_eq(fl_wait(&sp, 30000), 0);
-    cr_assert_eq(fl_wait(&tp, 15000), 0);
+    cr_assert_eq(fl_wait(&tp, 30000), 0);
     /* Rebuild each job's text from the tail output and compare with the results. */
-    json_t *rows = fl_rows(out), *texts = json_object();
+    json_t *rows = fl_rows(out), *texts = json_object(), *finals = json_object();
     FILE *f = fopen(tout, "r");
     cr_assert(f);
     char *line = NULL;
     size_t cap = 0;
-    int finals = 0;
     while (getline(&line, &cap, f) > 0) {
         json_t *e = json_loads(line, 0, NULL);
         if (!e) continue;
@@ -849,20 +866,26 @@ Test(fleet, tail_finds_the_worker_in_the_registry_and_prints_the_job_text, .time
         if (asprintf(&acc, "%s%s", cur ? json_string_value(cur) : "", json_string_value(json_object_get(e, "text_delta"))) < 0) acc = NULL;
         json_object_set_new(texts, id, json_string(acc ? acc : ""));
         free(acc);
-        finals += json_is_true(json_object_get(e, "final"));
+        if (json_is_true(json_object_get(e, "final")))
+            json_object_set_new(finals, id, json_integer(json_integer_value(json_object_get(finals, id)) + 1));
         json_decref(e);
     }
     free(line);
     fclose(f);
-    cr_assert_eq(finals, 3, "tail saw %d final events", finals);
+    /* The three measured jobs (the warm-up jobs' events are ignored): each one
+     * final event, and the text rebuilt from the deltas equals the result. */
+    cr_assert_eq((int)json_object_size(rows), 3, "%zu result rows", json_object_size(rows));
     const char *cid;
     json_t *row;
     json_object_foreach(rows, cid, row) {
         const char *jid = json_string_value(json_object_get(json_object_get(row, "response"), "request_id"));
         json_t *t = json_object_get(texts, jid);
         cr_assert(t, "no tailed events for %s", cid);
+        long long nf = json_integer_value(json_object_get(finals, jid));
+        cr_assert_eq(nf, 1, "tail saw %lld final events for %s", nf, cid);
         cr_assert_str_eq(json_string_value(t), fl_row_text(row), "%s: tail text differs from the result", cid);
     }
+    json_decref(finals);
     json_decref(texts);
     json_decref(rows);
 }

@@ -67,6 +67,17 @@ static void s_ready_mem(void *w, const char *id, uint32_t credits, const char *m
     wg_msg_buf_free(&b);
 }
 
+/* Wait until the broker has registered worker w (its READY, on the backend,
+ * may be served after a SUBMIT on the frontend): the broker heartbeats only
+ * registered workers, the first time one interval (1 s by default) after
+ * READY. Answer it, as a worker does, so the death clock starts afresh. */
+static void s_wait_registered(void *w) {
+    wg_msg_in in;
+    cr_assert_eq(h_expect(w, WG_CMD_HEARTBEAT, &in, 5000), WG_OK, "the broker never heartbeat the worker");
+    wg_msg_in_clear(&in);
+    h_heartbeat(w);
+}
+
 /* One SUBMIT with one job per model name; returns the decoded SUBMITTED. */
 static void s_submit_models(void *p, const char *const *models, uint32_t n, wg_msg_submitted *rep) {
     wg_msg_submit s = {.req = 9, .n_jobs = n};
@@ -98,7 +109,7 @@ Test(routing, submit_for_an_unregistered_model_is_rejected_at_once_with_a_reason
     s_register(&e, "known", 1024);
     void *p = h_dealer(e.ctx, e.b.fe), *w = h_dealer(e.ctx, e.b.be);
     h_ready(w, "w1", 4, "preloaded"); /* a worker's preloaded name counts as served */
-    wg_test_sleep_ms(200);
+    s_wait_registered(w);
     const char *models[] = {"ghost", "known", "preloaded", "ghost"};
     wg_msg_submitted rep;
     s_submit_models(p, models, 4, &rep);
@@ -164,7 +175,8 @@ Test(routing, jobs_go_to_the_worker_that_holds_their_model) {
     /* both could load anything (big budgets, free memory); each holds one model */
     s_ready_mem(wa, "wa", 8, "a", 1u << 30, 1u << 29);
     s_ready_mem(wb, "wb", 8, "b", 1u << 30, 1u << 29);
-    wg_test_sleep_ms(200);
+    s_wait_registered(wa);
+    s_wait_registered(wb);
     const char *models[] = {"b", "a", "b", "a", "a", "b", "a", "b"};
     wg_msg_submitted rep;
     s_submit_models(p, models, 8, &rep);
@@ -193,7 +205,9 @@ Test(routing, an_unheld_model_goes_to_a_worker_with_memory_to_load_it) {
     s_ready_mem(full, "full", 8, "a", cb * 2, 0);             /* must evict to load c */
     s_ready_mem(roomy, "roomy", 8, "a", cb * 4, cb * 2);      /* room beside a */
     s_ready_mem(small, "small", 8, NULL, cb / 2, cb / 2);     /* c never fits */
-    wg_test_sleep_ms(200);
+    s_wait_registered(full);
+    s_wait_registered(roomy);
+    s_wait_registered(small);
     const char *models[] = {"c", "c", "c"};
     wg_msg_submitted rep;
     s_submit_models(p, models, 3, &rep);
