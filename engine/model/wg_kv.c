@@ -5,7 +5,21 @@
  * the same bits as the scalar wg_fp32_to_fp16 except NaN payloads), one path
  * for the cache's whole life so every element gets one formula. Q8_0 rows
  * are quantized per 32 elements with the kernel library's Q8_0 quantizer
- * (the reference's bits at every SIMD level). */
+ * (the reference's bits at every SIMD level).
+ *
+ * Prefix cache (wg_kv_enable_prefix_cache): blocks get a reference count, and
+ * a full block whose K/V are computed can be registered under its identity:
+ * the block before it in the sequence (id and generation, -1 for the first)
+ * and its block_tokens token ids. Identities are kept in an open-addressing
+ * table (linear probing, backward-shift deletion) keyed by a hash of them,
+ * and a lookup compares the whole identity, so a hit is exact, never a hash
+ * guess. A registered block nobody holds goes on an LRU list instead of the
+ * free list; it still counts as free (wg_kv_n_free_blocks) and is taken back
+ * (its identity dropped, its generation bumped, so children that named it
+ * can no longer match) only when the free list is empty. Sequences release
+ * their blocks last first, so a chain's deepest blocks are the oldest on the
+ * list and go first. A registered block is never written again: only full
+ * blocks are registered, and a truncation into one copies it first. */
 #include "wg_kv.h"
 
 #include <stdbool.h>
@@ -30,7 +44,21 @@ typedef struct {
     int32_t cap;        /* allocated entries of table */
     int32_t lo;         /* table[0..lo) released (wg_kv_release_before): holes, -1 */
     int32_t *table;     /* [n_blocks] block ids, position p in table[p / block_tokens] */
+    int32_t reg_n;      /* prefix cache: table[0..reg_n) are registered (committed) */
+    int32_t tail;       /* the last of them (-1 none) and its generation then: parent of the next */
+    uint32_t tail_gen;
+    bool chain_off;     /* the chain was cut (a released hole under a truncation): commit nothing more */
 } s_seq_t;
+
+/* Identity of a registered block (prefix cache). */
+typedef struct {
+    uint64_t h;         /* hash of (par, par_gen, tokens) */
+    int32_t par;        /* block before it in its sequence, -1 for a first block */
+    uint32_t par_gen;   /* that block's generation when this one was registered */
+    uint32_t gen;       /* bumped whenever this block's identity is dropped */
+    bool reg;           /* registered (in the table) */
+    int32_t prev, next; /* LRU links while cached with no holder (-1 ends) */
+} s_pblk_t;
 
 struct wg_kv {
     int32_t n_layer;       /* layers */
@@ -52,6 +80,16 @@ struct wg_kv {
     int32_t n_seqs;        /* allocated slots */
     void *dev;             /* device-side state (K/V on a GPU), or NULL */
     void (*dev_free)(void *); /* frees `dev` with the cache */
+    /* prefix cache (NULL / 0 while off) */
+    int32_t *ref;          /* [n_blocks] sequences holding each block */
+    s_pblk_t *pb;          /* [n_blocks] identities */
+    int32_t *ptok;         /* [n_blocks][bt] token ids of registered blocks */
+    int32_t *ht;           /* [ht_mask + 1] registered block ids, -1 empty */
+    uint32_t ht_mask;      /* table size - 1 (a power of two >= 2 * n_blocks) */
+    int32_t lru_head;      /* oldest cached block with no holder (-1 none) */
+    int32_t lru_tail;      /* newest */
+    int32_t n_cached;      /* blocks on the LRU list */
+    int64_t n_evicted;     /* cached blocks taken back for new contents */
 };
 
 static const char *const s_type_names[] = {"f32", "f16", "q8_0"};
@@ -221,6 +259,10 @@ void wg_kv_free(wg_kv_t **pkv) {
     for (int32_t i = 0; i < kv->n_seqs; i++) free(kv->seqs[i].table);
     free(kv->seqs);
     free(kv->free_stack);
+    free(kv->ref);
+    free(kv->pb);
+    free(kv->ptok);
+    free(kv->ht);
     if (kv->map)
         munmap(kv->map, kv->map_bytes);
     else
@@ -241,7 +283,7 @@ wg_kv_type_t wg_kv_type(const wg_kv_t *kv) { return kv->type; }
 int32_t wg_kv_k_dim(const wg_kv_t *kv) { return kv->k_dim; }
 int32_t wg_kv_v_dim(const wg_kv_t *kv) { return kv->v_dim; }
 int32_t wg_kv_n_blocks(const wg_kv_t *kv) { return kv->n_blocks; }
-int32_t wg_kv_n_free_blocks(const wg_kv_t *kv) { return kv->n_free; }
+int32_t wg_kv_n_free_blocks(const wg_kv_t *kv) { return kv->n_free + kv->n_cached; }
 size_t wg_kv_block_bytes(const wg_kv_t *kv) { return kv->layer_bytes * (size_t)kv->n_layer; }
 
 static s_seq_t *s_seq(const wg_kv_t *kv, int32_t seq) {
@@ -257,6 +299,9 @@ wg_status wg_kv_seq_new(wg_kv_t *kv, int32_t *seq) {
             kv->seqs[i].len = 0;
             kv->seqs[i].n_blocks = 0;
             kv->seqs[i].lo = 0;
+            kv->seqs[i].reg_n = 0;
+            kv->seqs[i].tail = -1;
+            kv->seqs[i].chain_off = false;
             *seq = i;
             return WG_OK;
         }
@@ -270,13 +315,128 @@ wg_status wg_kv_seq_new(wg_kv_t *kv, int32_t *seq) {
     *seq = kv->n_seqs;
     kv->n_seqs = n;
     kv->seqs[*seq].used = true;
+    kv->seqs[*seq].tail = -1;
     return WG_OK;
 }
 
-/* Return blocks table[from..n_blocks-1] to the free list, last first (holes
- * below lo were returned when they were released). */
+/* ---- prefix cache internals ---- */
+
+static void s_lru_unlink(wg_kv_t *kv, int32_t b) {
+    s_pblk_t *p = &kv->pb[b];
+    if (p->prev >= 0) kv->pb[p->prev].next = p->next;
+    else kv->lru_head = p->next;
+    if (p->next >= 0) kv->pb[p->next].prev = p->prev;
+    else kv->lru_tail = p->prev;
+    p->prev = p->next = -1;
+    kv->n_cached--;
+}
+
+static void s_lru_append(wg_kv_t *kv, int32_t b) {
+    s_pblk_t *p = &kv->pb[b];
+    p->prev = kv->lru_tail;
+    p->next = -1;
+    if (kv->lru_tail >= 0) kv->pb[kv->lru_tail].next = b;
+    else kv->lru_head = b;
+    kv->lru_tail = b;
+    kv->n_cached++;
+}
+
+static uint64_t s_mix(uint64_t h, uint64_t v) {
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h *= 0xbf58476d1ce4e5b9ull;
+    return h ^ (h >> 31);
+}
+
+static uint64_t s_ident_hash(const wg_kv_t *kv, int32_t par, uint32_t par_gen, const int32_t *toks) {
+    uint64_t h = s_mix(0x243f6a8885a308d3ull, (uint64_t)(uint32_t)par << 32 | par_gen);
+    for (int32_t i = 0; i < kv->bt; i++) h = s_mix(h, (uint32_t)toks[i]);
+    return h;
+}
+
+/* The registered block with this identity, or -1. */
+static int32_t s_find(const wg_kv_t *kv, uint64_t h, int32_t par, uint32_t par_gen, const int32_t *toks) {
+    for (uint32_t i = (uint32_t)h & kv->ht_mask;; i = (i + 1) & kv->ht_mask) {
+        const int32_t b = kv->ht[i];
+        if (b < 0) return -1;
+        const s_pblk_t *p = &kv->pb[b];
+        if (p->h == h && p->par == par && p->par_gen == par_gen &&
+            !memcmp(kv->ptok + (size_t)b * (size_t)kv->bt, toks, (size_t)kv->bt * sizeof *toks))
+            return b;
+    }
+}
+
+static void s_register(wg_kv_t *kv, int32_t b, uint64_t h, int32_t par, uint32_t par_gen, const int32_t *toks) {
+    s_pblk_t *p = &kv->pb[b];
+    p->h = h;
+    p->par = par;
+    p->par_gen = par_gen;
+    p->reg = true;
+    memcpy(kv->ptok + (size_t)b * (size_t)kv->bt, toks, (size_t)kv->bt * sizeof *toks);
+    uint32_t i = (uint32_t)h & kv->ht_mask;
+    while (kv->ht[i] >= 0) i = (i + 1) & kv->ht_mask;
+    kv->ht[i] = b;
+}
+
+/* Drop block b's identity (backward-shift deletion keeps every probe run
+ * unbroken); its generation moves on so no child can name it again. */
+static void s_unregister(wg_kv_t *kv, int32_t b) {
+    s_pblk_t *p = &kv->pb[b];
+    WG_ASSERT(p->reg);
+    uint32_t i = (uint32_t)p->h & kv->ht_mask;
+    while (kv->ht[i] != b) i = (i + 1) & kv->ht_mask;
+    for (uint32_t j = (i + 1) & kv->ht_mask; kv->ht[j] >= 0; j = (j + 1) & kv->ht_mask) {
+        const uint32_t home = (uint32_t)kv->pb[kv->ht[j]].h & kv->ht_mask;
+        /* Entry j may move into hole i unless its home lies in (i, j]. */
+        if (((j - home) & kv->ht_mask) >= ((j - i) & kv->ht_mask)) {
+            kv->ht[i] = kv->ht[j];
+            i = j;
+        }
+    }
+    kv->ht[i] = -1;
+    p->reg = false;
+    p->gen++;
+}
+
+/* A block for new contents: from the free list, else the least recently
+ * used cached block (its identity dropped). The caller checked that one is
+ * there (wg_kv_n_free_blocks). */
+static int32_t s_take(wg_kv_t *kv) {
+    int32_t b;
+    if (kv->n_free > 0) {
+        b = kv->free_stack[--kv->n_free];
+    } else {
+        WG_ASSERT(kv->ref && kv->n_cached > 0);
+        b = kv->lru_head;
+        s_lru_unlink(kv, b);
+        s_unregister(kv, b);
+        kv->n_evicted++;
+    }
+    if (kv->ref) kv->ref[b] = 1;
+    return b;
+}
+
+/* One holder lets go of block b: free list, or the LRU list if registered. */
+static void s_drop(wg_kv_t *kv, int32_t b) {
+    if (kv->ref) {
+        WG_ASSERT(kv->ref[b] > 0);
+        if (--kv->ref[b] > 0) return;
+        if (kv->pb[b].reg) {
+            s_lru_append(kv, b);
+            return;
+        }
+    }
+    kv->free_stack[kv->n_free++] = b;
+}
+
+/* Another holder for a registered block (taken off the LRU list if idle). */
+static void s_hold(wg_kv_t *kv, int32_t b) {
+    if (kv->ref[b]++ == 0) s_lru_unlink(kv, b);
+}
+
+/* Return blocks table[from..n_blocks-1], last first (holes below lo were
+ * returned when they were released). */
 static void s_release(wg_kv_t *kv, s_seq_t *s, int32_t from) {
-    for (int32_t i = s->n_blocks - 1; i >= from && i >= s->lo; i--) kv->free_stack[kv->n_free++] = s->table[i];
+    for (int32_t i = s->n_blocks - 1; i >= from && i >= s->lo; i--) s_drop(kv, s->table[i]);
     s->n_blocks = from;
     if (s->lo > from) s->lo = from;
 }
@@ -288,6 +448,9 @@ void wg_kv_seq_free(wg_kv_t *kv, int32_t seq) {
     s->used = false;
     s->len = 0;
     s->lo = 0;
+    s->reg_n = 0;
+    s->tail = -1;
+    s->chain_off = false;
 }
 
 int32_t wg_kv_seq_len(const wg_kv_t *kv, int32_t seq) {
@@ -303,25 +466,31 @@ int32_t wg_kv_blocks_needed(const wg_kv_t *kv, int32_t seq, int32_t new_len) {
     return need > s->n_blocks ? need - s->n_blocks : 0;
 }
 
+/* Room for `need` entries in s's block table. */
+static wg_status s_table_room(s_seq_t *s, int32_t need) {
+    if (need <= s->cap) return WG_OK;
+    int32_t cap = s->cap ? s->cap : 4;
+    while (cap < need) cap *= 2;
+    int32_t *t = realloc(s->table, (size_t)cap * sizeof *t);
+    if (!t) return wg_error(WG_ERR_NOMEM, "kv: block table of %d", cap);
+    s->table = t;
+    s->cap = cap;
+    return WG_OK;
+}
+
 wg_status wg_kv_reserve(wg_kv_t *kv, int32_t seq, int32_t new_len) {
     s_seq_t *s = s_seq(kv, seq);
     if (!s) return wg_error(WG_ERR_INVAL, "kv: unknown sequence %d", seq);
     if (new_len < 0) return wg_error(WG_ERR_INVAL, "kv: bad length %d", new_len);
     int32_t extra = wg_kv_blocks_needed(kv, seq, new_len);
     if (extra == 0) return WG_OK;
-    if (extra > kv->n_free)
+    if (extra > wg_kv_n_free_blocks(kv))
         return wg_error(WG_ERR_FULL, "kv: sequence %d needs %d more blocks, %d free", seq, extra,
-                        kv->n_free);
+                        wg_kv_n_free_blocks(kv));
     int32_t need = s->n_blocks + extra;
-    if (need > s->cap) {
-        int32_t cap = s->cap ? s->cap : 4;
-        while (cap < need) cap *= 2;
-        int32_t *t = realloc(s->table, (size_t)cap * sizeof *t);
-        if (!t) return wg_error(WG_ERR_NOMEM, "kv: block table of %d", cap);
-        s->table = t;
-        s->cap = cap;
-    }
-    while (s->n_blocks < need) s->table[s->n_blocks++] = kv->free_stack[--kv->n_free];
+    wg_status st = s_table_room(s, need);
+    if (st) return st;
+    while (s->n_blocks < need) s->table[s->n_blocks++] = s_take(kv);
     /* A recurrent sequence starts from a zero state (fresh or recomputed after preemption). */
     if (kv->state_floats) memset(wg_kv_state(kv, seq), 0, kv->state_floats * sizeof(float));
     return WG_OK;
@@ -349,8 +518,33 @@ wg_status wg_kv_truncate(wg_kv_t *kv, int32_t seq, int32_t new_len) {
         return wg_error(WG_ERR_UNSUPPORTED,
                         "kv: sequence %d cannot be rewound to %d: positions below %d were released (sliding window)",
                         seq, new_len, s->lo * kv->bt);
+    /* The block left partly kept will be written again from new_len on: if
+     * it is registered it must not change under its identity. Held by this
+     * sequence alone it just loses the identity; held by others too, this
+     * sequence gets a copy (checked before anything changes). */
+    const int32_t keep = (new_len + kv->bt - 1) / kv->bt, part = new_len / kv->bt;
+    const bool partial = kv->ref && new_len % kv->bt != 0 && part < s->n_blocks && part >= s->lo;
+    const int32_t pbk = partial ? s->table[part] : -1;
+    const bool copy = partial && kv->ref[pbk] > 1;
+    if (copy && wg_kv_n_free_blocks(kv) < 1)
+        return wg_error(WG_ERR_FULL, "kv: sequence %d: no free block to copy a shared block into", seq);
     s->len = new_len;
-    s_release(kv, s, (new_len + kv->bt - 1) / kv->bt);
+    s_release(kv, s, keep);
+    if (copy) {
+        const int32_t nb = s_take(kv);
+        const size_t bb = wg_kv_block_bytes(kv);
+        memcpy(kv->pool + (size_t)nb * bb, kv->pool + (size_t)pbk * bb, bb);
+        s_drop(kv, pbk);
+        s->table[part] = nb;
+    } else if (partial && kv->pb[pbk].reg) {
+        s_unregister(kv, pbk);
+    }
+    if (kv->ref && s->reg_n > part) {
+        s->reg_n = part;
+        s->tail = part > 0 ? s->table[part - 1] : -1;
+        if (s->tail >= 0) s->tail_gen = kv->pb[s->tail].gen;
+        else if (part > 0) s->chain_off = true; /* a released hole: the chain cannot go on */
+    }
     return WG_OK;
 }
 
@@ -447,7 +641,7 @@ int32_t wg_kv_release_before(wg_kv_t *kv, int32_t seq, int32_t pos) {
     if (upto > s->n_blocks) upto = s->n_blocks;
     int32_t n = 0;
     for (; s->lo < upto; s->lo++, n++) {
-        kv->free_stack[kv->n_free++] = s->table[s->lo];
+        s_drop(kv, s->table[s->lo]);
         s->table[s->lo] = -1;
     }
     return n;
@@ -456,4 +650,97 @@ int32_t wg_kv_release_before(wg_kv_t *kv, int32_t seq, int32_t pos) {
 int32_t wg_kv_seq_first_pos(const wg_kv_t *kv, int32_t seq) {
     const s_seq_t *s = s_seq(kv, seq);
     return s ? s->lo * kv->bt : -1;
+}
+
+/* ---- prefix cache ---- */
+
+wg_status wg_kv_enable_prefix_cache(wg_kv_t *kv) {
+    WG_ASSERT(kv);
+    if (kv->ref) return WG_OK;
+    if (kv->state_floats || !kv->pool)
+        return wg_error(WG_ERR_UNSUPPORTED, "kv: prefix cache needs a host K/V cache (not %s)",
+                        kv->state_floats ? "a recurrent state" : "a device cache");
+    for (int32_t i = 0; i < kv->n_seqs; i++)
+        if (kv->seqs[i].used && kv->seqs[i].n_blocks > 0)
+            return wg_error(WG_ERR_INVAL, "kv: prefix cache must be enabled before blocks are handed out");
+    uint32_t hs = 16;
+    while (hs < 2u * (uint32_t)kv->n_blocks) hs *= 2;
+    const size_t nb = (size_t)kv->n_blocks;
+    kv->ref = calloc(nb, sizeof *kv->ref);
+    kv->pb = calloc(nb, sizeof *kv->pb);
+    kv->ptok = malloc(nb * (size_t)kv->bt * sizeof *kv->ptok);
+    kv->ht = malloc(hs * sizeof *kv->ht);
+    if (!kv->ref || !kv->pb || !kv->ptok || !kv->ht) {
+        free(kv->ref);
+        free(kv->pb);
+        free(kv->ptok);
+        free(kv->ht);
+        kv->ref = NULL;
+        kv->pb = NULL;
+        kv->ptok = NULL;
+        kv->ht = NULL;
+        return wg_error(WG_ERR_NOMEM, "kv: prefix cache tables for %d blocks", kv->n_blocks);
+    }
+    for (uint32_t i = 0; i < hs; i++) kv->ht[i] = -1;
+    for (size_t i = 0; i < nb; i++) kv->pb[i].prev = kv->pb[i].next = -1;
+    kv->ht_mask = hs - 1;
+    kv->lru_head = kv->lru_tail = -1;
+    kv->n_cached = 0;
+    return WG_OK;
+}
+
+bool wg_kv_prefix_cache_on(const wg_kv_t *kv) { return kv->ref != NULL; }
+int32_t wg_kv_n_cached_blocks(const wg_kv_t *kv) { return kv->n_cached; }
+int64_t wg_kv_n_evicted_blocks(const wg_kv_t *kv) { return kv->n_evicted; }
+
+int32_t wg_kv_prefix_match(wg_kv_t *kv, int32_t seq, const int32_t *toks, int32_t n) {
+    s_seq_t *s = s_seq(kv, seq);
+    if (!kv->ref || !s || s->n_blocks != 0 || s->len != 0 || n < kv->bt) return 0;
+    const int32_t full = n / kv->bt;
+    if (s_table_room(s, full) != WG_OK) return 0;
+    int32_t par = -1;
+    uint32_t pgen = 0;
+    for (int32_t i = 0; i < full; i++) {
+        const int32_t *t = toks + (size_t)i * (size_t)kv->bt;
+        const int32_t b = s_find(kv, s_ident_hash(kv, par, pgen, t), par, pgen, t);
+        if (b < 0) break;
+        s_hold(kv, b);
+        s->table[s->n_blocks++] = b;
+        par = b;
+        pgen = kv->pb[b].gen;
+    }
+    s->reg_n = s->n_blocks;
+    s->tail = par;
+    s->tail_gen = pgen;
+    s->len = s->n_blocks * kv->bt;
+    return s->len;
+}
+
+void wg_kv_prefix_commit(wg_kv_t *kv, int32_t seq, const int32_t *toks, int32_t n) {
+    s_seq_t *s = s_seq(kv, seq);
+    if (!kv->ref || !s || s->chain_off) return;
+    int32_t full = n / kv->bt;
+    if (full > s->n_blocks) full = s->n_blocks;
+    for (int32_t i = s->reg_n; i < full; i++) {
+        int32_t b = s->table[i];
+        if (b < 0) { /* released before it was committed: the chain ends here */
+            s->chain_off = true;
+            return;
+        }
+        const int32_t *t = toks + (size_t)i * (size_t)kv->bt;
+        if (!kv->pb[b].reg) {
+            const uint64_t h = s_ident_hash(kv, s->tail, s->tail_gen, t);
+            const int32_t e = s_find(kv, h, s->tail, s->tail_gen, t);
+            if (e >= 0) { /* the same prefix computed elsewhere: share that block, drop ours */
+                s_hold(kv, e);
+                s_drop(kv, b);
+                s->table[i] = b = e;
+            } else {
+                s_register(kv, b, h, s->tail, s->tail_gen, t);
+            }
+        }
+        s->tail = b;
+        s->tail_gen = kv->pb[b].gen;
+        s->reg_n = i + 1;
+    }
 }

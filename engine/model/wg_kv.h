@@ -99,7 +99,8 @@ wg_kv_type_t wg_kv_type(const wg_kv_t *kv);      /* element type (WG_KV_F32 for 
 int32_t wg_kv_k_dim(const wg_kv_t *kv);          /* elements per key row */
 int32_t wg_kv_v_dim(const wg_kv_t *kv);          /* elements per value row */
 int32_t wg_kv_n_blocks(const wg_kv_t *kv);       /* total blocks */
-int32_t wg_kv_n_free_blocks(const wg_kv_t *kv);  /* blocks on the free list */
+int32_t wg_kv_n_free_blocks(const wg_kv_t *kv);  /* blocks on the free list (+ idle cached blocks, which are
+                                                   taken back when the list is empty: see the prefix cache) */
 size_t wg_kv_block_bytes(const wg_kv_t *kv);     /* bytes per block (all layers, K and V) */
 
 /* A new empty sequence; *seq gets its id (small, reused after free).
@@ -148,5 +149,37 @@ int32_t wg_kv_release_before(wg_kv_t *kv, int32_t seq, int32_t pos);
 /* First position of `seq` still held (0 unless blocks were released; -1 for
  * an unknown sequence). */
 int32_t wg_kv_seq_first_pos(const wg_kv_t *kv, int32_t seq);
+
+/* ---- prefix cache ----
+ * Sequences whose token lists start the same share the K/V blocks of that
+ * start instead of computing and storing them again (a system prompt or a
+ * few-shot preamble common to many requests). Only full blocks are shared,
+ * and only between sequences whose tokens agree from position 0 through the
+ * block's end: the K/V of a position depend on every token before it, and
+ * the engine computes them bitwise the same in any batch or chunking, so a
+ * shared block holds exactly what the sequence would have computed itself.
+ * Blocks nobody holds any more stay cached (counted free) until their room
+ * is needed, least recently used first. Host K/V caches only. */
+
+/* Turn the prefix cache on (before any block is handed out). WG_ERR_UNSUPPORTED
+ * for a recurrent-state or device cache. */
+wg_status wg_kv_enable_prefix_cache(wg_kv_t *kv);
+bool wg_kv_prefix_cache_on(const wg_kv_t *kv);
+/* For a new, empty sequence: attach the longest chain of cached full blocks
+ * that matches toks[0..n) from position 0, and set the sequence's length to
+ * it. Returns the tokens matched (a multiple of block_tokens, <= n; 0 when the
+ * cache is off or nothing matches). Matched blocks that were idle stop
+ * counting as free. */
+int32_t wg_kv_prefix_match(wg_kv_t *kv, int32_t seq, const int32_t *toks, int32_t n);
+/* After K/V of positions [0, n) of `seq` are computed (toks: its tokens):
+ * make its full blocks not yet cached findable. A block whose identity is
+ * already cached (the same prefix computed by another sequence in the same
+ * step) is swapped for the cached one and returns to the free list. Call
+ * before wg_kv_release_before for the same step. No-op when the cache is off. */
+void wg_kv_prefix_commit(wg_kv_t *kv, int32_t seq, const int32_t *toks, int32_t n);
+/* Cached blocks nobody holds (part of wg_kv_n_free_blocks). */
+int32_t wg_kv_n_cached_blocks(const wg_kv_t *kv);
+/* Cached blocks taken back for new contents so far. */
+int64_t wg_kv_n_evicted_blocks(const wg_kv_t *kv);
 
 #endif

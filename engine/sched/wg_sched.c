@@ -133,6 +133,7 @@ wg_sched_t *wg_sched_new(const wg_model_t *model, const wg_tok_t *tok, const wg_
         if (cfg->device) c.device = cfg->device;
         if (cfg->kv_type) c.kv_type = cfg->kv_type;
         if (cfg->kv_prefault) c.kv_prefault = true;
+        if (cfg->prefix_cache) c.prefix_cache = cfg->prefix_cache < 0 ? -1 : 0;
     }
     if (c.block_tokens < 1 || c.max_seqs < 1 || c.max_batch_tokens < 1 || c.prefill_chunk < 0 ||
         c.n_threads < 1 || c.max_waiting_steps < 1) {
@@ -166,6 +167,8 @@ wg_sched_t *wg_sched_new(const wg_model_t *model, const wg_tok_t *tok, const wg_
     s->kv = wg_model_kv_new_typed(model, c.kv_budget_bytes, c.block_tokens, c.device, c.kv_type);
     if (!s->kv) goto fail;
     if (c.kv_prefault) wg_kv_prefault(s->kv);
+    if (c.prefix_cache >= 0 && !hp->recurrent && !wg_kv_device(s->kv) && wg_kv_enable_prefix_cache(s->kv) != WG_OK)
+        goto fail;
     s->pool = wg_pool_new(c.n_threads);
     if (!s->pool) goto fail;
     s->batch = malloc((size_t)c.max_batch_tokens * sizeof *s->batch);
@@ -241,6 +244,9 @@ void wg_sched_stats(const wg_sched_t *s, wg_sched_stats_t *out) {
         else out->n_waiting++;
     }
     out->kv_free_blocks = wg_kv_n_free_blocks(s->kv);
+    out->prefix_cache = wg_kv_prefix_cache_on(s->kv);
+    out->kv_cached_blocks = wg_kv_n_cached_blocks(s->kv);
+    out->kv_evicted_blocks = wg_kv_n_evicted_blocks(s->kv);
 }
 
 /* ---- submit / cancel ---- */
@@ -574,21 +580,25 @@ static wg_status s_plan(wg_sched_t *s, int32_t *n_batch) {
             s_seq_t *q = s->order[i];
             /* Re-admitting what was just preempted would only undo it. */
             if (q->preempted_at == s->st.n_steps) break;
-            int32_t want = q->n_toks < s->cfg.prefill_chunk ? q->n_toks : s->cfg.prefill_chunk;
+            if ((st = wg_kv_seq_new(s->kv, &q->kv_seq))) return st;
+            /* Cached full blocks of its tokens (prefix cache): at least the
+             * last token is computed here, so its logits come out. */
+            const int32_t hit = wg_kv_prefix_match(s->kv, q->kv_seq, q->toks, q->n_toks - 1);
+            int32_t want = q->n_toks - hit < s->cfg.prefill_chunk ? q->n_toks - hit : s->cfg.prefill_chunk;
             if (want > budget) want = budget;
             int64_t room = (int64_t)wg_kv_n_free_blocks(s->kv) * bt;
             int32_t c = room < want ? (int32_t)room : want;
-            if (c <= 0) break;
-            if ((st = wg_kv_seq_new(s->kv, &q->kv_seq))) return st;
-            if ((st = wg_kv_reserve(s->kv, q->kv_seq, c))) {
+            if (c <= 0 || (st = wg_kv_reserve(s->kv, q->kv_seq, hit + c))) {
                 wg_kv_seq_free(s->kv, q->kv_seq);
                 q->kv_seq = -1;
+                if (c <= 0) break;
                 return st;
             }
             int64_t waited = s->st.n_steps - q->wait_since;
             if (waited > s->st.max_wait_steps) s->st.max_wait_steps = (int32_t)waited;
             q->state = S_RUNNING;
-            q->n_computed = 0;
+            q->n_computed = hit;
+            s->st.n_prefix_hit_tokens += hit;
             q->admitted = s->n_admits++;
             s_plan_add(s, q, c, &nb);
             budget -= c;
@@ -754,6 +764,7 @@ wg_status wg_sched_step(wg_sched_t *s, const wg_sched_event_t **events, size_t *
             s_seq_t *q = s->seqs[i];
             if (q->state != S_RUNNING || !q->plan_n) continue;
             q->n_computed += q->plan_n;
+            wg_kv_prefix_commit(s->kv, q->kv_seq, q->toks, q->n_computed);
             /* The next token (position n_computed) reads keys from n_computed - window + 1 on. */
             if (s->window)
                 s->st.kv_released_blocks += wg_kv_release_before(s->kv, q->kv_seq, q->n_computed - s->window + 1);

@@ -49,6 +49,10 @@ typedef struct {
                                    the cache and what attention reads; CPU only) */
     bool kv_prefault;           /* touch the whole K/V pool at creation (wg_kv_prefault): steps never fault
                                    fresh pages in, creation takes the pool's first-touch time */
+    int prefix_cache;           /* 0: on where the cache allows it (host K/V, not recurrent), < 0: off.
+                                   A sequence admitted (or re-admitted after preemption) skips the
+                                   full blocks of its token list another sequence already computed;
+                                   outputs are bitwise the same either way */
 } wg_sched_cfg_t;
 
 wg_sched_cfg_t wg_sched_defaults(void);
@@ -110,6 +114,10 @@ typedef struct {
     int64_t n_decode_tokens;   /* tokens computed whose logits were sampled */
     int32_t max_wait_steps;    /* longest wait (in steps) before admission so far */
     int32_t last_batch_tokens; /* tokens in the last step */
+    bool prefix_cache;         /* the prefix cache is on */
+    int64_t n_prefix_hit_tokens; /* tokens admitted with their K/V already cached (not computed) */
+    int32_t kv_cached_blocks;  /* idle cached blocks (counted in kv_free_blocks) */
+    int64_t kv_evicted_blocks; /* cached blocks taken back for new contents */
 } wg_sched_stats_t;
 
 /* A scheduler over `model` (borrowed; must outlive it). `tok` (borrowed, may

@@ -253,3 +253,146 @@ Test(kv, release_before_frees_whole_blocks_below_a_position) {
     cr_assert_eq(wg_kv_n_free_blocks(kv), 10, "blocks leaked or freed twice");
     wg_kv_free(&kv);
 }
+
+/* ---- prefix cache ---- */
+
+/* Sequence `seq` of the s_kv cache (4-token blocks) holding toks[0..n), each
+ * position's key row filled with its token id, committed. */
+static void s_fill_commit(wg_kv_t *kv, int32_t seq, const int32_t *toks, int32_t n) {
+    const int32_t have = wg_kv_seq_len(kv, seq);
+    cr_assert_eq(wg_kv_reserve(kv, seq, n), 0);
+    for (int32_t p = have; p < n; p++)
+        for (int l = 0; l < 2; l++) wg_kv_k(kv, l, seq, p)[0] = (float)toks[p];
+    cr_assert_eq(wg_kv_seq_set_len(kv, seq, n), 0);
+    wg_kv_prefix_commit(kv, seq, toks, n);
+}
+
+Test(kv, prefix_blocks_are_shared_exactly_and_idle_ones_count_as_free) {
+    wg_kv_t *kv = s_kv();
+    cr_assert_eq(wg_kv_enable_prefix_cache(kv), 0);
+    const int32_t ta[12] = {5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    int32_t a, b, c;
+    wg_kv_seq_new(kv, &a);
+    s_fill_commit(kv, a, ta, 11); /* blocks 0, 1 full and registered; block 2 partial */
+    wg_kv_seq_new(kv, &b);
+    cr_assert_eq(wg_kv_prefix_match(kv, b, ta, 12), 8, "only full registered blocks match");
+    cr_assert_eq(wg_kv_seq_len(kv, b), 8);
+    for (int p = 0; p < 8; p++) cr_assert_eq(wg_kv_k(kv, 1, b, p), wg_kv_k(kv, 1, a, p), "position %d not shared", p);
+    cr_assert_eq(wg_kv_n_free_blocks(kv), 7);
+    /* One token different in the second block: only the first block matches. */
+    int32_t tc[12];
+    memcpy(tc, ta, sizeof tc);
+    tc[6] = 99;
+    wg_kv_seq_new(kv, &c);
+    cr_assert_eq(wg_kv_prefix_match(kv, c, tc, 12), 4);
+    /* The same tokens at a different start do not match (identity is the whole prefix). */
+    wg_kv_seq_free(kv, c);
+    wg_kv_seq_new(kv, &c);
+    cr_assert_eq(wg_kv_prefix_match(kv, c, ta + 4, 8), 0);
+    wg_kv_seq_free(kv, c);
+    wg_kv_seq_free(kv, b);
+    wg_kv_seq_free(kv, a);
+    cr_assert_eq(wg_kv_n_free_blocks(kv), 10, "idle cached blocks count as free");
+    cr_assert_eq(wg_kv_n_cached_blocks(kv), 2);
+    /* Still found after every holder left. */
+    wg_kv_seq_new(kv, &b);
+    cr_assert_eq(wg_kv_prefix_match(kv, b, ta, 12), 8);
+    cr_assert_eq(wg_kv_n_cached_blocks(kv), 0);
+    cr_assert_eq(wg_kv_k(kv, 0, b, 5)[0], 10.0f);
+    wg_kv_seq_free(kv, b);
+    /* Filling the whole cache takes the cached blocks back; nothing matches after. */
+    wg_kv_seq_new(kv, &c);
+    cr_assert_eq(wg_kv_reserve(kv, c, 40), 0);
+    cr_assert_eq(wg_kv_n_evicted_blocks(kv), 2);
+    cr_assert_eq(wg_kv_n_free_blocks(kv), 0);
+    wg_kv_seq_free(kv, c);
+    wg_kv_seq_new(kv, &b);
+    cr_assert_eq(wg_kv_prefix_match(kv, b, ta, 12), 0);
+    wg_kv_seq_free(kv, b);
+    cr_assert_eq(wg_kv_n_free_blocks(kv), 10);
+    wg_kv_free(&kv);
+}
+
+/* A block whose parent was taken back and reused for the same tokens is not
+ * the child of the new parent: identities name the parent's generation. */
+Test(kv, a_child_of_a_reused_parent_does_not_match) {
+    wg_kv_t *kv = s_kv();
+    cr_assert_eq(wg_kv_enable_prefix_cache(kv), 0);
+    const int32_t t[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    int32_t a, b, fill;
+    wg_kv_seq_new(kv, &a);
+    s_fill_commit(kv, a, t, 9);
+    const int32_t *ta;
+    int32_t na;
+    ta = wg_kv_seq_blocks(kv, a, &na);
+    const int32_t a0 = ta[0], a1 = ta[1];
+    /* a lets go of its first block (sliding window) and keeps the second. */
+    cr_assert_eq(wg_kv_release_before(kv, a, 4), 1);
+    cr_assert_eq(wg_kv_n_cached_blocks(kv), 1);
+    /* The cache fills up: the free list first, then the idle first block is taken back. */
+    int32_t x;
+    wg_kv_seq_new(kv, &x);
+    cr_assert_eq(wg_kv_reserve(kv, x, 4 * (wg_kv_n_free_blocks(kv) - 1)), 0);
+    cr_assert_eq(wg_kv_n_evicted_blocks(kv), 0);
+    wg_kv_seq_new(kv, &fill);
+    cr_assert_eq(wg_kv_reserve(kv, fill, 4), 0);
+    cr_assert_eq(wg_kv_n_evicted_blocks(kv), 1);
+    /* unregistered blocks: straight back to the free list, fill's (a0) on top */
+    wg_kv_seq_free(kv, x);
+    wg_kv_seq_free(kv, fill);
+    /* b computes the same tokens: its first block is new (the old identity is gone),
+     * likely in the very slot a0 had; its second must not become a's second. */
+    wg_kv_seq_new(kv, &b);
+    cr_assert_eq(wg_kv_prefix_match(kv, b, t, 9), 0);
+    s_fill_commit(kv, b, t, 9);
+    const int32_t *tb;
+    int32_t nb;
+    tb = wg_kv_seq_blocks(kv, b, &nb);
+    cr_assert_eq(tb[0], a0, "expected the freed slot back (LIFO free list)");
+    cr_assert_neq(tb[1], a1, "b's second block was matched to a's under a reused parent");
+    wg_kv_seq_free(kv, b);
+    wg_kv_seq_free(kv, a);
+    cr_assert_eq(wg_kv_n_free_blocks(kv), 10);
+    wg_kv_free(&kv);
+}
+
+/* Truncating into a shared block gives the truncating sequence its own copy:
+ * what it writes next does not reach the other holder. */
+Test(kv, truncate_into_a_shared_block_copies_it) {
+    wg_kv_t *kv = s_kv();
+    cr_assert_eq(wg_kv_enable_prefix_cache(kv), 0);
+    const int32_t t[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    int32_t a, b;
+    wg_kv_seq_new(kv, &a);
+    s_fill_commit(kv, a, t, 8);
+    wg_kv_seq_new(kv, &b);
+    cr_assert_eq(wg_kv_prefix_match(kv, b, t, 8), 8);
+    cr_assert_eq(wg_kv_truncate(kv, b, 6), 0);
+    cr_assert_neq(wg_kv_k(kv, 0, b, 4), wg_kv_k(kv, 0, a, 4), "still shared");
+    for (int l = 0; l < 2; l++)
+        for (int p = 0; p < 6; p++) cr_assert_eq(wg_kv_k(kv, l, b, p)[0], (float)t[p], "copy lost position %d", p);
+    cr_assert_eq(wg_kv_reserve(kv, b, 8), 0);
+    wg_kv_k(kv, 0, b, 6)[0] = -1.0f;
+    cr_assert_eq(wg_kv_k(kv, 0, a, 6)[0], 7.0f, "a's shared block was written through b");
+    /* The same truncation of a's own (now unshared) registered block drops its identity. */
+    wg_kv_seq_free(kv, b);
+    cr_assert_eq(wg_kv_truncate(kv, a, 5), 0);
+    wg_kv_seq_new(kv, &b);
+    cr_assert_eq(wg_kv_prefix_match(kv, b, t, 8), 4, "a rewritable block is still findable");
+    wg_kv_seq_free(kv, b);
+    wg_kv_seq_free(kv, a);
+    cr_assert_eq(wg_kv_n_free_blocks(kv), 10);
+    wg_kv_free(&kv);
+}
+
+Test(kv, prefix_cache_is_refused_for_recurrent_and_device_caches) {
+    wg_kv_t *kv = wg_kv_new_recurrent(64, 64 * 4 * 4);
+    cr_assert(kv);
+    cr_assert_eq(wg_kv_enable_prefix_cache(kv), WG_ERR_UNSUPPORTED);
+    wg_kv_free(&kv);
+    kv = wg_kv_new_tables(2, 8, 4, 4, 1 << 16);
+    cr_assert(kv);
+    cr_assert_eq(wg_kv_enable_prefix_cache(kv), WG_ERR_UNSUPPORTED);
+    cr_assert(!wg_kv_prefix_cache_on(kv));
+    wg_kv_free(&kv);
+}

@@ -655,3 +655,127 @@ Test(sched, sliding_window_hybrid_model_keeps_blocks) {
     cr_assert_eq(st.kv_released_blocks, 0);
     unload();
 }
+
+/* ---- prefix cache ---- */
+
+/* Jobs in four groups; the jobs of a group share their first `shared` prompt
+ * tokens (a system prompt) and differ after it, and two jobs are the same
+ * prompt twice. Mixed sampling kinds, so seeded draws are compared too. */
+static void prefix_jobs(job_t *jobs, int n) {
+    const size_t shared[4] = {37, 50, 3, 64};
+    job_t base[4];
+    for (int g = 0; g < 4; g++) job_random(&base[g], shared[g], 1, 0);
+    for (int i = 0; i < n; i++) {
+        const int g = i % 4;
+        job_random(&jobs[i], shared[g] + 1 + rnd() % 30, (int32_t)(8 + rnd() % 16), i);
+        memcpy(jobs[i].prompt, base[g].prompt, shared[g] * sizeof(int32_t));
+    }
+    memcpy(jobs[n - 1].prompt, jobs[n - 5].prompt, sizeof jobs[n - 1].prompt);
+    jobs[n - 1].n_prompt = jobs[n - 5].n_prompt;
+}
+
+static void assert_same_lp(const res_t *a, const res_t *b, const char *what, int i) {
+    assert_same(a, b, what);
+    for (int32_t k = 0; k < a->n; k++)
+        cr_assert(memcmp(&a->lp[k], &b->lp[k], sizeof(float)) == 0, "%s: job %d logprob %d differs (%.9g vs %.9g)",
+                  what, i, k, (double)a->lp[k], (double)b->lp[k]);
+}
+
+/* With the prefix cache (the default) every job gets bitwise the tokens and
+ * logprobs it gets without it, the shared blocks are really reused (hits,
+ * fewer tokens computed), and every block comes back (cached ones count as
+ * free). Jobs arrive over several steps so later ones find earlier ones'
+ * blocks; then the same set runs again on the warm cache. */
+static void check_prefix_cache(const char *rel, wg_kv_type_t kt) {
+    load(rel);
+    enum { N = 20 };
+    static job_t jobs[N];
+    static res_t on[N], off[N];
+    g_rng = 0xfeedull;
+    prefix_jobs(jobs, N);
+    wg_sched_cfg_t cfg = wg_sched_defaults();
+    cfg.kv_type = kt;
+    cfg.max_batch_tokens = 96;
+    cfg.prefill_chunk = 40;
+    cfg.max_seqs = 6;
+    wg_sched_cfg_t nocache = cfg;
+    nocache.prefix_cache = -1;
+    wg_sched_stats_t s_on, s_off;
+    run_jobs(jobs, N, &nocache, off, &s_off);
+    run_jobs(jobs, N, &cfg, on, &s_on);
+    cr_assert(!s_off.prefix_cache && s_off.n_prefix_hit_tokens == 0);
+    cr_assert(s_on.prefix_cache, "prefix cache off by default");
+    for (int i = 0; i < N; i++) assert_same_lp(&off[i], &on[i], "prefix cache", i);
+    cr_assert_gt(s_on.n_prefix_hit_tokens, 0, "no prefix was reused");
+    cr_assert_eq(s_on.n_prefill_tokens + s_on.n_prefix_hit_tokens, s_off.n_prefill_tokens,
+                 "computed %lld + reused %lld != %lld prompt tokens without the cache",
+                 (long long)s_on.n_prefill_tokens, (long long)s_on.n_prefix_hit_tokens, (long long)s_off.n_prefill_tokens);
+    cr_assert_gt(s_on.kv_cached_blocks, 0, "finished sequences' full blocks stay cached");
+    cr_assert_eq(s_on.kv_free_blocks, s_on.kv_blocks);
+    unload();
+}
+
+Test(sched, prefix_cache_llama_f32) { check_prefix_cache("models/llama/llama-f32.gguf", WG_KV_F32); }
+Test(sched, prefix_cache_llama_q4_k_m_q8_0_kv) { check_prefix_cache("models/llama/llama-Q4_K_M.gguf", WG_KV_Q8_0); }
+Test(sched, prefix_cache_qwen2_q8_0_f16_kv) { check_prefix_cache("models/qwen2/qwen2-Q8_0.gguf", WG_KV_F16); }
+Test(sched, prefix_cache_gemma2_f32) { check_prefix_cache("models/gemma2/gemma2-f32.gguf", WG_KV_F32); }
+Test(sched, prefix_cache_stories260k) { check_prefix_cache("trained/stories260K-f32.gguf", WG_KV_F32); }
+
+/* A cache too small for the jobs: sequences are preempted and re-admitted
+ * (finding their own blocks again when they are still cached) and cached
+ * blocks are taken back for new contents; outputs stay those of each job
+ * alone. */
+Test(sched, prefix_cache_under_preemption_and_eviction) {
+    load("models/llama/llama-f32.gguf");
+    enum { N = 16 };
+    static job_t jobs[N];
+    static res_t ref[N], got[N];
+    g_rng = 4242;
+    prefix_jobs(jobs, N);
+    for (int i = 0; i < N; i++) run_jobs(&jobs[i], 1, NULL, &ref[i], NULL);
+    wg_sched_cfg_t cfg = wg_sched_defaults();
+    cfg.block_tokens = 8;
+    cfg.kv_budget_bytes = 24 * 8 * wg_model_kv_token_bytes(g_m, WG_KV_F32);
+    cfg.max_batch_tokens = 64;
+    cfg.prefill_chunk = 16;
+    wg_sched_stats_t st;
+    run_jobs(jobs, N, &cfg, got, &st);
+    cr_assert_eq(st.kv_blocks, 24);
+    cr_assert_gt(st.n_preemptions, 0, "the tiny cache should force preemption");
+    cr_assert_gt(st.kv_evicted_blocks, 0, "the tiny cache should take cached blocks back");
+    cr_assert_gt(st.n_prefix_hit_tokens, 0);
+    for (int i = 0; i < N; i++) assert_same_lp(&ref[i], &got[i], "preempted with prefix cache", i);
+    unload();
+}
+
+/* The same prompt admitted twice in one step is computed twice, but once
+ * its blocks are full the second copy is swapped for the first: after the
+ * prefill step the pair holds 2 shared + 2 own partial blocks, not 6. */
+Test(sched, same_prompt_in_one_step_shares_its_full_blocks) {
+    load("models/llama/llama-f32.gguf");
+    job_t j;
+    job_random(&j, 40, 4, 0);
+    for (int pc = 0; pc < 2; pc++) {
+        wg_sched_cfg_t cfg = wg_sched_defaults();
+        cfg.block_tokens = 16;
+        cfg.prefix_cache = pc ? 0 : -1;
+        wg_sched_t *s = wg_sched_new(g_m, g_tok, &cfg);
+        cr_assert_not_null(s);
+        for (int k = 0; k < 2; k++) {
+            wg_sched_req_t r = to_req(&j, NULL);
+            wg_seq_handle_t h;
+            cr_assert_eq(wg_sched_submit(s, &r, &h), WG_OK);
+        }
+        const wg_sched_event_t *ev;
+        size_t ne;
+        cr_assert_eq(wg_sched_step(s, &ev, &ne), WG_OK);
+        cr_assert_eq(ne, 2);
+        cr_assert_eq(ev[0].token, ev[1].token);
+        wg_sched_stats_t st;
+        wg_sched_stats(s, &st);
+        cr_assert_eq(st.kv_blocks - st.kv_free_blocks, pc ? 4 : 6, "prefix cache %d: %d blocks held", pc,
+                     st.kv_blocks - st.kv_free_blocks);
+        wg_sched_free(&s);
+    }
+    unload();
+}
