@@ -4,7 +4,8 @@
  * against the memory roofline (issue 3).
  *
  *   waggle bench -m MODEL [--concurrency 1,8,32,64] [--prompt-len 128]
- *                [--gen-len 128] [--threads 2] [--kv-type f16|f32|q8_0] [--json]
+ *                [--gen-len 128] [--threads 2] [--kv-type f16|f32|q8_0]
+ *                [--shared-prefix N] [--no-prefix-cache] [--json]
  *   waggle bench -m MODEL --single [--threads 1,2] [--prompt-len 128]
  *                [--gen-len 64] [--reps 3] [--mem-mb 512] [--kv-type f16|f32|q8_0] [--json]
  *
@@ -29,7 +30,10 @@
  * prefill tokens/s (all prompt tokens / time until every sequence has its
  * first token), aggregate decode tokens/s (tokens emitted after that / the
  * remaining time), the same over pure-decode steps only, TTFT and
- * inter-token latency p50/p99, KV memory used at the peak. The roofline is
+ * inter-token latency p50/p99, KV memory used at the peak, and the prompt
+ * tokens the prefix cache let the engine skip. With --shared-prefix N the
+ * first N tokens of every prompt are the same (a system prompt), so all but
+ * the first requests to be admitted find them cached. The roofline is
  * measured in process: every weight matrix of the model multiplied by an
  * M = C activation batch with wg_k_matmul_cpu (the kernel the forward pass
  * uses) on the same threads; C / (sum of those times) is the most decode
@@ -67,6 +71,9 @@ static double s_dev_bw;      /* GB/s (bytes read + written), measured once */
  * cache); the CUDA cache is F32 only. */
 static wg_kv_type_t s_kv_type = WG_KV_F16;
 static bool s_kv_type_set;
+/* --shared-prefix N: prompt tokens common to every request; --no-prefix-cache. */
+static long s_shared;
+static bool s_no_pc;
 static char s_dev_name[128];
 
 /* Percentile (0..100) of a sorted array, nearest rank. */
@@ -144,6 +151,7 @@ typedef struct {
     size_t kv_budget;          /* bytes allocated */
     int64_t steps;             /* forward steps */
     int64_t preemptions;       /* should be 0 with the budget we give */
+    int64_t prefix_hits;       /* prompt tokens found in the prefix cache */
     double wall;               /* seconds */
     double roofline_tok_s;     /* C / matmul time at M = C (best pass) */
     double roofline_med_tok_s; /* C / median matmul pass time at M = C */
@@ -160,6 +168,7 @@ static int s_bench_one(const wg_model_t *m, int32_t C, int32_t P, int32_t G, int
     cfg.n_threads = threads;
     cfg.device = s_device;
     cfg.kv_type = s_kv_type;
+    cfg.prefix_cache = s_no_pc ? -1 : 0;
     /* Steady state: a worker's cache outlives its requests, so its pages are
      * touched once; fresh-page faults here would be this run's own cost (and
      * first touches cost ~0.3 GB/s on some VMs). Done before the clock starts. */
@@ -184,9 +193,13 @@ static int s_bench_one(const wg_model_t *m, int32_t C, int32_t P, int32_t G, int
         return -1;
     }
     uint64_t rng = 0x853c49e6748fea9bull;
+    for (int32_t k = 0; k < P && k < s_shared; k++) { /* the shared start, drawn once */
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        prompt[k] = (int32_t)((rng >> 33) % (uint64_t)hp->n_vocab);
+    }
     double t0 = wg_bench_now();
     for (int32_t i = 0; i < C; i++) {
-        for (int32_t k = 0; k < P; k++) {
+        for (int32_t k = (int32_t)(s_shared < P ? s_shared : P); k < P; k++) {
             rng = rng * 6364136223846793005ull + 1442695040888963407ull;
             prompt[k] = (int32_t)((rng >> 33) % (uint64_t)hp->n_vocab);
         }
@@ -256,6 +269,7 @@ static int s_bench_one(const wg_model_t *m, int32_t C, int32_t P, int32_t G, int
     r->kv_budget = (size_t)st.kv_blocks * st.kv_block_bytes;
     r->steps = st.n_steps;
     r->preemptions = st.n_preemptions;
+    r->prefix_hits = st.n_prefix_hit_tokens;
     if (s_cuda < 0) {
         wg_pool_t *pool = wg_pool_new(threads);
         int64_t n_mats = 0;
@@ -498,7 +512,9 @@ static void s_usage(FILE *f) {
                "       waggle bench [engine] -m MODEL --single [--threads 1,2] [--prompt-len 128] [--gen-len 64]\n"
                "                    [--reps 3] [--mem-mb 512] [--device cpu|cuda:N] [--kv-type f16|f32|q8_0] [--json]\n"
                "  --kv-type T  K/V cache elements: f16 (default on the CPU, as llama-bench), f32 (the engine's\n"
-               "               library default and the only type on CUDA) or q8_0\n");
+               "               library default and the only type on CUDA) or q8_0\n"
+               "  --shared-prefix N  the first N prompt tokens are the same in every request (default 0)\n"
+               "  --no-prefix-cache  compute every prompt in full (default: cached prompt blocks are shared)\n");
 }
 
 int wg_bench_engine_main(int argc, char **argv) {
@@ -514,6 +530,8 @@ int wg_bench_engine_main(int argc, char **argv) {
             json = true;
         } else if (!strcmp(a, "--single")) {
             single = true;
+        } else if (!strcmp(a, "--no-prefix-cache")) {
+            s_no_pc = true;
         } else if (!v) {
             fprintf(stderr, "waggle bench: %s needs a value\n", a);
             return 2;
@@ -531,7 +549,7 @@ int wg_bench_engine_main(int argc, char **argv) {
         } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
             thr = argv[++i];
         } else if (!strcmp(a, "--prompt-len") || !strcmp(a, "--gen-len") || !strcmp(a, "--reps") ||
-                   !strcmp(a, "--mem-mb")) {
+                   !strcmp(a, "--mem-mb") || !strcmp(a, "--shared-prefix")) {
             char *end;
             errno = 0;
             long x = strtol(v, &end, 10);
@@ -542,6 +560,7 @@ int wg_bench_engine_main(int argc, char **argv) {
             if (!strcmp(a, "--prompt-len")) P = x;
             else if (!strcmp(a, "--gen-len")) G = x;
             else if (!strcmp(a, "--reps")) reps = x;
+            else if (!strcmp(a, "--shared-prefix")) s_shared = x;
             else mem_mb = x;
             i++;
         } else {
@@ -655,6 +674,8 @@ int wg_bench_engine_main(int argc, char **argv) {
                             (json_int_t)r->steps, "preemptions", (json_int_t)r->preemptions, "wall_s", r->wall,
                             "matmul_roofline_tok_s", r->roofline_tok_s, "decode_vs_roofline",
                             r->roofline_tok_s > 0 ? r->decode_step_tok_s / r->roofline_tok_s : 0.0));
+        json_object_set_new(json_array_get(rows, json_array_size(rows) - 1), "prefix_cache_hit_tokens",
+                            json_integer((json_int_t)r->prefix_hits));
         if (r->roofline_med_tok_s > 0) {
             json_t *row = json_array_get(rows, json_array_size(rows) - 1);
             json_object_set_new(row, "matmul_roofline_median_tok_s", json_real(r->roofline_med_tok_s));
@@ -668,6 +689,8 @@ int wg_bench_engine_main(int argc, char **argv) {
     json_object_set_new(doc, "gen_len", json_integer(G));
     json_object_set_new(doc, "device", json_string(s_device));
     json_object_set_new(doc, "kv_type", json_string(wg_kv_type_name(s_kv_type)));
+    json_object_set_new(doc, "shared_prefix", json_integer(s_shared));
+    json_object_set_new(doc, "prefix_cache", json_boolean(!s_no_pc));
     if (s_cuda >= 0) {
         json_object_set_new(doc, "device_name", json_string(s_dev_name));
         json_object_set_new(doc, "device_copy_bw_gbs", json_real(s_dev_bw));
@@ -695,6 +718,10 @@ int wg_bench_engine_main(int argc, char **argv) {
                    r->roofline_tok_s > 0 ? r->decode_step_tok_s / r->roofline_tok_s : 0.0,
                    r->roofline_med_tok_s > 0 ? r->decode_step_tok_s / r->roofline_med_tok_s : 0.0);
         }
+        if (s_shared > 0)
+            for (int k = 0; k < n_conc; k++)
+                printf("concurrency %d: %lld of %lld prompt tokens found in the prefix cache%s\n", res[k].conc,
+                       (long long)res[k].prefix_hits, (long long)res[k].conc * P, s_no_pc ? " (cache off)" : "");
         if (d1 > 0 && d32 > 0) printf("decode gain of concurrency 32 over 1: %.2fx\n", d32 / d1);
         if (s_cuda >= 0)
             printf("%s (%s): roofline = weights (%.1f MB) read once per step at %.0f GB/s; ratio = MBU\n",

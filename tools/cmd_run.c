@@ -92,6 +92,8 @@ static void s_usage(FILE *f) {
             "  --kv-type T          K/V cache elements: f32 (default), f16 (half the cache, faster attention)\n"
             "                       or q8_0 (0.53 of f16: twice the sequences per byte)\n"
             "  --max-batch-tokens N tokens per engine step (default 512)\n"
+            "  --no-prefix-cache    compute every prompt in full instead of sharing the K/V blocks of\n"
+            "                       prompt starts other jobs already computed (same outputs either way)\n"
             "  --stream N           print the text of the first N jobs to stdout as it is generated\n"
             "  --direct             drive the engine directly instead of through the embedded broker + worker\n"
             "                       (inproc://, in-memory queue; the default, same code path as the fleet)\n"
@@ -878,6 +880,7 @@ static bool s_sub_recv(void *sub, wg_msg_token *t) {
  * worker holding the already-loaded model, over inproc://, as a producer:
  * SUBMIT in batches, rows written as RESULT pushes arrive. 0 on success. */
 static const char *s_device = "cpu"; /* --device */
+static bool s_no_prefix_cache;             /* --no-prefix-cache */
 
 static int s_run_embedded(s_emb_t *e, const wg_model_t *m, const char *model_name, wg_kv_type_t kv_type, long concurrency, long threads,
                           size_t kv_budget) {
@@ -921,6 +924,7 @@ static int s_run_embedded(s_emb_t *e, const wg_model_t *m, const char *model_nam
     wc.max_seqs = (int32_t)concurrency;
     wc.kv_budget_bytes = kv_budget;
     wc.kv_type = kv_type;
+    wc.no_prefix_cache = s_no_prefix_cache;
     w = wg_worker_new(&wc);
     if (!w) {
         fprintf(stderr, "waggle run: cannot start the embedded worker: %s\n", wg_errmsg());
@@ -1146,6 +1150,8 @@ int wg_cmd_run(int argc, char **argv) {
         } else if (!strcmp(a, "--kv-type")) {
             NEED_VAL;
             if (!wg_cli_kv_type_ok("run", val, &kv_type)) return 2;
+        } else if (!strcmp(a, "--no-prefix-cache")) {
+            s_no_prefix_cache = true;
         } else if (!strcmp(a, "--max-batch-tokens")) {
             NEED_VAL;
             if (!s_parse_int(val, 1, 1 << 20, &max_batch)) {
@@ -1315,6 +1321,7 @@ int wg_cmd_run(int argc, char **argv) {
     cfg.device = s_device;
     cfg.kv_budget_bytes = kv_budget;
     cfg.kv_type = kv_type;
+    cfg.prefix_cache = s_no_prefix_cache ? -1 : 0;
     if (max_batch) cfg.max_batch_tokens = (int32_t)max_batch;
     s = wg_sched_new(m, tok, &cfg);
     if (!s) {

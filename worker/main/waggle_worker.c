@@ -47,6 +47,9 @@ static void s_usage(FILE *f) {
             "  --kv-budget BYTES            KV cache bytes per model (suffix K, M, G; default: scheduler's)\n"
             "  --kv-type T                  K/V cache elements: f32 (default, the reference numbers), f16\n"
             "                               (half the bytes per token, faster attention) or q8_0 (0.53 of f16)\n"
+            "  --no-prefix-cache            compute every prompt in full: do not share the K/V blocks of\n"
+            "                               prompt starts that earlier jobs already computed (default: shared;\n"
+            "                               outputs are the same either way)\n"
             "  --heartbeat-ms N             heartbeat interval (default 1000)\n"
             "  --liveness N                 silent heartbeats before the broker counts as dead, 3..5 (default 3)\n"
             "  --drain-timeout-ms N         on SIGTERM, hand back jobs still running after N ms (default 30000)\n"
@@ -121,14 +124,14 @@ static int s_read_key(const char *path, const char *prefer, char out[41]) {
 int main(int argc, char **argv) {
     wg_mem_tune(); /* models are loaded and freed for the life of the process */
     enum { O_BROKER = 1, O_MODEL, O_STREAM, O_ADV, O_REDIS, O_ID, O_THREADS, O_MAXSEQS, O_KV, O_HB, O_LIVE,
-           O_DRAIN, O_HWM, O_STALL, O_SNDBUF, O_CSRV, O_CSEC, O_LOG, O_HELP, O_MEM, O_DELAY, O_DEVICE, O_KVTYPE };
+           O_DRAIN, O_HWM, O_STALL, O_SNDBUF, O_CSRV, O_CSEC, O_LOG, O_HELP, O_MEM, O_DELAY, O_DEVICE, O_KVTYPE, O_NOPC };
     static const struct option opts[] = {
         {"broker", required_argument, 0, O_BROKER},   {"model", required_argument, 0, O_MODEL},
         {"stream", required_argument, 0, O_STREAM},   {"stream-advertise", required_argument, 0, O_ADV},
         {"redis", required_argument, 0, O_REDIS},     {"id", required_argument, 0, O_ID},
         {"threads", required_argument, 0, O_THREADS}, {"max-seqs", required_argument, 0, O_MAXSEQS},
         {"device", required_argument, 0, O_DEVICE},
-        {"kv-type", required_argument, 0, O_KVTYPE},
+        {"kv-type", required_argument, 0, O_KVTYPE},  {"no-prefix-cache", no_argument, 0, O_NOPC},
         {"kv-budget", required_argument, 0, O_KV},    {"heartbeat-ms", required_argument, 0, O_HB},
         {"liveness", required_argument, 0, O_LIVE},   {"drain-timeout-ms", required_argument, 0, O_DRAIN},
         {"stream-hwm", required_argument, 0, O_HWM},  {"stream-stall-ms", required_argument, 0, O_STALL},
@@ -199,6 +202,7 @@ int main(int argc, char **argv) {
                 return 2;
             }
             break;
+        case O_NOPC: cfg.no_prefix_cache = true; break;
         case O_HB: if (s_num("--heartbeat-ms", optarg, &v)) return 2; cfg.heartbeat_ms = (uint32_t)v; break;
         case O_LIVE: if (s_num("--liveness", optarg, &v)) return 2; cfg.liveness = (uint32_t)v; break;
         case O_DRAIN: if (s_num("--drain-timeout-ms", optarg, &v)) return 2; cfg.drain_timeout_ms = (uint32_t)v; break;
