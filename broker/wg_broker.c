@@ -1182,7 +1182,9 @@ static void s_render_metrics(wg_broker_t *b) {
     s_pf(&s, "# TYPE waggle_broker_running_jobs gauge\n");
     for (bmodel *m = b->models; m; m = m->next)
         s_pf(&s, "waggle_broker_running_jobs{model=\"%s\"} %llu\n", m->name, (unsigned long long)m->running);
-    s_pf(&s, "# TYPE waggle_worker_credits gauge\n# TYPE waggle_worker_inflight gauge\n");
+    s_pf(&s, "# TYPE waggle_worker_credits gauge\n# TYPE waggle_worker_inflight gauge\n"
+             "# TYPE waggle_worker_prompt_tokens_cached_total counter\n"
+             "# TYPE waggle_worker_prompt_tokens_computed_total counter\n");
     char idb[2 * WG_MSG_MAX_ID + 2], mb[2 * WG_MSG_MAX_MODEL + 2];
     for (bworker *w = b->workers; w; w = w->next) {
         const char *id = s_lv(w->worker_id, idb, sizeof idb);
@@ -1196,6 +1198,10 @@ static void s_render_metrics(wg_broker_t *b) {
         s_pf(&s, "waggle_worker_kv_usage{worker=\"%s\"} %g\n", id, m->kv_usage);
         s_pf(&s, "waggle_worker_memory_used_bytes{worker=\"%s\"} %llu\n", id, (unsigned long long)m->mem_used_bytes);
         s_pf(&s, "waggle_worker_memory_total_bytes{worker=\"%s\"} %llu\n", id, (unsigned long long)m->mem_total_bytes);
+        s_pf(&s, "waggle_worker_prompt_tokens_cached_total{worker=\"%s\"} %llu\n", id,
+             (unsigned long long)m->prompt_tokens_cached);
+        s_pf(&s, "waggle_worker_prompt_tokens_computed_total{worker=\"%s\"} %llu\n", id,
+             (unsigned long long)m->prompt_tokens_computed);
         for (uint32_t i = 0; i < m->n_models; i++)
             s_pf(&s, "waggle_worker_model_resident{worker=\"%s\",model=\"%s\"} 1\n", id, s_lv(m->models[i], mb, sizeof mb));
     }

@@ -126,7 +126,7 @@ wg_status wg_mp_metrics_check(const struct wg_msg_metrics *m, const char *msg) {
 }
 
 void wg_mp_put_metrics(wg_mp_wr *w, const struct wg_msg_metrics *m) {
-    msgpack_pack_map(&w->pk, 12 + (m->n_model_stats != 0));
+    msgpack_pack_map(&w->pk, 14 + (m->n_model_stats != 0));
     wg_mp_put_kstr(w, "worker_id", m->worker_id);
     wg_mp_put_kuint(w, "ts_ms", m->ts_ms);
     wg_mp_put_kfloat(w, "tokens_per_s", m->tokens_per_s);
@@ -139,6 +139,8 @@ void wg_mp_put_metrics(wg_mp_wr *w, const struct wg_msg_metrics *m) {
     wg_mp_put_kstrs(w, "models", m->models, m->n_models);
     wg_mp_put_kuint(w, "mem_used_bytes", m->mem_used_bytes);
     wg_mp_put_kuint(w, "mem_total_bytes", m->mem_total_bytes);
+    wg_mp_put_kuint(w, "prompt_tokens_cached", m->prompt_tokens_cached);
+    wg_mp_put_kuint(w, "prompt_tokens_computed", m->prompt_tokens_computed);
     if (m->n_model_stats) {
         wg_mp_put_key(w, "model_stats");
         msgpack_pack_array(&w->pk, m->n_model_stats);
@@ -228,6 +230,8 @@ wg_status wg_mp_read_metrics(wg_mp_rd *r, struct wg_msg_metrics *m) {
         else if (wg_mp_key_is(k, kl, "mem_used_bytes")) st = wg_mp_uint(r, "mem_used_bytes", UINT64_MAX, &u), m->mem_used_bytes = st ? 0 : u;
         else if (wg_mp_key_is(k, kl, "mem_total_bytes")) st = wg_mp_uint(r, "mem_total_bytes", UINT64_MAX, &u), m->mem_total_bytes = st ? 0 : u;
         else if (wg_mp_key_is(k, kl, "model_stats")) st = s_read_model_stats(r, m);
+        else if (wg_mp_key_is(k, kl, "prompt_tokens_cached")) st = wg_mp_uint(r, "prompt_tokens_cached", UINT64_MAX, &m->prompt_tokens_cached);
+        else if (wg_mp_key_is(k, kl, "prompt_tokens_computed")) st = wg_mp_uint(r, "prompt_tokens_computed", UINT64_MAX, &m->prompt_tokens_computed);
         else st = wg_mp_skip(r);
         if (st) return st;
     }

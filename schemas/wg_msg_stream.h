@@ -57,6 +57,8 @@ typedef struct wg_msg_metrics {
     uint64_t mem_total_bytes; /* memory budget */
     wg_msg_model_stat *model_stats; /* (n_model_stats,) per-model residency counters or NULL */
     uint32_t n_model_stats;   /* <= 64; 0 = not sent */
+    uint64_t prompt_tokens_cached;   /* since 0.2: prompt tokens whose K/V came from the prefix cache (total) */
+    uint64_t prompt_tokens_computed; /* since 0.2: prompt and recompute tokens computed (total) */
 } wg_msg_metrics;
 
 wg_status wg_msg_metrics_encode(const wg_msg_metrics *m, wg_msg_buf *out);

@@ -119,6 +119,8 @@ struct wg_worker {
     int64_t next_metrics_ms;     /* metrics timer */
     int64_t metrics_t0;          /* start of the metrics interval */
     uint64_t metrics_tok0;       /* tokens at its start */
+    uint64_t pc_cached0;         /* prompt tokens found in / computed past the prefix cache by */
+    uint64_t pc_computed0;       /* schedulers already freed (METRICS totals) */
     wg_msg_metrics last_metrics; /* latest figures (for HEARTBEAT); models point into model_names */
     char *model_names[WG_MSG_MAX_MODELS]; /* (n_models,) borrowed names for the metrics map */
     wg_msg_model_stat model_stats[WG_MSG_MAX_MODELS]; /* per-model counters for the metrics map (names borrowed from res) */
@@ -943,11 +945,22 @@ out:
     return st;
 }
 
+/* Keep a scheduler's prefix-cache totals before it is freed (METRICS sums
+ * the live schedulers' on top). */
+static void s_pc_bank(wg_worker_t *w, const wg_sched_t *sched) {
+    if (!sched) return;
+    wg_sched_stats_t s;
+    wg_sched_stats(sched, &s);
+    w->pc_cached0 += (uint64_t)s.n_prefix_hit_tokens;
+    w->pc_computed0 += (uint64_t)s.n_prefill_tokens;
+}
+
 /* wg_res_ops.unload (owner thread): free the model's slot (if installed) and handle. */
 static void s_res_unload(void *arg, const char *name, void *handle) {
     wg_worker_t *w = arg;
     s_model *h = handle;
     bool installed = false;
+    s_pc_bank(w, h->sched);
     for (uint32_t i = 0; i < w->n_models && !installed; i++)
         if (w->models[i].res_h == h) {
             s_model_clear(&w->models[i]); /* the slot owns what h pointed to */
@@ -1154,7 +1167,7 @@ static void s_metrics(wg_worker_t *w, int64_t now) {
     w->metrics_t0 = now;
     w->metrics_tok0 = w->st.tokens;
     uint32_t running = 0, waiting = 0;
-    uint64_t used = 0, total = 0, kv_bytes = 0;
+    uint64_t used = 0, total = 0, kv_bytes = 0, pc_cached = w->pc_cached0, pc_computed = w->pc_computed0;
     for (uint32_t i = 0; i < w->n_models; i++) {
         if (!w->models[i].sched) continue; /* free residency slot */
         wg_sched_stats_t s;
@@ -1164,7 +1177,11 @@ static void s_metrics(wg_worker_t *w, int64_t now) {
         used += (uint64_t)(s.kv_blocks - s.kv_free_blocks);
         total += (uint64_t)s.kv_blocks;
         kv_bytes += (uint64_t)s.kv_blocks * s.kv_block_bytes;
+        pc_cached += (uint64_t)s.n_prefix_hit_tokens;
+        pc_computed += (uint64_t)s.n_prefill_tokens;
     }
+    m->prompt_tokens_cached = pc_cached;
+    m->prompt_tokens_computed = pc_computed;
     for (uint32_t i = 0; i < w->n_jobs; i++) waiting += w->jobs[i]->held_job ? 1 : 0;
     (void)kv_bytes;
     m->running = running;

@@ -423,6 +423,15 @@ Test(swap, broker_metrics_count_loads_evictions_and_resident_bytes_per_model, .t
     /* per-model figures add up to the worker's own totals (its residency log) */
     cr_assert_eq(loads, (double)s_log_last(w.log, "loads="), "log %s", w.log);
     cr_assert_eq(evictions, (double)s_log_last(w.log, "evictions="), "log %s", w.log);
+    /* Prompt tokens: computed by four schedulers, three of them freed by the
+     * evictions (their totals are kept); none found cached, since every job
+     * met a freshly loaded model's empty cache. */
+    m = s_metrics_until(s_series("waggle_worker_prompt_tokens_cached_total", "w1", NULL), 0, 10000);
+    const double computed = fl_metric(m, s_series("waggle_worker_prompt_tokens_computed_total", "w1", NULL));
+    /* at least 3 computed (all but the sampled last) for each of the three
+     * evicted models' prompts ("Once upon a time 0", "The cat 1", "Tom and
+     * Sam 2", each 4+ tokens with BOS): the live scheduler alone has fewer */
+    cr_assert(computed >= 9, "prompt tokens computed: %g\n%s", computed, m);
     free(m);
 }
 

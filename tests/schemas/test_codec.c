@@ -208,7 +208,8 @@ static void s_sample_metrics(wg_msg_metrics *m) {
                           .running = 3, .waiting = 1, .credits = 8, .kv_used_blocks = 10,
                           .kv_total_blocks = 100, .kv_usage = 0.1, .models = s_models,
                           .n_models = 2, .mem_used_bytes = 1ull << 33, .mem_total_bytes = 1ull << 34,
-                          .model_stats = s_mstats, .n_model_stats = 2};
+                          .model_stats = s_mstats, .n_model_stats = 2,
+                          .prompt_tokens_cached = 123456789012ull, .prompt_tokens_computed = 42};
 }
 static void enc_heartbeat(wg_msg_buf *o) {
     wg_msg_heartbeat m = {.has_credits = true, .credits = 4, .has_models = true,
@@ -545,6 +546,8 @@ Test(codec, worker_messages_round_trip) {
     cr_assert_eq(h.metrics.mem_total_bytes, 1ull << 34);
     cr_assert_float_eq(h.metrics.tokens_per_s, 512.5, 1e-9);
     cr_assert_eq(h.metrics.n_model_stats, 2, "HEARTBEAT metrics carry model_stats");
+    cr_assert_eq(h.metrics.prompt_tokens_cached, 123456789012ull);
+    cr_assert_eq(h.metrics.prompt_tokens_computed, 42);
     cr_assert_str_eq(h.metrics.model_stats[1].model, "bb");
     cr_assert_eq(h.metrics.model_stats[1].load_failures, 4);
     wg_msg_heartbeat_clear(&h);
