@@ -703,6 +703,8 @@ typedef struct {
     size_t n_bad;               /* error rows */
     long long n_tokens;         /* generated tokens */
     size_t stream_at;           /* job whose text streams live */
+    uint64_t pc_cached;         /* prompt tokens found in the prefix cache (worker's final totals) */
+    uint64_t pc_computed;       /* prompt tokens computed */
 } s_emb_t;
 
 static void *s_broker_thread(void *arg) {
@@ -880,6 +882,13 @@ static bool s_sub_recv(void *sub, wg_msg_token *t) {
  * worker holding the already-loaded model, over inproc://, as a producer:
  * SUBMIT in batches, rows written as RESULT pushes arrive. 0 on success. */
 static const char *s_device = "cpu"; /* --device */
+
+/* The prefix cache's share of the prompt tokens, after the summary line. */
+static void s_prefix_line(uint64_t cached, uint64_t computed) {
+    if (cached + computed == 0) return;
+    fprintf(stderr, "waggle run: prompt tokens: %llu computed, %llu found in the prefix cache (%.1f%%)\n",
+            (unsigned long long)computed, (unsigned long long)cached, 100.0 * (double)cached / (double)(cached + computed));
+}
 static bool s_no_prefix_cache;             /* --no-prefix-cache */
 
 static int s_run_embedded(s_emb_t *e, const wg_model_t *m, const char *model_name, wg_kv_type_t kv_type, long concurrency, long threads,
@@ -1084,6 +1093,12 @@ static int s_run_embedded(s_emb_t *e, const wg_model_t *m, const char *model_nam
 done:
     if (w) wg_worker_stop(w);
     if (wt_on) pthread_join(wt, NULL);
+    if (w) {
+        wg_worker_stats ws;
+        wg_worker_get_stats(w, &ws);
+        e->pc_cached = ws.prompt_tokens_cached;
+        e->pc_computed = ws.prompt_tokens_computed;
+    }
     if (b) wg_broker_stop(b);
     if (bt_on) pthread_join(bt, NULL);
     if (dealer) zmq_close(dealer);
@@ -1312,6 +1327,7 @@ int wg_cmd_run(int argc, char **argv) {
                 "waggle run: %zu jobs done, %zu bad lines, %zu skipped (already in output); %lld tokens in %.2f s, "
                 "%.1f tok/s\n",
                 e.n_done, n_bad + e.n_bad, n_skipped, e.n_tokens, ewall, ewall > 0 ? (double)e.n_tokens / ewall : 0.0);
+        s_prefix_line(e.pc_cached, e.pc_computed);
         rc = 0;
         goto done;
     }
@@ -1409,6 +1425,11 @@ int wg_cmd_run(int argc, char **argv) {
     fprintf(stderr, "waggle run: %zu jobs done, %zu bad lines, %zu skipped (already in output); %lld tokens in %.2f s, "
                     "%.1f tok/s\n",
             n_done, n_bad, n_skipped, n_tokens, wall, wall > 0 ? (double)n_tokens / wall : 0.0);
+    {
+        wg_sched_stats_t ss;
+        wg_sched_stats(s, &ss);
+        s_prefix_line((uint64_t)ss.n_prefix_hit_tokens, (uint64_t)ss.n_prefill_tokens);
+    }
     rc = 0;
 done:
     if (in) fclose(in);

@@ -1158,6 +1158,20 @@ static void s_metrics_res(wg_worker_t *w) {
     m->n_model_stats = n;
 }
 
+/* Prefix-cache totals (freed schedulers' plus the live ones') into w->st. */
+static void s_pc_totals(wg_worker_t *w) {
+    uint64_t cached = w->pc_cached0, computed = w->pc_computed0;
+    for (uint32_t i = 0; i < w->n_models; i++) {
+        if (!w->models[i].sched) continue;
+        wg_sched_stats_t s;
+        wg_sched_stats(w->models[i].sched, &s);
+        cached += (uint64_t)s.n_prefix_hit_tokens;
+        computed += (uint64_t)s.n_prefill_tokens;
+    }
+    w->st.prompt_tokens_cached = cached;
+    w->st.prompt_tokens_computed = computed;
+}
+
 static void s_metrics(wg_worker_t *w, int64_t now) {
     wg_msg_metrics *m = &w->last_metrics;
     m->worker_id = w->id;
@@ -1167,7 +1181,7 @@ static void s_metrics(wg_worker_t *w, int64_t now) {
     w->metrics_t0 = now;
     w->metrics_tok0 = w->st.tokens;
     uint32_t running = 0, waiting = 0;
-    uint64_t used = 0, total = 0, kv_bytes = 0, pc_cached = w->pc_cached0, pc_computed = w->pc_computed0;
+    uint64_t used = 0, total = 0, kv_bytes = 0;
     for (uint32_t i = 0; i < w->n_models; i++) {
         if (!w->models[i].sched) continue; /* free residency slot */
         wg_sched_stats_t s;
@@ -1177,11 +1191,10 @@ static void s_metrics(wg_worker_t *w, int64_t now) {
         used += (uint64_t)(s.kv_blocks - s.kv_free_blocks);
         total += (uint64_t)s.kv_blocks;
         kv_bytes += (uint64_t)s.kv_blocks * s.kv_block_bytes;
-        pc_cached += (uint64_t)s.n_prefix_hit_tokens;
-        pc_computed += (uint64_t)s.n_prefill_tokens;
     }
-    m->prompt_tokens_cached = pc_cached;
-    m->prompt_tokens_computed = pc_computed;
+    s_pc_totals(w);
+    m->prompt_tokens_cached = w->st.prompt_tokens_cached;
+    m->prompt_tokens_computed = w->st.prompt_tokens_computed;
     for (uint32_t i = 0; i < w->n_jobs; i++) waiting += w->jobs[i]->held_job ? 1 : 0;
     (void)kv_bytes;
     m->running = running;
@@ -1526,6 +1539,7 @@ wg_status wg_worker_run(wg_worker_t *w) {
     s_registry_refresh(w);
     for (;;) {
         if (atomic_load(&w->stop_req)) {
+            s_pc_totals(w);
             s_goodbye(w, "stopping");
             wg_info(S_MOD, "worker=%s stopped; %u jobs handed back", w->id, w->n_jobs);
             return WG_OK;
@@ -1539,6 +1553,7 @@ wg_status wg_worker_run(wg_worker_t *w) {
         }
         if (w->draining && (s_active_jobs(w) == 0 || now >= w->drain_deadline)) {
             uint32_t left = s_active_jobs(w);
+            s_pc_totals(w);
             s_goodbye(w, left ? "drain timeout" : "drained");
             wg_info(S_MOD, "worker=%s drained; %u unfinished and %u unstarted jobs handed back", w->id, left,
                     w->n_jobs - left);

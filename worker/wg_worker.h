@@ -119,6 +119,9 @@ typedef struct wg_worker_stats {
     uint64_t evictions;          /* residency: models evicted to respect mem_budget */
     uint64_t resident_bytes;     /* residency: bytes of resident models now (draining included) */
     uint64_t jobs_waited;        /* residency: jobs that waited for a load before starting */
+    uint64_t prompt_tokens_cached;   /* prompt tokens found in the prefix cache (as of the last
+                                      * METRICS, and final once wg_worker_run has returned) */
+    uint64_t prompt_tokens_computed; /* prompt and recompute tokens computed (same) */
 } wg_worker_stats;
 
 /* Load models, bind the stream socket, connect to the broker (READY is sent

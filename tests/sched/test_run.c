@@ -597,3 +597,71 @@ Test(run, byte_tokens_in_text_and_logprobs_still_give_every_row, .timeout = 60) 
     json_decref(rows);
     rm_tmp();
 }
+
+/* ---- prefix cache through `waggle run` ---- */
+
+/* Cached and computed prompt tokens from the run's last stderr summary. */
+static void prefix_counts(long long *cached, long long *computed) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/stderr.txt", g_dir);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    char line[1024];
+    bool seen = false;
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "prompt tokens: ");
+        if (p && sscanf(p, "prompt tokens: %lld computed, %lld found in the prefix cache", computed, cached) == 2)
+            seen = true;
+    }
+    fclose(f);
+    cr_assert(seen, "no prompt-token summary in %s", path);
+}
+
+/* Jobs sharing a long opening (a system prompt) give the same rows (texts,
+ * finish reasons, logprobs) with the prefix cache, without it and on the
+ * direct path; the summary shows the opening found in the cache. */
+Test(run, shared_openings_give_the_same_rows_with_and_without_the_prefix_cache, .timeout = 120) {
+    WG_REQUIRE_CORPUS();
+    mkdir_tmp();
+    char in[512], out[3][512];
+    snprintf(in, sizeof in, "%s/jobs.jsonl", g_dir);
+    FILE *f = fopen(in, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 24; i++)
+        fprintf(f,
+                "{\"custom_id\":\"p%d\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":"
+                "\"Once upon a time there was a little girl named Lily. She liked to play outside with her big red "
+                "ball and her dog. One day the sun was hot and the sky was blue, and Lily went to the park. %s\","
+                "\"max_tokens\":%d,\"temperature\":%s,\"seed\":%d,\"logprobs\":2}}\n",
+                i, g_words[i % 5], 8 + i % 9, i % 3 ? "0.9" : "0", i);
+    fclose(f);
+    static const char *extra[3] = {"", "--no-prefix-cache", "--direct"};
+    long long cached[3], computed[3];
+    json_t *rows[3];
+    for (int k = 0; k < 3; k++) {
+        snprintf(out[k], sizeof out[k], "%s/out%d.jsonl", g_dir, k);
+        cr_assert_eq(run_waggle(in, out[k], extra[k]), 0, "waggle run %s failed", extra[k]);
+        prefix_counts(&cached[k], &computed[k]);
+        rows[k] = read_rows(out[k]);
+        cr_assert_eq(json_array_size(rows[k]), 24);
+    }
+    /* Which jobs share one step (and so all compute the opening) depends on
+     * arrival; every prompt token is either cached or computed either way. */
+    for (int k = 0; k < 3; k += 2) {
+        cr_assert_gt(cached[k], 16 * 16, "%s: the opening should be found for most jobs: %lld", extra[k], cached[k]);
+        cr_assert_eq(cached[k] + computed[k], computed[1], "%s: cached + computed should be every prompt token",
+                     extra[k]);
+    }
+    cr_assert_eq(cached[1], 0);
+    for (int i = 0; i < 24; i++) {
+        char cid[16];
+        snprintf(cid, sizeof cid, "p%d", i);
+        json_t *c0 = first_choice(find_one(rows[0], cid));
+        cr_assert_not_null(c0);
+        for (int k = 1; k < 3; k++)
+            cr_assert(json_equal(c0, first_choice(find_one(rows[k], cid))), "%s: choice differs with %s", cid,
+                      extra[k]);
+    }
+    for (int k = 0; k < 3; k++) json_decref(rows[k]);
+    rm_tmp();
+}
