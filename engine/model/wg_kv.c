@@ -301,6 +301,7 @@ wg_status wg_kv_seq_new(wg_kv_t *kv, int32_t *seq) {
             kv->seqs[i].lo = 0;
             kv->seqs[i].reg_n = 0;
             kv->seqs[i].tail = -1;
+            kv->seqs[i].tail_gen = 0;
             kv->seqs[i].chain_off = false;
             *seq = i;
             return WG_OK;
@@ -729,14 +730,15 @@ void wg_kv_prefix_commit(wg_kv_t *kv, int32_t seq, const int32_t *toks, int32_t 
         }
         const int32_t *t = toks + (size_t)i * (size_t)kv->bt;
         if (!kv->pb[b].reg) {
-            const uint64_t h = s_ident_hash(kv, s->tail, s->tail_gen, t);
-            const int32_t e = s_find(kv, h, s->tail, s->tail_gen, t);
+            const uint32_t pgen = s->tail >= 0 ? s->tail_gen : 0; /* a first block has no parent */
+            const uint64_t h = s_ident_hash(kv, s->tail, pgen, t);
+            const int32_t e = s_find(kv, h, s->tail, pgen, t);
             if (e >= 0) { /* the same prefix computed elsewhere: share that block, drop ours */
                 s_hold(kv, e);
                 s_drop(kv, b);
                 s->table[i] = b = e;
             } else {
-                s_register(kv, b, h, s->tail, s->tail_gen, t);
+                s_register(kv, b, h, s->tail, pgen, t);
             }
         }
         s->tail = b;

@@ -396,3 +396,36 @@ Test(kv, prefix_cache_is_refused_for_recurrent_and_device_caches) {
     cr_assert(!wg_kv_prefix_cache_on(kv));
     wg_kv_free(&kv);
 }
+
+/* A sequence slot used before (its last block had been taken back once)
+ * registers its new first block under the same root identity as any other
+ * sequence, even when it skipped the match (a prompt shorter than a block). */
+Test(kv, a_reused_slot_registers_first_blocks_findably) {
+    wg_kv_t *kv = s_kv();
+    cr_assert_eq(wg_kv_enable_prefix_cache(kv), 0);
+    const int32_t t1[4] = {1, 2, 3, 4}, t2[4] = {7, 7, 8, 8}, t3[8] = {5, 6, 7, 8, 9, 10, 11, 12};
+    int32_t x, f, y, a, b;
+    wg_kv_seq_new(kv, &x);
+    s_fill_commit(kv, x, t1, 4); /* block B registered */
+    wg_kv_seq_free(kv, x);       /* B cached */
+    wg_kv_seq_new(kv, &f);
+    cr_assert_eq(wg_kv_reserve(kv, f, 36), 0); /* the 9 free blocks */
+    wg_kv_seq_new(kv, &y);
+    cr_assert_eq(wg_kv_reserve(kv, y, 4), 0); /* B taken back: its generation moves on */
+    cr_assert_eq(wg_kv_n_evicted_blocks(kv), 1);
+    wg_kv_seq_free(kv, f);
+    wg_kv_seq_free(kv, y); /* B on top of the free list */
+    wg_kv_seq_new(kv, &x);
+    s_fill_commit(kv, x, t2, 4); /* in B: the slot's tail now has generation 1 */
+    wg_kv_seq_free(kv, x);
+    wg_kv_seq_new(kv, &a);
+    cr_assert_eq(a, x, "expected the slot back");
+    cr_assert_eq(wg_kv_prefix_match(kv, a, t3, 2), 0); /* too short to match anything */
+    s_fill_commit(kv, a, t3, 8);
+    wg_kv_seq_new(kv, &b);
+    cr_assert_eq(wg_kv_prefix_match(kv, b, t3, 8), 8, "a's blocks were registered under a stale root");
+    wg_kv_seq_free(kv, b);
+    wg_kv_seq_free(kv, a);
+    cr_assert_eq(wg_kv_n_free_blocks(kv), 10);
+    wg_kv_free(&kv);
+}
