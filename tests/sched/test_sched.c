@@ -239,6 +239,17 @@ static void check_greedy_matches_session(wg_kv_type_t kt) {
 Test(sched, greedy_matches_session) { check_greedy_matches_session(WG_KV_F32); }
 Test(sched, greedy_matches_session_f16_kv) { check_greedy_matches_session(WG_KV_F16); }
 /* A cache of a few blocks forces preemption; every output stays identical. */
+/* A cache of n_blocks blocks of 8 tokens (F32), steps of 64 tokens, prefill
+ * chunks of 16: small enough to force preemption with a dozen sequences. */
+static wg_sched_cfg_t tiny_cache_cfg(int32_t n_blocks) {
+    wg_sched_cfg_t cfg = wg_sched_defaults();
+    cfg.block_tokens = 8;
+    cfg.kv_budget_bytes = (size_t)n_blocks * 8 * wg_model_kv_token_bytes(g_m, WG_KV_F32);
+    cfg.max_batch_tokens = 64;
+    cfg.prefill_chunk = 16;
+    return cfg;
+}
+
 Test(sched, preemption_tiny_kv_outputs_identical) {
     load("models/llama/llama-f32.gguf");
     enum { N = 16 };
@@ -247,13 +258,7 @@ Test(sched, preemption_tiny_kv_outputs_identical) {
     g_rng = 99;
     for (int i = 0; i < N; i++) job_random(&jobs[i], 8 + rnd() % 40, (int32_t)(20 + rnd() % 30), i);
     for (int i = 0; i < N; i++) run_jobs(&jobs[i], 1, NULL, &ref[i], NULL);
-    wg_sched_cfg_t cfg = wg_sched_defaults();
-    const wg_hparams_t *hp = wg_model_hparams(g_m);
-    size_t tok_bytes = (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) * 4;
-    cfg.block_tokens = 8;
-    cfg.kv_budget_bytes = 16 * 8 * tok_bytes; /* 16 blocks = 128 tokens for ~16 x 60 tokens */
-    cfg.max_batch_tokens = 64;
-    cfg.prefill_chunk = 16;
+    wg_sched_cfg_t cfg = tiny_cache_cfg(16); /* 128 tokens for ~16 x 60 tokens */
     wg_sched_stats_t stats;
     run_jobs(jobs, N, &cfg, got, &stats);
     cr_assert_eq(stats.kv_blocks, 16);
@@ -733,11 +738,7 @@ Test(sched, prefix_cache_under_preemption_and_eviction) {
     g_rng = 4242;
     prefix_jobs(jobs, N);
     for (int i = 0; i < N; i++) run_jobs(&jobs[i], 1, NULL, &ref[i], NULL);
-    wg_sched_cfg_t cfg = wg_sched_defaults();
-    cfg.block_tokens = 8;
-    cfg.kv_budget_bytes = 24 * 8 * wg_model_kv_token_bytes(g_m, WG_KV_F32);
-    cfg.max_batch_tokens = 64;
-    cfg.prefill_chunk = 16;
+    wg_sched_cfg_t cfg = tiny_cache_cfg(24);
     wg_sched_stats_t st;
     run_jobs(jobs, N, &cfg, got, &st);
     cr_assert_eq(st.kv_blocks, 24);
