@@ -1433,8 +1433,9 @@ wg_worker_t *wg_worker_new(const wg_worker_cfg *cfg) {
     }
     if (cfg->stream && (st = s_bind_stream(w, cfg))) goto err;
     if ((st = s_dealer_open(w))) goto err;
-    wg_info(S_MOD, "worker=%s broker=%s stream=%s models=%u credits=%d kv=%s", w->id, w->broker_ep,
-            w->advertise ? w->advertise : "-", w->n_models, w->max_seqs, wg_kv_type_name(cfg->kv_type));
+    wg_info(S_MOD, "worker=%s broker=%s stream=%s models=%u credits=%d kv=%s prefix_cache=%s", w->id, w->broker_ep,
+            w->advertise ? w->advertise : "-", w->n_models, w->max_seqs, wg_kv_type_name(cfg->kv_type),
+            cfg->no_prefix_cache ? "off" : "on");
     return w;
 err:
     {

@@ -750,8 +750,9 @@ Test(fleet, waggle_run_gives_the_same_outputs_as_the_distributed_path, .timeout 
 }
 
 /* An F16 K/V cache on the fleet path: a worker started with --kv-type f16
- * says so at start-up and gives, job for job, the outputs of the engine
- * driven directly with --kv-type f16 (greedy and seeded sampling). */
+ * (and --no-prefix-cache) says so at start-up and gives, job for job, the
+ * outputs of the engine driven directly with --kv-type f16 and its prefix
+ * cache on (greedy and seeded sampling; the prompts share their opening). */
 Test(fleet, worker_kv_type_f16_gives_the_outputs_of_the_direct_engine_with_f16, .timeout = 90) {
     WG_REQUIRE_CORPUS();
     const char *in = fl_path("f16.jsonl");
@@ -760,22 +761,35 @@ Test(fleet, worker_kv_type_f16_gives_the_outputs_of_the_direct_engine_with_f16, 
     for (int i = 0; i < 16; i++)
         fprintf(f,
                 "{\"custom_id\":\"job-%d\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"model\":"
-                "\"stories\",\"prompt\":\"Once upon a time %d\",\"max_tokens\":40,\"temperature\":%s,\"seed\":%d}}\n",
+                "\"stories\",\"prompt\":\"Once upon a time there was a little girl named Lily who loved to play "
+                "in the park with her dog %d\",\"max_tokens\":40,\"temperature\":%s,\"seed\":%d}}\n",
                 i, i, i % 2 ? "0" : "0.8", i);
     fclose(f);
     fl_broker b = {0};
     fl_broker_start(&b, NULL, NULL);
     fl_worker w1 = {0};
-    const char *extra[] = {"--kv-type", "f16", NULL};
+    const char *extra[] = {"--kv-type", "f16", "--no-prefix-cache", NULL};
     fl_worker_start(&w1, &b, "w1", extra);
     const char *out_fleet = fl_path("f16-fleet.jsonl"), *out_direct = fl_path("f16-direct.jsonl");
     pid_t sp = fl_submit_start(&b, in, out_fleet, NULL);
     cr_assert_eq(fl_wait(&sp, 60000), 0);
     cr_assert(fl_file_has(w1.log, "kv=f16"), "the worker log does not say kv=f16");
-    const char *argv[] = {FL_WAGGLE, "run", "--direct", "--kv-type", "f16", "--model", wg_test_corpus(FL_MODEL_REL),
-                          "--input", in, "--output", out_direct, NULL};
+    cr_assert(fl_file_has(w1.log, "prefix_cache=off"), "the worker log does not say prefix_cache=off");
+    /* small steps: jobs are admitted over several, so later ones find the opening cached */
+    const char *argv[] = {FL_WAGGLE, "run", "--direct", "--kv-type", "f16", "--max-batch-tokens", "64", "--model",
+                          wg_test_corpus(FL_MODEL_REL), "--input", in, "--output", out_direct, NULL};
     pid_t rp = fl_spawn(argv, fl_path("f16-direct.log"));
     cr_assert_eq(fl_wait(&rp, 60000), 0, "waggle run --direct --kv-type f16 failed");
+    long long computed = -1, cached = -1;
+    FILE *lf = fopen(fl_path("f16-direct.log"), "r");
+    cr_assert(lf);
+    char ln[1024];
+    while (fgets(ln, sizeof ln, lf)) {
+        const char *p = strstr(ln, "prompt tokens: ");
+        if (p) sscanf(p, "prompt tokens: %lld computed, %lld found", &computed, &cached);
+    }
+    fclose(lf);
+    cr_assert_gt(cached, 0, "the direct run found no shared opening in its prefix cache (%lld)", cached);
     s_expect_same_rows(out_fleet, out_direct, 16, "direct");
     /* a bad value is refused up front */
     const char *bad[] = {FL_WORKER, "--broker", b.be, "--model", "x=y", "--kv-type", "f8", NULL};
