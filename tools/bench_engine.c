@@ -665,22 +665,21 @@ int wg_bench_engine_main(int argc, char **argv) {
     for (int k = 0; k < n_conc; k++) {
         s_res_t *r = &res[k];
         if (s_cuda >= 0) r->roofline_tok_s = s_dev_bw * 1e9 / wbytes * r->conc;
-        json_array_append_new(
-            rows, json_pack("{s:i, s:f, s:f, s:f, s:{s:f, s:f}, s:{s:f, s:f}, s:I, s:I, s:I, s:I, s:f, s:f, s:f}",
-                            "concurrency", r->conc, "prefill_tok_s", r->prefill_tok_s, "decode_tok_s", r->decode_tok_s,
-                            "decode_only_steps_tok_s", r->decode_step_tok_s, "ttft_ms", "p50", r->ttft_p50, "p99",
-                            r->ttft_p99, "itl_ms", "p50", r->itl_p50, "p99", r->itl_p99, "kv_bytes_used",
-                            (json_int_t)r->kv_used, "kv_bytes_budget", (json_int_t)r->kv_budget, "steps",
-                            (json_int_t)r->steps, "preemptions", (json_int_t)r->preemptions, "wall_s", r->wall,
-                            "matmul_roofline_tok_s", r->roofline_tok_s, "decode_vs_roofline",
-                            r->roofline_tok_s > 0 ? r->decode_step_tok_s / r->roofline_tok_s : 0.0));
-        json_object_set_new(json_array_get(rows, json_array_size(rows) - 1), "prefix_cache_hit_tokens",
-                            json_integer((json_int_t)r->prefix_hits));
+        json_t *row =
+            json_pack("{s:i, s:f, s:f, s:f, s:{s:f, s:f}, s:{s:f, s:f}, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:I}",
+                      "concurrency", r->conc, "prefill_tok_s", r->prefill_tok_s, "decode_tok_s", r->decode_tok_s,
+                      "decode_only_steps_tok_s", r->decode_step_tok_s, "ttft_ms", "p50", r->ttft_p50, "p99",
+                      r->ttft_p99, "itl_ms", "p50", r->itl_p50, "p99", r->itl_p99, "kv_bytes_used",
+                      (json_int_t)r->kv_used, "kv_bytes_budget", (json_int_t)r->kv_budget, "steps",
+                      (json_int_t)r->steps, "preemptions", (json_int_t)r->preemptions, "wall_s", r->wall,
+                      "matmul_roofline_tok_s", r->roofline_tok_s, "decode_vs_roofline",
+                      r->roofline_tok_s > 0 ? r->decode_step_tok_s / r->roofline_tok_s : 0.0,
+                      "prefix_cache_hit_tokens", (json_int_t)r->prefix_hits);
         if (r->roofline_med_tok_s > 0) {
-            json_t *row = json_array_get(rows, json_array_size(rows) - 1);
             json_object_set_new(row, "matmul_roofline_median_tok_s", json_real(r->roofline_med_tok_s));
             json_object_set_new(row, "decode_vs_roofline_median", json_real(r->decode_step_tok_s / r->roofline_med_tok_s));
         }
+        json_array_append_new(rows, row);
     }
     json_t *doc = json_pack("{s:s, s:s, s:I, s:i, s:i, s:i, s:s, s:i, s:i, s:o}", "model", model, "arch", hp->arch,
                             "weight_bytes", (json_int_t)wg_model_weight_bytes(m), "n_layer", hp->n_layer, "n_embd",

@@ -5,6 +5,7 @@
 
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,23 @@ static inline char *wg_test_metrics_get(const char *hostport) {
     close(fd);
     if (b) b[len] = '\0';
     return b;
+}
+
+/* The prompt-token counts of the last summary line `waggle run` wrote to
+ * the log at `path` ("prompt tokens: N computed, M found in the prefix
+ * cache"). False when the file cannot be read or has no such line. */
+static inline bool wg_test_run_prompt_counts(const char *path, long long *computed, long long *cached) {
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    char line[1024];
+    bool seen = false;
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "prompt tokens: ");
+        if (p && sscanf(p, "prompt tokens: %lld computed, %lld found in the prefix cache", computed, cached) == 2)
+            seen = true;
+    }
+    fclose(f);
+    return seen;
 }
 
 #endif

@@ -256,6 +256,13 @@ Test(kv, release_before_frees_whole_blocks_below_a_position) {
 
 /* ---- prefix cache ---- */
 
+/* s_kv with the prefix cache on. */
+static wg_kv_t *s_kv_pc(void) {
+    wg_kv_t *kv = s_kv();
+    cr_assert_eq(wg_kv_enable_prefix_cache(kv), 0);
+    return kv;
+}
+
 /* Sequence `seq` of the s_kv cache (4-token blocks) holding toks[0..n), each
  * position's key row filled with its token id, committed. */
 static void s_fill_commit(wg_kv_t *kv, int32_t seq, const int32_t *toks, int32_t n) {
@@ -268,8 +275,7 @@ static void s_fill_commit(wg_kv_t *kv, int32_t seq, const int32_t *toks, int32_t
 }
 
 Test(kv, prefix_blocks_are_shared_exactly_and_idle_ones_count_as_free) {
-    wg_kv_t *kv = s_kv();
-    cr_assert_eq(wg_kv_enable_prefix_cache(kv), 0);
+    wg_kv_t *kv = s_kv_pc();
     const int32_t ta[12] = {5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
     int32_t a, b, c;
     wg_kv_seq_new(kv, &a);
@@ -316,8 +322,7 @@ Test(kv, prefix_blocks_are_shared_exactly_and_idle_ones_count_as_free) {
 /* A block whose parent was taken back and reused for the same tokens is not
  * the child of the new parent: identities name the parent's generation. */
 Test(kv, a_child_of_a_reused_parent_does_not_match) {
-    wg_kv_t *kv = s_kv();
-    cr_assert_eq(wg_kv_enable_prefix_cache(kv), 0);
+    wg_kv_t *kv = s_kv_pc();
     const int32_t t[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
     int32_t a, b, fill;
     wg_kv_seq_new(kv, &a);
@@ -359,8 +364,7 @@ Test(kv, a_child_of_a_reused_parent_does_not_match) {
 /* Truncating into a shared block gives the truncating sequence its own copy:
  * what it writes next does not reach the other holder. */
 Test(kv, truncate_into_a_shared_block_copies_it) {
-    wg_kv_t *kv = s_kv();
-    cr_assert_eq(wg_kv_enable_prefix_cache(kv), 0);
+    wg_kv_t *kv = s_kv_pc();
     const int32_t t[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     int32_t a, b;
     wg_kv_seq_new(kv, &a);
@@ -401,8 +405,7 @@ Test(kv, prefix_cache_is_refused_for_recurrent_and_device_caches) {
  * registers its new first block under the same root identity as any other
  * sequence, even when it skipped the match (a prompt shorter than a block). */
 Test(kv, a_reused_slot_registers_first_blocks_findably) {
-    wg_kv_t *kv = s_kv();
-    cr_assert_eq(wg_kv_enable_prefix_cache(kv), 0);
+    wg_kv_t *kv = s_kv_pc();
     const int32_t t1[4] = {1, 2, 3, 4}, t2[4] = {7, 7, 8, 8}, t3[8] = {5, 6, 7, 8, 9, 10, 11, 12};
     int32_t x, f, y, a, b;
     wg_kv_seq_new(kv, &x);

@@ -781,14 +781,8 @@ Test(fleet, worker_kv_type_f16_gives_the_outputs_of_the_direct_engine_with_f16, 
     pid_t rp = fl_spawn(argv, fl_path("f16-direct.log"));
     cr_assert_eq(fl_wait(&rp, 60000), 0, "waggle run --direct --kv-type f16 failed");
     long long computed = -1, cached = -1;
-    FILE *lf = fopen(fl_path("f16-direct.log"), "r");
-    cr_assert(lf);
-    char ln[1024];
-    while (fgets(ln, sizeof ln, lf)) {
-        const char *p = strstr(ln, "prompt tokens: ");
-        if (p) sscanf(p, "prompt tokens: %lld computed, %lld found", &computed, &cached);
-    }
-    fclose(lf);
+    cr_assert(wg_test_run_prompt_counts(fl_path("f16-direct.log"), &computed, &cached),
+              "no prompt-token summary in the direct run's log");
     cr_assert_gt(cached, 0, "the direct run found no shared opening in its prefix cache (%lld)", cached);
     s_expect_same_rows(out_fleet, out_direct, 16, "direct");
     /* a bad value is refused up front */

@@ -16,6 +16,7 @@
 #include "engine/sampler/wg_sampler.h"
 #include "engine/tokenizer/wg_tok.h"
 #include "wg_test.h"
+#include "wg_test_sys.h"
 
 #define MODEL_REL "trained/stories260K-f32.gguf"
 
@@ -604,17 +605,7 @@ Test(run, byte_tokens_in_text_and_logprobs_still_give_every_row, .timeout = 60) 
 static void prefix_counts(long long *cached, long long *computed) {
     char path[512];
     snprintf(path, sizeof path, "%s/stderr.txt", g_dir);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f);
-    char line[1024];
-    bool seen = false;
-    while (fgets(line, sizeof line, f)) {
-        const char *p = strstr(line, "prompt tokens: ");
-        if (p && sscanf(p, "prompt tokens: %lld computed, %lld found in the prefix cache", computed, cached) == 2)
-            seen = true;
-    }
-    fclose(f);
-    cr_assert(seen, "no prompt-token summary in %s", path);
+    cr_assert(wg_test_run_prompt_counts(path, computed, cached), "no prompt-token summary in %s", path);
 }
 
 /* Jobs sharing a long opening (a system prompt) give the same rows (texts,
