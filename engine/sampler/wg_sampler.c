@@ -63,6 +63,7 @@ struct wg_sampler {
     size_t cap_win;           /* allocated entries of win */
     s_cand_t *cand;           /* [cap_cand] scratch candidates (top-k / top-p) */
     size_t cap_cand;          /* allocated entries of cand */
+    wg_json_guide_t *json;    /* JSON mode: owned guide, or NULL */
 };
 
 /* ---- PRNG: splitmix64 for seeding, xoshiro256** for the stream ---- */
@@ -247,6 +248,7 @@ void wg_sampler_free(wg_sampler_t **sp) {
     free(s->hist);
     free(s->win);
     free(s->cand);
+    wg_json_guide_free(&s->json);
     free(s);
     *sp = NULL;
 }
@@ -639,15 +641,9 @@ static bool s_scan_fast(const float *x, int32_t n, float *maxv, int32_t *arg) {
 }
 #endif
 
-wg_status wg_sampler_sample(wg_sampler_t *s, float *logits, wg_sample_t *out) {
-    WG_ASSERT(s && logits && out);
-    memset(out, 0, sizeof *out);
-    wg_status st = s_apply_penalties(s, logits);
-    if (st) return st;
-    for (size_t i = 0; i < s->p.n_logit_bias; i++)
-        logits[s->p.logit_bias[i].token] += s->p.logit_bias[i].bias;
-
-    /* max, argmax (lowest id on ties), NaN check */
+/* Max and argmax of the logits (lowest id on ties); NaN, +inf and an
+ * all-banned row are errors. */
+static wg_status s_scan(const wg_sampler_t *s, const float *logits, float *maxv_out, int32_t *arg_out) {
     float maxv = -INFINITY;
     int32_t arg = -1;
     if (!s_scan_fast(logits, s->n_vocab, &maxv, &arg)) {
@@ -661,10 +657,36 @@ wg_status wg_sampler_sample(wg_sampler_t *s, float *logits, wg_sample_t *out) {
     }
     if (arg < 0) return wg_error(WG_ERR_RANGE, "every one of %d tokens is banned (-inf)", (int)s->n_vocab);
     if (maxv == INFINITY) return wg_error(WG_ERR_RANGE, "logits[%d] is +inf", (int)arg);
+    *maxv_out = maxv;
+    *arg_out = arg;
+    return WG_OK;
+}
 
+wg_status wg_sampler_sample(wg_sampler_t *s, float *logits, wg_sample_t *out) {
+    WG_ASSERT(s && logits && out);
+    memset(out, 0, sizeof *out);
+    wg_status st = s_apply_penalties(s, logits);
+    if (st) return st;
+    for (size_t i = 0; i < s->p.n_logit_bias; i++)
+        logits[s->p.logit_bias[i].token] += s->p.logit_bias[i].bias;
+
+    float maxv;
+    int32_t arg;
     const bool greedy = s->p.temperature == 0.0f;
-    const float inv_t = greedy ? 1.0f : 1.0f / s->p.temperature;
     const bool want_lp = s->p.logprobs || s->p.n_logprobs > 0;
+    bool scanned = false;
+    if (s->json) {
+        /* JSON mode: tokens that cannot continue the text get -inf. A greedy
+         * pick without logprobs needs no mask when the best token can go on:
+         * it is then the best of those that can (ties keep the lowest id). */
+        scanned = greedy && !want_lp && s_scan(s, logits, &maxv, &arg) == WG_OK &&
+                  wg_json_guide_allows(s->json, arg);
+        if (!scanned && wg_json_guide_mask(s->json, logits) == 0)
+            return wg_error(WG_ERR_RANGE, "json mode: no token of the vocabulary can continue the JSON text");
+    }
+    if (!scanned && (st = s_scan(s, logits, &maxv, &arg))) return st;
+
+    const float inv_t = greedy ? 1.0f : 1.0f / s->p.temperature;
     /* the top-n alternatives by logit, before the flat path overwrites them */
     s_cand_t top[WG_MAX_TOP_LOGPROBS];
     size_t n_top = s->p.n_logprobs > 0 ? s_top_k(logits, s->n_vocab, top, (size_t)s->p.n_logprobs) : 0;
@@ -691,5 +713,15 @@ wg_status wg_sampler_sample(wg_sampler_t *s, float *logits, wg_sample_t *out) {
         }
         out->n_top = (int32_t)n_top;
     }
+    if (s->json && (st = wg_json_guide_accept(s->json, tok))) return st;
     return s_accept(s, &tok, 1);
 }
+
+void wg_sampler_set_json(wg_sampler_t *s, wg_json_guide_t *g) {
+    wg_json_guide_free(&s->json);
+    s->json = g;
+}
+
+bool wg_sampler_json_done(const wg_sampler_t *s) { return s->json && wg_json_guide_done(s->json); }
+
+const wg_json_guide_t *wg_sampler_json(const wg_sampler_t *s) { return s->json; }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "../../common/wg_status.h"
+#include "wg_json.h"
 
 #define WG_MAX_STOP 8
 #define WG_MAX_TOP_LOGPROBS 20
@@ -61,6 +62,15 @@ void wg_sampler_accept_prompt(wg_sampler_t *s, const int32_t *ids, size_t n);
 /* Choose the next token from `logits` (n_vocab floats; may be modified in
  * place as scratch) and record it as accepted. */
 wg_status wg_sampler_sample(wg_sampler_t *s, float *logits, wg_sample_t *out);
+
+/* JSON mode: the sampler takes `g` (owned from now on; NULL turns it off)
+ * and only picks tokens that keep the text a JSON object or its start;
+ * logprobs are those of that masked distribution. */
+void wg_sampler_set_json(wg_sampler_t *s, wg_json_guide_t *g);
+/* JSON mode and the object is complete (the sequence should end). */
+bool wg_sampler_json_done(const wg_sampler_t *s);
+/* The guide, or NULL. */
+const wg_json_guide_t *wg_sampler_json(const wg_sampler_t *s);
 
 /* Stop strings: feed each token's text; reports a match that may span token
  * boundaries and how much text is safe to emit (text that could still be the

@@ -60,6 +60,7 @@ typedef struct {
 struct wg_sched {
     const wg_model_t *m;      /* borrowed model */
     const wg_tok_t *tok;      /* borrowed tokenizer or NULL */
+    wg_json_vocab_t *json;    /* JSON mode's trie of the vocabulary, built at the first JSON request */
     wg_sched_cfg_t cfg;       /* effective configuration */
     wg_kv_t *kv;              /* paged cache (owned) */
     wg_pool_t *pool;          /* forward threads (owned) */
@@ -204,6 +205,11 @@ static void s_seq_destroy(s_seq_t *q) {
     free(q);
 }
 
+/* JSON mode's view of a token: the bytes the detokenizer emits for it. */
+static size_t s_json_piece(void *ctx, int32_t id, char *buf, size_t cap) {
+    return wg_tok_piece((const wg_tok_t *)ctx, id, false, buf, cap);
+}
+
 void wg_sched_free(wg_sched_t **ps) {
     if (!ps || !*ps) return;
     wg_sched_t *s = *ps;
@@ -218,6 +224,7 @@ void wg_sched_free(wg_sched_t **ps) {
     free(s->ev_text_off);
     free(s->arena);
     free(s->pend);
+    wg_json_vocab_free(&s->json);
     wg_kv_free(&s->kv);
     wg_pool_destroy(&s->pool);
     free(s);
@@ -308,6 +315,20 @@ wg_status wg_sched_submit(wg_sched_t *s, const wg_sched_req_t *req, wg_seq_handl
         return WG_ERR_INVAL; /* wg_errmsg names the bad parameter */
     }
     wg_sampler_accept_prompt(q->sampler, q->toks, (size_t)q->n_prompt);
+    if (req->json) {
+        if (!s->tok) {
+            s_seq_destroy(q);
+            return wg_error(WG_ERR_INVAL, "request: JSON mode needs the model's tokenizer");
+        }
+        wg_status jst;
+        if (!s->json && (jst = wg_json_vocab_new(s->n_vocab, s_json_piece, (void *)s->tok, &s->json))) {
+            s_seq_destroy(q);
+            return jst;
+        }
+        wg_json_guide_t *g = wg_json_guide_new(s->json);
+        if (!g) goto nomem;
+        wg_sampler_set_json(q->sampler, g);
+    }
     q->want_lp = sp.logprobs || sp.n_logprobs > 0;
     if (s->tok) {
         q->detok = wg_detok_new(s->tok, false);
@@ -643,6 +664,8 @@ static wg_status s_emit_token(wg_sched_t *s, s_seq_t *q, int32_t token, const wg
             if (stopped) fin = WG_FINISH_STOP;
         }
     }
+    /* JSON mode: the object is whole, nothing can follow. */
+    if (fin == WG_FINISH_NONE && wg_sampler_json_done(q->sampler)) fin = WG_FINISH_STOP;
     if (fin == WG_FINISH_NONE && q->max_tokens > 0 && n_gen >= (size_t)q->max_tokens) fin = WG_FINISH_LENGTH;
     if (fin == WG_FINISH_NONE && (int64_t)q->n_toks >= (int64_t)wg_kv_n_blocks(s->kv) * wg_kv_block_tokens(s->kv))
         fin = WG_FINISH_LENGTH;

@@ -70,6 +70,9 @@ typedef struct {
     int32_t max_tokens;             /* generated tokens at most (<= 0: until EOS or the cache is full) */
     bool ignore_eos;                /* keep going past end-of-generation tokens */
     int32_t priority;               /* higher is admitted first */
+    bool json;                      /* JSON mode (response_format json_object): only tokens that keep the
+                                       text a JSON object (or its start) are sampled, and the sequence ends
+                                       (finish "stop") when the object closes; needs the tokenizer */
     void *user;                     /* caller's tag, returned in events */
 } wg_sched_req_t;
 
