@@ -146,6 +146,7 @@ static void s_pack_job(wg_mp_wr *w, const wg_msg_job *j) {
     n += j->n_stop != 0;
     n += j->n_stop_token_ids != 0;
     n += j->n_logit_bias != 0;
+    n += j->json_object;
     msgpack_pack_map(&w->pk, n);
     if (j->job_id) wg_mp_put_kstr(w, "job_id", j->job_id);
     if (j->custom_id) wg_mp_put_kstr(w, "custom_id", j->custom_id);
@@ -169,6 +170,7 @@ static void s_pack_job(wg_mp_wr *w, const wg_msg_job *j) {
     wg_mp_put_key(w, "sampling");
     s_pack_sampling(w, &j->sampling);
     if (j->attempt) wg_mp_put_kuint(w, "attempt", j->attempt);
+    if (j->json_object) wg_mp_put_kstr(w, "response_format", "json_object");
     if (j->n_stop) wg_mp_put_kstrs(w, "stop", j->stop, j->n_stop);
     if (j->n_stop_token_ids)
         wg_mp_put_ku32s(w, "stop_token_ids", j->stop_token_ids, j->n_stop_token_ids);
@@ -328,6 +330,15 @@ static wg_status s_read_job(wg_mp_rd *r, wg_msg_job *j, bool need_id, uint32_t i
             st = s_read_sampling(r, &j->sampling);
         } else if (wg_mp_key_is(k, kl, "logit_bias")) {
             st = s_read_logit_bias(r, j, index);
+        } else if (wg_mp_key_is(k, kl, "response_format")) {
+            const char *f;
+            uint32_t fl;
+            if ((st = wg_mp_str(r, "response_format", 1, 32, &f, &fl))) return st;
+            if (wg_mp_key_is(f, fl, "json_object")) j->json_object = true;
+            else if (wg_mp_key_is(f, fl, "text")) j->json_object = false;
+            else
+                return wg_error(WG_ERR_RANGE, "%s: job %u: response_format '%.*s': expected \"text\" or \"json_object\"",
+                                r->msg, index, (int)fl, f);
         } else if (wg_mp_key_is(k, kl, "stop")) {
             uint32_t ns;
             wg_mp_rd peek = *r;

@@ -57,6 +57,7 @@ typedef struct wg_msg_job {
     uint32_t n_prompt_ids;      /* 1..131072 when prompt_ids is set */
     wg_msg_logit_bias *logit_bias; /* (n_logit_bias,) or NULL */
     uint32_t n_logit_bias;      /* <= 1024 */
+    bool json_object;           /* response_format "json_object" (since 0.2): JSON mode */
 } wg_msg_job;
 
 /* Defaults of PROTOCOL.md §4.1/4.2, all pointers NULL. */

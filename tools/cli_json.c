@@ -1,5 +1,6 @@
 /* JSON helpers shared by the subcommands. */
 #include <jansson.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,3 +46,21 @@ json_t *wg_cli_json_text(const char *s, size_t len, bool nul_ok) {
     return j ? j : json_null();
 }
 
+
+bool wg_cli_response_format(const json_t *body, bool *json, char *err, size_t cap) {
+    *json = false;
+    json_t *v = json_object_get(body, "response_format");
+    if (!v || json_is_null(v)) return true;
+    json_t *ty = json_is_object(v) ? json_object_get(v, "type") : NULL;
+    if (!json_is_string(ty)) {
+        snprintf(err, cap, "body.response_format must be an object with a string \"type\"");
+        return false;
+    }
+    const char *t = json_string_value(ty);
+    if (!strcmp(t, "json_object")) *json = true;
+    else if (strcmp(t, "text") != 0) {
+        snprintf(err, cap, "body.response_format.type '%.40s' is not supported (\"text\" and \"json_object\" are)", t);
+        return false;
+    }
+    return true;
+}

@@ -55,6 +55,7 @@ typedef struct {
     int32_t max_tokens;         /* limit */
     int32_t top_logprobs;       /* alternatives requested */
     bool logprobs;              /* logprobs requested */
+    bool json;                  /* body.response_format {"type": "json_object"} */
     int line;                   /* input line number */
     /* results */
     char *text;                 /* generated text */
@@ -432,6 +433,8 @@ static bool s_parse_body(const s_ctx_t *cx, json_t *body, s_job_t *j, char *err,
         return snprintf(err, cap, "body.stop must be a string or an array of strings"), false;
     }
 
+    if (!wg_cli_response_format(body, &j->json, err, cap)) return false;
+
     v = json_object_get(body, "logit_bias");
     if (v && !json_is_null(v)) {
         if (!json_is_object(v)) return snprintf(err, cap, "body.logit_bias must be an object"), false;
@@ -734,6 +737,7 @@ static wg_status s_wire_job(const s_job_t *j, size_t i, const char *model, bool 
     w->prompt_ids = (uint32_t *)j->ids; /* int32 ids >= 0: same bits as uint32 */
     w->n_prompt_ids = (uint32_t)j->n_ids;
     w->max_tokens = j->max_tokens > WG_MSG_MAX_TOKENS ? WG_MSG_MAX_TOKENS : (uint32_t)j->max_tokens;
+    w->json_object = j->json;
     w->stream = stream;
     w->sampling.temperature = j->sp.temperature;
     w->sampling.top_k = j->sp.top_k > (1 << 20) ? (1u << 20) : (uint32_t)j->sp.top_k;
@@ -1362,6 +1366,7 @@ int wg_cmd_run(int argc, char **argv) {
             rq.stop = (const char *const *)j->stop;
             rq.n_stop = j->n_stop;
             rq.max_tokens = j->max_tokens;
+            rq.json = j->json;
             rq.user = (void *)(intptr_t)next;
             wg_seq_handle_t h;
             if (wg_sched_submit(s, &rq, &h) != WG_OK) {

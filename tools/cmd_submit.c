@@ -282,6 +282,7 @@ static bool s_parse_line(const char *line, const char *def_model, int priority, 
         goto out;
     }
     json_decref(v);
+    if (!wg_cli_response_format(body, &j->json_object, err, cap)) goto out;
     if (json_object_get(body, "logit_bias") && !json_is_null(json_object_get(body, "logit_bias"))) {
         snprintf(err, cap, "body.logit_bias is not carried by the broker protocol (WGL/1); use waggle run");
         goto out;

@@ -48,5 +48,9 @@ struct json_t *wg_cli_json_text(const char *s, size_t len, bool nul_ok);
 
 /* Print "waggle NAME: not built yet" and return 2; for commands not done yet. */
 int wg_cmd_unimplemented(const char *name);
+/* body.response_format of an OpenAI request: absent, null or {"type": "text"}
+ * leave *json false, {"type": "json_object"} sets it; anything else is false
+ * with the reason in err. */
+bool wg_cli_response_format(const struct json_t *body, bool *json, char *err, size_t cap);
 
 #endif

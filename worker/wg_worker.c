@@ -654,6 +654,7 @@ static void s_start_job(wg_worker_t *w, s_job *j, wg_msg_job *job) {
     req.n_stop_ids = j->n_stop_ids;
     req.max_tokens = (int32_t)job->max_tokens;
     req.priority = job->priority;
+    req.json = job->json_object;
     req.user = j;
     j->stream = job->stream;
     j->want_lp = sp->logprobs > 0 || sp->chosen_logprob;

@@ -40,7 +40,26 @@ static inline void s_mode(wg_json_state_t *s, uint8_t m) {
     s->sub = s->cnt = s->u8n = s->u8r = s->key = s->lit = 0;
 }
 
-static inline bool s_ws(wg_json_state_t *s) { return ++s->cnt <= WG_JSON_MAX_WS; }
+/* Whitespace between the parts of the grammar, as llama.cpp's JSON grammar
+ * allows it: nothing, one space or tab, or a line break ("\n", "\r" or
+ * "\r\n") followed by at most WG_JSON_MAX_INDENT spaces and tabs. No blank
+ * lines and no long runs, so a model cannot pad forever. In the structural
+ * modes sub is the phase of the run (0 none yet, 1 a space or tab: closed,
+ * 2 after "\r", 3 in the indentation) and cnt the indentation so far. */
+static inline bool s_ws(wg_json_state_t *s, uint8_t c) {
+    const bool blank = c == ' ' || c == '\t';
+    switch (s->sub) {
+    case 0:
+        s->sub = blank ? 1 : c == '\r' ? 2 : 3;
+        return true;
+    case 2:
+        if (c != '\n') return false;
+        s->sub = 3;
+        return true;
+    case 3: return blank && ++s->cnt <= WG_JSON_MAX_INDENT;
+    default: return false;
+    }
+}
 
 static inline bool s_top_is_obj(const wg_json_state_t *s) { return (s->stack >> (s->depth - 1)) & 1u; }
 
@@ -182,11 +201,11 @@ static bool s_str(wg_json_state_t *s, uint8_t c) {
 static bool s_byte(wg_json_state_t *s, uint8_t c) {
     switch (s->mode) {
     case J_START:
-        if (s_is_ws(c)) return s_ws(s);
+        if (s_is_ws(c)) return s_ws(s, c);
         return c == '{' && s_push(s, true);
     case J_OBJ_OPEN:
     case J_OBJ_KEY:
-        if (s_is_ws(c)) return s_ws(s);
+        if (s_is_ws(c)) return s_ws(s, c);
         if (c == '"') {
             s_mode(s, J_STR);
             s->key = 1;
@@ -194,19 +213,19 @@ static bool s_byte(wg_json_state_t *s, uint8_t c) {
         }
         return s->mode == J_OBJ_OPEN && c == '}' && s_pop(s);
     case J_COLON:
-        if (s_is_ws(c)) return s_ws(s);
+        if (s_is_ws(c)) return s_ws(s, c);
         if (c != ':') return false;
         s_mode(s, J_VALUE);
         return true;
     case J_VALUE:
-        if (s_is_ws(c)) return s_ws(s);
+        if (s_is_ws(c)) return s_ws(s, c);
         return s_value_start(s, c);
     case J_ARR_OPEN:
-        if (s_is_ws(c)) return s_ws(s);
+        if (s_is_ws(c)) return s_ws(s, c);
         if (c == ']') return s_pop(s);
         return s_value_start(s, c);
     case J_AFTER:
-        if (s_is_ws(c)) return s_ws(s);
+        if (s_is_ws(c)) return s_ws(s, c);
         if (c == ',') {
             s_mode(s, s_top_is_obj(s) ? J_OBJ_KEY : J_VALUE);
             return true;

@@ -10,9 +10,11 @@
  *   not hold raw control characters; \u escapes of surrogates and of U+0000
  *   are refused (write the character itself), so every finished text is
  *   accepted by strict parsers. Bounded: containers nest at most
- *   WG_JSON_MAX_DEPTH deep, whitespace runs at most WG_JSON_MAX_WS bytes and
- *   numbers at most WG_JSON_MAX_NUM bytes, so a sequence cannot loop on
- *   padding forever. The top-level value must be an object; the text is
+ *   WG_JSON_MAX_DEPTH deep, numbers have at most WG_JSON_MAX_NUM bytes, and
+ *   whitespace between tokens is nothing, one space or tab, or one line
+ *   break followed by at most WG_JSON_MAX_INDENT spaces or tabs (as
+ *   llama.cpp's JSON grammar: no blank lines), so a sequence cannot loop on
+ *   padding. The top-level value must be an object; the text is
  *   whole when it closes, and nothing may follow.
  * - wg_json_vocab_t, the model's token pieces (the bytes each token adds to
  *   the text) in a trie laid out in depth-first order with skip links, built
@@ -36,7 +38,7 @@
 #include "../../common/wg_status.h"
 
 #define WG_JSON_MAX_DEPTH 64 /* nested objects / arrays */
-#define WG_JSON_MAX_WS 32    /* consecutive whitespace bytes between tokens of the grammar */
+#define WG_JSON_MAX_INDENT 32 /* spaces and tabs after a line break */
 #define WG_JSON_MAX_NUM 32   /* bytes of one number */
 
 /* Recognizer state: a value type (copy, compare with memcmp). */
@@ -44,8 +46,8 @@ typedef struct {
     uint64_t stack; /* bit d: the container at depth d+1 is an object (1) or an array (0) */
     uint8_t depth;  /* open containers */
     uint8_t mode;   /* what may come next (internal) */
-    uint8_t sub;    /* position inside a string escape, number or literal */
-    uint8_t cnt;    /* whitespace run / number length so far */
+    uint8_t sub;    /* position in a whitespace run, string escape, number or literal */
+    uint8_t cnt;    /* indentation / number length so far */
     uint8_t u8n;    /* UTF-8 continuation bytes still expected in a string */
     uint8_t u8r;    /* range of the next one; flags of a \u escape */
     uint8_t key;    /* the string being read is an object key */

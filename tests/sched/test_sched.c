@@ -2,6 +2,7 @@
  * several architectures and quant types, agreement with the single-sequence
  * session path, preemption under a tiny KV budget, cancellation, stop
  * strings across token boundaries, 200 mixed sequences, fairness. */
+#include <jansson.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include "engine/model/wg_model.h"
+#include "engine/sampler/wg_json.h"
 #include "engine/sched/wg_sched.h"
 #include "engine/tokenizer/wg_tok.h"
 #include "wg_test.h"
@@ -23,6 +25,8 @@ typedef struct {
     const char *stop[2];    /* stop strings */
     size_t n_stop;          /* count */
     int32_t priority;       /* admission priority */
+    bool json;              /* JSON mode */
+    wg_logit_bias_t bias[8];/* logit bias entries (sp.logit_bias points here when set) */
 } job_t;
 
 typedef struct {
@@ -87,6 +91,8 @@ static wg_sched_req_t to_req(const job_t *j, void *user) {
     r.max_tokens = j->max_tokens;
     r.ignore_eos = j->ignore_eos;
     r.priority = j->priority;
+    r.json = j->json;
+    if (r.sampling.n_logit_bias) r.sampling.logit_bias = j->bias;
     r.user = user;
     return r;
 }
@@ -778,5 +784,120 @@ Test(sched, same_prompt_in_one_step_shares_its_full_blocks) {
                      st.kv_blocks - st.kv_free_blocks);
         wg_sched_free(&s);
     }
+    unload();
+}
+
+/* ---- JSON mode ---- */
+
+/* Ids whose piece is exactly `text`. */
+static int32_t piece_ids(const char *text, int32_t *out, int32_t cap) {
+    int32_t n = 0;
+    char buf[64];
+    for (int32_t id = 0; id < wg_tok_n_vocab(g_tok) && n < cap; id++) {
+        size_t l = wg_tok_piece(g_tok, id, false, buf, sizeof buf);
+        if (l == strlen(text) && !memcmp(buf, text, l)) out[n++] = id;
+    }
+    return n;
+}
+
+/* 32 requests, three in four in JSON mode (greedy and seeded draws, logprobs
+ * on some, a bias towards "}" on others so objects close within the token
+ * limit): each JSON text is what its tokens' pieces spell, the recognizer
+ * accepts it, those that finished "stop" are whole objects jansson parses
+ * and those that finished "length" used every token. Three of them give the
+ * same tokens alone as in the crowd (chunked prefill there). */
+static void check_json_mode(const char *rel, int32_t max_tokens, float bias) {
+    load(rel);
+    static job_t jobs[32];
+    static res_t res[32];
+    int32_t close_ids[8], quote_ids[8];
+    const int32_t n_close = piece_ids("}", close_ids, 4), n_quote = piece_ids("\"", quote_ids, 4);
+    cr_assert_gt(n_close, 0, "%s: no token spells '}'", rel);
+    cr_assert_gt(n_quote, 0, "%s: no token spells '\"'", rel);
+    g_rng = 0xC0FFEEull;
+    for (int i = 0; i < 32; i++) {
+        job_random(&jobs[i], 3 + rnd() % 40, max_tokens, i);
+        jobs[i].json = i % 4 != 3;
+        if (i % 4 == 1) {
+            int32_t nb = 0;
+            for (int32_t k = 0; k < n_close; k++) jobs[i].bias[nb++] = (wg_logit_bias_t){close_ids[k], bias};
+            for (int32_t k = 0; k < n_quote; k++) jobs[i].bias[nb++] = (wg_logit_bias_t){quote_ids[k], bias / 2};
+            jobs[i].sp.n_logit_bias = (size_t)nb;
+        }
+    }
+    wg_sched_cfg_t cfg = wg_sched_defaults();
+    cfg.max_batch_tokens = 128;
+    cfg.prefill_chunk = 16;
+    run_jobs(jobs, 32, &cfg, res, NULL);
+    int whole = 0, cut = 0;
+    for (int i = 0; i < 32; i++) {
+        if (!jobs[i].json) continue;
+        const res_t *r = &res[i];
+        char spelled[8192];
+        size_t n = 0;
+        for (int32_t t = 0; t < r->n; t++) n += wg_tok_piece(g_tok, r->toks[t], false, spelled + n, sizeof spelled - n);
+        /* The text is what the pieces spell; a text cut inside a character
+         * ends in one U+FFFD per byte of it (the detokenizer's flush). */
+        size_t keep = n, lead = n;
+        while (lead > 0 && n - lead < 3 && ((unsigned char)spelled[lead - 1] & 0xC0) == 0x80) lead--;
+        if (r->finish == WG_FINISH_LENGTH && lead > 0 && (unsigned char)spelled[lead - 1] >= 0xC0) {
+            const unsigned char c = (unsigned char)spelled[lead - 1];
+            const size_t want = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+            if (n - (lead - 1) < want) keep = lead - 1;
+        }
+        cr_assert_eq(r->n_text, keep + 3 * (n - keep), "%s job %d: pieces spell %zu bytes, the text has %zu", rel, i,
+                     n, r->n_text);
+        cr_assert(!memcmp(spelled, r->text, keep), "%s job %d: text is not its pieces", rel, i);
+        for (size_t b = keep; b < n; b++) cr_assert(!memcmp(r->text + keep + 3 * (b - keep), "\xef\xbf\xbd", 3));
+        if (getenv("T_SHOW")) {
+            fprintf(stderr, "%d %d n=%d [%.*s]", i, r->finish, r->n, (int)r->n_text, r->text);
+            for (int32_t t = 0; t < r->n && t < 12; t++) fprintf(stderr, " %d", r->toks[t]);
+            fprintf(stderr, "\n");
+        }
+        wg_json_state_t st;
+        wg_json_init(&st);
+        cr_assert(wg_json_feed(&st, spelled, n), "%s job %d: not a JSON start: %s", rel, i, r->text);
+        if (r->finish == WG_FINISH_STOP) {
+            cr_assert(wg_json_done(&st), "%s job %d stopped before the object closed: %s", rel, i, r->text);
+            json_error_t e;
+            json_t *j = json_loadb(r->text, r->n_text, 0, &e);
+            cr_assert(j && json_is_object(j), "%s job %d: jansson: %s on %s", rel, i, e.text, r->text);
+            json_decref(j);
+            whole++;
+        } else {
+            cr_assert_eq(r->finish, WG_FINISH_LENGTH);
+            cr_assert_eq(r->n, jobs[i].max_tokens);
+            cr_assert_not(wg_json_done(&st));
+            cut++;
+        }
+    }
+    cr_assert_geq(whole, 4, "%s: only %d of 24 JSON texts closed (%d cut)", rel, whole, cut);
+    cr_assert_geq(cut, 1, "%s: every JSON text closed (none cut by max_tokens)", rel);
+    const int targets[3] = {0, 1, 6};
+    for (int k = 0; k < 3; k++) {
+        res_t one;
+        run_jobs(&jobs[targets[k]], 1, NULL, &one, NULL);
+        assert_same(&one, &res[targets[k]], "JSON mode alone vs crowded");
+    }
+    unload();
+}
+
+Test(sched, json_mode_llama_q8_0) { check_json_mode("models/llama/llama-Q8_0.gguf", 40, 6.0f); }
+Test(sched, json_mode_qwen2_f32) { check_json_mode("models/qwen2/qwen2-f32.gguf", 40, 6.0f); }
+/* The trained model writes long strings: more tokens, a stronger pull. */
+Test(sched, json_mode_stories260k) { check_json_mode("trained/stories260K-f32.gguf", 120, 20.0f); }
+
+Test(sched, json_mode_needs_the_tokenizer) {
+    load("trained/stories260K-f32.gguf");
+    wg_sched_t *s = wg_sched_new(g_m, NULL, NULL);
+    job_t j;
+    job_random(&j, 4, 4, 0);
+    j.json = true;
+    wg_sched_req_t r = to_req(&j, NULL);
+    wg_seq_handle_t h;
+    cr_assert_eq(wg_sched_submit(s, &r, &h), WG_ERR_INVAL);
+    cr_assert(strstr(wg_errmsg(), "JSON mode"), "%s", wg_errmsg());
+    cr_assert_not(wg_sched_busy(s));
+    wg_sched_free(&s);
     unload();
 }
