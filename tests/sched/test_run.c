@@ -13,6 +13,7 @@
 
 #include "engine/model/wg_model.h"
 #include "engine/sampler/wg_chat.h"
+#include "engine/sampler/wg_json.h"
 #include "engine/sampler/wg_sampler.h"
 #include "engine/tokenizer/wg_tok.h"
 #include "wg_test.h"
@@ -654,5 +655,88 @@ Test(run, shared_openings_give_the_same_rows_with_and_without_the_prefix_cache, 
                       extra[k]);
     }
     for (int k = 0; k < 3; k++) json_decref(rows[k]);
+    rm_tmp();
+}
+
+/* JSON mode through `waggle run`: response_format {"type": "json_object"} on
+ * completions and chat jobs (greedy and seeded, some pulled towards "}" by
+ * logit_bias so their objects close): the embedded path and --direct give
+ * the same rows; rows that finished "stop" hold a JSON object, rows cut by
+ * max_tokens the start of one; {"type": "text"} is plain generation and an
+ * unsupported type is an error row that names it. */
+Test(run, json_mode_rows_are_json_objects_on_both_paths, .timeout = 120) {
+    WG_REQUIRE_CORPUS();
+    wg_model_t *m = NULL;
+    wg_tok_t *tok = NULL;
+    cr_assert_eq(wg_model_load(wg_test_corpus(MODEL_REL), &m), WG_OK, "%s", wg_errmsg());
+    cr_assert_eq(wg_tok_from_gguf(wg_model_gguf(m), &tok), WG_OK);
+    int32_t close_id = -1;
+    char buf[8];
+    for (int32_t id = 0; id < wg_tok_n_vocab(tok) && close_id < 0; id++)
+        if (wg_tok_piece(tok, id, false, buf, sizeof buf) == 1 && buf[0] == '}') close_id = id;
+    cr_assert_geq(close_id, 0);
+    wg_tok_free(&tok);
+    wg_model_free(&m);
+    mkdir_tmp();
+    char in[512], out[2][512];
+    snprintf(in, sizeof in, "%s/jobs.jsonl", g_dir);
+    FILE *f = fopen(in, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 16; i++) {
+        const bool chat = i % 2;
+        char bias[64] = "";
+        if (i % 4 < 2) snprintf(bias, sizeof bias, ",\"logit_bias\":{\"%d\":20}", close_id);
+        fprintf(f,
+                "{\"custom_id\":\"j%d\",\"method\":\"POST\",\"url\":\"/v1/%s\",\"body\":{%s\"%s\"%s,"
+                "\"max_tokens\":%d,\"temperature\":%s,\"seed\":%d,\"response_format\":{\"type\":\"json_object\"}%s}}\n",
+                i, chat ? "chat/completions" : "completions", chat ? "\"messages\":[{\"role\":\"user\",\"content\":" : "\"prompt\":",
+                g_words[i % 10], chat ? "}]" : "", 60 + i, i % 3 ? "0.8" : "0", i, bias);
+    }
+    fprintf(f, "{\"custom_id\":\"plain\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"The cat\","
+               "\"max_tokens\":8,\"response_format\":{\"type\":\"text\"}}}\n");
+    fprintf(f, "{\"custom_id\":\"schema\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"The cat\","
+               "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{}}}}\n");
+    fclose(f);
+    static const char *extra[2] = {"", "--direct"};
+    json_t *rows[2];
+    for (int k = 0; k < 2; k++) {
+        snprintf(out[k], sizeof out[k], "%s/out%d.jsonl", g_dir, k);
+        cr_assert_eq(run_waggle(in, out[k], extra[k]), 0, "waggle run %s failed", extra[k]);
+        rows[k] = read_rows(out[k]);
+        cr_assert_eq(json_array_size(rows[k]), 18);
+    }
+    int whole = 0, cut = 0;
+    for (int i = 0; i < 16; i++) {
+        char cid[16];
+        snprintf(cid, sizeof cid, "j%d", i);
+        json_t *c = first_choice(find_one(rows[0], cid));
+        cr_assert_not_null(c, "%s has no choice", cid);
+        cr_assert(json_equal(c, first_choice(find_one(rows[1], cid))), "%s differs with --direct", cid);
+        json_t *msg = json_object_get(c, "message");
+        const char *text = json_string_value(msg ? json_object_get(msg, "content") : json_object_get(c, "text"));
+        const char *fin = json_string_value(json_object_get(c, "finish_reason"));
+        cr_assert(text && fin);
+        wg_json_state_t st;
+        wg_json_init(&st);
+        cr_assert(wg_json_feed(&st, text, strlen(text)), "%s: not the start of a JSON object: %s", cid, text);
+        if (!strcmp(fin, "stop")) {
+            json_t *o = json_loads(text, 0, NULL);
+            cr_assert(o && json_is_object(o), "%s: finished but not an object: %s", cid, text);
+            json_decref(o);
+            whole++;
+        } else {
+            cr_assert_str_eq(fin, "length");
+            cut++;
+        }
+    }
+    cr_assert_geq(whole, 6, "only %d JSON rows closed their object", whole);
+    cr_assert_geq(cut, 1);
+    json_t *plain = first_choice(find_one(rows[0], "plain"));
+    cr_assert_not_null(plain);
+    json_t *err = json_object_get(find_one(rows[0], "schema"), "error");
+    cr_assert(json_is_object(err), "json_schema should be an error row");
+    cr_assert(strstr(json_string_value(json_object_get(err, "message")), "json_schema"), "%s",
+              json_string_value(json_object_get(err, "message")));
+    for (int k = 0; k < 2; k++) json_decref(rows[k]);
     rm_tmp();
 }

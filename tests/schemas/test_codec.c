@@ -70,6 +70,7 @@ static void s_job_eq(const wg_msg_job *a, const wg_msg_job *b) {
     cr_assert_eq(a->max_tokens, b->max_tokens);
     cr_assert_eq(a->priority, b->priority);
     cr_assert_eq(a->stream, b->stream);
+    cr_assert_eq(a->json_object, b->json_object);
     cr_assert_eq(a->attempt, b->attempt);
     cr_assert_float_eq(a->sampling.temperature, b->sampling.temperature, 1e-12);
     cr_assert_eq(a->sampling.top_k, b->sampling.top_k);
@@ -1172,4 +1173,37 @@ Test(codec, hostile_model_stats_are_rejected_naming_the_entry) {
     cr_assert_eq(wg_msg_metrics_encode(&m, &b), WG_ERR_INVAL);
     cr_assert(strstr(wg_errmsg(), "model_stats[0]"), "%s", wg_errmsg());
     cr_assert_null(b.data);
+}
+
+/* response_format (JSON mode): "json_object" round-trips through JOB and
+ * copies, "text" or no key is plain text, anything else is refused by name. */
+Test(codec, response_format_round_trip_and_rejection) {
+    wg_msg_job a, b, c;
+    wg_msg_buf buf = {0};
+    s_sample_job(&a, true);
+    cr_assert_not(a.json_object);
+    cr_assert_eq(wg_msg_job_encode(&a, &buf), WG_OK);
+    cr_assert_null(memmem(buf.data, buf.len, "response_format", 15), "plain jobs do not carry the key");
+    cr_assert_eq(wg_msg_job_decode(buf.data, buf.len, &b), WG_OK);
+    cr_assert_not(b.json_object);
+    wg_msg_job_clear(&b);
+    wg_msg_buf_free(&buf);
+    a.json_object = true;
+    cr_assert_eq(wg_msg_job_encode(&a, &buf), WG_OK);
+    cr_assert_eq(wg_msg_job_decode(buf.data, buf.len, &b), WG_OK, "%s", wg_errmsg());
+    s_job_eq(&a, &b);
+    cr_assert(b.json_object);
+    cr_assert_eq(wg_msg_job_copy(&c, &b), WG_OK);
+    cr_assert(c.json_object);
+    uint8_t text[] = {0xa4, 't', 'e', 'x', 't'};
+    cr_assert_eq(s_submit_with("response_format", text, sizeof text, true), WG_OK, "%s", wg_errmsg());
+    uint8_t schema[] = {0xab, 'j', 's', 'o', 'n', '_', 's', 'c', 'h', 'e', 'm', 'a'};
+    cr_assert_eq(s_submit_with("response_format", schema, sizeof schema, true), WG_ERR_RANGE);
+    cr_assert(strstr(wg_errmsg(), "json_schema"), "%s", wg_errmsg());
+    uint8_t num[] = {0x01};
+    cr_assert_neq(s_submit_with("response_format", num, sizeof num, true), WG_OK);
+    wg_msg_job_clear(&a);
+    wg_msg_job_clear(&b);
+    wg_msg_job_clear(&c);
+    wg_msg_buf_free(&buf);
 }
