@@ -8,6 +8,7 @@
 
 int wg_bench_engine_main(int argc, char **argv); /* tools/bench_engine.c */
 int wg_bench_attn(int argc, char **argv);        /* tools/bench_attn.c */
+int wg_bench_json(int argc, char **argv);        /* tools/bench_json.c */
 
 typedef struct {
     const char *name;                    /* suite name on the command line */
@@ -18,6 +19,7 @@ static const s_suite_t s_suites[] = {
     {"kernels", wg_bench_kernels},
     {"engine", wg_bench_engine_main},
     {"attention", wg_bench_attn},
+    {"json", wg_bench_json},
 };
 
 int wg_cmd_bench(int argc, char **argv) {
@@ -27,6 +29,6 @@ int wg_cmd_bench(int argc, char **argv) {
     }
     /* No suite named (`waggle bench -m MODEL ...`): the engine benchmark. */
     if (argc >= 2 && argv[1][0] == '-') return wg_bench_engine_main(argc, argv);
-    fprintf(stderr, "waggle bench: suites are 'kernels', 'engine' and 'attention' (or: waggle bench -m MODEL ...)\n");
+    fprintf(stderr, "waggle bench: suites are 'kernels', 'engine', 'attention' and 'json' (or: waggle bench -m MODEL ...)\n");
     return 2;
 }
