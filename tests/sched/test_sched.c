@@ -1,7 +1,8 @@
 /* Scheduler tests: batch invariance (alone vs crowded vs chunked prefill) on
  * several architectures and quant types, agreement with the single-sequence
  * session path, preemption under a tiny KV budget, cancellation, stop
- * strings across token boundaries, 200 mixed sequences, fairness. */
+ * strings across token boundaries, 200 mixed sequences, fairness, the prefix
+ * cache, JSON mode. */
 #include <jansson.h>
 #include <math.h>
 #include <stdint.h>
@@ -849,11 +850,6 @@ static void check_json_mode(const char *rel, int32_t max_tokens, float bias) {
                      n, r->n_text);
         cr_assert(!memcmp(spelled, r->text, keep), "%s job %d: text is not its pieces", rel, i);
         for (size_t b = keep; b < n; b++) cr_assert(!memcmp(r->text + keep + 3 * (b - keep), "\xef\xbf\xbd", 3));
-        if (getenv("T_SHOW")) {
-            fprintf(stderr, "%d %d n=%d [%.*s]", i, r->finish, r->n, (int)r->n_text, r->text);
-            for (int32_t t = 0; t < r->n && t < 12; t++) fprintf(stderr, " %d", r->toks[t]);
-            fprintf(stderr, "\n");
-        }
         wg_json_state_t st;
         wg_json_init(&st);
         cr_assert(wg_json_feed(&st, spelled, n), "%s job %d: not a JSON start: %s", rel, i, r->text);
