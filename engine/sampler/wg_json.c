@@ -266,28 +266,76 @@ typedef struct {
     uint8_t pad;
     uint16_t depth; /* bytes from the root (1 for the root's children) */
     int32_t skip;   /* first node after this subtree */
-    int32_t tok0;   /* first of the tokens whose piece ends here, in v->sorted */
+    int32_t tok0;   /* first of the tokens whose piece ends here, in the trie's sorted ids */
     int32_t ntok;   /* how many (several tokens can have the same piece) */
 } s_node_t;
-
-struct wg_json_vocab {
-    int32_t n_vocab;
-    char *bytes;        /* every piece, back to back */
-    size_t *off;        /* [n_vocab] piece of token id at bytes + off[id] */
-    uint16_t *len;      /* [n_vocab] its length (0: never allowed) */
-    int32_t *sorted;    /* token ids with a piece, in piece order */
-    s_node_t *nodes;    /* [n_nodes] */
-    size_t n_nodes;
-    uint16_t max_len;   /* longest piece */
-};
-
-#define S_MAX_PIECE 65535
 
 typedef struct {
     const uint8_t *p;
     uint32_t n;
     int32_t id;
 } s_piece_t;
+
+typedef struct {
+    s_node_t *nodes;    /* [n_nodes] */
+    size_t n_nodes;
+    int32_t *sorted;    /* its token ids, in piece order */
+} s_trie_t;
+
+struct wg_json_vocab {
+    int32_t n_vocab;
+    char *bytes;        /* every piece, back to back */
+    size_t *off;        /* [n_vocab] piece of token id at bytes + off[id] */
+    uint16_t *len;      /* [n_vocab] its length (0: never allowed) */
+    s_trie_t all;       /* every token with a piece */
+    /* Inside a string, away from an escape or a multi-byte character (the
+     * state most masks are built in), a piece without '"', '\' escapes
+     * that do not close, control bytes or cut characters is always allowed
+     * and leads back to the same state: those "plain" tokens are one bit set,
+     * and only the others are walked. */
+    uint64_t *plain;    /* [words] plain tokens */
+    int32_t n_plain;
+    s_trie_t odd;       /* tokens with a piece that are not plain */
+    uint16_t max_len;   /* longest piece */
+};
+
+static void s_trie_free(s_trie_t *t) {
+    free(t->nodes);
+    free(t->sorted);
+}
+
+/* Sorted pieces to depth-first nodes: piece k shares its first `l` bytes
+ * (the common prefix with piece k-1) with open nodes; the open nodes deeper
+ * than l end there. `open` has room for max_len + 1 entries. */
+static bool s_trie_build(s_trie_t *t, const s_piece_t *ps, int32_t n, size_t total_bytes, int32_t *open) {
+    t->sorted = malloc((n ? (size_t)n : 1) * sizeof *t->sorted);
+    t->nodes = malloc((total_bytes ? total_bytes : 1) * sizeof *t->nodes);
+    if (!t->sorted || !t->nodes) return false;
+    int32_t n_open = 0;
+    for (int32_t k = 0; k < n; k++) {
+        const s_piece_t *p = &ps[k];
+        uint32_t l = 0;
+        if (k > 0) {
+            const s_piece_t *q = &ps[k - 1];
+            while (l < p->n && l < q->n && p->p[l] == q->p[l]) l++;
+        }
+        while ((uint32_t)n_open > l) t->nodes[open[n_open--]].skip = (int32_t)t->n_nodes;
+        for (uint32_t d = l + 1; d <= p->n; d++) {
+            open[d] = (int32_t)t->n_nodes;
+            t->nodes[t->n_nodes++] = (s_node_t){.byte = p->p[d - 1], .depth = (uint16_t)d, .tok0 = -1};
+            n_open = (int32_t)d;
+        }
+        s_node_t *end = &t->nodes[open[p->n]];
+        if (end->ntok == 0) end->tok0 = k;
+        end->ntok++;
+        t->sorted[k] = p->id;
+    }
+    while (n_open > 0) t->nodes[open[n_open--]].skip = (int32_t)t->n_nodes;
+    return true;
+}
+
+#define S_MAX_PIECE 65535
+
 
 static int s_piece_cmp(const void *a, const void *b) {
     const s_piece_t *x = a, *y = b;
@@ -344,36 +392,32 @@ wg_status wg_json_vocab_new(int32_t n_vocab, wg_json_piece_fn piece, void *ctx, 
         }
     }
     ps = malloc((size_t)n_sorted * sizeof *ps);
-    v->sorted = malloc((size_t)n_sorted * sizeof *v->sorted);
-    v->nodes = malloc((total ? total : 1) * sizeof *v->nodes);
     open = malloc(((size_t)v->max_len + 1) * sizeof *open);
-    if (!ps || !v->sorted || !v->nodes || !open) goto nomem;
+    v->plain = calloc(((size_t)n_vocab + 63) / 64, sizeof *v->plain);
+    if (!ps || !open || !v->plain) goto nomem;
     for (int32_t id = 0, k = 0; id < n_vocab; id++)
         if (v->len[id]) ps[k++] = (s_piece_t){(const uint8_t *)v->bytes + v->off[id], v->len[id], id};
     qsort(ps, (size_t)n_sorted, sizeof *ps, s_piece_cmp);
-    /* Sorted pieces to depth-first nodes: piece k shares its first `l`
-     * bytes (the common prefix with piece k-1) with open nodes; the open
-     * nodes deeper than l end here. */
-    int32_t n_open = 0;
+    if (!s_trie_build(&v->all, ps, n_sorted, total, open)) goto nomem;
+    /* plain: from a plain string state the piece is accepted and leads back
+     * to it (a '"' would end the string: at depth 0 nothing follows) */
+    wg_json_state_t plain0;
+    wg_json_init(&plain0);
+    s_mode(&plain0, J_STR);
+    int32_t n_odd = 0;
+    size_t odd_bytes = 0;
     for (int32_t k = 0; k < n_sorted; k++) {
-        const s_piece_t *p = &ps[k];
-        uint32_t l = 0;
-        if (k > 0) {
-            const s_piece_t *q = &ps[k - 1];
-            while (l < p->n && l < q->n && p->p[l] == q->p[l]) l++;
+        wg_json_state_t st = plain0;
+        const s_piece_t p = ps[k];
+        if (wg_json_feed(&st, (const char *)p.p, p.n) && !memcmp(&st, &plain0, sizeof st)) {
+            v->plain[p.id >> 6] |= (uint64_t)1 << (p.id & 63);
+            v->n_plain++;
+        } else {
+            ps[n_odd++] = p; /* order kept: still sorted */
+            odd_bytes += p.n;
         }
-        while ((uint32_t)n_open > l) v->nodes[open[n_open--]].skip = (int32_t)v->n_nodes;
-        for (uint32_t d = l + 1; d <= p->n; d++) {
-            open[d] = (int32_t)v->n_nodes;
-            v->nodes[v->n_nodes++] = (s_node_t){.byte = p->p[d - 1], .depth = (uint16_t)d, .tok0 = -1};
-            n_open = (int32_t)d;
-        }
-        s_node_t *end = &v->nodes[open[p->n]];
-        if (end->ntok == 0) end->tok0 = k;
-        end->ntok++;
-        v->sorted[k] = p->id;
     }
-    while (n_open > 0) v->nodes[open[n_open--]].skip = (int32_t)v->n_nodes;
+    if (!s_trie_build(&v->odd, ps, n_odd, odd_bytes, open)) goto nomem;
     free(ps);
     free(open);
     *out = v;
@@ -391,14 +435,15 @@ void wg_json_vocab_free(wg_json_vocab_t **pv) {
     free(v->bytes);
     free(v->off);
     free(v->len);
-    free(v->sorted);
-    free(v->nodes);
+    s_trie_free(&v->all);
+    s_trie_free(&v->odd);
+    free(v->plain);
     free(v);
     *pv = NULL;
 }
 
 int32_t wg_json_vocab_n(const wg_json_vocab_t *v) { return v->n_vocab; }
-size_t wg_json_vocab_nodes(const wg_json_vocab_t *v) { return v->n_nodes; }
+size_t wg_json_vocab_nodes(const wg_json_vocab_t *v) { return v->all.n_nodes; }
 
 /* ---- per-sequence guide ---- */
 
@@ -443,30 +488,40 @@ void wg_json_guide_free(wg_json_guide_t **pg) {
     *pg = NULL;
 }
 
-/* Walk the trie from the current state: a node's state is its parent's fed
- * with its byte; a refused byte skips the node's whole subtree. */
-static int32_t s_build(wg_json_guide_t *g, uint64_t *bits) {
-    const wg_json_vocab_t *v = g->v;
-    memset(bits, 0, g->words * sizeof *bits);
+/* Walk trie t from the current state, setting the bits of the tokens it
+ * allows: a node's state is its parent's fed with its byte; a refused byte
+ * skips the node's whole subtree. */
+static int32_t s_walk(wg_json_guide_t *g, const s_trie_t *t, uint64_t *bits) {
     wg_json_state_t *stk = g->stk;
     stk[0] = g->st;
     int32_t n = 0;
-    for (size_t i = 0; i < v->n_nodes;) {
-        const s_node_t *nd = &v->nodes[i];
+    for (size_t i = 0; i < t->n_nodes;) {
+        const s_node_t *nd = &t->nodes[i];
         wg_json_state_t *s = &stk[nd->depth];
         *s = stk[nd->depth - 1];
         if (!s_byte(s, nd->byte)) {
             i = (size_t)nd->skip;
             continue;
         }
-        for (int32_t t = 0; t < nd->ntok; t++) {
-            const int32_t id = v->sorted[nd->tok0 + t];
+        for (int32_t k = 0; k < nd->ntok; k++) {
+            const int32_t id = t->sorted[nd->tok0 + k];
             bits[id >> 6] |= (uint64_t)1 << (id & 63);
         }
         n += nd->ntok;
         i++;
     }
     return n;
+}
+
+static int32_t s_build(wg_json_guide_t *g, uint64_t *bits) {
+    const wg_json_vocab_t *v = g->v;
+    const wg_json_state_t *st = &g->st;
+    if (st->mode == J_STR && st->sub == 0 && st->u8n == 0) {
+        memcpy(bits, v->plain, g->words * sizeof *bits);
+        return v->n_plain + s_walk(g, &v->odd, bits);
+    }
+    memset(bits, 0, g->words * sizeof *bits);
+    return s_walk(g, &v->all, bits);
 }
 
 int32_t wg_json_guide_mask(wg_json_guide_t *g, float *logits) {
