@@ -46,7 +46,6 @@ json_t *wg_cli_json_text(const char *s, size_t len, bool nul_ok) {
     return j ? j : json_null();
 }
 
-
 bool wg_cli_response_format(const json_t *body, bool *json, char *err, size_t cap) {
     *json = false;
     json_t *v = json_object_get(body, "response_format");

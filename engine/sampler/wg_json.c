@@ -336,7 +336,6 @@ static bool s_trie_build(s_trie_t *t, const s_piece_t *ps, int32_t n, size_t tot
 
 #define S_MAX_PIECE 65535
 
-
 static int s_piece_cmp(const void *a, const void *b) {
     const s_piece_t *x = a, *y = b;
     const uint32_t n = x->n < y->n ? x->n : y->n;
@@ -442,7 +441,6 @@ void wg_json_vocab_free(wg_json_vocab_t **pv) {
     *pv = NULL;
 }
 
-int32_t wg_json_vocab_n(const wg_json_vocab_t *v) { return v->n_vocab; }
 size_t wg_json_vocab_nodes(const wg_json_vocab_t *v) { return v->all.n_nodes; }
 
 /* ---- per-sequence guide ---- */

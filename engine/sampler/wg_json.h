@@ -75,7 +75,6 @@ typedef struct wg_json_vocab wg_json_vocab_t;
  * byte-fallback vocabularies have them). */
 wg_status wg_json_vocab_new(int32_t n_vocab, wg_json_piece_fn piece, void *ctx, wg_json_vocab_t **out);
 void wg_json_vocab_free(wg_json_vocab_t **v);
-int32_t wg_json_vocab_n(const wg_json_vocab_t *v);
 /* Trie nodes (for tests and memory reports). */
 size_t wg_json_vocab_nodes(const wg_json_vocab_t *v);
 

@@ -723,5 +723,3 @@ void wg_sampler_set_json(wg_sampler_t *s, wg_json_guide_t *g) {
 }
 
 bool wg_sampler_json_done(const wg_sampler_t *s) { return s->json && wg_json_guide_done(s->json); }
-
-const wg_json_guide_t *wg_sampler_json(const wg_sampler_t *s) { return s->json; }

@@ -69,8 +69,6 @@ wg_status wg_sampler_sample(wg_sampler_t *s, float *logits, wg_sample_t *out);
 void wg_sampler_set_json(wg_sampler_t *s, wg_json_guide_t *g);
 /* JSON mode and the object is complete (the sequence should end). */
 bool wg_sampler_json_done(const wg_sampler_t *s);
-/* The guide, or NULL. */
-const wg_json_guide_t *wg_sampler_json(const wg_sampler_t *s);
 
 /* Stop strings: feed each token's text; reports a match that may span token
  * boundaries and how much text is safe to emit (text that could still be the
