@@ -20,7 +20,7 @@ void wg_mem_tune(void);
  * that needs the same sizes again allocates nothing and touches no fresh
  * pages. Slots keep users that nest apart (the forward's rows, the
  * attention's score rows on the same thread). */
-enum { WG_TLS_FORWARD = 0, WG_TLS_ATTN = 1, WG_TLS_SLOTS = 2 };
+enum { WG_TLS_FORWARD = 0, WG_TLS_ATTN = 1, WG_TLS_ROPE = 2, WG_TLS_SLOTS = 3 };
 void *wg_tls_scratch(int slot, size_t bytes);
 
 #endif

@@ -724,35 +724,120 @@ static void s_norm(void *ctx, wg_norm_kind_t kind, float *x, int64_t n_rows, int
 /* ------------------------------------------------------------------------ */
 /* Rope                                                                      */
 /* ------------------------------------------------------------------------ */
+/* The cos/sin pairs of position `pos` (n_rot/2 of them, interleaved) into cs. */
+static void s_rope_angles(const wg_rope_t *r, int32_t pos, float *cs) {
+    const int32_t nr = r->n_rot;
+    const float theta_scale = powf(r->base, -2.0f / (float)nr);
+    const float mscale = r->ext_factor != 0.0f ? 1.0f + 0.1f * logf(1.0f / r->freq_scale) : 1.0f;
+    /* Same incremental angle as ggml: theta_i = p * theta_scale^i, in float. */
+    float theta = (float)pos;
+    for (int32_t i = 0; i < nr / 2; i++) {
+        const float ff = r->freq_factors ? r->freq_factors[i] : 1.0f;
+        const float extrap = theta / ff;
+        float th = r->freq_scale * extrap;
+        float ms = r->attn_factor;
+        if (r->ext_factor != 0.0f) {
+            /* YaRN as ggml: ramp from interpolated to extrapolated angles. */
+            const float y = ((float)i - r->corr_dims[0]) / fmaxf(0.001f, r->corr_dims[1] - r->corr_dims[0]);
+            const float ramp = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * r->ext_factor;
+            th = th * (1.0f - ramp) + extrap * ramp;
+            ms *= mscale;
+        }
+        cs[2 * i] = cosf(th) * ms;
+        cs[2 * i + 1] = sinf(th) * ms;
+        theta *= theta_scale;
+    }
+}
+
+/* ---- per-thread cache of rope angles ----
+ * The angles are the bulk of rope's cost (n_rot/2 cosf + sinf per token,
+ * against a few multiplies per element for the rotation), and
+ * a step asks for the same ones 2 * n_layer times: q and k of every layer at
+ * the token's position, with one set of parameters in all layers (two where
+ * local and global layers differ). So each thread keeps the angles of the
+ * last positions it roped, direct-mapped by position, for two parameter
+ * sets; a hit copies nothing and computes nothing, and a miss computes what
+ * s_rope_angles always did, so the bits never depend on the cache. The
+ * parameters are compared by value, the frequency factors too (a model
+ * freed and another loaded at the same address must not find stale angles). */
+#define S_ROPE_SLOTS 64   /* positions per parameter set */
+#define S_ROPE_MAX_ROT 256 /* n_rot up to this is cached */
+typedef struct {
+    bool used;
+    int32_t n_rot;
+    float base, freq_scale, ext_factor, attn_factor, corr_dims[2];
+    bool has_ff;
+    float ff[S_ROPE_MAX_ROT / 2];
+    int32_t pos[S_ROPE_SLOTS]; /* -1: empty */
+    float cs[S_ROPE_SLOTS][S_ROPE_MAX_ROT];
+} s_rope_set_t;
+
+typedef struct {
+    s_rope_set_t set[2];
+    int next; /* set replaced on the next miss of both */
+} s_rope_cache_t;
+
+/* The buffer this thread's cache was set up in (wg_tls_scratch's contents
+ * are undefined until then). */
+static _Thread_local void *s_rope_cache_buf;
+
+static bool s_rope_set_is(const s_rope_set_t *c, const wg_rope_t *r) {
+    if (!c->used || c->n_rot != r->n_rot || c->base != r->base || c->freq_scale != r->freq_scale ||
+        c->ext_factor != r->ext_factor || c->attn_factor != r->attn_factor || c->corr_dims[0] != r->corr_dims[0] ||
+        c->corr_dims[1] != r->corr_dims[1] || c->has_ff != (r->freq_factors != NULL))
+        return false;
+    return !r->freq_factors || memcmp(c->ff, r->freq_factors, (size_t)(r->n_rot / 2) * sizeof(float)) == 0;
+}
+
+/* This thread's angle set for r, found or (re)started; NULL when r is not
+ * cached (n_rot too large, no memory): the caller computes into its own. */
+static s_rope_set_t *s_rope_set(const wg_rope_t *r) {
+    if (r->n_rot > S_ROPE_MAX_ROT || r->n_rot < 2) return NULL;
+    s_rope_cache_t *c = wg_tls_scratch(WG_TLS_ROPE, sizeof *c);
+    if (!c) return NULL;
+    if (c != s_rope_cache_buf) {
+        c->set[0].used = c->set[1].used = false;
+        c->next = 0;
+        s_rope_cache_buf = c;
+    }
+    for (int i = 0; i < 2; i++)
+        if (s_rope_set_is(&c->set[i], r)) return &c->set[i];
+    s_rope_set_t *s = &c->set[c->next];
+    c->next ^= 1;
+    *s = (s_rope_set_t){.used = true, .n_rot = r->n_rot, .base = r->base, .freq_scale = r->freq_scale,
+                        .ext_factor = r->ext_factor, .attn_factor = r->attn_factor,
+                        .corr_dims = {r->corr_dims[0], r->corr_dims[1]}, .has_ff = r->freq_factors != NULL};
+    if (r->freq_factors) memcpy(s->ff, r->freq_factors, (size_t)(r->n_rot / 2) * sizeof(float));
+    for (int i = 0; i < S_ROPE_SLOTS; i++) s->pos[i] = -1;
+    return s;
+}
+
+/* The angles of position p: from the set (computed there on a miss), or
+ * computed into own when set is NULL. */
+static const float *s_rope_cs(const wg_rope_t *r, s_rope_set_t *set, int32_t p, float *own) {
+    if (!set || p < 0) {
+        s_rope_angles(r, p, own);
+        return own;
+    }
+    const int k = p % S_ROPE_SLOTS;
+    if (set->pos[k] != p) {
+        s_rope_angles(r, p, set->cs[k]);
+        set->pos[k] = p;
+    }
+    return set->cs[k];
+}
+
 static void s_rope_toks(const wg_rope_t *r, float *x, int64_t n_tok, int32_t n_heads, int32_t head_dim,
                         int64_t stride, const int32_t *pos) {
     const int32_t nr = r->n_rot;
-    const float theta_scale = powf(r->base, -2.0f / (float)nr);
-    float cs[2 * 512]; /* cos/sin per pair; head dims beyond 1024 are refused at load */
+    float own[2 * 512]; /* cos/sin per pair; head dims beyond 1024 are refused at load */
     WG_ASSERT(nr <= 1024 && nr <= head_dim);
-    const float mscale = r->ext_factor != 0.0f ? 1.0f + 0.1f * logf(1.0f / r->freq_scale) : 1.0f;
+    s_rope_set_t *set = s_rope_set(r);
 #if S_X86
     const bool vec = s_level() != S_SCALAR;
 #endif
     for (int64_t t = 0; t < n_tok; t++) {
-        /* Same incremental angle as ggml: theta_i = p * theta_scale^i, in float. */
-        float theta = (float)pos[t];
-        for (int32_t i = 0; i < nr / 2; i++) {
-            const float ff = r->freq_factors ? r->freq_factors[i] : 1.0f;
-            const float extrap = theta / ff;
-            float th = r->freq_scale * extrap;
-            float ms = r->attn_factor;
-            if (r->ext_factor != 0.0f) {
-                /* YaRN as ggml: ramp from interpolated to extrapolated angles. */
-                const float y = ((float)i - r->corr_dims[0]) / fmaxf(0.001f, r->corr_dims[1] - r->corr_dims[0]);
-                const float ramp = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * r->ext_factor;
-                th = th * (1.0f - ramp) + extrap * ramp;
-                ms *= mscale;
-            }
-            cs[2 * i] = cosf(th) * ms;
-            cs[2 * i + 1] = sinf(th) * ms;
-            theta *= theta_scale;
-        }
+        const float *cs = s_rope_cs(r, set, pos[t], own);
         /* The rotation itself is a few multiplies per pair (the angles above
          * dominate); the compiler vectorizes the NEOX halves loop, and
          * s_rope_norm_avx2 does the interleaved pairs. */

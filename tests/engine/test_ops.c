@@ -104,6 +104,7 @@ Test(ops, row_ops_split_across_the_pool_equal_one_call) {
 /* ---- attention over F16 and F32 caches ---- */
 
 #include <math.h>
+#include <pthread.h>
 
 #include "kernels/cpu/wg_cpu.h"
 #include "kernels/cpu/wg_cpu_impl.h"
@@ -150,6 +151,62 @@ Test(ops, rope_is_bitwise_the_scalar_loop_at_every_simd_level) {
     free(a);
     free(b);
     if (!checked) cr_skip_test("no SIMD level on this CPU");
+}
+
+/* ---- rope's per-thread angle cache ---- */
+typedef struct {
+    const wg_rope_t *r;
+    float *x;
+    int32_t n_tok;
+    const int32_t *pos;
+} s_rope_job_t;
+
+/* Rope of 3 heads of 64 (stride 192) on a fresh thread: a cache that starts empty. */
+static void *s_rope_thread(void *arg) {
+    const s_rope_job_t *j = arg;
+    wg_backend_cpu.rope(NULL, j->r, j->x, j->n_tok, 3, 64, 192, j->pos);
+    return NULL;
+}
+
+/* Calls that alternate three parameter sets (the cache holds two), repeat
+ * positions 64 apart (one slot), and change frequency factors in place
+ * under the same pointer each give the bits of the same call on a thread
+ * whose cache is empty. */
+Test(ops, rope_angle_cache_never_serves_stale_angles) {
+    float ff[32];
+    for (int i = 0; i < 32; i++) ff[i] = 1.0f + (float)i / 8.0f;
+    const wg_rope_t ropes[] = {
+        {.style = WG_ROPE_NORM, .n_rot = 64, .base = 10000.0f, .freq_scale = 1.0f, .attn_factor = 1.0f},
+        {.style = WG_ROPE_NORM, .n_rot = 64, .base = 1e6f, .freq_scale = 1.0f, .attn_factor = 1.0f},
+        {.style = WG_ROPE_NEOX, .n_rot = 64, .base = 10000.0f, .freq_scale = 0.5f, .attn_factor = 1.0f},
+        {.style = WG_ROPE_NORM, .n_rot = 64, .base = 10000.0f, .freq_scale = 1.0f, .attn_factor = 1.0f,
+         .freq_factors = ff},
+    };
+    const int32_t n_tok = 6;
+    const int32_t pos_sets[3][6] = {{0, 1, 2, 63, 64, 65}, {64, 65, 66, 127, 128, 129}, {128, 1, 66, 191, 0, 193}};
+    float x[6 * 192], got[6 * 192], want[6 * 192];
+    uint32_t st = 4242u;
+    for (int i = 0; i < 6 * 192; i++) x[i] = s_rand(&st);
+    int calls = 0, changed = 0;
+    for (int round = 0; round < 4; round++)
+        for (int k = 0; k < 4; k++)
+            for (int ps = 0; ps < 3; ps++) {
+                if (k == 3 && ps == 2) ff[(round + ps) % 32] += 0.5f; /* same pointer, new contents */
+                memcpy(got, x, sizeof x);
+                memcpy(want, x, sizeof x);
+                wg_backend_cpu.rope(NULL, &ropes[k], got, n_tok, 3, 64, 192, pos_sets[ps]);
+                s_rope_job_t j = {.r = &ropes[k], .x = want, .n_tok = n_tok, .pos = pos_sets[ps]};
+                pthread_t t;
+                cr_assert_eq(pthread_create(&t, NULL, s_rope_thread, &j), 0);
+                pthread_join(t, NULL);
+                for (int i = 0; i < 6 * 192; i++)
+                    cr_assert(memcmp(&got[i], &want[i], sizeof(float)) == 0,
+                              "round %d rope %d positions %d: element %d: %.9g, fresh thread %.9g", round, k, ps, i,
+                              (double)got[i], (double)want[i]);
+                changed += memcmp(got, x, sizeof x) != 0;
+                calls++;
+            }
+    cr_assert_eq(changed, calls, "a rope changed nothing");
 }
 
 typedef struct {
