@@ -838,9 +838,9 @@ static void s_rope_toks(const wg_rope_t *r, float *x, int64_t n_tok, int32_t n_h
 #endif
     for (int64_t t = 0; t < n_tok; t++) {
         const float *cs = s_rope_cs(r, set, pos[t], own);
-        /* The rotation itself is a few multiplies per pair (the angles above
-         * dominate); the compiler vectorizes the NEOX halves loop, and
-         * s_rope_norm_avx2 does the interleaved pairs. */
+        /* The rotation itself is a few multiplies per pair (the angles
+         * dominate, hence their cache); the compiler vectorizes the NEOX
+         * halves loop, and s_rope_norm_avx2 does the interleaved pairs. */
         for (int32_t h = 0; h < n_heads; h++) {
             float *v = x + t * stride + (int64_t)h * head_dim;
 #if S_X86
