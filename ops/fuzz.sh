@@ -3,7 +3,7 @@
 # seed it from the conformance corpus, run it for SECONDS and report the
 # executions per second and any crash.
 #
-#   TARGET   fuzz_gguf | fuzz_safetensors (any tests/fuzz/fuzz_*.c)
+#   TARGET   fuzz_gguf | fuzz_safetensors | fuzz_msg (any tests/fuzz/fuzz_*.c)
 #   SECONDS  -max_total_time (default 60)
 # Environment: WAGGLE_FUZZ_BUILD (build dir, default build-fuzz),
 #   WAGGLE_CONFORMANCE (corpus, default ../shared/conformance),
@@ -22,6 +22,8 @@ case $target in
                     max_len=${WAGGLE_FUZZ_MAX_LEN:-65536} ;;
   fuzz_safetensors) seed_glob='hf/*/*.safetensors trained/*/*.safetensors'
                     max_len=${WAGGLE_FUZZ_MAX_LEN:-524288} ;;
+  fuzz_msg)         seed_glob='' # valid bodies of every kind, written by the target below
+                    max_len=${WAGGLE_FUZZ_MAX_LEN:-4096} ;;
   *)                seed_glob=''; max_len=${WAGGLE_FUZZ_MAX_LEN:-65536} ;;
 esac
 
@@ -52,6 +54,10 @@ if [ -d "$conf" ]; then
   done
 else
   echo "fuzz.sh: no conformance corpus at $conf; starting from an empty corpus" >&2
+fi
+if [ "$target" = fuzz_msg ]; then
+  WG_FUZZ_WRITE_SEEDS=$seeds "$bin" -runs=0 "$seeds" >/dev/null 2>&1
+  n_seeds=$(ls "$seeds" | wc -l)
 fi
 echo "fuzz.sh: $target for ${secs}s, $n_seeds seeds, max_len $max_len"
 

@@ -194,6 +194,13 @@ wg_status wg_mp_strdup(wg_mp_rd *r, const char *field, size_t min, size_t max, c
     uint32_t n;
     wg_status st = wg_mp_str(r, field, min, max, &s, &n);
     if (st) return st;
+    /* The decoded structs hold C strings: a NUL inside would silently cut
+     * the value (an id forwarded shorter than it came, a prompt losing its
+     * end), so it is refused here. */
+    const char *nul = memchr(s, 0, n);
+    if (nul)
+        return wg_error(WG_ERR_FORMAT, "%s: field '%s' contains a NUL byte (at byte %zu of %u)", r->msg, field,
+                        (size_t)(nul - s), n);
     char *c = malloc((size_t)n + 1);
     if (!c) return wg_error(WG_ERR_NOMEM, "%s: field '%s' (%u bytes)", r->msg, field, n);
     memcpy(c, s, n);

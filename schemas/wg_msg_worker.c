@@ -67,6 +67,8 @@ err:
 
 wg_status wg_msg_heartbeat_encode(const wg_msg_heartbeat *m, wg_msg_buf *out) {
     wg_status st;
+    if (m->has_metrics && !m->metrics.worker_id)
+        return wg_error(WG_ERR_INVAL, "HEARTBEAT: metrics.worker_id is required");
     if (m->has_metrics && (st = wg_mp_metrics_check(&m->metrics, "HEARTBEAT"))) return st;
     wg_mp_wr w;
     wg_mp_wr_init(&w);
@@ -109,6 +111,8 @@ wg_status wg_msg_heartbeat_decode(const uint8_t *data, size_t len, wg_msg_heartb
         else TRY(wg_mp_skip(&r));
     }
     TRY(wg_mp_end(&r));
+    /* the metrics map is METRICS's (§8.2), whose worker_id is required */
+    if (out->has_metrics && !out->metrics.worker_id) { st = wg_mp_missing(&r, "metrics.worker_id"); goto err; }
     if (out->mem_free > out->mem_budget) out->mem_free = out->mem_budget;
     return WG_OK;
 err:
