@@ -3,7 +3,7 @@
 # seed it from the conformance corpus, run it for SECONDS and report the
 # executions per second and any crash.
 #
-#   TARGET   fuzz_gguf | fuzz_safetensors | fuzz_msg (any tests/fuzz/fuzz_*.c)
+#   TARGET   fuzz_gguf | fuzz_safetensors | fuzz_msg | fuzz_tok (any tests/fuzz/fuzz_*.c)
 #   SECONDS  -max_total_time (default 60)
 # Environment: WAGGLE_FUZZ_BUILD (build dir, default build-fuzz),
 #   WAGGLE_CONFORMANCE (corpus, default ../shared/conformance),
@@ -24,6 +24,8 @@ case $target in
                     max_len=${WAGGLE_FUZZ_MAX_LEN:-524288} ;;
   fuzz_msg)         seed_glob='' # valid bodies of every kind, written by the target below
                     max_len=${WAGGLE_FUZZ_MAX_LEN:-4096} ;;
+  fuzz_tok)         seed_glob='' # small vocabularies of every family, written by the target below
+                    max_len=${WAGGLE_FUZZ_MAX_LEN:-8192} ;;
   *)                seed_glob=''; max_len=${WAGGLE_FUZZ_MAX_LEN:-65536} ;;
 esac
 
@@ -55,7 +57,7 @@ if [ -d "$conf" ]; then
 else
   echo "fuzz.sh: no conformance corpus at $conf; starting from an empty corpus" >&2
 fi
-if [ "$target" = fuzz_msg ]; then
+if [ "$target" = fuzz_msg ] || [ "$target" = fuzz_tok ]; then
   WG_FUZZ_WRITE_SEEDS=$seeds "$bin" -runs=0 "$seeds" >/dev/null 2>&1
   n_seeds=$(ls "$seeds" | wc -l)
 fi

@@ -23,6 +23,7 @@ typedef struct {
     size_t n;      /* used */
     size_t cap;    /* allocated */
     bool oom;      /* an allocation failed */
+    bool unspelt;  /* text no token spells and no unknown token stands for */
 } s_ids_t;
 
 static void s_ids_push(s_ids_t *a, int32_t id) {
@@ -39,6 +40,12 @@ static void s_ids_push(s_ids_t *a, int32_t id) {
     }
     a->v[a->n++] = id;
 }
+
+/* Text the vocabulary cannot spell becomes its unknown token; a vocabulary
+ * without one (a hostile or cut-down file: real ones have byte tokens or an
+ * unknown token) cannot encode it, which fails the encode instead of handing
+ * id -1 to the model. */
+static void s_ids_push_unk(const struct wg_tok *t, s_ids_t *a);
 
 typedef struct {
     char *p;       /* bytes (NUL-terminated when finished) */
@@ -195,6 +202,11 @@ struct wg_tok {
     int32_t max_len;           /* longest token text (WordPiece search) */
     char *chat_template;       /* or NULL */
 };
+
+static void s_ids_push_unk(const struct wg_tok *t, s_ids_t *a) {
+    if (t->unk >= 0) s_ids_push(a, t->unk);
+    else a->unspelt = true;
+}
 
 /* ------------------------------------------------------------ UTF-8 helper */
 
@@ -878,7 +890,8 @@ static bool s_spm_encode(const wg_tok_t *t, s_merger_t *m, const char *frag, siz
             }
             for (uint32_t k = 0; k < s->n; k++) {
                 int32_t bid = t->byte_id[(uint8_t)w.p[s->off + k]];
-                s_ids_push(out, bid >= 0 ? bid : t->unk);
+                if (bid >= 0) s_ids_push(out, bid);
+                else s_ids_push_unk(t, out);
             }
         }
     }
@@ -1030,7 +1043,8 @@ static void s_rwkv_encode(const wg_tok_t *t, const char *s, size_t n, s_ids_t *o
                 best_end = p;
             }
         }
-        s_ids_push(out, best >= 0 ? best : t->unk);
+        if (best >= 0) s_ids_push(out, best);
+        else s_ids_push_unk(t, out);
         pos = best >= 0 ? best_end : pos + 1;
     }
 }
@@ -1068,7 +1082,7 @@ static bool s_wpm_word(const wg_tok_t *t, const char *word, size_t n, s_ids_t *o
             break;
         }
     }
-    if (out->n == start) s_ids_push(out, t->unk);
+    if (out->n == start) s_ids_push_unk(t, out);
     free(w.p);
     return true;
 }
@@ -1321,6 +1335,12 @@ wg_status wg_tok_encode(const wg_tok_t *t, const char *text, size_t len, bool ad
     if (!ok || out.oom) {
         free(out.v);
         return wg_error(WG_ERR_NOMEM, "tokenize: out of memory on %zu bytes of text", len);
+    }
+    if (out.unspelt) {
+        free(out.v);
+        return wg_error(WG_ERR_UNSUPPORTED,
+                        "tokenize: the text has characters this vocabulary cannot spell (it has no byte tokens "
+                        "for them and no unknown token)");
     }
     if (!out.v) out.v = malloc(sizeof(int32_t)); /* a valid pointer even for 0 ids */
     if (!out.v) return wg_error(WG_ERR_NOMEM, "tokenize");
