@@ -7,6 +7,7 @@
  * an assertion or an out-of-bounds access: a file is untrusted input. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/formats/wg_gguf.h"
@@ -17,6 +18,7 @@
 /* Loads path and, if it loads, runs 3 tokens then 1; returns whether it
  * loaded. Any refusal must come with a message. */
 static bool s_try(const char *path, const char *what) {
+    if (getenv("WG_HOSTILE_TRACE")) fprintf(stderr, "try %s\n", what);
     wg_model_t *m = NULL;
     wg_error_clear();
     const wg_status st = wg_model_load(path, &m);
@@ -150,3 +152,93 @@ S_MODEL(minimax_m2, "models/minimax-m2/minimax-m2-f32.gguf")
 S_MODEL(mamba, "models/mamba/mamba-f32.gguf")
 S_MODEL(rwkv6, "models/rwkv6/rwkv6-f32.gguf")
 S_MODEL(rwkv7, "models/rwkv7/rwkv7-f32.gguf")
+
+/* ---- HF directories: hostile config.json values ----
+ * Every top-level number of the corpus HF configs, and of their nested
+ * objects (rope_scaling…), becomes each of: 0, 1, 3, 1e9, -1, 2.5, a string,
+ * null, true; and each key is dropped. Same contract as above. */
+#include <jansson.h>
+
+static void s_hf_try(const char *dir, const char *safetensors, json_t *cfg, const char *what, int *tried,
+                     int *loaded) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    cr_assert_eq(json_dump_file(cfg, p, JSON_INDENT(1)), 0);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    struct stat sb;
+    if (lstat(p, &sb) != 0) cr_assert_eq(symlink(safetensors, p), 0);
+    *loaded += s_try(dir, what);
+    (*tried)++;
+}
+
+static void s_hf_mutate(json_t *root, json_t *obj, const char *path, const char *dir, const char *st, int *tried,
+                        int *loaded) {
+    /* the keys as they are now (the loop deletes and re-adds each) */
+    char keys[64][128];
+    size_t nk = 0;
+    const char *k0;
+    json_t *v0;
+    json_object_foreach(obj, k0, v0) {
+        if (nk < 64) snprintf(keys[nk++], sizeof keys[0], "%s", k0);
+    }
+    for (size_t ki = 0; ki < nk; ki++) {
+        const char *key = keys[ki];
+        json_t *val = json_object_get(obj, key);
+        char what[512];
+        if (json_is_object(val)) {
+            char sub[256];
+            snprintf(sub, sizeof sub, "%s%s.", path, key);
+            s_hf_mutate(root, val, sub, dir, st, tried, loaded);
+        }
+        if (!json_is_number(val) && !json_is_boolean(val)) continue;
+        json_t *keep = json_incref(val);
+        json_t *subs[] = {json_integer(0),    json_integer(1),  json_integer(3),     json_integer(1000000000),
+                          json_integer(-1),   json_real(2.5),   json_string("many"), json_null(),
+                          json_true()};
+        for (size_t k = 0; k < sizeof subs / sizeof subs[0]; k++) {
+            json_object_set_new(obj, key, subs[k]);
+            snprintf(what, sizeof what, "%s: %s%s = variant %zu", dir, path, key, k);
+            s_hf_try(dir, st, root, what, tried, loaded);
+        }
+        json_object_del(obj, key);
+        snprintf(what, sizeof what, "%s: %s%s dropped", dir, path, key);
+        s_hf_try(dir, st, root, what, tried, loaded);
+        json_object_set_new(obj, key, keep);
+    }
+}
+
+static void s_hf_sweep(const char *rel) {
+    WG_REQUIRE_CORPUS();
+    char src[4096], st[4200], dir[256];
+    snprintf(src, sizeof src, "%s", wg_test_corpus(rel));
+    snprintf(st, sizeof st, "%s/model.safetensors", src);
+    cr_assert(s_try(src, rel), "%s: the unmodified model must load: %s", rel, wg_errmsg());
+    char cfgp[4200];
+    snprintf(cfgp, sizeof cfgp, "%s/config.json", src);
+    json_error_t je;
+    json_t *root = json_load_file(cfgp, 0, &je);
+    cr_assert_not_null(root, "%s: %s", cfgp, je.text);
+    snprintf(dir, sizeof dir, "/tmp/wg_hostile_hf_%d", (int)getpid());
+    mkdir(dir, 0700);
+    int tried = 0, loaded = 0;
+    s_hf_mutate(root, root, "", dir, st, &tried, &loaded);
+    json_decref(root);
+    char p[512];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    unlink(p);
+    rmdir(dir);
+    cr_assert_gt(tried, 50, "%s: only %d variants", rel, tried);
+    cr_log_info("%s: %d hostile config variants, %d loaded\n", rel, tried, loaded);
+}
+
+#define S_HF(name, rel) \
+    Test(hostile_hf_config, name, .timeout = 600) { s_hf_sweep(rel); }
+
+S_HF(llama, "hf/llama")
+S_HF(llama_moe, "hf/llama-moe")
+S_HF(gemma, "hf/gemma")
+S_HF(phi3, "hf/phi3")
+S_HF(qwen2, "hf/qwen2")
+S_HF(qwen3, "hf/qwen3")
