@@ -192,22 +192,13 @@ static const char *const wg_tt_texts[] = {
     "abababababababababababababababababababababababababababababababababababababab",
 };
 
-/* NULL when the GGUF image d[0..n) behaves as described at the top. */
-static const char *wg_tt_check(const uint8_t *d, size_t n) {
-    wg_gguf_t *g = NULL;
-    if (wg_gguf_open_mem(d, n, &g) != WG_OK) return NULL; /* the reader's own fuzz target covers this */
-    wg_tok_t *t = NULL;
-    wg_error_clear();
-    const wg_status st = wg_tok_from_gguf(g, &t);
-    const char *bad = NULL;
-    if (st != WG_OK) {
-        if (t) bad = "failed but returned a tokenizer";
-        else if (!wg_errmsg()[0]) bad = "failed without a message";
-        if (bad) snprintf(wg_tt_why, sizeof wg_tt_why, "%s (%s)", bad, wg_status_name(st));
-        wg_gguf_close(&g);
-        return bad ? wg_tt_why : NULL;
-    }
+/* NULL when tokenizer t (built from untrusted data) behaves as described at
+ * the top: special ids inside the vocabulary, every id with a text and a
+ * piece, the texts above encoded to ids inside the vocabulary (or refused
+ * with a message), decoded and detokenized. Frees t. */
+static const char *wg_tt_check_tok(wg_tok_t *t) {
     const int32_t nv = wg_tok_n_vocab(t);
+    const char *bad = NULL;
     char piece[64];
     if (nv <= 0) {
         bad = "no tokens";
@@ -230,6 +221,7 @@ static const char *wg_tt_check(const uint8_t *d, size_t n) {
         for (int mode = 0; !bad && mode < 4; mode++) {
             int32_t *ids = NULL;
             size_t nid = 0;
+            wg_error_clear();
             if (wg_tok_encode(t, wg_tt_texts[k], strlen(wg_tt_texts[k]), mode & 1, mode & 2, &ids, &nid) != WG_OK) {
                 if (!wg_errmsg()[0]) {
                     snprintf(wg_tt_why, sizeof wg_tt_why, "encode of text %zu failed without a message", k);
@@ -259,6 +251,28 @@ static const char *wg_tt_check(const uint8_t *d, size_t n) {
             free(ids);
         }
     wg_tok_free(&t);
+    return bad;
+}
+
+/* NULL when a build's outcome is as described at the top: a failure with
+ * no tokenizer and a message, or a tokenizer that passes wg_tt_check_tok. */
+static const char *wg_tt_built(wg_status st, wg_tok_t *t) {
+    if (st != WG_OK) {
+        const char *bad = t ? "failed but returned a tokenizer" : !wg_errmsg()[0] ? "failed without a message" : NULL;
+        if (bad) snprintf(wg_tt_why, sizeof wg_tt_why, "%s (%s)", bad, wg_status_name(st));
+        return bad ? wg_tt_why : NULL;
+    }
+    return wg_tt_check_tok(t);
+}
+
+/* NULL when the GGUF image d[0..n) behaves as described at the top. */
+static const char *wg_tt_check(const uint8_t *d, size_t n) {
+    wg_gguf_t *g = NULL;
+    if (wg_gguf_open_mem(d, n, &g) != WG_OK) return NULL; /* the reader's own fuzz target covers this */
+    wg_tok_t *t = NULL;
+    wg_error_clear();
+    const wg_status st = wg_tok_from_gguf(g, &t);
+    const char *bad = wg_tt_built(st, t);
     wg_gguf_close(&g);
     return bad;
 }

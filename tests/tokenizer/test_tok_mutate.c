@@ -52,3 +52,138 @@ Test(tok_mutate, bpe_llama3, .timeout = 600) { s_sweep(2); }
 Test(tok_mutate, bpe_qwen2, .timeout = 600) { s_sweep(3); }
 Test(tok_mutate, wpm, .timeout = 600) { s_sweep(4); }
 Test(tok_mutate, rwkv, .timeout = 600) { s_sweep(5); }
+
+/* ---- tokenizer.json: hostile values at every node ----
+ * Three small tokenizer.json files (byte-level BPE with a Sequence of Split
+ * and ByteLevel; SentencePiece-style byte-fallback BPE with Prepend/Replace
+ * normalizers; the same with a Metaspace pre-tokenizer): every value of the
+ * document, at any depth, is replaced by each of 0, -1, 1e9, 2.5, "", "zz",
+ * null, true, [], {} and removed. Each variant builds a tokenizer that
+ * passes wg_tt_check_tok or fails with a message. */
+#include <jansson.h>
+
+static const char *const s_json_samples[] = {
+    "{\"added_tokens\": [{\"id\": 9, \"content\": \"<|endoftext|>\", \"special\": true},"
+    " {\"id\": 10, \"content\": \"<tool>\", \"special\": false}],"
+    " \"normalizer\": null,"
+    " \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": ["
+    "  {\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\p{N}{1,3}\"}, \"behavior\": \"Isolated\", \"invert\": false},"
+    "  {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": true}]},"
+    " \"decoder\": {\"type\": \"ByteLevel\"},"
+    " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"c\": 2, \"\\u0120\": 3, \"ab\": 4, \"abc\": 5,"
+    "  \"\\u0120a\": 6, \"1\": 7, \"12\": 8, \"<|endoftext|>\": 9, \"<tool>\": 10, \"\\u010a\": 11},"
+    "  \"merges\": [\"a b\", \"ab c\", \"\\u0120 a\", \"1 2\"]}}",
+
+    "{\"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true},"
+    " {\"id\": 1, \"content\": \"<s>\", \"special\": true}, {\"id\": 2, \"content\": \"</s>\", \"special\": true}],"
+    " \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"\\u2581\"},"
+    "  {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\\u2581\"}]},"
+    " \"pre_tokenizer\": null,"
+    " \"model\": {\"type\": \"BPE\", \"byte_fallback\": true, \"unk_token\": \"<unk>\", \"vocab\": {\"<unk>\": 0,"
+    "  \"<s>\": 1, \"</s>\": 2, \"<0x0A>\": 3, \"<0xC3>\": 4, \"<0xA9>\": 5, \"\\u2581\": 6, \"a\": 7, \"b\": 8,"
+    "  \"\\u2581a\": 9, \"ab\": 10, \"\\u2581ab\": 11},"
+    "  \"merges\": [[\"a\", \"b\"], [\"\\u2581\", \"a\"], [\"\\u2581a\", \"b\"]]}}",
+
+    "{\"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true},"
+    " {\"id\": 1, \"content\": \"<s>\", \"special\": true}],"
+    " \"normalizer\": null,"
+    " \"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", \"prepend_scheme\": \"first\"},"
+    " \"model\": {\"type\": \"BPE\", \"byte_fallback\": true, \"unk_token\": \"<unk>\", \"vocab\": {\"<unk>\": 0,"
+    "  \"<s>\": 1, \"<0x0A>\": 2, \"\\u2581\": 3, \"a\": 4, \"b\": 5, \"\\u2581a\": 6, \"ab\": 7},"
+    "  \"merges\": [\"a b\", \"\\u2581 a\"]}}",
+};
+
+static char s_tj_path[256];
+static long s_tj_tried;
+
+static void s_tj_try(json_t *root, const char *what) {
+    cr_assert_eq(json_dump_file(root, s_tj_path, 0), 0);
+    wg_tok_t *t = NULL;
+    wg_error_clear();
+    const wg_status st = wg_tok_from_json(s_tj_path, &t);
+    const char *why = wg_tt_built(st, t);
+    cr_assert_null(why, "tokenizer.json with %s: %s", what, why);
+    s_tj_tried++;
+}
+
+static json_t *s_tj_variant(int k) {
+    switch (k) {
+    case 0: return json_integer(0);
+    case 1: return json_integer(-1);
+    case 2: return json_integer(1000000000);
+    case 3: return json_real(2.5);
+    case 4: return json_string("");
+    case 5: return json_string("zz");
+    case 6: return json_null();
+    case 7: return json_true();
+    case 8: return json_array();
+    default: return json_object();
+    }
+}
+
+/* Every node under `node` (whose path is `path`) of document `root`. */
+static void s_tj_walk(json_t *root, json_t *node, const char *path) {
+    char what[1200];
+    if (json_is_object(node)) {
+        char keys[64][96];
+        size_t nk = 0;
+        const char *k0;
+        json_t *v0;
+        json_object_foreach(node, k0, v0) {
+            if (nk < 64) snprintf(keys[nk++], sizeof keys[0], "%s", k0);
+        }
+        for (size_t i = 0; i < nk; i++) {
+            json_t *keep = json_incref(json_object_get(node, keys[i]));
+            char sub[1024];
+            if (snprintf(sub, sizeof sub, "%s.%s", path, keys[i]) >= (int)sizeof sub) sub[sizeof sub - 2] = '~';
+            s_tj_walk(root, keep, sub);
+            for (int k = 0; k < 10; k++) {
+                json_object_set_new(node, keys[i], s_tj_variant(k));
+                if (snprintf(what, sizeof what, "%s = variant %d", sub, k) < 0) what[0] = 0;
+                s_tj_try(root, what);
+            }
+            json_object_del(node, keys[i]);
+            if (snprintf(what, sizeof what, "%s removed", sub) < 0) what[0] = 0;
+            s_tj_try(root, what);
+            json_object_set_new(node, keys[i], keep);
+        }
+    } else if (json_is_array(node)) {
+        for (size_t i = 0; i < json_array_size(node); i++) {
+            json_t *keep = json_incref(json_array_get(node, i));
+            char sub[1024];
+            if (snprintf(sub, sizeof sub, "%s[%zu]", path, i) >= (int)sizeof sub) sub[sizeof sub - 2] = '~';
+            s_tj_walk(root, keep, sub);
+            for (int k = 0; k < 10; k++) {
+                json_array_set_new(node, i, s_tj_variant(k));
+                if (snprintf(what, sizeof what, "%s = variant %d", sub, k) < 0) what[0] = 0;
+                s_tj_try(root, what);
+            }
+            json_array_remove(node, i);
+            if (snprintf(what, sizeof what, "%s removed", sub) < 0) what[0] = 0;
+            s_tj_try(root, what);
+            json_array_insert_new(node, i, keep);
+        }
+    }
+}
+
+static void s_tj_sweep(int which) {
+    snprintf(s_tj_path, sizeof s_tj_path, "/tmp/wg_tj_%d.json", (int)getpid());
+    json_error_t je;
+    json_t *root = json_loads(s_json_samples[which], 0, &je);
+    cr_assert_not_null(root, "sample %d: %s at %d", which, je.text, je.position);
+    /* the sample itself builds and passes */
+    cr_assert_eq(json_dump_file(root, s_tj_path, 0), 0);
+    wg_tok_t *t = NULL;
+    cr_assert_eq(wg_tok_from_json(s_tj_path, &t), WG_OK, "sample %d: %s", which, wg_errmsg());
+    const char *why = wg_tt_check_tok(t);
+    cr_assert_null(why, "sample %d: %s", which, why);
+    s_tj_tried = 0;
+    s_tj_walk(root, root, "");
+    json_decref(root);
+    unlink(s_tj_path);
+    cr_assert_gt(s_tj_tried, 300, "sample %d: %ld variants", which, s_tj_tried);
+}
+
+Test(tok_json_mutate, byte_level_bpe, .timeout = 600) { s_tj_sweep(0); }
+Test(tok_json_mutate, byte_fallback_bpe, .timeout = 600) { s_tj_sweep(1); }
+Test(tok_json_mutate, metaspace_bpe, .timeout = 600) { s_tj_sweep(2); }
