@@ -417,6 +417,10 @@ static bool s_parse_body(const s_ctx_t *cx, json_t *body, s_job_t *j, char *err,
     v = json_object_get(body, "stop");
     if (json_is_string(v)) {
         if (!*json_string_value(v)) return snprintf(err, cap, "body.stop is empty"), false;
+        if (strlen(json_string_value(v)) > WG_MSG_MAX_STOP_LEN)
+            return snprintf(err, cap, "body.stop is %zu bytes (at most %u)", strlen(json_string_value(v)),
+                            WG_MSG_MAX_STOP_LEN),
+                   false;
         j->stop[j->n_stop++] = strdup(json_string_value(v));
     } else if (json_is_array(v)) {
         if (json_array_size(v) > WG_MAX_STOP)
@@ -427,6 +431,10 @@ static bool s_parse_body(const s_ctx_t *cx, json_t *body, s_job_t *j, char *err,
         json_array_foreach(v, i, e) {
             if (!json_is_string(e) || !*json_string_value(e))
                 return snprintf(err, cap, "body.stop[%zu] must be a non-empty string", i), false;
+            if (strlen(json_string_value(e)) > WG_MSG_MAX_STOP_LEN)
+                return snprintf(err, cap, "body.stop[%zu] is %zu bytes (at most %u)", i, strlen(json_string_value(e)),
+                                WG_MSG_MAX_STOP_LEN),
+                       false;
             j->stop[j->n_stop++] = strdup(json_string_value(e));
         }
     } else if (v && !json_is_null(v)) {
@@ -752,6 +760,16 @@ static wg_status s_wire_job(const s_job_t *j, size_t i, const char *model, bool 
     w->sampling.chosen_logprob = j->logprobs;
     w->stop = (char **)j->stop;
     w->n_stop = (uint32_t)j->n_stop;
+    /* What the broker's decoder would refuse for the whole SUBMIT becomes
+     * this job's error row (s_parse_body checks the same for --direct). */
+    if (j->n_ids == 0 || j->n_ids > WG_MSG_MAX_TOKENS)
+        return wg_error(WG_ERR_RANGE, "the prompt is %zu tokens (1..%d)", j->n_ids, WG_MSG_MAX_TOKENS);
+    if (j->n_stop > WG_MSG_MAX_STOP)
+        return wg_error(WG_ERR_RANGE, "body.stop has %zu entries (at most %d)", j->n_stop, WG_MSG_MAX_STOP);
+    for (size_t q = 0; q < j->n_stop; q++)
+        if (!j->stop[q][0] || strlen(j->stop[q]) > WG_MSG_MAX_STOP_LEN)
+            return wg_error(WG_ERR_RANGE, "body.stop[%zu] is %zu bytes (1..%u)", q, strlen(j->stop[q]),
+                            WG_MSG_MAX_STOP_LEN);
     if (j->sp.n_logit_bias > WG_MSG_MAX_LOGIT_BIAS)
         return wg_error(WG_ERR_RANGE, "body.logit_bias has %zu entries (at most %d)", j->sp.n_logit_bias,
                         WG_MSG_MAX_LOGIT_BIAS);

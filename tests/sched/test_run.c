@@ -740,3 +740,166 @@ Test(run, json_mode_rows_are_json_objects_on_both_paths, .timeout = 120) {
     for (int k = 0; k < 2; k++) json_decref(rows[k]);
     rm_tmp();
 }
+
+/* Hostile job lines: a complete chat job and a complete completions job
+ * (every body field set), each with one value anywhere in the line (at any
+ * depth) replaced by 0, -1, 1e9, 2.5, "", a 300-byte string, null, true,
+ * [], {} or removed. Through the embedded broker and with --direct, the run
+ * exits 0 and writes exactly one row per line: a 200 response, or an error
+ * with a message that names its line. */
+static void s_hl_variant(json_t **v, int k) {
+    static char big[301];
+    memset(big, 'x', 300);
+    switch (k) {
+    case 0: *v = json_integer(0); break;
+    case 1: *v = json_integer(-1); break;
+    case 2: *v = json_integer(1000000000); break;
+    case 3: *v = json_real(2.5); break;
+    case 4: *v = json_string(""); break;
+    case 5: *v = json_string(big); break;
+    case 6: *v = json_null(); break;
+    case 7: *v = json_true(); break;
+    case 8: *v = json_array(); break;
+    default: *v = json_object(); break;
+    }
+}
+
+static int g_hl_n;
+
+static void s_hl_emit(FILE *f, json_t *root) {
+    char *s = json_dumps(root, JSON_COMPACT);
+    cr_assert_not_null(s);
+    fprintf(f, "%s\n", s);
+    free(s);
+    g_hl_n++;
+}
+
+/* Every node under `node`, each variant on a line of its own; custom_id is
+ * set to "h<line>" first unless the node is custom_id itself. */
+static void s_hl_walk(FILE *f, json_t *root, json_t *node, bool top) {
+    if (json_is_object(node)) {
+        char keys[32][64];
+        size_t nk = 0;
+        const char *k0;
+        json_t *v0;
+        json_object_foreach(node, k0, v0) {
+            if (nk < 32) snprintf(keys[nk++], sizeof keys[0], "%s", k0);
+        }
+        for (size_t i = 0; i < nk; i++) {
+            json_t *keep = json_incref(json_object_get(node, keys[i]));
+            s_hl_walk(f, root, keep, false);
+            const bool is_cid = top && !strcmp(keys[i], "custom_id");
+            for (int k = 0; k <= 10; k++) {
+                if (k < 10) {
+                    json_t *v;
+                    s_hl_variant(&v, k);
+                    json_object_set_new(node, keys[i], v);
+                } else {
+                    json_object_del(node, keys[i]);
+                }
+                if (!is_cid) json_object_set_new(root, "custom_id", json_sprintf("h%d", g_hl_n + 1));
+                s_hl_emit(f, root);
+            }
+            json_object_set_new(node, keys[i], keep);
+        }
+    } else if (json_is_array(node)) {
+        for (size_t i = 0; i < json_array_size(node); i++) {
+            json_t *keep = json_incref(json_array_get(node, i));
+            s_hl_walk(f, root, keep, false);
+            for (int k = 0; k <= 10; k++) {
+                if (k < 10) {
+                    json_t *v;
+                    s_hl_variant(&v, k);
+                    json_array_set_new(node, i, v);
+                } else {
+                    json_array_remove(node, i);
+                }
+                json_object_set_new(root, "custom_id", json_sprintf("h%d", g_hl_n + 1));
+                s_hl_emit(f, root);
+                if (k == 10) json_array_insert_new(node, i, json_incref(keep));
+            }
+            json_array_set_new(node, i, keep);
+        }
+    }
+}
+
+Test(run, hostile_job_lines_each_give_exactly_one_row, .timeout = 600) {
+    WG_REQUIRE_CORPUS();
+    mkdir_tmp();
+    char in[512];
+    snprintf(in, sizeof in, "%s/jobs.jsonl", g_dir);
+    FILE *f = fopen(in, "wb");
+    cr_assert_not_null(f);
+    g_hl_n = 0;
+    json_error_t je;
+    json_t *chat = json_loads(
+        "{\"custom_id\":\"c\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\","
+        "\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},{\"role\":\"user\",\"content\":\"Hi\"}],"
+        "\"max_tokens\":3,\"temperature\":0.7,\"top_p\":0.9,\"seed\":5,\"stop\":[\"\\n\",\"cat\"],"
+        "\"logprobs\":true,\"top_logprobs\":2,\"logit_bias\":{\"13\":2,\"29\":-100},\"presence_penalty\":0.5,"
+        "\"frequency_penalty\":0.25,\"response_format\":{\"type\":\"text\"}}}",
+        0, &je);
+    cr_assert_not_null(chat, "%s", je.text);
+    json_t *comp = json_loads(
+        "{\"custom_id\":\"p\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"model\":\"m\","
+        "\"prompt\":\"The cat\",\"max_tokens\":3,\"temperature\":0,\"seed\":1,\"stop\":\"dog\",\"logprobs\":1,"
+        "\"n\":1,\"echo\":false}}",
+        0, &je);
+    cr_assert_not_null(comp, "%s", je.text);
+    json_t *ids = json_loads(
+        "{\"custom_id\":\"i\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":[1,400,50],\"max_tokens\":2}}", 0, &je);
+    cr_assert_not_null(ids, "%s", je.text);
+    s_hl_walk(f, chat, chat, true);
+    s_hl_walk(f, comp, comp, true);
+    s_hl_walk(f, ids, ids, true);
+    fclose(f);
+    json_decref(chat);
+    json_decref(comp);
+    json_decref(ids);
+    cr_assert_gt(g_hl_n, 300, "only %d lines", g_hl_n);
+    const char *paths[] = {"", "--direct"};
+    json_t *verdict[2] = {json_object(), json_object()}; /* custom_id -> answered, per path */
+    for (int pi = 0; pi < 2; pi++) {
+        char out[512];
+        snprintf(out, sizeof out, "%s/results%d.jsonl", g_dir, pi);
+        const int rc = run_waggle(in, out, paths[pi]);
+        if (rc != 0) {
+            char cmd[600];
+            snprintf(cmd, sizeof cmd, "tail -5 '%s/stderr.txt' >&2", g_dir);
+            (void)!system(cmd);
+        }
+        cr_assert_eq(rc, 0, "waggle run %s exited %d", paths[pi], rc);
+        json_t *rows = read_rows(out);
+        cr_assert_eq((int)json_array_size(rows), g_hl_n, "%s: %zu rows for %d lines", paths[pi],
+                     json_array_size(rows), g_hl_n);
+        int ok = 0, err = 0;
+        size_t i;
+        json_t *r;
+        json_array_foreach(rows, i, r) {
+            json_t *e = json_object_get(r, "error");
+            const char *cid = json_string_value(json_object_get(r, "custom_id"));
+            if (cid) json_object_set_new(verdict[pi], cid, json_boolean(!json_is_object(e)));
+            if (json_is_object(e)) {
+                const char *msg = json_string_value(json_object_get(e, "message"));
+                cr_assert(msg && *msg, "%s: error row without a message", paths[pi]);
+                const json_int_t ln = json_integer_value(json_object_get(e, "line"));
+                cr_assert(ln >= 1 && ln <= g_hl_n, "%s: error row names line %lld", paths[pi], (long long)ln);
+                err++;
+            } else {
+                cr_assert_eq(json_integer_value(json_object_get(json_object_get(r, "response"), "status_code")), 200,
+                             "%s: row %zu neither an error nor a 200", paths[pi], i);
+                ok++;
+            }
+        }
+        cr_log_info("%s: %d lines, %d answered, %d error rows\n", paths[pi][0] ? paths[pi] : "embedded", g_hl_n, ok,
+                    err);
+        cr_assert_gt(ok, 50);
+        cr_assert_gt(err, 50);
+        json_decref(rows);
+    }
+    /* both paths answer and refuse the same lines */
+    cr_assert(json_equal(verdict[0], verdict[1]), "the embedded and --direct paths disagree on which lines are valid");
+    json_decref(verdict[0]);
+    json_decref(verdict[1]);
+    rm_tmp();
+}
