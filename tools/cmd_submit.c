@@ -38,6 +38,7 @@ typedef struct {
     char job_id[33];        /* broker id once accepted */
     int64_t retry_at;       /* ms: not before (full queue) */
     int64_t last_seen;      /* ms: accepted or last fetched */
+    bool solo;              /* sent alone: its batch was refused for a reason a retry cannot fix */
 } s_item;
 
 typedef struct {
@@ -328,6 +329,23 @@ static bool s_parse_line(const char *line, const char *def_model, int priority, 
         }
         j->prompt = strdup(json_string_value(p));
     }
+    {
+        /* The broker decodes a SUBMIT as a whole, so a job its decoder would
+         * refuse (a role or model name over its wire limit, a NUL byte…)
+         * would hold up every job of its batch: each job goes through the
+         * same encoder and decoder here and becomes its own error row. */
+        wg_msg_submit one = {.req = 1, .jobs = j, .n_jobs = 1};
+        wg_msg_submit back;
+        wg_msg_buf b = {0};
+        memset(&back, 0, sizeof back);
+        if (wg_msg_submit_encode(&one, &b) != WG_OK || wg_msg_submit_decode(b.data, b.len, &back) != WG_OK) {
+            snprintf(err, cap, "the job does not fit the broker protocol: %s", wg_errmsg());
+            wg_msg_buf_free(&b);
+            goto out;
+        }
+        wg_msg_submit_clear(&back);
+        wg_msg_buf_free(&b);
+    }
     ok = true;
 out:
     json_decref(root);
@@ -535,7 +553,14 @@ int wg_cmd_submit(int argc, char **argv) {
             size_t scanned = 0;
             for (; scanned < n_items && n < (uint32_t)batch && (long)(outstanding + n) < window; scanned++) {
                 size_t i = (cursor + scanned) % n_items;
-                if (items[i].state == J_TODO && items[i].retry_at <= now) idx[n++] = (uint32_t)i;
+                if (items[i].state != J_TODO || items[i].retry_at > now) continue;
+                /* a solo item goes in a batch of its own */
+                if (items[i].solo && n > 0) break;
+                idx[n++] = (uint32_t)i;
+                if (items[i].solo) {
+                    scanned++;
+                    break;
+                }
             }
             cursor = n_items ? (cursor + scanned) % n_items : 0;
             if (!n) break;
@@ -651,13 +676,33 @@ int wg_cmd_submit(int argc, char **argv) {
                             outstanding--;
                         }
                     } else {
+                        /* A full queue or an unavailable store passes; anything
+                         * else (the broker could not read the batch) would come
+                         * back every time: the batch's jobs go again one by one,
+                         * and a job refused alone becomes its error row. */
+                        const bool transient = e.code == WG_ERR_FULL || e.code == WG_ERR_REDIS ||
+                                               e.code == WG_ERR_AGAIN || e.code == WG_ERR_TIMEOUT ||
+                                               e.code == WG_ERR_NOMEM;
                         for (size_t bi = 0; bi < n_batches; bi++) {
                             if (batches[bi].req != e.req) continue;
                             for (uint32_t q = 0; q < batches[bi].n; q++) {
                                 s_item *it = &items[batches[bi].idx[q]];
-                                it->state = J_TODO;
-                                it->retry_at = now + (int64_t)(e.retry_after_ms ? e.retry_after_ms : 1000);
                                 outstanding--;
+                                if (!transient && batches[bi].n == 1) {
+                                    s_error_row(&out, it->job.custom_id, wg_status_name(e.code),
+                                                e.reason ? e.reason : "refused by the broker");
+                                    it->state = J_DONE;
+                                    n_done++;
+                                    n_failed++;
+                                    continue;
+                                }
+                                it->state = J_TODO;
+                                if (transient) {
+                                    it->retry_at = now + (int64_t)(e.retry_after_ms ? e.retry_after_ms : 1000);
+                                } else {
+                                    it->solo = true;
+                                    it->retry_at = now;
+                                }
                             }
                             fprintf(stderr, "waggle submit: broker refused a batch: %s %s\n", wg_status_name(e.code),
                                     e.reason ? e.reason : "");

@@ -897,3 +897,57 @@ Test(fleet, tail_finds_the_worker_in_the_registry_and_prints_the_job_text, .time
     json_decref(texts);
     json_decref(rows);
 }
+
+/* Lines the broker's decoder would refuse (a chat role over 32 bytes, an
+ * empty role, a model name over 256 bytes) are error rows naming the field,
+ * written by `waggle submit` before sending; the jobs around them, in the same
+ * batches, all complete. Before, such a line got its whole SUBMIT refused and
+ * resent forever. */
+Test(fleet, submit_lines_the_protocol_cannot_carry_are_error_rows_and_their_batch_completes, .timeout = 60) {
+    WG_REQUIRE_CORPUS();
+    fl_redis r = {0};
+    fl_redis_start(&r);
+    fl_broker b = {0};
+    fl_broker_start(&b, &r, NULL);
+    fl_worker w = {0};
+    fl_worker_start(&w, &b, "w1", NULL);
+    const char *in = fl_path("jobs.jsonl"), *out = fl_path("out.jsonl");
+    fl_write_jobs(in, 20, 4, 0);
+    FILE *f = fopen(in, "a");
+    cr_assert(f);
+    char big[301];
+    memset(big, 'm', 300);
+    big[300] = 0;
+    fprintf(f, "{\"custom_id\":\"bad-role\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"stories\","
+               "\"messages\":[{\"role\":\"a-role-name-far-longer-than-thirty-two-bytes\",\"content\":\"Hi\"}]}}\n");
+    fprintf(f, "{\"custom_id\":\"empty-role\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"stories\","
+               "\"messages\":[{\"role\":\"\",\"content\":\"Hi\"}]}}\n");
+    fprintf(f, "{\"custom_id\":\"long-model\",\"url\":\"/v1/completions\",\"body\":{\"model\":\"%s\",\"prompt\":\"x\"}}\n",
+            big);
+    fclose(f);
+    const char *ex[] = {"--batch", "8", NULL};
+    pid_t sp = fl_submit_start(&b, in, out, ex);
+    const int rc = fl_wait(&sp, 40000);
+    if (rc != 3) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "tail -5 '%s' >&2", fl_path("submit.log"));
+        (void)!system(cmd);
+    }
+    cr_assert_eq(rc, 3, "waggle submit should finish with status 3 (some rows are errors), got %d", rc);
+    json_t *rows = fl_rows(out);
+    cr_assert_eq((int)json_object_size(rows), 23, "expected 23 rows, got %zu", json_object_size(rows));
+    for (int i = 0; i < 20; i++) {
+        char cid[32];
+        snprintf(cid, sizeof cid, "job-%d", i);
+        cr_assert_eq(fl_row_status(json_object_get(rows, cid)), 200, "%s did not succeed", cid);
+    }
+    const char *bad[][2] = {{"bad-role", "role"}, {"empty-role", "role"}, {"long-model", "model"}};
+    for (int i = 0; i < 3; i++) {
+        json_t *e = json_object_get(json_object_get(rows, bad[i][0]), "error");
+        cr_assert(json_is_object(e), "%s is not an error row", bad[i][0]);
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        cr_assert(msg && strstr(msg, bad[i][1]), "%s: message '%s' does not name '%s'", bad[i][0], msg ? msg : "",
+                  bad[i][1]);
+    }
+    json_decref(rows);
+}
