@@ -615,7 +615,11 @@ static void s_on_submit(wg_broker_t *b, const wg_msg_in *in) {
     wg_status dst = wg_msg_submit_decode(in->body, in->body_len, &sub);
     if (dst != WG_OK) {
         b->c_bad_frontend++;
-        s_reply_error(b, in, 0, dst, wg_errmsg(), 0);
+        /* echo the req when it can be read, so the producer knows which
+         * batch was refused (waggle submit then resends its jobs one by one) */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", wg_errmsg());
+        s_reply_error(b, in, wg_msg_peek_req(in->body, in->body_len), dst, why, 0);
         return;
     }
     wg_msg_submitted rep = {.req = sub.req, .n_items = sub.n_jobs};

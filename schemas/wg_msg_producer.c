@@ -409,6 +409,21 @@ void wg_msg_submit_clear(wg_msg_submit *m) {
     memset(m, 0, sizeof *m);
 }
 
+uint64_t wg_msg_peek_req(const uint8_t *data, size_t len) {
+    wg_mp_rd r;
+    uint32_t n;
+    uint64_t req = 0;
+    if (wg_mp_begin(&r, data, len, "<peek>", &n) != WG_OK) return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k;
+        uint32_t kl;
+        if (wg_mp_key(&r, &k, &kl) != WG_OK) return 0;
+        if (wg_mp_key_is(k, kl, "req")) return wg_mp_uint(&r, "req", UINT64_MAX, &req) == WG_OK ? req : 0;
+        if (wg_mp_skip(&r) != WG_OK) return 0;
+    }
+    return 0;
+}
+
 wg_status wg_msg_submit_decode(const uint8_t *data, size_t len, wg_msg_submit *out) {
     wg_mp_rd r;
     wg_status st;

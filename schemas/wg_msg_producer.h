@@ -81,6 +81,10 @@ typedef struct wg_msg_submit {
 
 wg_status wg_msg_submit_encode(const wg_msg_submit *m, wg_msg_buf *out);
 wg_status wg_msg_submit_decode(const uint8_t *data, size_t len, wg_msg_submit *out);
+/* The top-level "req" of a body the decoder refused (a field over a limit,
+ * say), so the ERROR can still echo it; 0 when the body is not a msgpack map
+ * or has no readable uint "req". Overwrites the thread's error message. */
+uint64_t wg_msg_peek_req(const uint8_t *data, size_t len);
 void wg_msg_submit_clear(wg_msg_submit *m);
 
 typedef struct wg_msg_submitted_item {

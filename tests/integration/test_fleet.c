@@ -900,11 +900,13 @@ Test(fleet, tail_finds_the_worker_in_the_registry_and_prints_the_job_text, .time
 
 /* Lines the broker's decoder would refuse (a chat role over 32 bytes, an
  * empty role, a model name over 256 bytes) are error rows naming the field,
- * written by `waggle submit` before sending; the jobs around them, in the same
- * batches, all complete. Before, such a line got its whole SUBMIT refused and
- * resent forever. */
-Test(fleet, submit_lines_the_protocol_cannot_carry_are_error_rows_and_their_batch_completes, .timeout = 60) {
+ * written by `waggle submit` before sending (precheck) or after the broker
+ * refused them alone; the jobs around them, in the same batches, all
+ * complete. Before, such a line got its whole SUBMIT refused and resent
+ * forever. */
+static void s_submit_unreadable_lines(bool precheck) {
     WG_REQUIRE_CORPUS();
+    if (!precheck) setenv("WAGGLE_SUBMIT_NO_PRECHECK", "1", 1);
     fl_redis r = {0};
     fl_redis_start(&r);
     fl_broker b = {0};
@@ -950,4 +952,15 @@ Test(fleet, submit_lines_the_protocol_cannot_carry_are_error_rows_and_their_batc
                   bad[i][1]);
     }
     json_decref(rows);
+}
+
+Test(fleet, submit_lines_the_protocol_cannot_carry_are_error_rows_and_their_batch_completes, .timeout = 60) {
+    s_submit_unreadable_lines(true);
+}
+
+/* The same lines sent unchecked (as an older or newer client might): the
+ * broker refuses their batches (echoing req), the client resends those jobs
+ * one per SUBMIT, and the jobs refused alone become error rows. */
+Test(fleet, submit_batches_the_broker_cannot_read_are_resent_job_by_job, .timeout = 60) {
+    s_submit_unreadable_lines(false);
 }

@@ -89,3 +89,28 @@ Test(msg_mutate, heartbeat) { cr_assert_gt(s_sweep(WG_TM_HEARTBEAT), 100); }
 Test(msg_mutate, failed) { cr_assert_gt(s_sweep(WG_TM_FAILED), 100); }
 Test(msg_mutate, disconnect) { cr_assert_gt(s_sweep(WG_TM_DISCONNECT), 100); }
 Test(msg_mutate, empty) { cr_assert_gt(s_sweep(WG_TM_EMPTY), 20); } /* a one-byte body */
+
+/* The broker echoes the req of a SUBMIT it cannot decode: wg_msg_peek_req
+ * reads it from a body whose job breaks a limit, and gives 0 for bodies
+ * that are not maps or have no uint req. */
+Test(msg_mutate, peek_req_reads_the_req_of_a_refused_submit) {
+    wg_msg_submit m = {.req = 4242, .n_jobs = 1};
+    m.jobs = calloc(1, sizeof *m.jobs);
+    wg_tm_job(&m.jobs[0], false, 0);
+    free(m.jobs[0].messages[0].role);
+    m.jobs[0].messages[0].role = strdup("a-role-name-far-longer-than-thirty-two-bytes");
+    wg_msg_buf b = {0};
+    cr_assert_eq(wg_msg_submit_encode(&m, &b), WG_OK, "%s", wg_errmsg());
+    wg_msg_submit back;
+    cr_assert_neq(wg_msg_submit_decode(b.data, b.len, &back), WG_OK, "the long role must be refused");
+    cr_assert(strstr(wg_errmsg(), "role"), "%s", wg_errmsg());
+    cr_assert_eq(wg_msg_peek_req(b.data, b.len), 4242);
+    /* truncated before req is reached, or not a map: 0 */
+    cr_assert_eq(wg_msg_peek_req(b.data, 1), 0);
+    const uint8_t arr[] = {0x91, 0x01}, noreq[] = {0x81, 0xa1, 'x', 0x05}, strreq[] = {0x81, 0xa3, 'r', 'e', 'q', 0xa1, '7'};
+    cr_assert_eq(wg_msg_peek_req(arr, sizeof arr), 0);
+    cr_assert_eq(wg_msg_peek_req(noreq, sizeof noreq), 0);
+    cr_assert_eq(wg_msg_peek_req(strreq, sizeof strreq), 0);
+    wg_msg_buf_free(&b);
+    wg_msg_submit_clear(&m);
+}
