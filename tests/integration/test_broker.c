@@ -357,3 +357,90 @@ Test(broker, cancel_of_queued_job_ends_it_cancelled) {
     zmq_close(w);
     env_down(&e);
 }
+
+/* Garbage in the durable store (a damaged AOF, a stray writer, another
+ * version): queue entries without a job, with bytes that are not msgpack
+ * or with a body that is not a job, a job_id that is not one, a queue key of
+ * the wrong Redis type, an empty and a 300-byte model name in the model set,
+ * a non-numeric attempts counter and a stored result that is not a RESULT.
+ * The restarted broker stays up, recovers and completes the real jobs, and
+ * answers a FETCH of the garbage result with an error. */
+Test(broker, garbage_in_redis_is_survived_and_real_jobs_still_complete) {
+    env e;
+    env_up(&e, NULL);
+    void *p = h_dealer(e.ctx, e.b.fe);
+    char ids[2][33];
+    cr_assert_eq(h_submit(p, "m", 2, ids, NULL), 2);
+    h_broker_kill(&e.b, SIGKILL);
+    const char *fake = "0123456789abcdef0123456789abcdef";
+    const char *cmds[][8] = {
+        {"XADD", "waggle:q:m", "*", "job_id", "zzz", "job", "\xc1\xc1not msgpack", "owner"},
+        {"XADD", "waggle:q:m", "*", "foo", "bar", NULL},
+        {"XADD", "waggle:q:m", "*", "job_id", fake, "job", "\x91\x01", NULL},
+        {"XADD", "waggle:q:m", "*", "job_id", fake, "job", "\x81\xa5model\xa1m", NULL},
+        {"SET", "waggle:q:wrongtype", "a string, not a stream", NULL},
+        {"SADD", "waggle:models", "wrongtype", NULL},
+        {"SADD", "waggle:models", "", NULL},
+        {"SET", "waggle:result:0123456789abcdef0123456789abcdef", "\x93garbage", NULL},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        int argc = 0;
+        size_t lens[8];
+        while (argc < 8 && cmds[i][argc]) {
+            lens[argc] = strlen(cmds[i][argc]);
+            argc++;
+        }
+        if (argc == 8) { /* the first XADD: its owner value */
+            redisContext *c = redisConnect("127.0.0.1", e.r.port);
+            const char *argv[9];
+            size_t al[9];
+            for (int k = 0; k < 8; k++) argv[k] = cmds[i][k], al[k] = lens[k];
+            argv[8] = "00", al[8] = 2;
+            redisReply *rep = redisCommandArgv(c, 9, argv, al);
+            cr_assert(rep && rep->type != REDIS_REPLY_ERROR, "%s", rep ? rep->str : c->errstr);
+            freeReplyObject(rep);
+            redisFree(c);
+            continue;
+        }
+        redisContext *c = redisConnect("127.0.0.1", e.r.port);
+        redisReply *rep = redisCommandArgv(c, argc, cmds[i], lens);
+        cr_assert(rep && rep->type != REDIS_REPLY_ERROR, "%s: %s", cmds[i][0], rep ? rep->str : c->errstr);
+        freeReplyObject(rep);
+        redisFree(c);
+    }
+    char big[301];
+    memset(big, 'b', 300);
+    big[300] = 0;
+    freeReplyObject(h_redis_cmd(&e.r, "SADD waggle:models %s", big));
+    freeReplyObject(h_redis_cmd(&e.r, "SET waggle:attempts:%s abc", ids[0]));
+    h_broker_start(&e.b, &e.r, NULL);
+    zmq_close(p);
+    p = h_dealer(e.ctx, e.b.fe);
+    void *w = h_dealer(e.ctx, e.b.be);
+    h_ready(w, "w1", 8, "m");
+    int got = 0;
+    for (int k = 0; k < 8 && got < 2; k++) {
+        wg_msg_job j;
+        if (h_take_job(w, &j, 2000) != WG_OK) break;
+        for (int i = 0; i < 2; i++)
+            if (!strcmp(j.job_id, ids[i])) got++;
+        h_done(w, j.job_id, "ok");
+        wg_msg_job_clear(&j);
+    }
+    cr_assert_eq(got, 2, "only %d of the 2 real jobs were delivered after the restart", got);
+    for (int i = 0; i < 2; i++) {
+        wg_msg_result r;
+        cr_assert_eq(s_fetch_ended(p, ids[i], &r), WG_OK, "job %d result", i);
+        cr_assert_str_eq(r.text, "ok");
+        wg_msg_result_clear(&r);
+    }
+    wg_msg_result r;
+    const wg_status st = h_fetch(p, fake, &r);
+    cr_assert_neq(st, WG_OK, "a stored result that is not a RESULT must not be served");
+    cr_assert_neq(st, WG_ERR_TIMEOUT, "the broker did not answer the FETCH of the garbage result");
+    int status;
+    cr_assert_eq(waitpid(e.b.pid, &status, WNOHANG), 0, "the broker died");
+    zmq_close(p);
+    zmq_close(w);
+    env_down(&e);
+}
