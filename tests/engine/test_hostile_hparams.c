@@ -157,7 +157,7 @@ S_MODEL(rwkv7, "models/rwkv7/rwkv7-f32.gguf")
  * Every top-level number of the corpus HF configs, and of their nested
  * objects (rope_scaling…), becomes each of: 0, 1, 3, 1e9, -1, 2.5, a string,
  * null, true; and each key is dropped. Same contract as above. */
-#include <jansson.h>
+#include "wg_test_json.h"
 
 static void s_hf_try(const char *dir, const char *safetensors, json_t *cfg, const char *what, int *tried,
                      int *loaded) {
@@ -171,40 +171,32 @@ static void s_hf_try(const char *dir, const char *safetensors, json_t *cfg, cons
     (*tried)++;
 }
 
-static void s_hf_mutate(json_t *root, json_t *obj, const char *path, const char *dir, const char *st, int *tried,
-                        int *loaded) {
-    /* the keys as they are now (the loop deletes and re-adds each) */
-    char keys[64][128];
-    size_t nk = 0;
-    const char *k0;
-    json_t *v0;
-    json_object_foreach(obj, k0, v0) {
-        if (nk < 64) snprintf(keys[nk++], sizeof keys[0], "%s", k0);
+typedef struct {
+    const char *dir, *st;
+    int tried, loaded;
+} s_hf_t;
+
+static json_t *s_hf_variant(int k) {
+    switch (k) {
+    case 0: return json_integer(0);
+    case 1: return json_integer(1);
+    case 2: return json_integer(3);
+    case 3: return json_integer(1000000000);
+    case 4: return json_integer(-1);
+    case 5: return json_real(2.5);
+    case 6: return json_string("many");
+    case 7: return json_null();
+    default: return json_true();
     }
-    for (size_t ki = 0; ki < nk; ki++) {
-        const char *key = keys[ki];
-        json_t *val = json_object_get(obj, key);
-        char what[512];
-        if (json_is_object(val)) {
-            char sub[256];
-            snprintf(sub, sizeof sub, "%s%s.", path, key);
-            s_hf_mutate(root, val, sub, dir, st, tried, loaded);
-        }
-        if (!json_is_number(val) && !json_is_boolean(val)) continue;
-        json_t *keep = json_incref(val);
-        json_t *subs[] = {json_integer(0),    json_integer(1),  json_integer(3),     json_integer(1000000000),
-                          json_integer(-1),   json_real(2.5),   json_string("many"), json_null(),
-                          json_true()};
-        for (size_t k = 0; k < sizeof subs / sizeof subs[0]; k++) {
-            json_object_set_new(obj, key, subs[k]);
-            snprintf(what, sizeof what, "%s: %s%s = variant %zu", dir, path, key, k);
-            s_hf_try(dir, st, root, what, tried, loaded);
-        }
-        json_object_del(obj, key);
-        snprintf(what, sizeof what, "%s: %s%s dropped", dir, path, key);
-        s_hf_try(dir, st, root, what, tried, loaded);
-        json_object_set_new(obj, key, keep);
-    }
+}
+
+static bool s_hf_want(const json_t *v) { return json_is_number(v) || json_is_boolean(v); }
+
+static void s_hf_visit(json_t *root, const char *path, int k, void *arg) {
+    s_hf_t *h = arg;
+    char what[1400];
+    if (snprintf(what, sizeof what, k < 9 ? "%s: %s = variant %d" : "%s: %s dropped", h->dir, path, k) < 0) what[0] = 0;
+    s_hf_try(h->dir, h->st, root, what, &h->tried, &h->loaded);
 }
 
 static void s_hf_sweep(const char *rel) {
@@ -220,8 +212,9 @@ static void s_hf_sweep(const char *rel) {
     cr_assert_not_null(root, "%s: %s", cfgp, je.text);
     snprintf(dir, sizeof dir, "/tmp/wg_hostile_hf_%d", (int)getpid());
     mkdir(dir, 0700);
-    int tried = 0, loaded = 0;
-    s_hf_mutate(root, root, "", dir, st, &tried, &loaded);
+    s_hf_t h = {.dir = dir, .st = st};
+    wg_test_json_mutate(root, root, "", s_hf_want, s_hf_variant, 9, s_hf_visit, &h);
+    const int tried = h.tried, loaded = h.loaded;
     json_decref(root);
     char p[512];
     snprintf(p, sizeof p, "%s/config.json", dir);

@@ -17,6 +17,7 @@
 #include "engine/sampler/wg_sampler.h"
 #include "engine/tokenizer/wg_tok.h"
 #include "wg_test.h"
+#include "wg_test_json.h"
 #include "wg_test_sys.h"
 
 #define MODEL_REL "trained/stories260K-f32.gguf"
@@ -747,80 +748,36 @@ Test(run, json_mode_rows_are_json_objects_on_both_paths, .timeout = 120) {
  * [], {} or removed. Through the embedded broker and with --direct, the run
  * exits 0 and writes exactly one row per line: a 200 response, or an error
  * with a message that names its line. */
-static void s_hl_variant(json_t **v, int k) {
+static json_t *s_hl_variant(int k) {
     static char big[301];
     memset(big, 'x', 300);
     switch (k) {
-    case 0: *v = json_integer(0); break;
-    case 1: *v = json_integer(-1); break;
-    case 2: *v = json_integer(1000000000); break;
-    case 3: *v = json_real(2.5); break;
-    case 4: *v = json_string(""); break;
-    case 5: *v = json_string(big); break;
-    case 6: *v = json_null(); break;
-    case 7: *v = json_true(); break;
-    case 8: *v = json_array(); break;
-    default: *v = json_object(); break;
+    case 0: return json_integer(0);
+    case 1: return json_integer(-1);
+    case 2: return json_integer(1000000000);
+    case 3: return json_real(2.5);
+    case 4: return json_string("");
+    case 5: return json_string(big);
+    case 6: return json_null();
+    case 7: return json_true();
+    case 8: return json_array();
+    default: return json_object();
     }
 }
 
 static int g_hl_n;
 
-static void s_hl_emit(FILE *f, json_t *root) {
+/* One line per edit; its custom_id is "h<line>" unless the edit is of
+ * custom_id itself. */
+static void s_hl_visit(json_t *root, const char *path, int k, void *arg) {
+    (void)k;
+    FILE *f = arg;
+    if (strcmp(path, "custom_id") != 0) json_object_set_new(root, "custom_id", json_sprintf("h%d", g_hl_n + 1));
     char *s = json_dumps(root, JSON_COMPACT);
     cr_assert_not_null(s);
     fprintf(f, "%s\n", s);
     free(s);
     g_hl_n++;
-}
-
-/* Every node under `node`, each variant on a line of its own; custom_id is
- * set to "h<line>" first unless the node is custom_id itself. */
-static void s_hl_walk(FILE *f, json_t *root, json_t *node, bool top) {
-    if (json_is_object(node)) {
-        char keys[32][64];
-        size_t nk = 0;
-        const char *k0;
-        json_t *v0;
-        json_object_foreach(node, k0, v0) {
-            if (nk < 32) snprintf(keys[nk++], sizeof keys[0], "%s", k0);
-        }
-        for (size_t i = 0; i < nk; i++) {
-            json_t *keep = json_incref(json_object_get(node, keys[i]));
-            s_hl_walk(f, root, keep, false);
-            const bool is_cid = top && !strcmp(keys[i], "custom_id");
-            for (int k = 0; k <= 10; k++) {
-                if (k < 10) {
-                    json_t *v;
-                    s_hl_variant(&v, k);
-                    json_object_set_new(node, keys[i], v);
-                } else {
-                    json_object_del(node, keys[i]);
-                }
-                if (!is_cid) json_object_set_new(root, "custom_id", json_sprintf("h%d", g_hl_n + 1));
-                s_hl_emit(f, root);
-            }
-            json_object_set_new(node, keys[i], keep);
-        }
-    } else if (json_is_array(node)) {
-        for (size_t i = 0; i < json_array_size(node); i++) {
-            json_t *keep = json_incref(json_array_get(node, i));
-            s_hl_walk(f, root, keep, false);
-            for (int k = 0; k <= 10; k++) {
-                if (k < 10) {
-                    json_t *v;
-                    s_hl_variant(&v, k);
-                    json_array_set_new(node, i, v);
-                } else {
-                    json_array_remove(node, i);
-                }
-                json_object_set_new(root, "custom_id", json_sprintf("h%d", g_hl_n + 1));
-                s_hl_emit(f, root);
-                if (k == 10) json_array_insert_new(node, i, json_incref(keep));
-            }
-            json_array_set_new(node, i, keep);
-        }
-    }
 }
 
 Test(run, hostile_job_lines_each_give_exactly_one_row, .timeout = 600) {
@@ -849,9 +806,9 @@ Test(run, hostile_job_lines_each_give_exactly_one_row, .timeout = 600) {
     json_t *ids = json_loads(
         "{\"custom_id\":\"i\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":[1,400,50],\"max_tokens\":2}}", 0, &je);
     cr_assert_not_null(ids, "%s", je.text);
-    s_hl_walk(f, chat, chat, true);
-    s_hl_walk(f, comp, comp, true);
-    s_hl_walk(f, ids, ids, true);
+    wg_test_json_mutate(chat, chat, "", NULL, s_hl_variant, 10, s_hl_visit, f);
+    wg_test_json_mutate(comp, comp, "", NULL, s_hl_variant, 10, s_hl_visit, f);
+    wg_test_json_mutate(ids, ids, "", NULL, s_hl_variant, 10, s_hl_visit, f);
     fclose(f);
     json_decref(chat);
     json_decref(comp);

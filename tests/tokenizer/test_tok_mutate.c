@@ -60,7 +60,7 @@ Test(tok_mutate, rwkv, .timeout = 600) { s_sweep(5); }
  * document, at any depth, is replaced by each of 0, -1, 1e9, 2.5, "", "zz",
  * null, true, [], {} and removed. Each variant builds a tokenizer that
  * passes wg_tt_check_tok or fails with a message. */
-#include <jansson.h>
+#include "wg_test_json.h"
 
 static const char *const s_json_samples[] = {
     "{\"added_tokens\": [{\"id\": 9, \"content\": \"<|endoftext|>\", \"special\": true},"
@@ -121,49 +121,11 @@ static json_t *s_tj_variant(int k) {
     }
 }
 
-/* Every node under `node` (whose path is `path`) of document `root`. */
-static void s_tj_walk(json_t *root, json_t *node, const char *path) {
-    char what[1200];
-    if (json_is_object(node)) {
-        char keys[64][96];
-        size_t nk = 0;
-        const char *k0;
-        json_t *v0;
-        json_object_foreach(node, k0, v0) {
-            if (nk < 64) snprintf(keys[nk++], sizeof keys[0], "%s", k0);
-        }
-        for (size_t i = 0; i < nk; i++) {
-            json_t *keep = json_incref(json_object_get(node, keys[i]));
-            char sub[1024];
-            if (snprintf(sub, sizeof sub, "%s.%s", path, keys[i]) >= (int)sizeof sub) sub[sizeof sub - 2] = '~';
-            s_tj_walk(root, keep, sub);
-            for (int k = 0; k < 10; k++) {
-                json_object_set_new(node, keys[i], s_tj_variant(k));
-                if (snprintf(what, sizeof what, "%s = variant %d", sub, k) < 0) what[0] = 0;
-                s_tj_try(root, what);
-            }
-            json_object_del(node, keys[i]);
-            if (snprintf(what, sizeof what, "%s removed", sub) < 0) what[0] = 0;
-            s_tj_try(root, what);
-            json_object_set_new(node, keys[i], keep);
-        }
-    } else if (json_is_array(node)) {
-        for (size_t i = 0; i < json_array_size(node); i++) {
-            json_t *keep = json_incref(json_array_get(node, i));
-            char sub[1024];
-            if (snprintf(sub, sizeof sub, "%s[%zu]", path, i) >= (int)sizeof sub) sub[sizeof sub - 2] = '~';
-            s_tj_walk(root, keep, sub);
-            for (int k = 0; k < 10; k++) {
-                json_array_set_new(node, i, s_tj_variant(k));
-                if (snprintf(what, sizeof what, "%s = variant %d", sub, k) < 0) what[0] = 0;
-                s_tj_try(root, what);
-            }
-            json_array_remove(node, i);
-            if (snprintf(what, sizeof what, "%s removed", sub) < 0) what[0] = 0;
-            s_tj_try(root, what);
-            json_array_insert_new(node, i, keep);
-        }
-    }
+static void s_tj_visit(json_t *root, const char *path, int k, void *arg) {
+    (void)arg;
+    char what[1100];
+    if (snprintf(what, sizeof what, k < 10 ? "%s = variant %d" : "%s removed", path, k) < 0) what[0] = 0;
+    s_tj_try(root, what);
 }
 
 static void s_tj_sweep(int which) {
@@ -178,7 +140,7 @@ static void s_tj_sweep(int which) {
     const char *why = wg_tt_check_tok(t);
     cr_assert_null(why, "sample %d: %s", which, why);
     s_tj_tried = 0;
-    s_tj_walk(root, root, "");
+    wg_test_json_mutate(root, root, "", NULL, s_tj_variant, 10, s_tj_visit, NULL);
     json_decref(root);
     unlink(s_tj_path);
     cr_assert_gt(s_tj_tried, 300, "sample %d: %ld variants", which, s_tj_tried);
