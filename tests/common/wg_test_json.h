@@ -7,6 +7,29 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
+
+/* The usual hostile values: 0, -1, 1e9, 2.5, "", a 300-byte string, null,
+ * true, [], {} (k = 0..WG_TJ_HOSTILE_N-1; a new reference). */
+#define WG_TJ_HOSTILE_N 10
+static inline json_t *wg_test_json_hostile(int k) {
+    char big[301];
+    switch (k) {
+    case 0: return json_integer(0);
+    case 1: return json_integer(-1);
+    case 2: return json_integer(1000000000);
+    case 3: return json_real(2.5);
+    case 4: return json_string("");
+    case 5:
+        memset(big, 'x', 300);
+        big[300] = 0;
+        return json_string(big);
+    case 6: return json_null();
+    case 7: return json_true();
+    case 8: return json_array();
+    default: return json_object();
+    }
+}
 
 /* The k-th replacement value (a new reference). */
 typedef json_t *(*wg_tj_variant_fn)(int k);

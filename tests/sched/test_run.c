@@ -744,27 +744,10 @@ Test(run, json_mode_rows_are_json_objects_on_both_paths, .timeout = 120) {
 
 /* Hostile job lines: a complete chat job and a complete completions job
  * (every body field set), each with one value anywhere in the line (at any
- * depth) replaced by 0, -1, 1e9, 2.5, "", a 300-byte string, null, true,
- * [], {} or removed. Through the embedded broker and with --direct, the run
+ * depth) replaced by each of wg_test_json_hostile's values (0, -1, 1e9, 2.5,
+ * "", a 300-byte string, null, true, [], {}) or removed. Through the embedded broker and with --direct, the run
  * exits 0 and writes exactly one row per line: a 200 response, or an error
  * with a message that names its line. */
-static json_t *s_hl_variant(int k) {
-    static char big[301];
-    memset(big, 'x', 300);
-    switch (k) {
-    case 0: return json_integer(0);
-    case 1: return json_integer(-1);
-    case 2: return json_integer(1000000000);
-    case 3: return json_real(2.5);
-    case 4: return json_string("");
-    case 5: return json_string(big);
-    case 6: return json_null();
-    case 7: return json_true();
-    case 8: return json_array();
-    default: return json_object();
-    }
-}
-
 static int g_hl_n;
 
 /* One line per edit; its custom_id is "h<line>" unless the edit is of
@@ -806,9 +789,9 @@ Test(run, hostile_job_lines_each_give_exactly_one_row, .timeout = 600) {
     json_t *ids = json_loads(
         "{\"custom_id\":\"i\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":[1,400,50],\"max_tokens\":2}}", 0, &je);
     cr_assert_not_null(ids, "%s", je.text);
-    wg_test_json_mutate(chat, chat, "", NULL, s_hl_variant, 10, s_hl_visit, f);
-    wg_test_json_mutate(comp, comp, "", NULL, s_hl_variant, 10, s_hl_visit, f);
-    wg_test_json_mutate(ids, ids, "", NULL, s_hl_variant, 10, s_hl_visit, f);
+    wg_test_json_mutate(chat, chat, "", NULL, wg_test_json_hostile, WG_TJ_HOSTILE_N, s_hl_visit, f);
+    wg_test_json_mutate(comp, comp, "", NULL, wg_test_json_hostile, WG_TJ_HOSTILE_N, s_hl_visit, f);
+    wg_test_json_mutate(ids, ids, "", NULL, wg_test_json_hostile, WG_TJ_HOSTILE_N, s_hl_visit, f);
     fclose(f);
     json_decref(chat);
     json_decref(comp);

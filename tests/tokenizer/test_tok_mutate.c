@@ -57,8 +57,8 @@ Test(tok_mutate, rwkv, .timeout = 600) { s_sweep(5); }
  * Three small tokenizer.json files (byte-level BPE with a Sequence of Split
  * and ByteLevel; SentencePiece-style byte-fallback BPE with Prepend/Replace
  * normalizers; the same with a Metaspace pre-tokenizer): every value of the
- * document, at any depth, is replaced by each of 0, -1, 1e9, 2.5, "", "zz",
- * null, true, [], {} and removed. Each variant builds a tokenizer that
+ * document, at any depth, is replaced by each of wg_test_json_hostile's
+ * values (0, -1, 1e9, 2.5, "", 300 bytes, null, true, [], {}) and removed. Each variant builds a tokenizer that
  * passes wg_tt_check_tok or fails with a message. */
 #include "wg_test_json.h"
 
@@ -106,25 +106,10 @@ static void s_tj_try(json_t *root, const char *what) {
     s_tj_tried++;
 }
 
-static json_t *s_tj_variant(int k) {
-    switch (k) {
-    case 0: return json_integer(0);
-    case 1: return json_integer(-1);
-    case 2: return json_integer(1000000000);
-    case 3: return json_real(2.5);
-    case 4: return json_string("");
-    case 5: return json_string("zz");
-    case 6: return json_null();
-    case 7: return json_true();
-    case 8: return json_array();
-    default: return json_object();
-    }
-}
-
 static void s_tj_visit(json_t *root, const char *path, int k, void *arg) {
     (void)arg;
     char what[1100];
-    if (snprintf(what, sizeof what, k < 10 ? "%s = variant %d" : "%s removed", path, k) < 0) what[0] = 0;
+    if (snprintf(what, sizeof what, k < WG_TJ_HOSTILE_N ? "%s = variant %d" : "%s removed", path, k) < 0) what[0] = 0;
     s_tj_try(root, what);
 }
 
@@ -140,7 +125,7 @@ static void s_tj_sweep(int which) {
     const char *why = wg_tt_check_tok(t);
     cr_assert_null(why, "sample %d: %s", which, why);
     s_tj_tried = 0;
-    wg_test_json_mutate(root, root, "", NULL, s_tj_variant, 10, s_tj_visit, NULL);
+    wg_test_json_mutate(root, root, "", NULL, wg_test_json_hostile, WG_TJ_HOSTILE_N, s_tj_visit, NULL);
     json_decref(root);
     unlink(s_tj_path);
     cr_assert_gt(s_tj_tried, 300, "sample %d: %ld variants", which, s_tj_tried);
