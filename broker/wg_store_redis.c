@@ -13,6 +13,7 @@
 
 #include "common/wg_log.h"
 #include "common/wg_redis.h"
+#include "schemas/wg_msg.h"
 #include "wg_store.h"
 
 #define MAX_GROUPS 256
@@ -208,8 +209,20 @@ static wg_status r_recover(wg_store_t *s, wg_store_recover_fn fn, void *arg) {
     if (!models) return WG_ERR_REDIS;
     int total = 0;
     for (size_t m = 0; m < models->elements; m++) {
-        const char *model = models->element[m]->str;
-        if (s_ensure_group(r, model)) break;
+        const redisReply *me = models->element[m];
+        const char *model = me->type == REDIS_REPLY_STRING ? me->str : NULL;
+        /* A damaged or foreign entry in the model set (not a name, or a key
+         * of another type) is logged and passed over: the other models'
+         * pending jobs must still come back. */
+        if (!model || !model[0] || me->len > WG_MSG_MAX_MODEL || memchr(model, 0, me->len)) {
+            wg_err("store", "recovery: skipping waggle:models entry %zu: not a model name", m);
+            continue;
+        }
+        if (s_ensure_group(r, model)) {
+            if (!r->c) break; /* connection lost: reported below */
+            wg_err("store", "recovery: skipping model '%s': %s", model, wg_errmsg());
+            continue;
+        }
         char key[300];
         snprintf(key, sizeof key, "waggle:q:%s", model);
         /* pending entries of any consumer (a dead broker's included) */

@@ -360,7 +360,7 @@ Test(broker, cancel_of_queued_job_ends_it_cancelled) {
 
 /* Garbage in the durable store (a damaged AOF, a stray writer, another
  * version): queue entries without a job, with bytes that are not msgpack
- * or with a body that is not a job, a job_id that is not one, a queue key of
+ * or with a body that is not a job, a job_id that is not one, queue keys of
  * the wrong Redis type, an empty and a 300-byte model name in the model set,
  * a non-numeric attempts counter and a stored result that is not a RESULT.
  * The restarted broker stays up, recovers and completes the real jobs, and
@@ -403,6 +403,13 @@ Test(broker, garbage_in_redis_is_survived_and_real_jobs_still_complete) {
     memset(big, 'b', 300);
     big[300] = 0;
     freeReplyObject(h_redis_cmd(&e.r, "SADD waggle:models %s", big));
+    /* more models whose queue key has the wrong type, so that (the set's
+     * order being a hash order) "m" is unlikely to come first: recovery used
+     * to stop at the first model it could not open */
+    for (int i = 0; i < 12; i++) {
+        freeReplyObject(h_redis_cmd(&e.r, "SET waggle:q:wrong%d x", i));
+        freeReplyObject(h_redis_cmd(&e.r, "SADD waggle:models wrong%d", i));
+    }
     freeReplyObject(h_redis_cmd(&e.r, "SET waggle:attempts:%s abc", ids[0]));
     h_broker_start(&e.b, &e.r, NULL);
     zmq_close(p);
