@@ -93,6 +93,9 @@ static void s_usage(FILE *f) {
             "  --kv-type T          K/V cache elements: f32 (default), f16 (half the cache, faster attention)\n"
             "                       or q8_0 (0.53 of f16: twice the sequences per byte)\n"
             "  --max-batch-tokens N tokens per engine step (default 512)\n"
+            "  --max-context N      tokens one job may hold, prompt + generated (default: the model's trained\n"
+            "                       context; -1: only the KV cache's size): a longer prompt is an error row,\n"
+            "                       generation stops there with finish_reason length\n"
             "  --no-prefix-cache    compute every prompt in full instead of sharing the K/V blocks of\n"
             "                       prompt starts other jobs already computed (same outputs either way)\n"
             "  --stream N           print the text of the first N jobs to stdout as it is generated\n"
@@ -912,6 +915,7 @@ static void s_prefix_line(uint64_t cached, uint64_t computed) {
             (unsigned long long)computed, (unsigned long long)cached, 100.0 * (double)cached / (double)(cached + computed));
 }
 static bool s_no_prefix_cache;             /* --no-prefix-cache */
+static int32_t s_max_context;              /* --max-context (0: the model's) */
 
 static int s_run_embedded(s_emb_t *e, const wg_model_t *m, const char *model_name, wg_kv_type_t kv_type, long concurrency, long threads,
                           size_t kv_budget) {
@@ -956,6 +960,7 @@ static int s_run_embedded(s_emb_t *e, const wg_model_t *m, const char *model_nam
     wc.kv_budget_bytes = kv_budget;
     wc.kv_type = kv_type;
     wc.no_prefix_cache = s_no_prefix_cache;
+    wc.max_context = s_max_context;
     w = wg_worker_new(&wc);
     if (!w) {
         fprintf(stderr, "waggle run: cannot start the embedded worker: %s\n", wg_errmsg());
@@ -1189,6 +1194,14 @@ int wg_cmd_run(int argc, char **argv) {
             if (!wg_cli_kv_type_ok("run", val, &kv_type)) return 2;
         } else if (!strcmp(a, "--no-prefix-cache")) {
             s_no_prefix_cache = true;
+        } else if (!strcmp(a, "--max-context")) {
+            NEED_VAL;
+            long mc;
+            if (!s_parse_int(val, -1, 1L << 30, &mc)) {
+                fprintf(stderr, "waggle run: --max-context '%s' must be -1, 0 or a token count\n", val);
+                return 2;
+            }
+            s_max_context = (int32_t)mc;
         } else if (!strcmp(a, "--max-batch-tokens")) {
             NEED_VAL;
             if (!s_parse_int(val, 1, 1 << 20, &max_batch)) {
@@ -1360,6 +1373,7 @@ int wg_cmd_run(int argc, char **argv) {
     cfg.kv_budget_bytes = kv_budget;
     cfg.kv_type = kv_type;
     cfg.prefix_cache = s_no_prefix_cache ? -1 : 0;
+    cfg.max_context = s_max_context;
     if (max_batch) cfg.max_batch_tokens = (int32_t)max_batch;
     s = wg_sched_new(m, tok, &cfg);
     if (!s) {

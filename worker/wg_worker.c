@@ -1279,6 +1279,7 @@ static wg_status s_load_model(s_model *sm, const wg_worker_model *spec, const wg
     sc.device = cfg->device;
     sc.kv_type = cfg->kv_type;
     sc.prefix_cache = cfg->no_prefix_cache ? -1 : 0;
+    sc.max_context = cfg->max_context;
     if (sc.max_batch_tokens < sc.max_seqs) sc.max_batch_tokens = sc.max_seqs;
     sm->sched = wg_sched_new(sm->m, sm->tok, &sc);
     if (!sm->sched) return wg_error(WG_ERR, "worker: scheduler for model '%s': %s", spec->name, wg_errmsg());

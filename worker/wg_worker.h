@@ -81,6 +81,8 @@ typedef struct wg_worker_cfg {
     size_t kv_budget_bytes;        /* KV bytes per model; 0 = scheduler default */
     wg_kv_type_t kv_type;          /* K/V cache elements: WG_KV_F32 (0, default) or WG_KV_F16 */
     bool no_prefix_cache;          /* turn the schedulers' prefix cache off (it is on by default) */
+    int32_t max_context;           /* tokens a sequence may hold (wg_sched_cfg_t.max_context: 0 = the
+                                      model's trained context, < 0 = only the KV cache's size) */
     uint32_t heartbeat_ms;         /* heartbeat interval; 0 = 1000 */
     uint32_t liveness;             /* silent intervals before the broker is dead, 3..5; 0 = 3 */
     uint32_t drain_timeout_ms;     /* SIGTERM drain: hand back what is left after this; 0 = 30000 */

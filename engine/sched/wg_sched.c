@@ -65,6 +65,7 @@ struct wg_sched {
     wg_kv_t *kv;              /* paged cache (owned) */
     wg_pool_t *pool;          /* forward threads (owned) */
     int32_t n_vocab;          /* logits width */
+    int64_t max_ctx;          /* tokens a sequence may hold (cfg max_context resolved; INT64_MAX = the cache's) */
     int32_t eos;              /* EOS when there is no tokenizer */
     int32_t window;           /* every layer attends to the last `window` positions only: blocks
                                * wholly before them are released after each step (0: none) */
@@ -135,6 +136,7 @@ wg_sched_t *wg_sched_new(const wg_model_t *model, const wg_tok_t *tok, const wg_
         if (cfg->kv_type) c.kv_type = cfg->kv_type;
         if (cfg->kv_prefault) c.kv_prefault = true;
         if (cfg->prefix_cache) c.prefix_cache = cfg->prefix_cache < 0 ? -1 : 0;
+        if (cfg->max_context) c.max_context = cfg->max_context;
     }
     if (c.block_tokens < 1 || c.max_seqs < 1 || c.max_batch_tokens < 1 || c.prefill_chunk < 0 ||
         c.n_threads < 1 || c.max_waiting_steps < 1) {
@@ -163,6 +165,9 @@ wg_sched_t *wg_sched_new(const wg_model_t *model, const wg_tok_t *tok, const wg_
     s->tok = tok;
     s->cfg = c;
     s->n_vocab = hp->n_vocab;
+    s->max_ctx = c.max_context > 0                            ? c.max_context
+                 : c.max_context == 0 && !hp->recurrent && hp->n_ctx_train > 0 ? hp->n_ctx_train
+                                                                                 : INT64_MAX;
     s->eos = tok ? wg_tok_eos(tok) : hp->eos;
     s->next_handle = 1;
     s->kv = wg_model_kv_new_typed(model, c.kv_budget_bytes, c.block_tokens, c.device, c.kv_type);
@@ -276,6 +281,11 @@ wg_status wg_sched_submit(wg_sched_t *s, const wg_sched_req_t *req, wg_seq_handl
     for (size_t i = 0; i < req->n_stop_ids; i++)
         if (!req->stop_ids || req->stop_ids[i] < 0 || req->stop_ids[i] >= s->n_vocab)
             return wg_error(WG_ERR_INVAL, "request: stop token id #%zu outside the vocabulary", i);
+    if ((int64_t)req->n_prompt >= s->max_ctx)
+        return wg_error(WG_ERR_RANGE,
+                        "request: prompt of %zu tokens does not fit the model's context of %lld tokens (one token "
+                        "must still be generated; --max-context changes the limit)",
+                        req->n_prompt, (long long)s->max_ctx);
     const int64_t cap_tokens = (int64_t)wg_kv_n_blocks(s->kv) * wg_kv_block_tokens(s->kv);
     if ((int64_t)req->n_prompt + 1 > cap_tokens)
         return wg_error(WG_ERR_RANGE, "request: prompt of %zu tokens does not fit the KV cache of %lld tokens",
@@ -667,7 +677,8 @@ static wg_status s_emit_token(wg_sched_t *s, s_seq_t *q, int32_t token, const wg
     /* JSON mode: the object is whole, nothing can follow. */
     if (fin == WG_FINISH_NONE && wg_sampler_json_done(q->sampler)) fin = WG_FINISH_STOP;
     if (fin == WG_FINISH_NONE && q->max_tokens > 0 && n_gen >= (size_t)q->max_tokens) fin = WG_FINISH_LENGTH;
-    if (fin == WG_FINISH_NONE && (int64_t)q->n_toks >= (int64_t)wg_kv_n_blocks(s->kv) * wg_kv_block_tokens(s->kv))
+    if (fin == WG_FINISH_NONE && ((int64_t)q->n_toks >= (int64_t)wg_kv_n_blocks(s->kv) * wg_kv_block_tokens(s->kv) ||
+                                  (int64_t)q->n_toks >= s->max_ctx))
         fin = WG_FINISH_LENGTH;
     if (fin != WG_FINISH_NONE && !stopped) {
         /* Release what the detokenizer and the stopper still hold. */

@@ -49,6 +49,11 @@ typedef struct {
                                    the cache and what attention reads; CPU only) */
     bool kv_prefault;           /* touch the whole K/V pool at creation (wg_kv_prefault): steps never fault
                                    fresh pages in, creation takes the pool's first-touch time */
+    int32_t max_context;        /* tokens one sequence may hold, prompt + generated: a longer prompt is
+                                   refused at submit, generation ends with finish "length" there.
+                                   0 = the model's trained context (context_length /
+                                   max_position_embeddings) for attention models, no limit for recurrent
+                                   ones; < 0 = no limit but the cache's size */
     int prefix_cache;           /* 0: on where the cache allows it (host K/V, not recurrent), < 0: off.
                                    A sequence admitted (or re-admitted after preemption) skips the
                                    full blocks of its token list another sequence already computed;

@@ -897,3 +897,57 @@ Test(sched, json_mode_needs_the_tokenizer) {
     wg_sched_free(&s);
     unload();
 }
+
+/* A sequence holds at most max_context tokens, prompt + generated: by default
+ * the model's trained context (stories260K: 512), a set limit otherwise, or
+ * only the cache's size with -1. A prompt that leaves no room is refused at
+ * submit naming both lengths; generation stops there with finish "length";
+ * the sequences beside it are unaffected. */
+Test(sched, max_context_refuses_long_prompts_and_ends_generation_there) {
+    load("trained/stories260K-f32.gguf");
+    const int32_t ctx = wg_model_hparams(g_m)->n_ctx_train;
+    cr_assert_eq(ctx, 512, "stories260K's context_length is %d", ctx);
+    g_rng = 11;
+    /* default: the model's 512 */
+    {
+        wg_sched_t *s = wg_sched_new(g_m, g_tok, NULL);
+        cr_assert_not_null(s, "%s", wg_errmsg());
+        static int32_t long_prompt[600];
+        for (int i = 0; i < 600; i++) long_prompt[i] = 3 + i % 200;
+        wg_sched_req_t rq = {.prompt = long_prompt, .n_prompt = 512, .sampling = wg_sampling_defaults(), .max_tokens = 4};
+        wg_seq_handle_t h;
+        cr_assert_eq(wg_sched_submit(s, &rq, &h), WG_ERR_RANGE);
+        cr_assert(strstr(wg_errmsg(), "512 tokens") && strstr(wg_errmsg(), "context"), "message: %s", wg_errmsg());
+        rq.n_prompt = 511;
+        cr_assert_eq(wg_sched_submit(s, &rq, &h), WG_OK, "%s", wg_errmsg());
+        wg_sched_free(&s);
+    }
+    job_t j[2];
+    res_t r[2];
+    job_random(&j[0], 200, 500, 0); /* wants 500, room for 312 */
+    job_random(&j[1], 20, 30, 1);
+    run_jobs(j, 2, NULL, r, NULL);
+    cr_assert_eq(r[0].finish, WG_FINISH_LENGTH);
+    cr_assert_eq(r[0].n, ctx - 200, "generated %d, the context leaves %d", r[0].n, ctx - 200);
+    res_t alone;
+    run_jobs(&j[1], 1, NULL, &alone, NULL);
+    assert_same(&alone, &r[1], "neighbour of a sequence stopped by the context");
+    /* a set limit: the tokens of an unlimited run, cut there */
+    wg_sched_cfg_t cfg = wg_sched_defaults();
+    cfg.max_context = 64;
+    job_random(&j[0], 50, 100, 0);
+    run_jobs(j, 1, &cfg, r, NULL);
+    cr_assert_eq(r[0].finish, WG_FINISH_LENGTH);
+    cr_assert_eq(r[0].n, 14, "generated %d with max_context 64 and a 50-token prompt", r[0].n);
+    res_t free_run;
+    cfg.max_context = -1;
+    run_jobs(j, 1, &cfg, &free_run, NULL);
+    cr_assert_eq(free_run.n, 100);
+    cr_assert_arr_eq(free_run.toks, r[0].toks, 14 * sizeof(int32_t), "the limit changed the tokens before it");
+    /* -1: only the cache limits; the sequence runs past 512 (cache: 64 x 512 tokens by default) */
+    job_random(&j[0], 250, 400, 0);
+    run_jobs(j, 1, &cfg, r, NULL);
+    cr_assert_eq(r[0].finish, WG_FINISH_LENGTH);
+    cr_assert_eq(r[0].n, 400, "max_context -1 generated %d of 400", r[0].n);
+    unload();
+}

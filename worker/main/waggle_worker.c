@@ -1,6 +1,7 @@
 /* waggle-worker — command-line front of wg_worker: parses flags, loads the
  * models and CURVE keys, serves until SIGTERM/SIGINT (first signal drains,
  * a second one stops at once). Only main() decides exit codes. */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -47,6 +48,9 @@ static void s_usage(FILE *f) {
             "  --kv-budget BYTES            KV cache bytes per model (suffix K, M, G; default: scheduler's)\n"
             "  --kv-type T                  K/V cache elements: f32 (default, the reference numbers), f16\n"
             "                               (half the bytes per token, faster attention) or q8_0 (0.53 of f16)\n"
+            "  --max-context N              tokens one job may hold, prompt + generated (default: the model's\n"
+            "                               trained context; -1: only the KV cache's size); a longer prompt\n"
+            "                               fails its job, generation stops there with finish_reason length\n"
             "  --no-prefix-cache            compute every prompt in full: do not share the K/V blocks of\n"
             "                               prompt starts that earlier jobs already computed (default: shared;\n"
             "                               outputs are the same either way)\n"
@@ -124,7 +128,7 @@ static int s_read_key(const char *path, const char *prefer, char out[41]) {
 int main(int argc, char **argv) {
     wg_mem_tune(); /* models are loaded and freed for the life of the process */
     enum { O_BROKER = 1, O_MODEL, O_STREAM, O_ADV, O_REDIS, O_ID, O_THREADS, O_MAXSEQS, O_KV, O_HB, O_LIVE,
-           O_DRAIN, O_HWM, O_STALL, O_SNDBUF, O_CSRV, O_CSEC, O_LOG, O_HELP, O_MEM, O_DELAY, O_DEVICE, O_KVTYPE, O_NOPC };
+           O_DRAIN, O_HWM, O_STALL, O_SNDBUF, O_CSRV, O_CSEC, O_LOG, O_HELP, O_MEM, O_DELAY, O_DEVICE, O_KVTYPE, O_NOPC, O_MAXCTX };
     static const struct option opts[] = {
         {"broker", required_argument, 0, O_BROKER},   {"model", required_argument, 0, O_MODEL},
         {"stream", required_argument, 0, O_STREAM},   {"stream-advertise", required_argument, 0, O_ADV},
@@ -132,6 +136,7 @@ int main(int argc, char **argv) {
         {"threads", required_argument, 0, O_THREADS}, {"max-seqs", required_argument, 0, O_MAXSEQS},
         {"device", required_argument, 0, O_DEVICE},
         {"kv-type", required_argument, 0, O_KVTYPE},  {"no-prefix-cache", no_argument, 0, O_NOPC},
+        {"max-context", required_argument, 0, O_MAXCTX},
         {"kv-budget", required_argument, 0, O_KV},    {"heartbeat-ms", required_argument, 0, O_HB},
         {"liveness", required_argument, 0, O_LIVE},   {"drain-timeout-ms", required_argument, 0, O_DRAIN},
         {"stream-hwm", required_argument, 0, O_HWM},  {"stream-stall-ms", required_argument, 0, O_STALL},
@@ -203,6 +208,17 @@ int main(int argc, char **argv) {
             }
             break;
         case O_NOPC: cfg.no_prefix_cache = true; break;
+        case O_MAXCTX: {
+            char *end = NULL;
+            errno = 0;
+            const long mc = strtol(optarg, &end, 10);
+            if (errno || !end || *end || end == optarg || mc < -1 || mc > (1L << 30)) {
+                fprintf(stderr, "waggle-worker: --max-context must be -1, 0 or a token count, got '%s'\n", optarg);
+                return 2;
+            }
+            cfg.max_context = (int32_t)mc;
+            break;
+        }
         case O_HB: if (s_num("--heartbeat-ms", optarg, &v)) return 2; cfg.heartbeat_ms = (uint32_t)v; break;
         case O_LIVE: if (s_num("--liveness", optarg, &v)) return 2; cfg.liveness = (uint32_t)v; break;
         case O_DRAIN: if (s_num("--drain-timeout-ms", optarg, &v)) return 2; cfg.drain_timeout_ms = (uint32_t)v; break;
