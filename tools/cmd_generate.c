@@ -28,6 +28,8 @@ static void s_usage(FILE *f) {
             "  --kv-type T     K/V cache elements: f32 (default, the reference numbers), f16 (half the\n"
             "                  cache, faster attention; logits within ~1e-2 of f32) or q8_0 (0.53 of f16;\n"
             "                  head sizes that are multiples of 32)\n"
+            "  --max-context N prompt + generated tokens at most (default: the model's trained context;\n"
+            "                  -1: no limit); a longer prompt is an error, generation stops there\n"
             "MODEL is a GGUF file or an HF model directory. With --tokens no BOS is added;\n"
             "with -p the model's BOS rule applies.\n");
 }
@@ -98,6 +100,7 @@ int wg_cmd_generate(int argc, char **argv) {
     int threads = 2;
     const char *device = "cpu";
     wg_kv_type_t kv_type = WG_KV_F32;
+    long max_ctx = 0; /* --max-context: 0 = the model's trained context */
     bool json = false, ignore_eos = false;
     wg_sampling_params_t sp = wg_sampling_defaults();
     sp.temperature = 0.8f;
@@ -161,6 +164,12 @@ int wg_cmd_generate(int argc, char **argv) {
             device = v;
         } else if (strcmp(a, "--kv-type") == 0) {
             if (!wg_cli_kv_type_ok("generate", v, &kv_type)) return 2;
+        } else if (strcmp(a, "--max-context") == 0) {
+            if (s_num(a, v, -1, 1 << 30, &d) || d != (double)(long)d) {
+                if (d == d) fprintf(stderr, "waggle generate: --max-context must be -1, 0 or a token count\n");
+                return 2;
+            }
+            max_ctx = (long)d;
         } else {
             fprintf(stderr, "waggle generate: unknown option %s\n", a);
             s_usage(stderr);
@@ -214,6 +223,18 @@ int wg_cmd_generate(int argc, char **argv) {
             fprintf(stderr, "waggle generate: token id %d out of range [0, %d)\n", ids[i], hp->n_vocab);
             goto out;
         }
+    /* The scheduler's rule (wg_sched_cfg_t.max_context): attention models
+     * hold at most their trained context, so `waggle run` and this give the
+     * same tokens and stop at the same place. */
+    const long ctx = max_ctx > 0 ? max_ctx : max_ctx == 0 && !hp->recurrent && hp->n_ctx_train > 0 ? hp->n_ctx_train : 0;
+    if (ctx > 0 && (long)n_ids >= ctx) {
+        fprintf(stderr,
+                "waggle generate: prompt of %zu tokens does not fit the model's context of %ld tokens (one token "
+                "must still be generated; --max-context changes the limit)\n",
+                n_ids, ctx);
+        goto out;
+    }
+    if (ctx > 0 && (long)n_ids + n_gen > ctx) n_gen = ctx - (long)n_ids;
     sess = wg_session_new_typed(m, threads, (int32_t)(n_ids + (size_t)n_gen + 1), device, kv_type);
     smp = wg_sampler_new(&sp, hp->n_vocab);
     logits = malloc((size_t)hp->n_vocab * sizeof(float));

@@ -442,3 +442,43 @@ Test(cli_generate, bench_single_json_is_consistent) {
     json_decref(d);
     free(out);
 }
+
+/* The model's trained context bounds prompt + generated tokens, as in the
+ * scheduler (stories260K: 512): -n 2000 stops after 507 tokens of a 5-token
+ * prompt with finish "length", and those are the first 507 tokens of the
+ * unlimited run (--max-context -1); a prompt of 512 tokens or more is refused
+ * naming both lengths; a set --max-context cuts there. */
+Test(cli_generate, the_model_context_bounds_prompt_and_generation) {
+    WG_REQUIRE_CORPUS();
+    char args[8192];
+    snprintf(args, sizeof args, "-m '%s' -p 'Once upon a time' -n 2000 --temp 0 --ignore-eos", wg_test_corpus(S_STORIES));
+    json_t *o = s_generate_json(args);
+    json_t *toks = json_object_get(o, "tokens");
+    const size_t n_prompt = json_array_size(json_object_get(o, "prompt_tokens"));
+    cr_assert_eq(json_array_size(toks), 512 - n_prompt, "generated %zu tokens after a %zu-token prompt",
+                 json_array_size(toks), n_prompt);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "finish_reason")), "length");
+    char args2[8300];
+    snprintf(args2, sizeof args2, "%s --max-context -1", args);
+    json_t *o2 = s_generate_json(args2);
+    json_t *toks2 = json_object_get(o2, "tokens");
+    cr_assert_eq(json_array_size(toks2), 2000);
+    for (size_t i = 0; i < json_array_size(toks); i++)
+        cr_assert_eq(json_integer_value(json_array_get(toks, i)), json_integer_value(json_array_get(toks2, i)),
+                     "token %zu differs", i);
+    snprintf(args2, sizeof args2, "%s --max-context 40", args);
+    json_t *o3 = s_generate_json(args2);
+    cr_assert_eq(json_array_size(json_object_get(o3, "tokens")), 40 - n_prompt);
+    /* 600 ids of a prompt: refused, naming both lengths */
+    char ids[4096] = "";
+    size_t off = 0;
+    for (int i = 0; i < 600; i++) off += (size_t)snprintf(ids + off, sizeof ids - off, "%s%d", i ? "," : "", 10 + i % 100);
+    snprintf(args2, sizeof args2, "generate -m '%s' --tokens %s -n 5", wg_test_corpus(S_STORIES), ids);
+    cr_assert_neq(s_run(args2), 0, "a 600-token prompt on a 512-token model must fail");
+    char *err = s_captured("err");
+    cr_assert(strstr(err, "600 tokens") && strstr(err, "512"), "stderr: %s", err);
+    free(err);
+    json_decref(o);
+    json_decref(o2);
+    json_decref(o3);
+}
