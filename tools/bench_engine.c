@@ -169,6 +169,9 @@ static int s_bench_one(const wg_model_t *m, int32_t C, int32_t P, int32_t G, int
     cfg.device = s_device;
     cfg.kv_type = s_kv_type;
     cfg.prefix_cache = s_no_pc ? -1 : 0;
+    /* the shape asked for (--prompt-len + --gen-len) whatever the model's
+     * trained context, as llama-bench does */
+    cfg.max_context = -1;
     /* Steady state: a worker's cache outlives its requests, so its pages are
      * touched once; fresh-page faults here would be this run's own cost (and
      * first touches cost ~0.3 GB/s on some VMs). Done before the clock starts. */
