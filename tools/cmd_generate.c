@@ -165,8 +165,9 @@ int wg_cmd_generate(int argc, char **argv) {
         } else if (strcmp(a, "--kv-type") == 0) {
             if (!wg_cli_kv_type_ok("generate", v, &kv_type)) return 2;
         } else if (strcmp(a, "--max-context") == 0) {
-            if (s_num(a, v, -1, 1 << 30, &d) || d != (double)(long)d) {
-                if (d == d) fprintf(stderr, "waggle generate: --max-context must be -1, 0 or a token count\n");
+            if (s_num(a, v, -1, 1 << 30, &d)) return 2;
+            if (d != (double)(long)d) {
+                fprintf(stderr, "waggle generate: --max-context must be -1, 0 or a token count, got '%s'\n", v);
                 return 2;
             }
             max_ctx = (long)d;
