@@ -424,6 +424,15 @@ uint64_t wg_msg_peek_req(const uint8_t *data, size_t len) {
     return 0;
 }
 
+wg_status wg_msg_job_fits(const wg_msg_job *j) {
+    wg_msg_submit one = {.req = 1, .jobs = (wg_msg_job *)j, .n_jobs = 1}, back;
+    wg_msg_buf b = {0};
+    wg_status st = wg_msg_submit_encode(&one, &b);
+    if (st == WG_OK && (st = wg_msg_submit_decode(b.data, b.len, &back)) == WG_OK) wg_msg_submit_clear(&back);
+    wg_msg_buf_free(&b);
+    return st;
+}
+
 wg_status wg_msg_submit_decode(const uint8_t *data, size_t len, wg_msg_submit *out) {
     wg_mp_rd r;
     wg_status st;

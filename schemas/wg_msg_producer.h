@@ -85,6 +85,12 @@ wg_status wg_msg_submit_decode(const uint8_t *data, size_t len, wg_msg_submit *o
  * say), so the ERROR can still echo it; 0 when the body is not a msgpack map
  * or has no readable uint "req". Overwrites the thread's error message. */
 uint64_t wg_msg_peek_req(const uint8_t *data, size_t len);
+/* Whether job j (no job_id: a SUBMIT job), sent in a SUBMIT, would be read
+ * back by the broker's decoder: a one-job SUBMIT is encoded and decoded.
+ * WG_OK, or the encoder's / decoder's error naming the field. Producers
+ * check each job with it so one job over a limit cannot get its whole
+ * batch refused. */
+wg_status wg_msg_job_fits(const wg_msg_job *j);
 void wg_msg_submit_clear(wg_msg_submit *m);
 
 typedef struct wg_msg_submitted_item {

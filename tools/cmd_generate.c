@@ -224,18 +224,17 @@ int wg_cmd_generate(int argc, char **argv) {
             fprintf(stderr, "waggle generate: token id %d out of range [0, %d)\n", ids[i], hp->n_vocab);
             goto out;
         }
-    /* The scheduler's rule (wg_sched_cfg_t.max_context): attention models
-     * hold at most their trained context, so `waggle run` and this give the
-     * same tokens and stop at the same place. */
-    const long ctx = max_ctx > 0 ? max_ctx : max_ctx == 0 && !hp->recurrent && hp->n_ctx_train > 0 ? hp->n_ctx_train : 0;
-    if (ctx > 0 && (long)n_ids >= ctx) {
+    /* The scheduler's limit, so `waggle run` and this give the same tokens
+     * and stop at the same place. */
+    const int64_t ctx = wg_model_context_limit(m, max_ctx);
+    if ((int64_t)n_ids >= ctx) {
         fprintf(stderr,
-                "waggle generate: prompt of %zu tokens does not fit the model's context of %ld tokens (one token "
+                "waggle generate: prompt of %zu tokens does not fit the model's context of %lld tokens (one token "
                 "must still be generated; --max-context changes the limit)\n",
-                n_ids, ctx);
+                n_ids, (long long)ctx);
         goto out;
     }
-    if (ctx > 0 && (long)n_ids + n_gen > ctx) n_gen = ctx - (long)n_ids;
+    if ((int64_t)n_ids + n_gen > ctx) n_gen = (long)(ctx - (int64_t)n_ids);
     sess = wg_session_new_typed(m, threads, (int32_t)(n_ids + (size_t)n_gen + 1), device, kv_type);
     smp = wg_sampler_new(&sp, hp->n_vocab);
     logits = malloc((size_t)hp->n_vocab * sizeof(float));

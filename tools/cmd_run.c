@@ -763,16 +763,6 @@ static wg_status s_wire_job(const s_job_t *j, size_t i, const char *model, bool 
     w->sampling.chosen_logprob = j->logprobs;
     w->stop = (char **)j->stop;
     w->n_stop = (uint32_t)j->n_stop;
-    /* What the broker's decoder would refuse for the whole SUBMIT becomes
-     * this job's error row (s_parse_body checks the same for --direct). */
-    if (j->n_ids == 0 || j->n_ids > WG_MSG_MAX_TOKENS)
-        return wg_error(WG_ERR_RANGE, "the prompt is %zu tokens (1..%d)", j->n_ids, WG_MSG_MAX_TOKENS);
-    if (j->n_stop > WG_MSG_MAX_STOP)
-        return wg_error(WG_ERR_RANGE, "body.stop has %zu entries (at most %d)", j->n_stop, WG_MSG_MAX_STOP);
-    for (size_t q = 0; q < j->n_stop; q++)
-        if (!j->stop[q][0] || strlen(j->stop[q]) > WG_MSG_MAX_STOP_LEN)
-            return wg_error(WG_ERR_RANGE, "body.stop[%zu] is %zu bytes (1..%u)", q, strlen(j->stop[q]),
-                            WG_MSG_MAX_STOP_LEN);
     if (j->sp.n_logit_bias > WG_MSG_MAX_LOGIT_BIAS)
         return wg_error(WG_ERR_RANGE, "body.logit_bias has %zu entries (at most %d)", j->sp.n_logit_bias,
                         WG_MSG_MAX_LOGIT_BIAS);
@@ -783,6 +773,10 @@ static wg_status s_wire_job(const s_job_t *j, size_t i, const char *model, bool 
             w->logit_bias[q] = (wg_msg_logit_bias){(uint32_t)j->bias[q].token, j->bias[q].bias};
         w->n_logit_bias = (uint32_t)j->sp.n_logit_bias;
     }
+    /* What the broker's decoder would refuse (a prompt over 131072 tokens…)
+     * would get the whole SUBMIT refused: it is this job's error row. */
+    wg_status st = wg_msg_job_fits(w);
+    if (st != WG_OK) return wg_error(st, "the job does not fit the broker protocol: %s", wg_errmsg());
     return WG_OK;
 }
 

@@ -329,27 +329,16 @@ static bool s_parse_line(const char *line, const char *def_model, int priority, 
         }
         j->prompt = strdup(json_string_value(p));
     }
-    {
-        /* The broker decodes a SUBMIT as a whole, so a job its decoder would
-         * refuse (a role or model name over its wire limit, a NUL byte…)
-         * would hold up every job of its batch: each job goes through the
-         * same encoder and decoder here and becomes its own error row. */
-        wg_msg_submit one = {.req = 1, .jobs = j, .n_jobs = 1};
-        wg_msg_submit back;
-        wg_msg_buf b = {0};
-        memset(&back, 0, sizeof back);
-        /* (WAGGLE_SUBMIT_NO_PRECHECK=1 skips this, so the tests reach the
-         * broker-side refusal and the one-by-one resend below) */
-        static int precheck = -1;
-        if (precheck < 0) precheck = !getenv("WAGGLE_SUBMIT_NO_PRECHECK");
-        if (precheck &&
-            (wg_msg_submit_encode(&one, &b) != WG_OK || wg_msg_submit_decode(b.data, b.len, &back) != WG_OK)) {
-            snprintf(err, cap, "the job does not fit the broker protocol: %s", wg_errmsg());
-            wg_msg_buf_free(&b);
-            goto out;
-        }
-        wg_msg_submit_clear(&back);
-        wg_msg_buf_free(&b);
+    /* The broker decodes a SUBMIT as a whole, so a job its decoder would
+     * refuse (a role or model name over its wire limit, a NUL byte…) would
+     * hold up every job of its batch: it becomes its own error row here.
+     * (WAGGLE_SUBMIT_NO_PRECHECK=1 skips this, so the tests reach the
+     * broker-side refusal and the one-by-one resend below.) */
+    static int precheck = -1;
+    if (precheck < 0) precheck = !getenv("WAGGLE_SUBMIT_NO_PRECHECK");
+    if (precheck && wg_msg_job_fits(j) != WG_OK) {
+        snprintf(err, cap, "the job does not fit the broker protocol: %s", wg_errmsg());
+        goto out;
     }
     ok = true;
 out:

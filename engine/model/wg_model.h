@@ -129,6 +129,12 @@ wg_kv_t *wg_model_kv_new_typed(const wg_model_t *m, size_t budget_bytes, int32_t
  * recurrent model, or for Q8_0 when a head size is not a multiple of 32
  * (wg_model_kv_new_typed then fails with the reason). */
 size_t wg_model_kv_token_bytes(const wg_model_t *m, wg_kv_type_t type);
+/* Tokens one sequence of m may hold, prompt + generated, for a max_context
+ * setting (wg_sched_cfg_t.max_context, --max-context): > 0 that many; 0 the
+ * model's trained context (context_length / max_position_embeddings) for an
+ * attention model, no limit for a recurrent one; < 0 no limit. INT64_MAX
+ * means no limit. */
+int64_t wg_model_context_limit(const wg_model_t *m, int64_t max_context);
 
 /* Bytes of one sequence's recurrent state (0 for attention-only models): what
  * a running sequence costs a recurrent cache, whatever its length. */

@@ -1057,6 +1057,12 @@ static bool s_kv_type_fits(const wg_hparams_t *hp, wg_kv_type_t type) {
     return type != WG_KV_Q8_0 || (hp->head_dim % WG_QK8_0 == 0 && hp->head_dim_v % WG_QK8_0 == 0);
 }
 
+int64_t wg_model_context_limit(const wg_model_t *m, int64_t max_context) {
+    if (max_context > 0) return max_context;
+    if (max_context == 0 && !m->hp.recurrent && m->hp.n_ctx_train > 0) return m->hp.n_ctx_train;
+    return INT64_MAX;
+}
+
 size_t wg_model_kv_token_bytes(const wg_model_t *m, wg_kv_type_t type) {
     const wg_hparams_t *hp = &m->hp;
     if (hp->recurrent || !s_kv_type_fits(hp, type)) return 0;

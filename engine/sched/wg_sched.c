@@ -65,7 +65,7 @@ struct wg_sched {
     wg_kv_t *kv;              /* paged cache (owned) */
     wg_pool_t *pool;          /* forward threads (owned) */
     int32_t n_vocab;          /* logits width */
-    int64_t max_ctx;          /* tokens a sequence may hold (cfg max_context resolved; INT64_MAX = the cache's) */
+    int64_t max_ctx;          /* tokens a sequence may hold (wg_model_context_limit; INT64_MAX = the cache's) */
     int32_t eos;              /* EOS when there is no tokenizer */
     int32_t window;           /* every layer attends to the last `window` positions only: blocks
                                * wholly before them are released after each step (0: none) */
@@ -165,9 +165,7 @@ wg_sched_t *wg_sched_new(const wg_model_t *model, const wg_tok_t *tok, const wg_
     s->tok = tok;
     s->cfg = c;
     s->n_vocab = hp->n_vocab;
-    s->max_ctx = c.max_context > 0                            ? c.max_context
-                 : c.max_context == 0 && !hp->recurrent && hp->n_ctx_train > 0 ? hp->n_ctx_train
-                                                                                 : INT64_MAX;
+    s->max_ctx = wg_model_context_limit(model, c.max_context);
     s->eos = tok ? wg_tok_eos(tok) : hp->eos;
     s->next_handle = 1;
     s->kv = wg_model_kv_new_typed(model, c.kv_budget_bytes, c.block_tokens, c.device, c.kv_type);

@@ -41,12 +41,6 @@ static void s_ids_push(s_ids_t *a, int32_t id) {
     a->v[a->n++] = id;
 }
 
-/* Text the vocabulary cannot spell becomes its unknown token; a vocabulary
- * without one (a hostile or cut-down file: real ones have byte tokens or an
- * unknown token) cannot encode it, which fails the encode instead of handing
- * id -1 to the model. */
-static void s_ids_push_unk(const struct wg_tok *t, s_ids_t *a);
-
 typedef struct {
     char *p;       /* bytes (NUL-terminated when finished) */
     size_t n;      /* used */
@@ -203,7 +197,11 @@ struct wg_tok {
     char *chat_template;       /* or NULL */
 };
 
-static void s_ids_push_unk(const struct wg_tok *t, s_ids_t *a) {
+/* Text the vocabulary cannot spell becomes its unknown token; a vocabulary
+ * without one (a hostile or cut-down file: real ones have byte tokens or an
+ * unknown token) cannot encode it, which fails the encode instead of handing
+ * id -1 to the model. */
+static void s_ids_push_unk(const wg_tok_t *t, s_ids_t *a) {
     if (t->unk >= 0) s_ids_push(a, t->unk);
     else a->unspelt = true;
 }

@@ -771,31 +771,26 @@ Test(run, hostile_job_lines_each_give_exactly_one_row, .timeout = 600) {
     FILE *f = fopen(in, "wb");
     cr_assert_not_null(f);
     g_hl_n = 0;
-    json_error_t je;
-    json_t *chat = json_loads(
+    /* a complete chat job, a complete completions job, a token-id prompt */
+    static const char *const jobs[] = {
         "{\"custom_id\":\"c\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\","
         "\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},{\"role\":\"user\",\"content\":\"Hi\"}],"
         "\"max_tokens\":3,\"temperature\":0.7,\"top_p\":0.9,\"seed\":5,\"stop\":[\"\\n\",\"cat\"],"
         "\"logprobs\":true,\"top_logprobs\":2,\"logit_bias\":{\"13\":2,\"29\":-100},\"presence_penalty\":0.5,"
         "\"frequency_penalty\":0.25,\"response_format\":{\"type\":\"text\"}}}",
-        0, &je);
-    cr_assert_not_null(chat, "%s", je.text);
-    json_t *comp = json_loads(
         "{\"custom_id\":\"p\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"model\":\"m\","
         "\"prompt\":\"The cat\",\"max_tokens\":3,\"temperature\":0,\"seed\":1,\"stop\":\"dog\",\"logprobs\":1,"
         "\"n\":1,\"echo\":false}}",
-        0, &je);
-    cr_assert_not_null(comp, "%s", je.text);
-    json_t *ids = json_loads(
-        "{\"custom_id\":\"i\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":[1,400,50],\"max_tokens\":2}}", 0, &je);
-    cr_assert_not_null(ids, "%s", je.text);
-    wg_test_json_mutate(chat, chat, "", NULL, wg_test_json_hostile, WG_TJ_HOSTILE_N, s_hl_visit, f);
-    wg_test_json_mutate(comp, comp, "", NULL, wg_test_json_hostile, WG_TJ_HOSTILE_N, s_hl_visit, f);
-    wg_test_json_mutate(ids, ids, "", NULL, wg_test_json_hostile, WG_TJ_HOSTILE_N, s_hl_visit, f);
+        "{\"custom_id\":\"i\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":[1,400,50],\"max_tokens\":2}}",
+    };
+    for (size_t k = 0; k < sizeof jobs / sizeof jobs[0]; k++) {
+        json_error_t je;
+        json_t *job = json_loads(jobs[k], 0, &je);
+        cr_assert_not_null(job, "job %zu: %s", k, je.text);
+        wg_test_json_mutate(job, job, "", NULL, wg_test_json_hostile, WG_TJ_HOSTILE_N, s_hl_visit, f);
+        json_decref(job);
+    }
     fclose(f);
-    json_decref(chat);
-    json_decref(comp);
-    json_decref(ids);
     cr_assert_gt(g_hl_n, 300, "only %d lines", g_hl_n);
     const char *paths[] = {"", "--direct"};
     json_t *verdict[2] = {json_object(), json_object()}; /* custom_id -> answered, per path */
